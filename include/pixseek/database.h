@@ -1,0 +1,113 @@
+// A pixseek database: one directory that holds the vector index, the metadata
+// store, thumbnails and uploaded files, tied to one embedding model.
+//
+// Layout of DB/:
+//   pixseek.json     manifest: format version, model name, model sha256,
+//                    dimension, index kind (written once at creation)
+//   metadata.db      SQLite metadata (ImageRecord rows)
+//   vectors.flat     the exact index's log (docs/index_format.md)
+//   thumbs/NN/ID.jpg thumbnails, NN = ID % 100
+//   images/HH/SHA.ext files uploaded over HTTP (HH = first two hex digits)
+#ifndef PIXSEEK_DATABASE_H_
+#define PIXSEEK_DATABASE_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pixseek/cache.h"
+#include "pixseek/embedder.h"
+#include "pixseek/image.h"
+#include "pixseek/metadata_store.h"
+#include "pixseek/status.h"
+#include "pixseek/vector_index.h"
+
+namespace pixseek {
+
+struct DatabaseOptions {
+  std::filesystem::path dir;
+  // Model name for a new database; empty = DefaultModelName(). For an existing
+  // database, a non-empty name must equal the recorded one
+  // (FailedPrecondition otherwise).
+  std::string model;
+  // Where models are installed; empty = DefaultPixseekHome().
+  std::filesystem::path home;
+  // Download the model when it is not installed (build only).
+  bool pull_missing_model = false;
+  DecodeLimits limits;
+  size_t cache_bytes = 64u << 20;
+  int threads = 0;  // 0 = all cores
+};
+
+struct DatabaseStats {
+  int64_t count = 0;
+  int dimension = 0;
+  std::string model;
+  std::string index_kind;
+};
+
+// Owns the parts of one database. Thread-safety: every method may be called
+// concurrently; Embed is serialised internally (one network instance).
+class Database {
+ public:
+  // Opens DB, creating it when `create` is true and it does not exist.
+  // NotFound when it does not exist and create is false; FailedPrecondition
+  // when options.model differs from the database's model; DataLoss when a file
+  // of the database is damaged.
+  static Result<std::unique_ptr<Database>> Open(const DatabaseOptions& options, bool create);
+
+  ~Database();
+
+  const DatabaseOptions& options() const { return options_; }
+  const std::filesystem::path& dir() const { return options_.dir; }
+  const std::string& model_name() const { return model_name_; }
+  int dimension() const { return embedder_->dimension(); }
+  const ModelCard& card() const { return embedder_->card(); }
+
+  VectorIndex& index() { return *index_; }
+  MetadataStore& store() { return *store_; }
+  Cache& cache() { return *cache_; }
+
+  // Decode options suited to the model (DCT downscaling to its input size).
+  DecodeOptions decode_options() const;
+
+  // Embeds images (serialised across threads). out: images.size()*dimension().
+  Status Embed(std::span<const Image* const> images, float* out);
+
+  // Stores one image: metadata, thumbnail, vector, in that order, then clears
+  // the cache. On failure nothing of it remains. Returns the new id.
+  Result<int64_t> Insert(const ImageRecord& record, std::span<const float> feature,
+                         std::span<const uint8_t> thumbnail_jpeg);
+
+  // Removes an image everywhere (vector first, so it stops matching at once).
+  // NotFound for an unknown id.
+  Status Remove(int64_t id);
+
+  std::filesystem::path ThumbnailPath(int64_t id) const;
+  std::filesystem::path UploadPath(const std::string& sha256, std::string_view format) const;
+
+  Result<DatabaseStats> Stats() const;
+
+ private:
+  Database() = default;
+  // Repairs what a crash between the steps of Insert/Remove can leave:
+  // vectors without metadata are removed, metadata without a vector is removed.
+  Status Reconcile();
+
+  DatabaseOptions options_;
+  std::string model_name_;
+  std::unique_ptr<Embedder> embedder_;
+  std::mutex embed_mu_;  // serialises embedder_
+  std::unique_ptr<VectorIndex> index_;
+  std::unique_ptr<MetadataStore> store_;
+  std::unique_ptr<Cache> cache_;
+  std::mutex write_mu_;  // serialises Insert/Remove so the three stores agree
+};
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_DATABASE_H_

@@ -1,0 +1,140 @@
+// The three services of the design (build, query, upload) and evaluation.
+// Each borrows a Database, which must outlive it. CLI and HTTP both call these.
+#ifndef PIXSEEK_SERVICES_H_
+#define PIXSEEK_SERVICES_H_
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pixseek/database.h"
+#include "pixseek/status.h"
+
+namespace pixseek {
+
+// ---- Build service -------------------------------------------------------
+
+struct BuildOptions {
+  bool show_progress = true;   // progress bar / lines on progress_out
+  FILE* progress_out = stderr;
+  int decode_threads = 0;      // 0 = one per core
+  // Set to true from another thread (or a signal handler) to stop early; the
+  // images finished so far stay stored and a re-run continues.
+  const std::atomic<bool>* cancel = nullptr;
+  // Called after each file with (processed, total, failed).
+  std::function<void(uint64_t, uint64_t, uint64_t)> on_progress;
+};
+
+struct BuildFailure {
+  std::string path;
+  std::string reason;
+};
+
+struct BuildReport {
+  uint64_t total = 0;     // image-like files found
+  uint64_t indexed = 0;   // newly stored
+  uint64_t skipped = 0;   // already stored (same path and content hash)
+  std::vector<BuildFailure> failed;
+  double seconds = 0;
+  bool cancelled = false;
+};
+
+class BuildService {
+ public:
+  explicit BuildService(Database& db) : db_(db) {}
+  // Walks `root` recursively and stores every image not stored yet. A file
+  // whose path is stored with another hash is replaced. Bad files are listed
+  // in the report, never fatal. NotFound when root is not a directory.
+  Result<BuildReport> Build(const std::filesystem::path& root, const BuildOptions& options);
+
+ private:
+  Database& db_;
+};
+
+// ---- Query service -------------------------------------------------------
+
+struct QueryParams {
+  size_t top_k = 10;        // 1..1000
+  float min_score = -1.0f;  // hits below are dropped
+};
+
+struct QueryHit {
+  int64_t id = 0;
+  float score = 0;
+  ImageRecord record;
+};
+
+struct QueryResponse {
+  std::vector<QueryHit> hits;
+  double took_ms = 0;
+  bool cached = false;
+};
+
+class QueryService {
+ public:
+  explicit QueryService(Database& db) : db_(db) {}
+  // Searches with an encoded image. Errors as DecodeImage, and
+  // InvalidArgument for bad params.
+  Result<QueryResponse> SearchImage(std::span<const uint8_t> bytes, const QueryParams& params);
+  // Searches with the vector of a stored image (it finds itself first).
+  // NotFound for an unknown id.
+  Result<QueryResponse> SearchById(int64_t id, const QueryParams& params);
+
+ private:
+  Result<QueryResponse> SearchVector(std::span<const float> query, const QueryParams& params);
+  Database& db_;
+};
+
+// ---- Upload service ------------------------------------------------------
+
+class UploadService {
+ public:
+  explicit UploadService(Database& db) : db_(db) {}
+  // Stores uploaded bytes under DB/images/ and indexes them. `name` is the
+  // client's file name (for display only; never used as a path).
+  Result<int64_t> AddBytes(std::span<const uint8_t> bytes, const std::string& name);
+  // Indexes a file in place (by absolute path), as the build does.
+  Result<int64_t> AddFile(const std::filesystem::path& file, const std::string& label);
+  Status Remove(int64_t id);
+
+ private:
+  Database& db_;
+};
+
+// Decodes, embeds and stores one image held in memory; shared by upload and
+// build. `record` has path/name/label set; the rest is filled in here.
+Result<int64_t> IndexImageBytes(Database& db, std::span<const uint8_t> bytes, ImageRecord record);
+
+// ---- Evaluation ----------------------------------------------------------
+
+struct EvalMetrics {
+  double map = 0;
+  double p_at_1 = 0;
+  double p_at_10 = 0;
+  double r_at_10 = 0;
+  uint64_t queries = 0;
+};
+
+struct EvalReport {
+  EvalMetrics overall;                     // mean over all queries
+  EvalMetrics macro;                       // mean over labels of per-label means
+  std::map<std::string, EvalMetrics> per_label;
+  uint64_t images = 0;
+  double seconds = 0;
+};
+
+// Leave-one-out retrieval quality over the stored images that lie under
+// `root`, labelled by their first folder level below it. Every such image is a
+// query against all the others; relevant = same label. FailedPrecondition
+// when fewer than two labelled images are found.
+Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root);
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_SERVICES_H_

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages pixseek needs to build and test, if missing.
+# Usage: scripts/install-deps.sh [build|test]
+set -euo pipefail
+
+what=${1:-build}
+pkgs=(build-essential cmake pkg-config ccache
+      libopencv-dev libturbojpeg0-dev libjpeg62-turbo-dev libexif-dev libsqlite3-dev
+      libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev)
+if [[ $what == test ]]; then
+  pkgs+=(libgtest-dev curl)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+((${#missing[@]} == 0)) && exit 0
+
+echo "Installing missing packages: ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

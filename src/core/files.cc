@@ -1,0 +1,77 @@
+#include "core/files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+namespace pixseek {
+namespace {
+
+Status ErrnoStatus(const std::string& what, const std::filesystem::path& path) {
+  return Status::Internal(what + " " + path.string() + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+Result<std::string> ReadTextFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open " + path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return Status::Internal("cannot read " + path.string());
+  return ss.str();
+}
+
+Status EnsureDirectory(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Internal("cannot create directory " + dir.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+Status SyncDirectory(const std::filesystem::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return ErrnoStatus("cannot open directory", dir);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return ErrnoStatus("cannot fsync directory", dir);
+  return Status::Ok();
+}
+
+Status WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> bytes) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("cannot create", tmp);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      Status s = ErrnoStatus("cannot write", tmp);
+      ::close(fd);
+      return s;
+    }
+    done += static_cast<size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    Status s = ErrnoStatus("cannot fsync", tmp);
+    ::close(fd);
+    return s;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("cannot rename onto", path);
+  return SyncDirectory(path.parent_path());
+}
+
+Status WriteFileAtomic(const std::filesystem::path& path, const std::string& text) {
+  return WriteFileAtomic(
+      path, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+}  // namespace pixseek

@@ -1,0 +1,32 @@
+// Small filesystem helpers with error statuses instead of exceptions.
+#ifndef PIXSEEK_CORE_FILES_H_
+#define PIXSEEK_CORE_FILES_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "pixseek/status.h"
+
+namespace pixseek {
+
+// Reads a whole file. NotFound when missing.
+Result<std::string> ReadTextFile(const std::filesystem::path& path);
+
+// Writes `bytes` to `path` so that readers see either the old or the new
+// content, never a mix: write a temporary file beside it, fsync, rename, fsync
+// the directory.
+Status WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> bytes);
+Status WriteFileAtomic(const std::filesystem::path& path, const std::string& text);
+
+// create_directories with a Status.
+Status EnsureDirectory(const std::filesystem::path& dir);
+
+// fsync on a directory so a rename or create inside it survives a crash.
+Status SyncDirectory(const std::filesystem::path& dir);
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_CORE_FILES_H_

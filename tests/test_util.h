@@ -1,0 +1,38 @@
+// Helpers shared by the tests: temporary directories and the location of the
+// shared models and data sets.
+#ifndef PIXSEEK_TESTS_TEST_UTIL_H_
+#define PIXSEEK_TESTS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pixseek::testing {
+
+// A fresh directory under $TMPDIR, removed (recursively) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// $PIXSEEK_SHARED if set, else <source>/../shared, when it exists.
+std::optional<std::filesystem::path> SharedDir();
+
+// The MobileNetV2 ONNX file from ../shared/models, when present.
+std::optional<std::filesystem::path> SharedMobilenet();
+
+std::vector<uint8_t> ReadBytes(const std::filesystem::path& path);
+void WriteBytes(const std::filesystem::path& path, const std::vector<uint8_t>& bytes);
+
+}  // namespace pixseek::testing
+
+#endif  // PIXSEEK_TESTS_TEST_UTIL_H_
