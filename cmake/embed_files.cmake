@@ -1,5 +1,6 @@
 # Writes OUT, a C++ file defining pixseek::EmbeddedFile(name) for each file in
 # INPUTS (name = file name). Run with cmake -P.
+string(REPLACE "," ";" INPUTS "${INPUTS}")
 set(body "")
 set(table "")
 set(i 0)

@@ -4,6 +4,7 @@
 #define PIXSEEK_SERVICES_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -87,7 +88,11 @@ class QueryService {
   Result<QueryResponse> SearchById(int64_t id, const QueryParams& params);
 
  private:
-  Result<QueryResponse> SearchVector(std::span<const float> query, const QueryParams& params);
+  // The index's hits for `query` with score >= params.min_score.
+  Result<std::vector<SearchHit>> Nearest(std::span<const float> query, const QueryParams& params);
+  // Joins metadata to hits (dropping ids removed meanwhile) and times the answer.
+  Result<QueryResponse> Join(const std::vector<SearchHit>& hits, bool cached,
+                             std::chrono::steady_clock::time_point start);
   Database& db_;
 };
 

@@ -1,1 +1,393 @@
-int main() { return 0; }
+// pixseek command-line interface: build, query, add, remove, serve, eval,
+// stats and model management. Every command is a thin layer over the service
+// layer (include/pixseek/services.h); errors print one clear line and exit 1.
+#include <pthread.h>
+#include <signal.h>
+
+#include <csignal>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pixseek/database.h"
+#include "pixseek/model_registry.h"
+#include "pixseek/server.h"
+#include "pixseek/services.h"
+
+namespace pixseek {
+namespace {
+
+using nlohmann::json;
+
+// Options shared by the commands that open a database.
+struct DbFlags {
+  std::string db;
+  std::string model;
+  std::string home;
+  int threads = 0;
+  size_t max_bytes = DecodeLimits{}.max_bytes;
+  uint64_t max_pixels = DecodeLimits{}.max_pixels;
+};
+
+void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
+  cmd->add_option("--db", f.db, "Database directory")->required();
+  if (with_model) {
+    cmd->add_option("--model", f.model,
+                    "Model name (default: " + DefaultModelName() + " for a new database)");
+  }
+  cmd->add_option("--threads", f.threads, "Worker threads (0 = all cores)");
+  cmd->add_option("--max-bytes", f.max_bytes, "Largest image file accepted, in bytes");
+  cmd->add_option("--max-pixels", f.max_pixels, "Largest image accepted, in pixels");
+}
+
+DatabaseOptions ToOptions(const DbFlags& f, const std::string& home) {
+  DatabaseOptions o;
+  o.dir = f.db;
+  o.model = f.model;
+  o.home = home;
+  o.threads = f.threads;
+  o.limits.max_bytes = f.max_bytes;
+  o.limits.max_pixels = f.max_pixels;
+  return o;
+}
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "pixseek: error: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+json RecordJson(const ImageRecord& r) {
+  return {{"id", r.id},         {"path", r.path},       {"name", r.name},
+          {"sha256", r.sha256}, {"size_bytes", r.size_bytes}, {"format", r.format},
+          {"width", r.width},   {"height", r.height},   {"exif_datetime", r.exif_datetime},
+          {"label", r.label},   {"added_at", r.added_at}};
+}
+
+std::atomic<bool> g_cancel{false};
+
+void OnInterrupt(int) {
+  if (g_cancel.exchange(true)) {
+    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C stops at once
+    std::raise(SIGINT);
+  }
+}
+
+int RunBuild(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json) {
+  DatabaseOptions options = ToOptions(flags, home);
+  options.pull_missing_model = true;
+  auto db = Database::Open(options, /*create=*/true);
+  if (!db.ok()) return Fail(db.status());
+  std::signal(SIGINT, OnInterrupt);
+  BuildOptions build;
+  build.cancel = &g_cancel;
+  build.decode_threads = flags.threads;
+  auto report = BuildService(**db).Build(dir, build);
+  if (!report.ok()) return Fail(report.status());
+  if (as_json) {
+    json failed = json::array();
+    for (const auto& f : report->failed) failed.push_back({{"path", f.path}, {"reason", f.reason}});
+    json out = {{"indexed", report->indexed}, {"skipped", report->skipped},
+                {"failed", failed},           {"total", report->total},
+                {"seconds", report->seconds}, {"cancelled", report->cancelled}};
+    std::cout << out.dump() << std::endl;
+  } else {
+    std::printf("indexed %llu, already stored %llu, failed %zu of %llu files in %.1f s (%.1f/s)\n",
+                static_cast<unsigned long long>(report->indexed),
+                static_cast<unsigned long long>(report->skipped), report->failed.size(),
+                static_cast<unsigned long long>(report->total), report->seconds,
+                report->seconds > 0 ? static_cast<double>(report->indexed) / report->seconds : 0.0);
+    for (const auto& f : report->failed) {
+      std::printf("  failed: %s: %s\n", f.path.c_str(), f.reason.c_str());
+    }
+    if (report->cancelled) std::printf("interrupted; run the same command again to continue\n");
+  }
+  return report->cancelled ? 130 : 0;
+}
+
+int RunQuery(const std::string& home, const DbFlags& flags, const std::string& image,
+             const QueryParams& params, bool as_json) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  auto bytes = ReadFileLimited(image, flags.max_bytes);
+  if (!bytes.ok()) return Fail(bytes.status());
+  auto response = QueryService(**db).SearchImage(*bytes, params);
+  if (!response.ok()) return Fail(response.status().WithContext(image));
+  if (as_json) {
+    json results = json::array();
+    for (const auto& h : response->hits) {
+      results.push_back({{"id", h.id}, {"path", h.record.path}, {"score", h.score}});
+    }
+    std::cout << json{{"results", results}, {"took_ms", response->took_ms}}.dump() << std::endl;
+  } else {
+    std::printf("%-4s %-7s %-8s %s\n", "rank", "score", "id", "path");
+    int rank = 0;
+    for (const auto& h : response->hits) {
+      std::printf("%-4d %.4f  %-8lld %s\n", ++rank, h.score, static_cast<long long>(h.id),
+                  h.record.path.c_str());
+    }
+    std::printf("(%zu results in %.1f ms)\n", response->hits.size(), response->took_ms);
+  }
+  return 0;
+}
+
+int RunAdd(const std::string& home, const DbFlags& flags, const std::vector<std::string>& files,
+           bool as_json) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  UploadService upload(**db);
+  json ids = json::array(), failed = json::array();
+  for (const auto& f : files) {
+    auto id = upload.AddFile(f, "");
+    if (id.ok()) {
+      ids.push_back(*id);
+      if (!as_json) std::printf("added %s as id %lld\n", f.c_str(), static_cast<long long>(*id));
+    } else {
+      failed.push_back({{"path", f}, {"reason", id.status().ToString()}});
+      if (!as_json) std::fprintf(stderr, "pixseek: cannot add %s: %s\n", f.c_str(),
+                                 id.status().ToString().c_str());
+    }
+  }
+  if (as_json) std::cout << json{{"ids", ids}, {"failed", failed}}.dump() << std::endl;
+  return failed.empty() ? 0 : 1;
+}
+
+int RunRemove(const std::string& home, const DbFlags& flags, const std::vector<int64_t>& ids) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  int rc = 0;
+  for (int64_t id : ids) {
+    Status s = (*db)->Remove(id);
+    if (s.ok()) {
+      std::printf("removed %lld\n", static_cast<long long>(id));
+    } else {
+      rc = Fail(s);
+    }
+  }
+  return rc;
+}
+
+int RunServe(const std::string& home, const DbFlags& flags, ServerOptions server_options) {
+  // Signals go to one waiting thread, which stops the server cleanly.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  HttpServer server(**db, server_options);
+  Status s = server.Start();
+  if (!s.ok()) return Fail(s);
+  auto stats = (*db)->Stats();
+  std::fprintf(stderr, "pixseek: serving %lld images (%s) on http://%s:%d/\n",
+               stats.ok() ? static_cast<long long>(stats->count) : 0LL,
+               (*db)->model_name().c_str(), server_options.host.c_str(), server.port());
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "pixseek: stopping (signal %d)\n", sig);
+    server.Stop();
+  });
+  server.Wait();
+  pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter if Stop came elsewhere
+  waiter.join();
+  return 0;
+}
+
+void PrintMetricsRow(const char* name, const EvalMetrics& m) {
+  std::printf("%-16s %7llu %7.4f %7.4f %7.4f %7.4f\n", name,
+              static_cast<unsigned long long>(m.queries), m.map, m.p_at_1, m.p_at_10, m.r_at_10);
+}
+
+json MetricsJson(const EvalMetrics& m) {
+  return {{"queries", m.queries}, {"map", m.map}, {"p_at_1", m.p_at_1},
+          {"p_at_10", m.p_at_10}, {"r_at_10", m.r_at_10}};
+}
+
+int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  auto report = Evaluate(**db, dir);
+  if (!report.ok()) return Fail(report.status());
+  if (as_json) {
+    json labels = json::object();
+    for (const auto& [label, m] : report->per_label) labels[label] = MetricsJson(m);
+    std::cout << json{{"overall", MetricsJson(report->overall)},
+                      {"macro", MetricsJson(report->macro)},
+                      {"per_label", labels},
+                      {"images", report->images},
+                      {"model", (*db)->model_name()},
+                      {"seconds", report->seconds}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::printf("%-16s %7s %7s %7s %7s %7s\n", "label", "queries", "mAP", "P@1", "P@10", "R@10");
+    for (const auto& [label, m] : report->per_label) PrintMetricsRow(label.c_str(), m);
+    PrintMetricsRow("macro", report->macro);
+    PrintMetricsRow("overall", report->overall);
+  }
+  return 0;
+}
+
+int RunStats(const std::string& home, const DbFlags& flags) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  auto s = (*db)->Stats();
+  if (!s.ok()) return Fail(s.status());
+  std::cout << json{{"count", s->count}, {"dimension", s->dimension}, {"model", s->model},
+                    {"index_kind", s->index_kind}}
+                   .dump()
+            << std::endl;
+  return 0;
+}
+
+json CardJson(const InstalledModel& m) {
+  return json{{"name", m.card.name},       {"runtime", m.card.runtime},
+              {"dimension", m.card.dimension}, {"sha256", m.card.sha256},
+              {"file", m.model_file.string()}};
+}
+
+int RunModel(const std::string& home, const std::string& action, const std::string& arg,
+             const std::optional<std::string>& url, const std::optional<std::string>& card,
+             const std::optional<std::string>& name) {
+  ModelRegistry registry(home.empty() ? DefaultPixseekHome() : std::filesystem::path(home));
+  if (action == "list") {
+    auto installed = registry.List();
+    std::printf("installed in %s:\n", registry.models_dir().c_str());
+    if (installed.empty()) std::printf("  (none)\n");
+    for (const auto& m : installed) {
+      std::printf("  %-16s %-6s %5d-d  %s\n", m.card.name.c_str(), m.card.runtime.c_str(),
+                  m.card.dimension, m.model_file.c_str());
+    }
+    std::printf("known (pixseek model pull NAME):\n");
+    for (const auto& k : KnownModels()) {
+      std::printf("  %-16s %s\n", k.name.c_str(), k.description.c_str());
+    }
+    return 0;
+  }
+  if (action == "info") {
+    auto m = registry.Find(arg);
+    if (!m.ok()) return Fail(m.status());
+    std::cout << json::parse(m->card.ToJson()).dump(2) << std::endl;
+    return 0;
+  }
+  Result<InstalledModel> done = Status::InvalidArgument("unknown model action " + action);
+  if (action == "pull") {
+    uint64_t last_percent = 101;
+    done = registry.Pull(arg, url, [&](uint64_t got, uint64_t total) {
+      if (total == 0) return;
+      uint64_t percent = got * 100 / total;
+      if (percent != last_percent) {
+        last_percent = percent;
+        std::fprintf(stderr, "\rdownloading %s: %3llu%%", arg.c_str(),
+                     static_cast<unsigned long long>(percent));
+      }
+    });
+    std::fprintf(stderr, "\n");
+  } else if (action == "import") {
+    std::optional<std::filesystem::path> card_path;
+    if (card) card_path = *card;
+    done = registry.Import(arg, card_path, name);
+  }
+  if (!done.ok()) return Fail(done.status());
+  std::cout << CardJson(*done).dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace pixseek
+
+int main(int argc, char** argv) {
+  using namespace pixseek;
+  CLI::App app{"pixseek: self-hosted content-based image retrieval"};
+  app.require_subcommand(1);
+  std::string home;
+  app.add_option("--home", home, "Where models live (default $PIXSEEK_HOME or ~/.local/share/pixseek)");
+  bool as_json = false;
+  DbFlags flags;
+  int rc = 0;
+
+  auto* build = app.add_subcommand("build", "Index every image under DIR into a database");
+  std::string dir;
+  build->add_option("DIR", dir, "Folder of images (walked recursively)")->required();
+  AddDbFlags(build, flags, true);
+  build->add_flag("--json", as_json, "Print a JSON summary");
+  build->callback([&] { rc = RunBuild(home, flags, dir, as_json); });
+
+  auto* query = app.add_subcommand("query", "Find the stored images most similar to IMAGE");
+  std::string image;
+  QueryParams params;
+  query->add_option("IMAGE", image, "Query image file")->required();
+  AddDbFlags(query, flags, false);
+  query->add_option("-k,--top-k", params.top_k, "Number of results")->check(CLI::Range(1, 1000));
+  query->add_option("--min-score", params.min_score, "Drop results below this cosine similarity");
+  query->add_flag("--json", as_json, "Print JSON");
+  query->callback([&] { rc = RunQuery(home, flags, image, params, as_json); });
+
+  auto* add = app.add_subcommand("add", "Add image files to a database");
+  std::vector<std::string> files;
+  add->add_option("FILE", files, "Image files")->required();
+  AddDbFlags(add, flags, false);
+  add->add_flag("--json", as_json, "Print JSON");
+  add->callback([&] { rc = RunAdd(home, flags, files, as_json); });
+
+  auto* remove = app.add_subcommand("remove", "Remove images by id");
+  std::vector<int64_t> ids;
+  remove->add_option("ID", ids, "Image ids")->required();
+  AddDbFlags(remove, flags, false);
+  remove->callback([&] { rc = RunRemove(home, flags, ids); });
+
+  auto* serve = app.add_subcommand("serve", "Serve the HTTP API and web page");
+  ServerOptions server_options;
+  AddDbFlags(serve, flags, false);
+  serve->add_option("--host", server_options.host, "Address to bind");
+  serve->add_option("--port", server_options.port, "Port (0 = any free port)");
+  serve->add_option("--max-request-bytes", server_options.max_request_bytes,
+                    "Largest request body");
+  serve->add_flag("--quiet", [&](int64_t) { server_options.log_requests = false; },
+                  "Do not log each request");
+  serve->callback([&] { rc = RunServe(home, flags, server_options); });
+
+  auto* eval = app.add_subcommand(
+      "eval", "Leave-one-out retrieval quality (labels = first folder level under DIR)");
+  eval->add_option("DIR", dir, "Folder the database was built from")->required();
+  AddDbFlags(eval, flags, false);
+  eval->add_flag("--json", as_json, "Print JSON");
+  eval->callback([&] { rc = RunEval(home, flags, dir, as_json); });
+
+  auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");
+  AddDbFlags(stats, flags, false);
+  stats->callback([&] { rc = RunStats(home, flags); });
+
+  auto* model = app.add_subcommand("model", "Manage feature-extraction models");
+  model->require_subcommand(1);
+  std::string model_arg;
+  std::optional<std::string> url, card, name;
+  model->add_subcommand("list", "List installed and known models")->callback([&] {
+    rc = RunModel(home, "list", "", url, card, name);
+  });
+  auto* pull = model->add_subcommand("pull", "Download a known model and check its sha256");
+  pull->add_option("NAME", model_arg)->required();
+  pull->add_option("--url", url, "Download from this URL instead (a mirror)");
+  pull->callback([&] { rc = RunModel(home, "pull", model_arg, url, card, name); });
+  auto* import = model->add_subcommand("import", "Register a local model file");
+  import->add_option("FILE", model_arg)->required();
+  import->add_option("--card", card, "Model card JSON (not needed for known models)");
+  import->add_option("--name", name, "Name to register it under");
+  import->callback([&] { rc = RunModel(home, "import", model_arg, url, card, name); });
+  auto* info = model->add_subcommand("info", "Print an installed model's card");
+  info->add_option("NAME", model_arg)->required();
+  info->callback([&] { rc = RunModel(home, "info", model_arg, url, card, name); });
+
+  CLI11_PARSE(app, argc, argv);
+  return rc;
+}

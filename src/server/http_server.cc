@@ -1,1 +1,484 @@
-// placeholder: being written
+// HttpServer: routes of the REST API (docs/openapi.json) and the web page over
+// cpp-httplib. httplib stays inside this file; nothing of it crosses the
+// public header.
+#include "pixseek/server.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pixseek/image.h"
+#include "pixseek/services.h"
+#include "server/api_json.h"
+#include "server/http_errors.h"
+#include "server/web_assets.h"
+
+namespace pixseek {
+namespace {
+
+using httplib::Request;
+using httplib::Response;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kDefaultTopK = 10;
+constexpr int64_t kMaxTopK = 1000;
+constexpr int64_t kDefaultListLimit = 100;
+constexpr int64_t kMaxListLimit = 500;
+constexpr size_t kMaxThumbnailBytes = 16u << 20;
+constexpr char kJson[] = "application/json";
+
+// Start of the request being handled on this worker thread (set by the
+// pre-routing handler, read by the logger). httplib handles one request at a
+// time per worker thread, from routing to logging.
+thread_local std::optional<Clock::time_point> tls_request_start;
+
+std::span<const uint8_t> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// Replaces any previous Content-Type so headers never carry two.
+void SetBody(Response& res, std::string body, const char* content_type) {
+  res.headers.erase("Content-Type");
+  res.set_content(std::move(body), content_type);
+}
+
+void ReplyJson(Response& res, int http_status, const json& body) {
+  res.status = http_status;
+  SetBody(res, server::DumpJson(body), kJson);
+}
+
+void ReplyError(Response& res, const Status& status) {
+  ReplyJson(res, HttpStatusFor(status.ok() ? StatusCode::kInternal : status.code()),
+            server::ErrorJson(status));
+}
+
+// A positive decimal id from a path segment. Non-numeric, signed, zero or
+// overflowing ids are InvalidArgument (400).
+Result<int64_t> ParseId(const std::string& text) {
+  int64_t id = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, id);
+  if (text.empty() || text[0] == '+' || text[0] == '-' || ec != std::errc() || ptr != end ||
+      id <= 0) {
+    return Status::InvalidArgument("image id must be a positive integer, got '" + text + "'");
+  }
+  return id;
+}
+
+// Integer query parameter `name` in [lo, hi]; `fallback` when absent.
+Result<int64_t> IntParam(const Request& req, const char* name, int64_t fallback, int64_t lo,
+                         int64_t hi) {
+  if (!req.has_param(name)) return fallback;
+  const std::string text = req.get_param_value(name);
+  int64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end || value < lo || value > hi) {
+    return Status::InvalidArgument(std::string(name) + " must be an integer between " +
+                                   std::to_string(lo) + " and " + std::to_string(hi) +
+                                   ", got '" + text + "'");
+  }
+  return value;
+}
+
+// Optional finite float query parameter `name`.
+Result<std::optional<float>> FloatParam(const Request& req, const char* name) {
+  if (!req.has_param(name)) return std::optional<float>();
+  const std::string text = req.get_param_value(name);
+  float value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(value)) {
+    return Status::InvalidArgument(std::string(name) + " must be a number, got '" + text + "'");
+  }
+  return std::optional<float>(value);
+}
+
+Result<QueryParams> SearchParams(const Request& req) {
+  QueryParams params;
+  PIXSEEK_ASSIGN_OR_RETURN(int64_t top_k,
+                           IntParam(req, "top_k", static_cast<int64_t>(kDefaultTopK), 1, kMaxTopK));
+  params.top_k = static_cast<size_t>(top_k);
+  PIXSEEK_ASSIGN_OR_RETURN(std::optional<float> min_score, FloatParam(req, "min_score"));
+  if (min_score) params.min_score = *min_score;
+  return params;
+}
+
+// The image id of a JSON search body {"image_id": N}.
+Result<int64_t> ImageIdFromJson(const std::string& body) {
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::InvalidArgument("request body is not valid JSON");
+  if (!j.is_object()) return Status::InvalidArgument("request body must be a JSON object");
+  auto it = j.find("image_id");
+  if (it == j.end()) return Status::InvalidArgument("JSON body needs \"image_id\"");
+  if (it->is_number_unsigned()) {
+    const uint64_t id = it->get<uint64_t>();
+    if (id > 0 && id <= static_cast<uint64_t>(INT64_MAX)) return static_cast<int64_t>(id);
+  } else if (it->is_number_integer() && it->get<int64_t>() > 0) {
+    return it->get<int64_t>();
+  }
+  return Status::InvalidArgument("\"image_id\" must be a positive integer");
+}
+
+// Printable ASCII copy of a request path for the log (no line injection).
+std::string LoggablePath(const std::string& path) {
+  std::string out;
+  out.reserve(std::min<size_t>(path.size(), 256));
+  for (char c : path.substr(0, 256)) {
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
+  }
+  return out;
+}
+
+}  // namespace
+
+// Owns the httplib server and its listening thread; borrows the database.
+struct HttpServer::Impl {
+  Impl(Database& database, ServerOptions opts) : db(database), options(std::move(opts)) {}
+
+  void InstallRoutes();
+
+  // Route handlers. Each answers JSON (or the file/page it serves) and turns
+  // every error into an error body via ReplyError.
+  void Search(const Request& req, Response& res);
+  void Upload(const Request& req, Response& res);
+  void List(const Request& req, Response& res);
+  void GetImage(const Request& req, Response& res);
+  void GetThumbnail(const Request& req, Response& res);
+  void GetFile(const Request& req, Response& res);
+  void DeleteImage(const Request& req, Response& res);
+  void Stats(const Request& req, Response& res);
+
+  // Replies with a file's bytes, or an error.
+  void ReplyFile(Response& res, const std::filesystem::path& path, size_t max_bytes,
+                 std::string_view content_type);
+
+  Database& db;
+  const ServerOptions options;
+  httplib::Server svr;
+  int port = -1;
+
+  std::mutex stop_mu;  // serialises Stop (and the destructor) with each other
+  std::thread thread;  // runs listen_after_bind; guarded by stop_mu after Start
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool started = false;  // guarded by mu
+  bool finished = false;  // guarded by mu: listen_after_bind returned
+};
+
+void HttpServer::Impl::InstallRoutes() {
+  svr.set_payload_max_length(options.max_request_bytes);
+  const size_t threads = static_cast<size_t>(std::max(1, options.threads));
+  // httplib's API takes ownership of a raw pointer here.
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+
+  svr.set_pre_routing_handler([](const Request&, Response&) {
+    tls_request_start = Clock::now();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  // Called for every answer >= 400. Handlers write their own JSON errors;
+  // this fills in the ones httplib produced itself (unknown route, body over
+  // the limit, malformed request or multipart body).
+  const size_t max_bytes = options.max_request_bytes;
+  svr.set_error_handler([max_bytes](const Request& req, Response& res) {
+    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+    std::string message = server::MessageForHttpStatus(res.status);
+    if (res.status == 404) {
+      message = "no route for " + req.method + " " + req.path;
+    } else if (res.status == 413) {
+      message = "request body exceeds the limit of " + std::to_string(max_bytes) + " bytes";
+    }
+    json body = {{"error",
+                  {{"code", std::string(server::ErrorCodeForHttpStatus(res.status))},
+                   {"message", message}}}};
+    SetBody(res, server::DumpJson(body), kJson);
+    return httplib::Server::HandlerResponse::Handled;
+  });
+
+  svr.set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
+    std::string what = "unknown exception";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    ReplyError(res, Status::Internal("unexpected error: " + what));
+  });
+
+  if (options.log_requests) {
+    svr.set_logger([](const Request& req, const Response& res) {
+      double ms = -1;
+      if (tls_request_start) {
+        ms = std::chrono::duration<double, std::milli>(Clock::now() - *tls_request_start).count();
+        tls_request_start.reset();
+      }
+      std::fprintf(stderr, "%s %s %d %.1f ms\n", LoggablePath(req.method).c_str(),
+                   LoggablePath(req.path).c_str(), res.status, ms);
+    });
+  }
+
+  auto bind = [this](void (Impl::*handler)(const Request&, Response&)) {
+    return [this, handler](const Request& req, Response& res) { (this->*handler)(req, res); };
+  };
+  svr.Post("/api/v1/search", bind(&Impl::Search));
+  svr.Post("/api/v1/images", bind(&Impl::Upload));
+  svr.Get("/api/v1/images", bind(&Impl::List));
+  svr.Get(R"(/api/v1/images/([^/]+))", bind(&Impl::GetImage));
+  svr.Get(R"(/api/v1/images/([^/]+)/thumbnail)", bind(&Impl::GetThumbnail));
+  svr.Get(R"(/api/v1/images/([^/]+)/file)", bind(&Impl::GetFile));
+  svr.Delete(R"(/api/v1/images/([^/]+))", bind(&Impl::DeleteImage));
+  svr.Get("/api/v1/stats", bind(&Impl::Stats));
+  svr.Get("/healthz", [](const Request&, Response& res) {
+    ReplyJson(res, 200, {{"status", "ok"}});
+  });
+  svr.Get("/api/v1/openapi.json", [](const Request&, Response& res) {
+    const std::string_view doc = EmbeddedFile("openapi.json");
+    if (doc.empty()) return ReplyError(res, Status::Internal("openapi.json is not embedded"));
+    res.status = 200;
+    SetBody(res, std::string(doc), kJson);
+  });
+  svr.Get("/", [](const Request&, Response& res) {
+    const std::string_view page = EmbeddedFile("index.html");
+    if (page.empty()) return ReplyError(res, Status::Internal("index.html is not embedded"));
+    res.status = 200;
+    SetBody(res, std::string(page), "text/html; charset=utf-8");
+  });
+}
+
+void HttpServer::Impl::Search(const Request& req, Response& res) {
+  auto params = SearchParams(req);
+  if (!params.ok()) return ReplyError(res, params.status());
+  QueryService query(db);
+  Result<QueryResponse> response = Status::Internal("no search ran");
+  if (req.is_multipart_form_data()) {
+    if (!req.has_file("image")) {
+      return ReplyError(res, Status::InvalidArgument(
+                                 "multipart body needs a file field named \"image\""));
+    }
+    const httplib::MultipartFormData file = req.get_file_value("image");
+    response = query.SearchImage(AsBytes(file.content), *params);
+  } else {
+    if (req.body.empty()) {
+      return ReplyError(res, Status::InvalidArgument(
+                                 "send multipart/form-data with an \"image\" file field, or a "
+                                 "JSON body {\"image_id\": N}"));
+    }
+    auto id = ImageIdFromJson(req.body);
+    if (!id.ok()) return ReplyError(res, id.status());
+    response = query.SearchById(*id, *params);
+  }
+  if (!response.ok()) return ReplyError(res, response.status());
+  ReplyJson(res, 200, server::SearchResponseJson(*response));
+}
+
+// All-or-report: files are stored in order; the first failure stops the
+// request and is answered with its own status, its error, and the ids of the
+// files stored before it (which stay stored).
+void HttpServer::Impl::Upload(const Request& req, Response& res) {
+  if (!req.is_multipart_form_data()) {
+    return ReplyError(res, Status::InvalidArgument(
+                               "upload with multipart/form-data, one or more \"image\" fields"));
+  }
+  auto [begin, end] = req.files.equal_range("image");
+  if (begin == end) {
+    return ReplyError(res,
+                      Status::InvalidArgument("multipart body needs a file field named \"image\""));
+  }
+  UploadService upload(db);
+  json ids = json::array();
+  size_t index = 0;
+  for (auto it = begin; it != end; ++it, ++index) {
+    const httplib::MultipartFormData& file = it->second;
+    auto id = upload.AddBytes(AsBytes(file.content), file.filename);
+    if (!id.ok()) {
+      const std::string which =
+          file.filename.empty() ? "file #" + std::to_string(index + 1) : file.filename;
+      json body = server::ErrorJson(id.status().WithContext(which));
+      body["ids"] = std::move(ids);
+      body["failed_index"] = index;
+      return ReplyJson(res, HttpStatusFor(id.status().code()), body);
+    }
+    ids.push_back(*id);
+  }
+  ReplyJson(res, 201, {{"ids", std::move(ids)}});
+}
+
+void HttpServer::Impl::List(const Request& req, Response& res) {
+  auto after_id = IntParam(req, "after_id", 0, 0, INT64_MAX);
+  if (!after_id.ok()) return ReplyError(res, after_id.status());
+  auto limit = IntParam(req, "limit", kDefaultListLimit, 1, kMaxListLimit);
+  if (!limit.ok()) return ReplyError(res, limit.status());
+  ListOptions options;
+  options.after_id = *after_id;
+  options.limit = static_cast<size_t>(*limit);
+  if (req.has_param("label")) options.label = req.get_param_value("label");
+  auto records = db.store().List(options);
+  if (!records.ok()) return ReplyError(res, records.status());
+  json images = json::array();
+  for (const ImageRecord& record : *records) images.push_back(server::RecordJson(record));
+  // A full page may have a next one; a short page is the last.
+  json next = nullptr;
+  if (!records->empty() && records->size() == options.limit) next = records->back().id;
+  ReplyJson(res, 200, {{"images", std::move(images)}, {"next_after_id", std::move(next)}});
+}
+
+void HttpServer::Impl::GetImage(const Request& req, Response& res) {
+  auto id = ParseId(req.matches[1]);
+  if (!id.ok()) return ReplyError(res, id.status());
+  auto record = db.store().Get(*id);
+  if (!record.ok()) return ReplyError(res, record.status());
+  ReplyJson(res, 200, server::RecordJson(*record));
+}
+
+void HttpServer::Impl::ReplyFile(Response& res, const std::filesystem::path& path,
+                                 size_t max_bytes, std::string_view content_type) {
+  auto bytes = ReadFileLimited(path, max_bytes);
+  if (!bytes.ok()) {
+    // The record exists, so a missing file is damage on the server's side;
+    // still reported as NotFound (404) so clients can tell "no bytes".
+    return ReplyError(res, bytes.status().WithContext("stored file"));
+  }
+  res.status = 200;
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.headers.erase("Content-Type");
+  res.set_content(reinterpret_cast<const char*>(bytes->data()), bytes->size(),
+                  std::string(content_type));
+}
+
+void HttpServer::Impl::GetThumbnail(const Request& req, Response& res) {
+  auto id = ParseId(req.matches[1]);
+  if (!id.ok()) return ReplyError(res, id.status());
+  auto record = db.store().Get(*id);
+  if (!record.ok()) return ReplyError(res, record.status());
+  ReplyFile(res, db.ThumbnailPath(*id), kMaxThumbnailBytes, "image/jpeg");
+}
+
+// Serves only the path recorded in the metadata; nothing from the request
+// names a file.
+void HttpServer::Impl::GetFile(const Request& req, Response& res) {
+  auto id = ParseId(req.matches[1]);
+  if (!id.ok()) return ReplyError(res, id.status());
+  auto record = db.store().Get(*id);
+  if (!record.ok()) return ReplyError(res, record.status());
+  ReplyFile(res, record->path, db.options().limits.max_bytes,
+            server::ContentTypeForFormat(record->format));
+}
+
+void HttpServer::Impl::DeleteImage(const Request& req, Response& res) {
+  auto id = ParseId(req.matches[1]);
+  if (!id.ok()) return ReplyError(res, id.status());
+  Status removed = UploadService(db).Remove(*id);
+  if (!removed.ok()) return ReplyError(res, removed);
+  res.status = 204;
+}
+
+void HttpServer::Impl::Stats(const Request&, Response& res) {
+  auto stats = db.Stats();
+  if (!stats.ok()) return ReplyError(res, stats.status());
+  ReplyJson(res, 200, server::StatsJson(*stats));
+}
+
+HttpServer::HttpServer(Database& db, ServerOptions options)
+    : impl_(std::make_unique<Impl>(db, std::move(options))) {
+  impl_->InstallRoutes();
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+Status HttpServer::Start() {
+  Impl& s = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.started) return Status::FailedPrecondition("the server was already started");
+  }
+  const std::string where = s.options.host + ":" + std::to_string(s.options.port);
+  if (s.options.port < 0 || s.options.port > 65535) {
+    return Status::InvalidArgument("port out of range: " + std::to_string(s.options.port));
+  }
+  int port = -1;
+  try {
+    if (s.options.port == 0) {
+      port = s.svr.bind_to_any_port(s.options.host);
+    } else if (s.svr.bind_to_port(s.options.host, s.options.port)) {
+      port = s.options.port;
+    }
+  } catch (const std::exception& e) {
+    return Status::Unavailable("cannot bind " + where + ": " + e.what());
+  }
+  if (port <= 0) return Status::Unavailable("cannot bind " + where);
+  s.port = port;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.started = true;
+  }
+  s.thread = std::thread([&s] {
+    try {
+      s.svr.listen_after_bind();
+    } catch (...) {
+      // listen_after_bind does not throw in practice; never let it kill us.
+    }
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      s.finished = true;
+    }
+    s.cv.notify_all();
+  });
+  // httplib's stop() only acts once the accept loop runs, so wait for it
+  // before returning; Stop() right after Start() must not hang.
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (!s.svr.is_running()) {
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (s.finished) break;
+    }
+    if (Clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.finished) {
+    s.thread.join();
+    return Status::Unavailable("cannot listen on " + where);
+  }
+  return Status::Ok();
+}
+
+void HttpServer::Wait() {
+  Impl& s = *impl_;
+  std::unique_lock<std::mutex> lock(s.mu);
+  s.cv.wait(lock, [&s] { return !s.started || s.finished; });
+}
+
+void HttpServer::Stop() {
+  Impl& s = *impl_;
+  std::lock_guard<std::mutex> stop_lock(s.stop_mu);
+  if (s.svr.is_running()) s.svr.stop();
+  if (s.thread.joinable()) s.thread.join();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.started) s.finished = true;
+  s.cv.notify_all();
+}
+
+int HttpServer::port() const { return impl_->port; }
+
+}  // namespace pixseek

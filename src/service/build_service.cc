@@ -1,1 +1,229 @@
-// placeholder: being written
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "core/hash.h"
+#include "core/progress.h"
+#include "pixseek/services.h"
+
+namespace pixseek {
+namespace {
+
+bool HasImageExtension(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const char* kExts[] = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp",
+                                ".dib", ".tif", ".tiff", ".gif"};
+  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
+}
+
+// Image files under root (recursively, following no symlinked directories),
+// sorted so that runs are repeatable. Hidden files and folders are skipped.
+Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  std::filesystem::recursive_directory_iterator it(
+      root, std::filesystem::directory_options::skip_permission_denied, ec);
+  if (ec) return Status::NotFound("cannot read directory " + root.string() + ": " + ec.message());
+  for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const auto& entry = *it;
+    const std::string name = entry.path().filename().string();
+    if (!name.empty() && name[0] == '.') {
+      if (entry.is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (entry.is_regular_file(ec) && HasImageExtension(entry.path())) {
+      files.push_back(entry.path());
+    }
+  }
+  if (ec) return Status::Internal("error while listing " + root.string() + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// One file read, hashed and decoded by a worker, waiting to be embedded.
+struct Prepared {
+  ImageRecord record;
+  Image image;
+  std::vector<uint8_t> thumbnail;
+};
+
+// A blocking queue with a capacity, closed when the producers are done.
+class PreparedQueue {
+ public:
+  explicit PreparedQueue(size_t capacity) : capacity_(capacity) {}
+  void Push(Prepared item) {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_full_.wait(lock, [&] { return items_.size() < capacity_; });
+    items_.push_back(std::move(item));
+    not_empty_.notify_one();
+  }
+  // Empty optional once closed and drained.
+  std::optional<Prepared> Pop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
+    if (items_.empty()) return std::nullopt;
+    Prepared item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+  // Non-blocking pop, for filling a batch with what is already ready.
+  std::optional<Prepared> TryPop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (items_.empty()) return std::nullopt;
+    Prepared item = std::move(items_.front());
+    items_.pop_front();
+    not_full_.notify_one();
+    return item;
+  }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    not_empty_.notify_all();
+  }
+
+ private:
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<Prepared> items_;  // GUARDED_BY(mu_)
+  bool closed_ = false;         // GUARDED_BY(mu_)
+};
+
+}  // namespace
+
+Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
+                                        const BuildOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(root_arg, ec)) {
+    return Status::NotFound(root_arg.string() + " is not a directory");
+  }
+  const auto root = std::filesystem::canonical(root_arg, ec);
+  if (ec) return Status::NotFound("cannot resolve " + root_arg.string() + ": " + ec.message());
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> files, ListImages(root));
+
+  BuildReport report;
+  report.total = files.size();
+  const DecodeOptions decode = db_.decode_options();
+  const size_t batch_size = static_cast<size_t>(std::max(1, db_.card().max_batch));
+  int threads = options.decode_threads > 0
+                    ? options.decode_threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  std::mutex mu;  // guards report.failed, report.skipped, done
+  uint64_t done = 0;
+  ProgressBar bar("build", files.size(), options.progress_out, options.show_progress);
+  auto cancelled = [&] { return options.cancel && options.cancel->load(); };
+  auto finish_one = [&](std::optional<BuildFailure> failure, bool skipped) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++done;
+    if (failure) report.failed.push_back(std::move(*failure));
+    if (skipped) ++report.skipped;
+    bar.Update(done, report.failed.size());
+    if (options.on_progress) options.on_progress(done, report.total, report.failed.size());
+  };
+
+  PreparedQueue queue(batch_size * 2);
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i = next++; i < files.size() && !cancelled(); i = next++) {
+      const auto& path = files[i];
+      auto fail = [&](const Status& s) { finish_one(BuildFailure{path.string(), s.ToString()}, false); };
+      auto bytes = ReadFileLimited(path, decode.limits.max_bytes);
+      if (!bytes.ok()) { fail(bytes.status()); continue; }
+      const std::string sha = Sha256Hex(*bytes);
+      auto existing = db_.store().FindByPath(path.string());
+      if (!existing.ok()) { fail(existing.status()); continue; }
+      if (*existing) {
+        if ((*existing)->sha256 == sha) { finish_one(std::nullopt, true); continue; }
+        // The file changed since it was stored: replace it.
+        Status s = db_.Remove((*existing)->id);
+        if (!s.ok()) { fail(s); continue; }
+      }
+      auto decoded = DecodeImage(*bytes, decode);
+      if (!decoded.ok()) { fail(decoded.status()); continue; }
+      auto thumb = EncodeThumbnail(decoded->image);
+      if (!thumb.ok()) { fail(thumb.status()); continue; }
+      Prepared p;
+      p.record.path = path.string();
+      p.record.name = path.filename().string();
+      auto rel = path.lexically_relative(root);
+      if (std::distance(rel.begin(), rel.end()) > 1) p.record.label = rel.begin()->string();
+      p.record.sha256 = sha;
+      p.record.size_bytes = static_cast<int64_t>(bytes->size());
+      p.record.format = std::string(ImageFormatName(decoded->info.format));
+      p.record.width = decoded->info.width;
+      p.record.height = decoded->info.height;
+      p.record.exif_datetime = decoded->info.exif_datetime;
+      p.image = std::move(decoded->image);
+      p.thumbnail = std::move(*thumb);
+      queue.Push(std::move(p));
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) workers.emplace_back(worker);
+  std::thread closer([&] {
+    for (auto& w : workers) w.join();
+    queue.Close();
+  });
+
+  // This thread runs the network on batches of whatever the workers prepared.
+  Status fatal;
+  std::vector<Prepared> batch;
+  std::vector<float> features;
+  const size_t dim = static_cast<size_t>(db_.dimension());
+  while (auto first = queue.Pop()) {
+    batch.clear();
+    batch.push_back(std::move(*first));
+    while (batch.size() < batch_size) {
+      auto more = queue.TryPop();
+      if (!more) break;
+      batch.push_back(std::move(*more));
+    }
+    if (!fatal.ok()) {  // drain so the workers can finish
+      for (auto& p : batch) finish_one(BuildFailure{p.record.path, "not processed: " + fatal.ToString()}, false);
+      continue;
+    }
+    std::vector<const Image*> images;
+    for (const auto& p : batch) images.push_back(&p.image);
+    features.resize(batch.size() * dim);
+    Status s = db_.Embed(images, features.data());
+    for (size_t i = 0; i < batch.size(); ++i) {
+      auto& p = batch[i];
+      if (!s.ok()) { finish_one(BuildFailure{p.record.path, s.ToString()}, false); continue; }
+      p.record.added_at = static_cast<int64_t>(std::time(nullptr));
+      auto id = db_.Insert(p.record, std::span<const float>(features.data() + i * dim, dim),
+                           p.thumbnail);
+      if (!id.ok()) {
+        finish_one(BuildFailure{p.record.path, id.status().ToString()}, false);
+        // A store that cannot write (disk full, damaged) will fail every
+        // file: stop instead of listing them all.
+        if (id.status().code() != StatusCode::kInvalidArgument) fatal = id.status();
+        continue;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++report.indexed;
+      }
+      finish_one(std::nullopt, false);
+    }
+  }
+  closer.join();
+  bar.Finish(done, report.failed.size());
+  if (!fatal.ok()) return fatal.WithContext("build stopped");
+  report.cancelled = cancelled();
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::sort(report.failed.begin(), report.failed.end(),
+            [](const BuildFailure& a, const BuildFailure& b) { return a.path < b.path; });
+  return report;
+}
+
+}  // namespace pixseek

@@ -1,0 +1,53 @@
+// The HTTP interface: REST API (docs/openapi.json), the web page, and the
+// status-to-HTTP mapping.
+#ifndef PIXSEEK_SERVER_H_
+#define PIXSEEK_SERVER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "pixseek/database.h"
+#include "pixseek/status.h"
+
+namespace pixseek {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                        // 0 = pick a free port (see HttpServer::port())
+  size_t max_request_bytes = 64u << 20;   // larger bodies: 413
+  int threads = 8;                        // request worker threads
+  bool log_requests = true;               // one line per request on stderr
+};
+
+// HTTP status for a Status code (400, 401, 403, 404, 409, 413, 415, 500, 503).
+int HttpStatusFor(StatusCode code);
+
+// Serves one Database. Thread-safety: Start/Stop from one thread; requests
+// are handled on the server's worker threads. Borrows `db`, which must
+// outlive the server.
+class HttpServer {
+ public:
+  HttpServer(Database& db, ServerOptions options);
+  ~HttpServer();  // stops the server
+
+  // Binds and starts serving on background threads. Unavailable when the
+  // address cannot be bound.
+  Status Start();
+  // Blocks until Stop() is called (from another thread or a signal handler
+  // thread).
+  void Wait();
+  // Stops accepting, lets in-flight requests finish, returns.
+  void Stop();
+  // The bound port (useful with port 0). Valid after Start().
+  int port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_SERVER_H_
