@@ -200,7 +200,8 @@ void HttpServer::Impl::InstallRoutes() {
   // this fills in the ones httplib produced itself (unknown route, body over
   // the limit, malformed request or multipart body).
   const size_t max_bytes = options.max_request_bytes;
-  svr.set_error_handler([max_bytes](const Request& req, Response& res) {
+  svr.set_error_handler(httplib::Server::HandlerWithResponse(
+      [max_bytes](const Request& req, Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string message = server::MessageForHttpStatus(res.status);
     if (res.status == 404) {
@@ -213,7 +214,7 @@ void HttpServer::Impl::InstallRoutes() {
                    {"message", message}}}};
     SetBody(res, server::DumpJson(body), kJson);
     return httplib::Server::HandlerResponse::Handled;
-  });
+  }));
 
   svr.set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";

@@ -1,0 +1,232 @@
+// End to end through the real binary: build a database from a folder of
+// generated images plus broken files, query it through the CLI and over HTTP,
+// add and remove over HTTP, restart the server and check nothing was lost.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "subprocess.h"
+#include "test_images.h"
+#include "test_util.h"
+#include "tiny_onnx.h"
+
+namespace pixseek {
+namespace {
+
+using nlohmann::json;
+using testing::ChildProcess;
+using testing::CommandResult;
+using testing::RunCommand;
+using testing::SyntheticImage;
+using testing::WriteBytes;
+
+class CliIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    home_ = tmp_.path() / "home";
+    images_ = tmp_.path() / "photos";
+    db_ = tmp_.path() / "db";
+    std::filesystem::create_directories(images_ / "red");
+    std::filesystem::create_directories(images_ / "blue");
+    // The tiny real ONNX network stands in for a downloaded model.
+    WriteBytes(tmp_.path() / "tiny.onnx", testing::MakeTinyOnnxModel(16, 7));
+    std::ofstream(tmp_.path() / "tiny.json") << testing::TinyModelCardJson(16, "tiny.onnx");
+    auto r = Pixseek({"model", "import", (tmp_.path() / "tiny.onnx").string(), "--card",
+                      (tmp_.path() / "tiny.json").string(), "--name", "tiny"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+
+    for (int i = 0; i < 6; ++i) {
+      WriteBytes(images_ / "red" / ("r" + std::to_string(i) + ".jpg"),
+                 SyntheticImage(".jpg", 320, 240, 220, 30, 30, 100 + i));
+      WriteBytes(images_ / "blue" / ("b" + std::to_string(i) + ".png"),
+                 SyntheticImage(".png", 200, 300, 30, 40, 220, 200 + i));
+    }
+    // Broken inputs: each must be listed, none may stop the build.
+    WriteBytes(images_ / "red" / "empty.jpg", {});
+    WriteBytes(images_ / "red" / "garbage.jpg", std::vector<uint8_t>(5000, 0x5a));
+    auto jpeg = SyntheticImage(".jpg", 320, 240, 200, 50, 50, 999);
+    WriteBytes(images_ / "blue" / "truncated.jpg",
+               std::vector<uint8_t>(jpeg.begin(), jpeg.begin() + jpeg.size() / 2));
+    std::ofstream(images_ / "blue" / "notes.png") << "this is text, not a picture\n";
+  }
+
+  CommandResult Pixseek(std::vector<std::string> args) {
+    args.insert(args.begin(), {PIXSEEK_BINARY, "--home", home_.string()});
+    return RunCommand(args);
+  }
+
+  json BuildJson() {
+    auto r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "tiny", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return json::parse(r.out);
+  }
+
+  // Starts `pixseek serve` on a free port and returns the port.
+  int StartServer(std::unique_ptr<ChildProcess>& server) {
+    server = std::make_unique<ChildProcess>(std::vector<std::string>{
+        PIXSEEK_BINARY, "--home", home_.string(), "serve", "--db", db_.string(), "--port", "0"});
+    std::string line = server->WaitForLine("serving", 30000);
+    EXPECT_FALSE(line.empty()) << server->stderr_text();
+    auto colon = line.rfind(':');
+    return colon == std::string::npos ? 0 : std::stoi(line.substr(colon + 1));
+  }
+
+  testing::TempDir tmp_;
+  std::filesystem::path home_, images_, db_;
+};
+
+TEST_F(CliIntegrationTest, BuildQueryServeRestart) {
+  // Build: 12 images stored, 4 broken files listed with reasons.
+  json report = BuildJson();
+  EXPECT_EQ(report["indexed"], 12);
+  EXPECT_EQ(report["skipped"], 0);
+  ASSERT_EQ(report["failed"].size(), 4u) << report.dump(2);
+  for (const auto& f : report["failed"]) {
+    EXPECT_FALSE(f["reason"].get<std::string>().empty());
+  }
+
+  // Re-running processes nothing again.
+  report = BuildJson();
+  EXPECT_EQ(report["indexed"], 0);
+  EXPECT_EQ(report["skipped"], 12);
+
+  // CLI query: the image finds itself first, scores are cosine, best first.
+  auto query_file = images_ / "red" / "r3.jpg";
+  auto r = Pixseek({"query", query_file.string(), "--db", db_.string(), "-k", "5", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json answer = json::parse(r.out);
+  ASSERT_EQ(answer["results"].size(), 5u);
+  EXPECT_EQ(answer["results"][0]["path"], std::filesystem::canonical(query_file).string());
+  EXPECT_NEAR(answer["results"][0]["score"].get<double>(), 1.0, 1e-4);
+  for (size_t i = 1; i < 5; ++i) {
+    EXPECT_LE(answer["results"][i]["score"].get<double>(),
+              answer["results"][i - 1]["score"].get<double>());
+  }
+  EXPECT_TRUE(answer.contains("took_ms"));
+  // Neighbours of a red picture are red pictures.
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_NE(answer["results"][i]["path"].get<std::string>().find("/red/"), std::string::npos)
+        << answer.dump(2);
+  }
+
+  // A broken query image is a clear error, not a crash.
+  r = Pixseek({"query", (images_ / "red" / "garbage.jpg").string(), "--db", db_.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("error"), std::string::npos) << r.err;
+
+  // HTTP: search, upload, delete.
+  std::unique_ptr<ChildProcess> server;
+  int port = StartServer(server);
+  ASSERT_GT(port, 0);
+  httplib::Client http("127.0.0.1", port);
+  auto query_bytes = testing::ReadBytes(query_file);
+  httplib::MultipartFormDataItems form = {
+      {"image", std::string(query_bytes.begin(), query_bytes.end()), "r3.jpg", "image/jpeg"}};
+  auto res = http.Post("/api/v1/search?top_k=3", form);
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  ASSERT_EQ(res->status, 200) << res->body;
+  json found = json::parse(res->body);
+  ASSERT_EQ(found["results"].size(), 3u);
+  EXPECT_EQ(found["results"][0]["path"], std::filesystem::canonical(query_file).string());
+
+  auto upload = SyntheticImage(".png", 256, 256, 30, 200, 40, 4242);  // a green one
+  form = {{"image", std::string(upload.begin(), upload.end()), "green.png", "image/png"}};
+  res = http.Post("/api/v1/images", form);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 201) << res->body;
+  const int64_t uploaded = json::parse(res->body)["ids"][0].get<int64_t>();
+  res = http.Post("/api/v1/search?top_k=1", form);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["results"][0]["id"], uploaded);
+
+  const int64_t removed = found["results"][1]["id"].get<int64_t>();
+  res = http.Delete("/api/v1/images/" + std::to_string(removed));
+  ASSERT_TRUE(res);
+  EXPECT_TRUE(res->status == 200 || res->status == 204) << res->status;
+  res = http.Get("/api/v1/images/" + std::to_string(removed));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+
+  // Restart: the upload and the delete both survived.
+  EXPECT_EQ(server->Stop(SIGTERM), 0) << server->stderr_text();
+  port = StartServer(server);
+  ASSERT_GT(port, 0);
+  httplib::Client again("127.0.0.1", port);
+  res = again.Get("/api/v1/images/" + std::to_string(uploaded));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  res = again.Get("/api/v1/images/" + std::to_string(uploaded) + "/file");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->body, std::string(upload.begin(), upload.end()));
+  res = again.Get("/api/v1/images/" + std::to_string(removed));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  res = again.Get("/api/v1/stats");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["count"], 12);  // 12 built + 1 uploaded - 1 removed
+  server->Stop(SIGTERM);
+}
+
+TEST_F(CliIntegrationTest, AddAndRemoveInPlace) {
+  BuildJson();
+  auto extra = tmp_.path() / "extra.jpg";
+  WriteBytes(extra, SyntheticImage(".jpg", 300, 300, 250, 250, 20, 77));  // yellow
+  auto r = Pixseek({"add", extra.string(), "--db", db_.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const int64_t id = json::parse(r.out)["ids"][0].get<int64_t>();
+
+  r = Pixseek({"query", extra.string(), "--db", db_.string(), "-k", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["results"][0]["id"], id);
+
+  r = Pixseek({"remove", std::to_string(id), "--db", db_.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"query", extra.string(), "--db", db_.string(), "-k", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(json::parse(r.out)["results"][0]["id"], id);
+
+  // Removing an unknown id is an error with a message.
+  r = Pixseek({"remove", "999999", "--db", db_.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
+}
+
+TEST_F(CliIntegrationTest, ClearErrors) {
+  // No database yet.
+  auto r = Pixseek({"query", (images_ / "red" / "r0.jpg").string(), "--db", db_.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no pixseek database"), std::string::npos) << r.err;
+
+  // A model that is not installed, with nowhere to download it from.
+  r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "nonexistent"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("pixseek model"), std::string::npos) << r.err;
+
+  // A database built with one model refuses another.
+  BuildJson();
+  WriteBytes(tmp_.path() / "tiny2.onnx", testing::MakeTinyOnnxModel(16, 8));
+  std::ofstream(tmp_.path() / "tiny2.json") << testing::TinyModelCardJson(16, "tiny2.onnx");
+  r = Pixseek({"model", "import", (tmp_.path() / "tiny2.onnx").string(), "--card",
+               (tmp_.path() / "tiny2.json").string(), "--name", "tiny2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "tiny2"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("FAILED_PRECONDITION"), std::string::npos) << r.err;
+
+  // Eval on the labelled folder works (red vs blue is easy for any features).
+  r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json eval = json::parse(r.out);
+  EXPECT_EQ(eval["images"], 12);
+  EXPECT_GT(eval["overall"]["map"].get<double>(), 0.8) << eval.dump(2);
+  EXPECT_EQ(eval["per_label"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace pixseek
