@@ -1,1 +1,372 @@
-// placeholder: being written
+// ModelRegistry: installed models under <home>/models, the built-in list of
+// known models, import from a file and download with cpp-httplib.
+//
+// Install order: the model file first, card.json last (both written
+// atomically), so a directory without a readable card is never a model and a
+// crash mid-install leaves nothing that Find would return.
+#include "pixseek/model_registry.h"
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <httplib.h>
+
+#include "core/files.h"
+#include "core/hash.h"
+
+namespace pixseek {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr char kCardFile[] = "card.json";
+
+ModelCard MobilenetCard() {
+  ModelCard card;
+  card.name = "mobilenetv2";
+  card.runtime = "onnx";
+  card.file = "mobilenetv2-12-int8.onnx";
+  card.sha256 = "83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f";
+  card.input_width = 224;
+  card.input_height = 224;
+  card.resize_shorter = 256;
+  card.crop = "center";
+  card.interpolation = "bilinear";
+  card.scale = 1.0f / 255.0f;
+  card.mean = {0.485f, 0.456f, 0.406f};
+  card.std = {0.229f, 0.224f, 0.225f};
+  card.channel_order = "RGB";
+  // The last feature map before the classifier. OpenCV 4.6 runs this layer
+  // for any batch size, whereas the full net ("output") only for batch 1.
+  card.output_layer = "onnx_node!627_DequantizeLinear";
+  card.pooling = "gap";
+  card.dimension = 1280;
+  card.l2_normalize = true;
+  card.max_batch = 16;
+  return card;
+}
+
+// Names become directory names: keep them boring.
+Status ValidateName(const std::string& name) {
+  static const std::regex kName("[A-Za-z0-9][A-Za-z0-9._-]{0,63}");
+  if (!std::regex_match(name, kName)) {
+    return Status::InvalidArgument(
+        "invalid model name '" + name +
+        "': use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit");
+  }
+  return Status::Ok();
+}
+
+std::string NotInstalledMessage(const std::string& name) {
+  return "model '" + name + "' is not installed; run `pixseek model pull " + name +
+         "` (needs network) or `pixseek model import FILE`";
+}
+
+Result<std::vector<uint8_t>> ReadAllBytes(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return Status::NotFound("file " + path.string() + " does not exist");
+  if (!fs::is_regular_file(path, ec)) {
+    return Status::InvalidArgument(path.string() + " is not a regular file");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open " + path.string());
+  std::vector<uint8_t> bytes(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) return Status::Internal("cannot read " + path.string());
+  return bytes;
+}
+
+const KnownModel* FindKnownByName(const std::string& name) {
+  for (const KnownModel& m : KnownModels()) {
+    if (m.name == name) return &m;
+  }
+  return nullptr;
+}
+
+const KnownModel* FindKnownBySha(const std::string& sha) {
+  for (const KnownModel& m : KnownModels()) {
+    if (m.sha256 == sha) return &m;
+  }
+  return nullptr;
+}
+
+std::string KnownNames() {
+  std::string out;
+  for (const KnownModel& m : KnownModels()) {
+    if (!out.empty()) out += ", ";
+    out += m.name;
+  }
+  return out;
+}
+
+// Removes a file when it goes out of scope unless released.
+class FileRemover {
+ public:
+  explicit FileRemover(fs::path path) : path_(std::move(path)) {}
+  ~FileRemover() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove(path_, ec);
+  }
+  FileRemover(const FileRemover&) = delete;
+  FileRemover& operator=(const FileRemover&) = delete;
+
+ private:
+  fs::path path_;
+};
+
+// Downloads `url` into `dest`. Unavailable on any network or HTTP failure.
+Status Download(const std::string& url, const fs::path& dest, const DownloadProgress& progress) {
+  static const std::regex kUrl(R"(^(https?://[^/?#]+)([/?].*)?$)", std::regex::icase);
+  std::smatch m;
+  if (!std::regex_match(url, m, kUrl)) {
+    return Status::InvalidArgument("cannot download " + url + ": only http:// and https:// URLs");
+  }
+  const std::string origin = m[1].str();
+  std::string path = m[2].matched ? m[2].str() : "/";
+  if (path.empty() || path[0] != '/') path = "/" + path;
+
+  std::ofstream out(dest, std::ios::binary | std::ios::trunc);
+  if (!out) return Status::Internal("cannot create " + dest.string());
+
+  int http_status = 0;
+  uint64_t done = 0;
+  bool write_failed = false;
+  Status status;
+  try {
+    httplib::Client client(origin);
+    client.set_follow_location(true);
+    client.set_connection_timeout(15, 0);
+    client.set_read_timeout(60, 0);
+    httplib::Result res = client.Get(
+        path,
+        [&](const httplib::Response& r) {
+          http_status = r.status;
+          return true;
+        },
+        [&](const char* data, size_t n) {
+          if (http_status != 200) return true;  // an error page: not the model
+          out.write(data, static_cast<std::streamsize>(n));
+          if (!out) {
+            write_failed = true;
+            return false;
+          }
+          done += n;
+          return true;
+        },
+        [&](uint64_t current, uint64_t total) {
+          if (progress && http_status == 200) progress(current, total);
+          return true;
+        });
+    if (write_failed) {
+      status = Status::Internal("cannot write " + dest.string());
+    } else if (!res) {
+      status = Status::Unavailable("cannot download " + url + ": " +
+                                   httplib::to_string(res.error()));
+    } else if (res->status != 200) {
+      status = Status::Unavailable("cannot download " + url + ": HTTP " +
+                                   std::to_string(res->status));
+    }
+  } catch (const std::exception& e) {
+    status = Status::Unavailable("cannot download " + url + ": " + e.what());
+  }
+  out.close();
+  PIXSEEK_RETURN_IF_ERROR(status);
+  if (!out) return Status::Internal("cannot write " + dest.string());
+  if (progress) progress(done, done);
+  return Status::Ok();
+}
+
+}  // namespace
+
+const std::vector<KnownModel>& KnownModels() {
+  static const std::vector<KnownModel>* const kModels = [] {
+    auto* models = new std::vector<KnownModel>();  // never destroyed: static lifetime
+    KnownModel mobilenet;
+    mobilenet.name = "mobilenetv2";
+    mobilenet.url =
+        "https://github.com/onnx/models/raw/main/validated/vision/classification/mobilenet/"
+        "model/mobilenetv2-12-int8.onnx";
+    mobilenet.sha256 = "83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f";
+    mobilenet.description =
+        "MobileNetV2 (ImageNet, int8, ONNX Model Zoo, Apache-2.0): 1280-d global-average-pooled "
+        "features, 3.6 MB";
+    mobilenet.card = MobilenetCard();
+    models->push_back(std::move(mobilenet));
+    return models;
+  }();
+  return *kModels;
+}
+
+std::string DefaultModelName() { return KnownModels().front().name; }
+
+fs::path DefaultPixseekHome() {
+  const char* home = std::getenv("PIXSEEK_HOME");
+  if (home != nullptr && home[0] != '\0') return fs::path(home);
+  const char* xdg = std::getenv("XDG_DATA_HOME");
+  if (xdg != nullptr && xdg[0] != '\0') return fs::path(xdg) / "pixseek";
+  const char* user_home = std::getenv("HOME");
+  if (user_home == nullptr || user_home[0] == '\0') {
+    const passwd* pw = ::getpwuid(::getuid());
+    if (pw != nullptr) user_home = pw->pw_dir;
+  }
+  if (user_home == nullptr || user_home[0] == '\0') return fs::path(".pixseek");
+  return fs::path(user_home) / ".local" / "share" / "pixseek";
+}
+
+ModelRegistry::ModelRegistry(fs::path home) : home_(std::move(home)) {}
+
+Result<InstalledModel> ModelRegistry::Find(const std::string& name) const {
+  PIXSEEK_RETURN_IF_ERROR(ValidateName(name));
+  InstalledModel installed;
+  installed.dir = models_dir() / name;
+  std::error_code ec;
+  const fs::path card_path = installed.dir / kCardFile;
+  if (!fs::is_regular_file(card_path, ec)) return Status::NotFound(NotInstalledMessage(name));
+  Result<std::string> text = ReadTextFile(card_path);
+  if (!text.ok()) return text.status();
+  Result<ModelCard> card = ModelCard::FromJson(*text);
+  if (!card.ok()) {
+    return Status::DataLoss("model '" + name + "' has a broken " + card_path.string() + ": " +
+                            card.status().message() + "; import or pull it again");
+  }
+  installed.card = std::move(card).value();
+  installed.card.name = name;  // the directory is the source of truth
+  if (installed.card.file.empty()) {
+    return Status::DataLoss("model '" + name + "' has no file in " + card_path.string());
+  }
+  installed.model_file = installed.dir / installed.card.file;
+  if (!fs::is_regular_file(installed.model_file, ec)) {
+    return Status::NotFound("model '" + name + "' is missing its file " +
+                            installed.model_file.string() + "; " + NotInstalledMessage(name));
+  }
+  return installed;
+}
+
+std::vector<InstalledModel> ModelRegistry::List() const {
+  std::vector<InstalledModel> out;
+  std::error_code ec;
+  fs::directory_iterator it(models_dir(), ec);
+  if (ec) return out;
+  for (const fs::directory_entry& entry : it) {
+    std::error_code entry_ec;
+    if (!entry.is_directory(entry_ec)) continue;
+    Result<InstalledModel> model = Find(entry.path().filename().string());
+    if (model.ok()) out.push_back(std::move(model).value());
+  }
+  std::sort(out.begin(), out.end(), [](const InstalledModel& a, const InstalledModel& b) {
+    return a.card.name < b.card.name;
+  });
+  return out;
+}
+
+namespace {
+
+// Writes `bytes` and `card` (name, file and sha256 already final) into
+// registry `reg`. Returns the existing entry when the same model is already
+// there; AlreadyExists when another model holds the name.
+Result<InstalledModel> Install(const ModelRegistry& reg, const ModelCard& card,
+                               std::span<const uint8_t> bytes) {
+  PIXSEEK_RETURN_IF_ERROR(ValidateName(card.name));
+  PIXSEEK_RETURN_IF_ERROR(card.Validate());
+  if (card.file.empty() || card.file == kCardFile) {
+    return Status::InvalidArgument("model card: file must name the model file, got \"" +
+                                   card.file + "\"");
+  }
+  Result<InstalledModel> existing = reg.Find(card.name);
+  if (existing.ok()) {
+    if (existing->card.sha256 == card.sha256) return existing;
+    return Status::AlreadyExists("model '" + card.name + "' is already installed with a different " +
+                                 "file (sha256 " + existing->card.sha256 +
+                                 "); choose another name");
+  }
+  // A missing or broken entry is replaced.
+  const fs::path dir = reg.models_dir() / card.name;
+  PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir));
+  PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(dir / card.file, bytes));
+  PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(dir / kCardFile, card.ToJson()));
+  return reg.Find(card.name);
+}
+
+}  // namespace
+
+Result<InstalledModel> ModelRegistry::Import(const fs::path& file,
+                                             const std::optional<fs::path>& card_path,
+                                             const std::optional<std::string>& name) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadAllBytes(file));
+  const std::string sha = Sha256Hex(bytes);
+
+  ModelCard card;
+  if (card_path.has_value()) {
+    Result<std::string> text = ReadTextFile(*card_path);
+    if (!text.ok()) return Status::NotFound("cannot read model card " + card_path->string());
+    Result<ModelCard> parsed = ModelCard::FromJson(*text);
+    if (!parsed.ok()) return parsed.status().WithContext(card_path->string());
+    card = std::move(parsed).value();
+    card.file = file.filename().string();
+    if (!card.sha256.empty() && card.sha256 != sha) {
+      return Status::DataLoss("checksum mismatch: expected " + card.sha256 + ", got " + sha +
+                              " for " + file.string());
+    }
+  } else {
+    const KnownModel* known = FindKnownBySha(sha);
+    if (known == nullptr) {
+      return Status::InvalidArgument(file.string() + " (sha256 " + sha +
+                                     ") is not a known model; a model card is needed to import "
+                                     "it (--card CARD.json)");
+    }
+    card = known->card;
+  }
+  if (name.has_value()) card.name = *name;
+  if (card.name.empty()) {
+    return Status::InvalidArgument("the model card has no name; give one (--name NAME)");
+  }
+  card.sha256 = sha;
+  return Install(*this, card, bytes);
+}
+
+Result<InstalledModel> ModelRegistry::Pull(const std::string& name,
+                                           const std::optional<std::string>& url_override,
+                                           const DownloadProgress& progress) {
+  const KnownModel* known = FindKnownByName(name);
+  if (known == nullptr) {
+    return Status::NotFound("unknown model '" + name + "'; known models: " + KnownNames() +
+                            " (use `pixseek model import FILE --card CARD` for others)");
+  }
+  // Already there and intact: nothing to download.
+  Result<InstalledModel> existing = Find(known->name);
+  if (existing.ok()) {
+    if (existing->card.sha256 == known->sha256) return existing;
+    return Status::AlreadyExists("model '" + known->name +
+                                 "' is already installed with a different file (sha256 " +
+                                 existing->card.sha256 + "); remove " + existing->dir.string() +
+                                 " first");
+  }
+
+  PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(models_dir()));
+  const std::string url = url_override.value_or(known->url);
+  const fs::path tmp =
+      models_dir() / ("." + known->name + ".download-" + std::to_string(::getpid()));
+  FileRemover remove_tmp(tmp);
+  PIXSEEK_RETURN_IF_ERROR(Download(url, tmp, progress));
+
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadAllBytes(tmp));
+  const std::string sha = Sha256Hex(bytes);
+  if (sha != known->sha256) {
+    return Status::DataLoss("checksum mismatch: expected " + known->sha256 + ", got " + sha +
+                            " (downloaded from " + url + ")");
+  }
+  ModelCard card = known->card;
+  card.sha256 = sha;
+  return Install(*this, card, bytes);
+}
+
+}  // namespace pixseek

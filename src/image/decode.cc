@@ -225,6 +225,17 @@ Result<cv::Mat> DecodeWithOpenCv(ImageFormat format, std::span<const uint8_t> by
   if (format == ImageFormat::kWebp && header.animated) {
     return Status::Unsupported("animated WebP is not supported");
   }
+  // cv::imdecode picks its decoder by signature, not by our sniffed format.
+  // When the right decoder rejects a damaged file, the DICOM (GDCM) and GDAL
+  // decoders, which look for signatures at offsets 128 and 140, could claim it
+  // and parse it without our limits.
+  auto has_at = [&](size_t offset, const char* tag) {
+    return bytes.size() >= offset + 4 && std::memcmp(bytes.data() + offset, tag, 4) == 0;
+  };
+  if (has_at(128, "DICM") || has_at(140, "DTED")) {
+    return Status::InvalidArgument("corrupt " + Upper(format) +
+                                   ": carries a DICOM or DTED signature");
+  }
   if (bytes.size() > static_cast<size_t>(INT_MAX)) {
     return Status::ResourceExhausted("image is too many bytes for OpenCV");
   }

@@ -127,6 +127,7 @@ Result<HeaderInfo> Webp(std::span<const uint8_t> b) {
     if (b.size() < 25) return Truncated("WebP");
     if (b[20] != 0x2f) return Status::InvalidArgument("WebP VP8L chunk has a bad signature");
     const uint32_t bits = Le32(b, 21);
+    if ((bits >> 29) != 0) return Status::InvalidArgument("WebP VP8L has an unknown version");
     h.width = (bits & 0x3FFF) + 1;
     h.height = ((bits >> 14) & 0x3FFF) + 1;
   } else if (std::memcmp(b.data() + 12, "VP8X", 4) == 0) {

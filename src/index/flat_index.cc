@@ -16,6 +16,7 @@
 
 #include "index/flat_log.h"
 #include "index/inner_product.h"
+#include "index/rw_mutex.h"
 #include "index/top_k.h"
 #include "pixseek/vector_index.h"
 
@@ -270,7 +271,9 @@ class FlatIndex final : public VectorIndex {
   const size_t dim_;
   const int num_threads_;
 
-  mutable std::shared_mutex mu_;
+  // Search holds it shared, Add/Remove exclusive (std::shared_mutex inside,
+  // with a turnstile so a stream of searches cannot starve a writer).
+  mutable WriterPriorityMutex mu_;
   std::unique_ptr<FlatLog> log_;                 // GUARDED_BY(mu_)
   std::vector<float> vectors_;                   // GUARDED_BY(mu_): slot-major, dim_ each
   std::vector<int64_t> slot_ids_;                // GUARDED_BY(mu_): id of each slot

@@ -211,7 +211,8 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
       return Status::Unavailable("index file " + path.string() +
-                                 " is open in another index (or process)");
+                                 " is locked: another pixseek process (or another open index "
+                                 "in this one) is using it");
     }
     return ErrnoStatus("cannot lock index file", path);
   }

@@ -191,6 +191,13 @@ void HttpServer::Impl::InstallRoutes() {
   // httplib's API takes ownership of a raw pointer here.
   svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would
+  // let a second server silently share (and split) a port already in use.
+  svr.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+
   svr.set_pre_routing_handler([](const Request&, Response&) {
     tls_request_start = Clock::now();
     return httplib::Server::HandlerResponse::Unhandled;
@@ -273,12 +280,12 @@ void HttpServer::Impl::Search(const Request& req, Response& res) {
   QueryService query(db);
   Result<QueryResponse> response = Status::Internal("no search ran");
   if (req.is_multipart_form_data()) {
-    if (!req.has_file("image")) {
+    auto file = req.files.find("image");
+    if (file == req.files.end()) {
       return ReplyError(res, Status::InvalidArgument(
                                  "multipart body needs a file field named \"image\""));
     }
-    const httplib::MultipartFormData file = req.get_file_value("image");
-    response = query.SearchImage(AsBytes(file.content), *params);
+    response = query.SearchImage(AsBytes(file->second.content), *params);
   } else {
     if (req.body.empty()) {
       return ReplyError(res, Status::InvalidArgument(

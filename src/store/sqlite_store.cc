@@ -1,1 +1,462 @@
-// placeholder: being written
+// MetadataStore on SQLite, through the C API.
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "pixseek/metadata_store.h"
+
+namespace pixseek {
+namespace {
+
+// PRAGMA application_id of a pixseek metadata database ("PXK1").
+constexpr int32_t kApplicationId = 0x50584B31;
+constexpr int kBusyTimeoutMs = 5000;
+
+// Schema migrations, applied in order inside one transaction each. A database
+// at PRAGMA user_version = N has had every step with version <= N applied. To
+// change the schema, append a step; never edit a shipped one.
+struct Migration {
+  int version;
+  const char* sql;
+};
+
+constexpr Migration kMigrations[] = {
+    {1,
+     "CREATE TABLE images ("
+     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  path TEXT NOT NULL,"
+     "  name TEXT NOT NULL DEFAULT '',"
+     "  sha256 TEXT NOT NULL,"
+     "  size_bytes INTEGER NOT NULL DEFAULT 0,"
+     "  format TEXT NOT NULL DEFAULT '',"
+     "  width INTEGER NOT NULL DEFAULT 0,"
+     "  height INTEGER NOT NULL DEFAULT 0,"
+     "  exif_datetime TEXT NOT NULL DEFAULT '',"
+     "  label TEXT NOT NULL DEFAULT '',"
+     "  added_at INTEGER NOT NULL DEFAULT 0);"
+     "CREATE UNIQUE INDEX images_path ON images(path);"
+     "CREATE INDEX images_sha256 ON images(sha256);"
+     "CREATE INDEX images_label ON images(label, id);"
+     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"},
+};
+constexpr int kSchemaVersion = kMigrations[std::size(kMigrations) - 1].version;
+
+Status SqliteStatus(sqlite3* db, int rc, const std::string& what) {
+  std::string m = what + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Unavailable(std::move(m));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status::DataLoss(std::move(m));
+    case SQLITE_FULL:
+      return Status::ResourceExhausted(std::move(m));
+    case SQLITE_CANTOPEN:  // missing directory, or not allowed to create the file
+      return Status::NotFound(std::move(m));
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+      return Status::PermissionDenied(std::move(m));
+    default:
+      return Status::Internal(std::move(m));
+  }
+}
+
+// Resets and unbinds a cached statement when a call is done with it.
+class StatementScope {
+ public:
+  explicit StatementScope(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~StatementScope() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+  StatementScope(const StatementScope&) = delete;
+  StatementScope& operator=(const StatementScope&) = delete;
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+std::string ColumnText(sqlite3_stmt* stmt, int col) {
+  const unsigned char* text = sqlite3_column_text(stmt, col);
+  if (text == nullptr) return {};
+  return std::string(reinterpret_cast<const char*>(text),
+                     static_cast<size_t>(sqlite3_column_bytes(stmt, col)));
+}
+
+ImageRecord ReadRecord(sqlite3_stmt* stmt) {
+  ImageRecord r;
+  r.id = sqlite3_column_int64(stmt, 0);
+  r.path = ColumnText(stmt, 1);
+  r.name = ColumnText(stmt, 2);
+  r.sha256 = ColumnText(stmt, 3);
+  r.size_bytes = sqlite3_column_int64(stmt, 4);
+  r.format = ColumnText(stmt, 5);
+  r.width = sqlite3_column_int(stmt, 6);
+  r.height = sqlite3_column_int(stmt, 7);
+  r.exif_datetime = ColumnText(stmt, 8);
+  r.label = ColumnText(stmt, 9);
+  r.added_at = sqlite3_column_int64(stmt, 10);
+  return r;
+}
+
+// One SQLite connection shared by every caller and serialised by mu_: SQLite
+// work here is short (indexed point reads and single-row writes), so one
+// connection is simpler than a pool and cannot deadlock against itself.
+// Other processes may use the file at the same time (WAL, busy_timeout).
+//
+// Durability: WAL with synchronous=FULL, so a committed Insert survives a
+// process kill and also an OS crash or power loss (WAL with NORMAL would
+// survive a process crash but could lose the last commits on power loss;
+// the vector index fdatasyncs every change, and the two stores must agree).
+//
+// Thread-safety: all methods are safe to call concurrently. Owns the
+// connection and its prepared statements.
+class SqliteStore final : public MetadataStore {
+ public:
+  explicit SqliteStore(std::filesystem::path file) : file_(std::move(file)) {}
+
+  ~SqliteStore() override {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    if (db_ != nullptr) sqlite3_close_v2(db_);
+  }
+
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // Opens the connection, sets it up and brings the schema up to date.
+  Status Open() {
+    std::lock_guard lock(mu_);
+    int rc = sqlite3_open_v2(file_.c_str(), &db_,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) return Error(rc, "cannot open");
+    sqlite3_extended_result_codes(db_, 1);
+    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    // The first statement reads the file header: a non-SQLite file fails here.
+    rc = sqlite3_exec(db_, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+      if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT) {
+        return Status::DataLoss(file_.string() + " is not a SQLite database: " +
+                                sqlite3_errmsg(db_));
+      }
+      return Error(rc, "cannot enable WAL");
+    }
+    PIXSEEK_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+    PIXSEEK_RETURN_IF_ERROR(Migrate());
+    // Preparing every statement now also checks that the tables have the
+    // columns this code expects.
+    for (const char* sql : kAllStatements) {
+      sqlite3_stmt* stmt = nullptr;
+      Status s = Prepare(sql, &stmt);
+      if (!s.ok()) {
+        return Status::DataLoss(file_.string() + " does not have the pixseek schema: " +
+                                s.message());
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<int64_t> Insert(const ImageRecord& r) override {
+    if (r.path.empty()) return Status::InvalidArgument("image record without a path");
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kInsert, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, r.path);
+    BindText(stmt, 2, r.name);
+    BindText(stmt, 3, r.sha256);
+    sqlite3_bind_int64(stmt, 4, r.size_bytes);
+    BindText(stmt, 5, r.format);
+    sqlite3_bind_int(stmt, 6, r.width);
+    sqlite3_bind_int(stmt, 7, r.height);
+    BindText(stmt, 8, r.exif_datetime);
+    BindText(stmt, 9, r.label);
+    sqlite3_bind_int64(stmt, 10, r.added_at);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return Status::AlreadyExists("an image with path " + r.path + " is already stored");
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "cannot insert image " + r.path);
+    return sqlite3_last_insert_rowid(db_);
+  }
+
+  Result<ImageRecord> Get(int64_t id) const override {
+    std::lock_guard lock(mu_);
+    PIXSEEK_ASSIGN_OR_RETURN(auto found, GetLocked(id));
+    if (!found) return Status::NotFound("no image with id " + std::to_string(id));
+    return std::move(*found);
+  }
+
+  Result<std::vector<ImageRecord>> GetMany(std::span<const int64_t> ids) const override {
+    std::lock_guard lock(mu_);
+    std::vector<ImageRecord> out;
+    out.reserve(ids.size());
+    // One read transaction: the records come from one snapshot.
+    PIXSEEK_RETURN_IF_ERROR(Exec("BEGIN"));
+    for (int64_t id : ids) {
+      auto found = GetLocked(id);
+      if (!found.ok()) {
+        (void)Exec("ROLLBACK");
+        return found.status();
+      }
+      if (*found) out.push_back(std::move(**found));
+    }
+    PIXSEEK_RETURN_IF_ERROR(Exec("COMMIT"));
+    return out;
+  }
+
+  Result<std::optional<ImageRecord>> FindByPath(const std::string& path) const override {
+    return FindOne(kFindByPath, path);
+  }
+
+  Result<std::optional<ImageRecord>> FindBySha256(const std::string& sha256) const override {
+    return FindOne(kFindBySha256, sha256);
+  }
+
+  Status Remove(int64_t id) override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kDelete, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) return Error(rc, "cannot remove image " + std::to_string(id));
+    if (sqlite3_changes(db_) == 0) {
+      return Status::NotFound("no image with id " + std::to_string(id));
+    }
+    return Status::Ok();
+  }
+
+  Result<int64_t> Count() const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kCount, &stmt));
+    StatementScope scope(stmt);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) return Error(rc, "cannot count images");
+    return sqlite3_column_int64(stmt, 0);
+  }
+
+  Result<std::vector<ImageRecord>> List(const ListOptions& options) const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(options.label ? kListLabel : kList, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, options.after_id);
+    const auto limit = static_cast<int64_t>(
+        std::min<size_t>(options.limit, static_cast<size_t>(std::numeric_limits<int64_t>::max())));
+    sqlite3_bind_int64(stmt, 2, limit);
+    if (options.label) BindText(stmt, 3, *options.label);
+    std::vector<ImageRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) out.push_back(ReadRecord(stmt));
+    if (rc != SQLITE_DONE) return Error(rc, "cannot list images");
+    return out;
+  }
+
+  Result<std::vector<int64_t>> AllIds() const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kAllIds, &stmt));
+    StatementScope scope(stmt);
+    std::vector<int64_t> out;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) out.push_back(sqlite3_column_int64(stmt, 0));
+    if (rc != SQLITE_DONE) return Error(rc, "cannot list image ids");
+    return out;
+  }
+
+  Result<std::optional<std::string>> GetSetting(const std::string& key) const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kGetSetting, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, key);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return std::optional<std::string>();
+    if (rc != SQLITE_ROW) return Error(rc, "cannot read setting " + key);
+    return std::optional<std::string>(ColumnText(stmt, 0));
+  }
+
+  Status SetSetting(const std::string& key, const std::string& value) override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kSetSetting, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, key);
+    BindText(stmt, 2, value);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) return Error(rc, "cannot write setting " + key);
+    return Status::Ok();
+  }
+
+ private:
+  static constexpr const char* kInsert =
+      "INSERT INTO images (path, name, sha256, size_bytes, format, width, height, "
+      "exif_datetime, label, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+  static constexpr const char* kGet =
+      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
+      "added_at FROM images WHERE id = ?1";
+  static constexpr const char* kFindByPath =
+      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
+      "added_at FROM images WHERE path = ?1";
+  static constexpr const char* kFindBySha256 =
+      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
+      "added_at FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1";
+  static constexpr const char* kDelete = "DELETE FROM images WHERE id = ?1";
+  static constexpr const char* kCount = "SELECT COUNT(*) FROM images";
+  static constexpr const char* kList =
+      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
+      "added_at FROM images WHERE id > ?1 ORDER BY id LIMIT ?2";
+  static constexpr const char* kListLabel =
+      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
+      "added_at FROM images WHERE label = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
+  static constexpr const char* kAllIds = "SELECT id FROM images ORDER BY id";
+  static constexpr const char* kGetSetting = "SELECT value FROM settings WHERE key = ?1";
+  static constexpr const char* kSetSetting =
+      "INSERT INTO settings (key, value) VALUES (?1, ?2) "
+      "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+
+  static constexpr const char* kAllStatements[] = {
+      kInsert, kGet,       kFindByPath, kFindBySha256, kDelete,    kCount,
+      kList,   kListLabel, kAllIds,     kGetSetting,   kSetSetting};
+
+  Status Error(int rc, const std::string& what) const {
+    return SqliteStatus(db_, rc, file_.string() + ": " + what);
+  }
+
+  Status Exec(const char* sql) const {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return Error(rc, std::string("cannot run ") + sql);
+    return Status::Ok();
+  }
+
+  Result<int64_t> PragmaInt(const char* sql) const {
+    sqlite3_stmt* stmt = nullptr;
+    int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
+    if (rc != SQLITE_OK) return Error(rc, std::string("cannot run ") + sql);
+    rc = sqlite3_step(stmt);
+    int64_t value = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : 0;
+    Status s = rc == SQLITE_ROW ? Status::Ok() : Error(rc, std::string("cannot run ") + sql);
+    sqlite3_finalize(stmt);
+    if (!s.ok()) return s;
+    return value;
+  }
+
+  // Brings the schema to kSchemaVersion, one transaction per step. BEGIN
+  // IMMEDIATE takes the write lock before reading the version, so two
+  // processes opening a new file at once do not both migrate it.
+  Status Migrate() {
+    PIXSEEK_ASSIGN_OR_RETURN(int64_t version, PragmaInt("PRAGMA user_version"));
+    if (version == kSchemaVersion) return CheckApplicationId();
+    PIXSEEK_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = MigrateLocked();
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
+  }
+
+  Status MigrateLocked() {
+    PIXSEEK_ASSIGN_OR_RETURN(int64_t version, PragmaInt("PRAGMA user_version"));
+    if (version > kSchemaVersion) {
+      return Status::FailedPrecondition(
+          file_.string() + " has metadata schema version " + std::to_string(version) +
+          "; this build of pixseek knows versions up to " + std::to_string(kSchemaVersion));
+    }
+    if (version == 0) {
+      // A brand-new file has no tables; anything else is someone else's data.
+      PIXSEEK_ASSIGN_OR_RETURN(int64_t objects, PragmaInt("SELECT COUNT(*) FROM sqlite_master"));
+      if (objects != 0) {
+        return Status::DataLoss(file_.string() +
+                                " is a SQLite database but not a pixseek metadata database");
+      }
+      PIXSEEK_RETURN_IF_ERROR(
+          Exec(("PRAGMA application_id = " + std::to_string(kApplicationId)).c_str()));
+    } else {
+      PIXSEEK_RETURN_IF_ERROR(CheckApplicationId());
+    }
+    for (const Migration& m : kMigrations) {
+      if (m.version <= version) continue;
+      PIXSEEK_RETURN_IF_ERROR(Exec(m.sql));
+      PIXSEEK_RETURN_IF_ERROR(
+          Exec(("PRAGMA user_version = " + std::to_string(m.version)).c_str()));
+    }
+    return Status::Ok();
+  }
+
+  Status CheckApplicationId() const {
+    PIXSEEK_ASSIGN_OR_RETURN(int64_t app, PragmaInt("PRAGMA application_id"));
+    if (app != kApplicationId) {
+      return Status::DataLoss(file_.string() +
+                              " is a SQLite database but not a pixseek metadata database "
+                              "(application_id " + std::to_string(app) + ")");
+    }
+    return Status::Ok();
+  }
+
+  // The cached statement for `sql` (one of the k* constants), prepared on
+  // first use. Requires mu_.
+  Status Prepare(const char* sql, sqlite3_stmt** stmt) const {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) {
+      *stmt = it->second;
+      return Status::Ok();
+    }
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr);
+    if (rc != SQLITE_OK) return Error(rc, std::string("cannot prepare ") + sql);
+    statements_.emplace(sql, *stmt);
+    return Status::Ok();
+  }
+
+  static void BindText(sqlite3_stmt* stmt, int index, const std::string& text) {
+    sqlite3_bind_text64(stmt, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  }
+
+  Result<std::optional<ImageRecord>> GetLocked(int64_t id) const {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kGet, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return std::optional<ImageRecord>();
+    if (rc != SQLITE_ROW) return Error(rc, "cannot read image " + std::to_string(id));
+    return std::optional<ImageRecord>(ReadRecord(stmt));
+  }
+
+  Result<std::optional<ImageRecord>> FindOne(const char* sql, const std::string& key) const {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(sql, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, key);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return std::optional<ImageRecord>();
+    if (rc != SQLITE_ROW) return Error(rc, "cannot look up image " + key);
+    return std::optional<ImageRecord>(ReadRecord(stmt));
+  }
+
+  const std::filesystem::path file_;
+  mutable std::mutex mu_;
+  sqlite3* db_ = nullptr;  // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_): keyed by the address of the k* SQL constants.
+  mutable std::unordered_map<const char*, sqlite3_stmt*> statements_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::filesystem::path& file) {
+  auto store = std::make_unique<SqliteStore>(file);
+  PIXSEEK_RETURN_IF_ERROR(store->Open());
+  return std::unique_ptr<MetadataStore>(std::move(store));
+}
+
+}  // namespace pixseek

@@ -1,0 +1,537 @@
+// The HTTP server end to end: a real HttpServer on 127.0.0.1 over a real
+// Database (tiny ONNX model), driven by httplib::Client.
+#include "pixseek/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pixseek/database.h"
+#include "pixseek/model_registry.h"
+#include "test_util.h"
+#include "tiny_onnx.h"
+
+namespace pixseek {
+namespace {
+
+using nlohmann::json;
+using testing::TempDir;
+
+constexpr size_t kMaxRequestBytes = 256 * 1024;
+constexpr int kDim = 8;
+
+// A 64x64 image of one kind (distinct colours and structure per kind), PNG
+// or JPEG encoded.
+std::string MakeImage(int kind, const std::string& ext = ".png") {
+  cv::Mat img(64, 64, CV_8UC3);
+  switch (kind % 4) {
+    case 0:  // red horizontal gradient
+      for (int y = 0; y < 64; ++y)
+        for (int x = 0; x < 64; ++x) img.at<cv::Vec3b>(y, x) = {0, 0, uchar(128 + x * 2)};
+      break;
+    case 1:  // blue/yellow checkerboard
+      for (int y = 0; y < 64; ++y)
+        for (int x = 0; x < 64; ++x)
+          img.at<cv::Vec3b>(y, x) = ((x / 8 + y / 8) % 2) ? cv::Vec3b{255, 0, 0}
+                                                          : cv::Vec3b{0, 255, 255};
+      break;
+    case 2:  // green noise
+      cv::randu(img, cv::Scalar(0, 100, 0), cv::Scalar(60, 255, 60));
+      break;
+    default:  // white with a black disc
+      img.setTo(cv::Scalar(255, 255, 255));
+      cv::circle(img, {32, 32}, 20, cv::Scalar(0, 0, 0), cv::FILLED);
+      break;
+  }
+  std::vector<uchar> buf;
+  EXPECT_TRUE(cv::imencode(ext, img, buf));
+  return std::string(buf.begin(), buf.end());
+}
+
+// Installs the tiny test model under root/home and opens a new database at
+// root/db with it.
+Result<std::unique_ptr<Database>> OpenTinyDatabase(const std::filesystem::path& root, int dim,
+                                                   uint32_t seed) {
+  const auto home = root / "home";
+  const auto model_file = root / "tiny.onnx";
+  const auto card_file = root / "tiny.card.json";
+  auto model = testing::MakeTinyOnnxModel(dim, seed);
+  testing::WriteBytes(model_file, std::vector<uint8_t>(model.begin(), model.end()));
+  const std::string card = testing::TinyModelCardJson(dim, "tiny.onnx");
+  testing::WriteBytes(card_file, std::vector<uint8_t>(card.begin(), card.end()));
+  auto installed = ModelRegistry(home).Import(model_file, card_file, std::string("tiny"));
+  if (!installed.ok()) return installed.status();
+  DatabaseOptions options;
+  options.dir = root / "db";
+  options.model = "tiny";
+  options.home = home;
+  return Database::Open(options, true);
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir();
+    auto db = OpenTinyDatabase(tmp_->path(), kDim, 7);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    db_ = std::move(db).value().release();
+    ServerOptions options;
+    options.port = 0;
+    options.threads = 4;
+    options.max_request_bytes = kMaxRequestBytes;
+    server_ = new HttpServer(*db_, options);
+    Status started = server_->Start();
+    ASSERT_TRUE(started.ok()) << started.ToString();
+    ASSERT_GT(server_->port(), 0);
+  }
+
+  static void TearDownTestSuite() {
+    delete server_;
+    delete db_;
+    delete tmp_;
+    server_ = nullptr;
+    db_ = nullptr;
+    tmp_ = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << "suite set-up failed";
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+    client_->set_read_timeout(30, 0);
+  }
+
+  // Uploads images (name -> bytes) in one request; expects 201.
+  std::vector<int64_t> Upload(const std::vector<std::pair<std::string, std::string>>& files) {
+    httplib::MultipartFormDataItems items;
+    for (const auto& [name, bytes] : files) items.push_back({"image", bytes, name, "image/png"});
+    auto res = client_->Post("/api/v1/images", items);
+    EXPECT_TRUE(res);
+    if (!res) return {};
+    EXPECT_EQ(res->status, 201) << res->body;
+    json body = json::parse(res->body);
+    return body.at("ids").get<std::vector<int64_t>>();
+  }
+
+  json SearchImage(const std::string& bytes, const std::string& query = "") {
+    auto res = client_->Post("/api/v1/search" + query,
+                             httplib::MultipartFormDataItems{{"image", bytes, "q.png", "image/png"}});
+    EXPECT_TRUE(res);
+    if (!res) return json();
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body);
+  }
+
+  static TempDir* tmp_;
+  static Database* db_;
+  static HttpServer* server_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TempDir* ServerTest::tmp_ = nullptr;
+Database* ServerTest::db_ = nullptr;
+HttpServer* ServerTest::server_ = nullptr;
+
+// Checks an error answer: the status, JSON content type, and the error code.
+void ExpectError(const httplib::Result& res, int status, const std::string& code) {
+  ASSERT_TRUE(res) << "no response";
+  EXPECT_EQ(res->status, status) << res->body;
+  EXPECT_EQ(res->get_header_value("Content-Type"), "application/json");
+  json body = json::parse(res->body, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << res->body;
+  ASSERT_TRUE(body.contains("error")) << res->body;
+  EXPECT_EQ(body["error"].value("code", ""), code) << res->body;
+  EXPECT_FALSE(body["error"].value("message", "").empty()) << res->body;
+}
+
+TEST(HttpStatusForTest, MapsEveryCode) {
+  EXPECT_EQ(HttpStatusFor(StatusCode::kOk), 200);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnauthenticated), 401);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kPermissionDenied), 403);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kAlreadyExists), 409);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kFailedPrecondition), 409);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kResourceExhausted), 413);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnsupported), 415);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kDataLoss), 500);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInternal), 500);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnavailable), 503);
+}
+
+TEST_F(ServerTest, Healthz) {
+  auto res = client_->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(json::parse(res->body), json({{"status", "ok"}}));
+}
+
+TEST_F(ServerTest, IndexPageHasSearchForm) {
+  auto res = client_->Get("/");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(res->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(res->body.find("<form"), std::string::npos);
+  EXPECT_NE(res->body.find("type=\"file\""), std::string::npos);
+  EXPECT_NE(res->body.find("/api/v1/search"), std::string::npos);
+  EXPECT_NE(res->body.find("name=\"viewport\""), std::string::npos);
+}
+
+TEST_F(ServerTest, OpenApiDescribesExactlyTheServedRoutes) {
+  auto res = client_->Get("/api/v1/openapi.json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  json doc = json::parse(res->body, nullptr, false);
+  ASSERT_TRUE(doc.is_object()) << "openapi.json does not parse";
+  EXPECT_EQ(doc.value("openapi", "").substr(0, 4), "3.0.");
+  const std::map<std::string, std::set<std::string>> served = {
+      {"/api/v1/search", {"post"}},
+      {"/api/v1/images", {"get", "post"}},
+      {"/api/v1/images/{id}", {"get", "delete"}},
+      {"/api/v1/images/{id}/thumbnail", {"get"}},
+      {"/api/v1/images/{id}/file", {"get"}},
+      {"/api/v1/stats", {"get"}},
+      {"/api/v1/openapi.json", {"get"}},
+      {"/healthz", {"get"}},
+      {"/", {"get"}},
+  };
+  std::map<std::string, std::set<std::string>> documented;
+  for (const auto& [path, item] : doc.at("paths").items()) {
+    for (const auto& [key, op] : item.items()) {
+      if (key == "parameters" || key == "summary" || key == "description") continue;
+      documented[path].insert(key);
+      EXPECT_TRUE(op.contains("responses")) << path << " " << key;
+    }
+  }
+  EXPECT_EQ(documented, served);
+  // Every documented $ref points at a schema or response that exists.
+  const json& components = doc.at("components");
+  EXPECT_TRUE(components.at("schemas").contains("Error"));
+  std::vector<const json*> stack = {&doc};
+  while (!stack.empty()) {
+    const json* node = stack.back();
+    stack.pop_back();
+    if (node->is_object()) {
+      if (auto it = node->find("$ref"); it != node->end()) {
+        const std::string ref = it->get<std::string>();
+        ASSERT_EQ(ref.rfind("#/components/", 0), 0u) << ref;
+        const json* target = &doc;
+        std::string rest = ref.substr(2);
+        size_t pos = 0;
+        while (pos != std::string::npos) {
+          const size_t next = rest.find('/', pos);
+          const std::string key = rest.substr(pos, next == std::string::npos ? next : next - pos);
+          ASSERT_TRUE(target->contains(key)) << "dangling " << ref;
+          target = &(*target)[key];
+          pos = next == std::string::npos ? next : next + 1;
+        }
+      }
+      for (const auto& [k, v] : node->items()) stack.push_back(&v);
+    } else if (node->is_array()) {
+      for (const auto& v : *node) stack.push_back(&v);
+    }
+  }
+}
+
+TEST_F(ServerTest, UploadSearchFetchDelete) {
+  const std::string red = MakeImage(0), checker = MakeImage(1), disc = MakeImage(3);
+  std::vector<int64_t> ids =
+      Upload({{"red.png", red}, {"checker.png", checker}, {"disc.png", disc}});
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_NE(ids[0], ids[1]);
+
+  // Search by image: the uploaded image finds itself first.
+  json found = SearchImage(red);
+  ASSERT_FALSE(found["results"].empty()) << found.dump();
+  const json& top = found["results"][0];
+  EXPECT_EQ(top["id"], ids[0]);
+  EXPECT_NEAR(top["score"].get<double>(), 1.0, 1e-3);
+  EXPECT_EQ(top["name"], "red.png");
+  EXPECT_EQ(top["thumbnail_url"], "/api/v1/images/" + std::to_string(ids[0]) + "/thumbnail");
+  EXPECT_EQ(top["metadata"]["width"], 64);
+  EXPECT_EQ(top["metadata"]["height"], 64);
+  EXPECT_EQ(top["metadata"]["format"], "png");
+  EXPECT_EQ(top["metadata"]["size_bytes"], static_cast<int64_t>(red.size()));
+  EXPECT_EQ(top["metadata"]["sha256"].get<std::string>().size(), 64u);
+  EXPECT_TRUE(top["metadata"].contains("exif_datetime"));
+  EXPECT_TRUE(top["metadata"].contains("label"));
+  EXPECT_GT(top["metadata"]["added_at"].get<int64_t>(), 0);
+  EXPECT_TRUE(found["took_ms"].is_number());
+  EXPECT_EQ(found["cached"], false);
+  EXPECT_EQ(SearchImage(red)["cached"], true);
+
+  // Search by stored id.
+  auto by_id = client_->Post("/api/v1/search",
+                             json({{"image_id", ids[1]}}).dump(), "application/json");
+  ASSERT_TRUE(by_id);
+  ASSERT_EQ(by_id->status, 200) << by_id->body;
+  json by_id_body = json::parse(by_id->body);
+  ASSERT_FALSE(by_id_body["results"].empty());
+  EXPECT_EQ(by_id_body["results"][0]["id"], ids[1]);
+  EXPECT_NEAR(by_id_body["results"][0]["score"].get<double>(), 1.0, 1e-3);
+
+  // top_k and min_score.
+  EXPECT_EQ(SearchImage(red, "?top_k=1")["results"].size(), 1u);
+  EXPECT_GE(SearchImage(red, "?top_k=2")["results"].size(), 2u);
+  json strict = SearchImage(red, "?top_k=10&min_score=0.9999");
+  ASSERT_GE(strict["results"].size(), 1u);
+  for (const json& hit : strict["results"]) EXPECT_GE(hit["score"].get<double>(), 0.9999);
+  json all = SearchImage(red, "?top_k=10&min_score=-1");
+  EXPECT_GE(all["results"].size(), 3u);
+  EXPECT_LT(strict["results"].size(), all["results"].size());
+
+  // The record.
+  auto record = client_->Get("/api/v1/images/" + std::to_string(ids[1]));
+  ASSERT_TRUE(record);
+  ASSERT_EQ(record->status, 200);
+  json rec = json::parse(record->body);
+  EXPECT_EQ(rec["id"], ids[1]);
+  EXPECT_EQ(rec["name"], "checker.png");
+  EXPECT_EQ(rec["metadata"]["format"], "png");
+
+  // The thumbnail is a JPEG.
+  auto thumb = client_->Get("/api/v1/images/" + std::to_string(ids[1]) + "/thumbnail");
+  ASSERT_TRUE(thumb);
+  ASSERT_EQ(thumb->status, 200);
+  EXPECT_EQ(thumb->get_header_value("Content-Type"), "image/jpeg");
+  ASSERT_GE(thumb->body.size(), 3u);
+  EXPECT_EQ(static_cast<uint8_t>(thumb->body[0]), 0xFF);
+  EXPECT_EQ(static_cast<uint8_t>(thumb->body[1]), 0xD8);
+  EXPECT_EQ(static_cast<uint8_t>(thumb->body[2]), 0xFF);
+
+  // The file is the exact bytes uploaded.
+  auto file = client_->Get("/api/v1/images/" + std::to_string(ids[1]) + "/file");
+  ASSERT_TRUE(file);
+  ASSERT_EQ(file->status, 200);
+  EXPECT_EQ(file->get_header_value("Content-Type"), "image/png");
+  EXPECT_EQ(file->body, checker);
+
+  // Listing with keyset paging.
+  auto page1 = client_->Get("/api/v1/images?limit=1");
+  ASSERT_TRUE(page1);
+  ASSERT_EQ(page1->status, 200) << page1->body;
+  json p1 = json::parse(page1->body);
+  ASSERT_EQ(p1["images"].size(), 1u);
+  ASSERT_TRUE(p1["next_after_id"].is_number_integer());
+  EXPECT_EQ(p1["next_after_id"], p1["images"][0]["id"]);
+  auto rest = client_->Get("/api/v1/images?limit=500&after_id=" +
+                           std::to_string(p1["next_after_id"].get<int64_t>()));
+  ASSERT_TRUE(rest);
+  json r = json::parse(rest->body);
+  EXPECT_TRUE(r["next_after_id"].is_null());
+  std::set<int64_t> listed = {p1["images"][0]["id"].get<int64_t>()};
+  for (const json& image : r["images"]) {
+    EXPECT_GT(image["id"].get<int64_t>(), p1["next_after_id"].get<int64_t>());
+    listed.insert(image["id"].get<int64_t>());
+  }
+  for (int64_t id : ids) EXPECT_TRUE(listed.count(id)) << id;
+
+  // Delete, then it is gone everywhere.
+  const std::string disc_url = "/api/v1/images/" + std::to_string(ids[2]);
+  auto del = client_->Delete(disc_url);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 204);
+  ExpectError(client_->Get(disc_url), 404, "NOT_FOUND");
+  ExpectError(client_->Get(disc_url + "/thumbnail"), 404, "NOT_FOUND");
+  ExpectError(client_->Get(disc_url + "/file"), 404, "NOT_FOUND");
+  ExpectError(client_->Delete(disc_url), 404, "NOT_FOUND");
+  ExpectError(client_->Post("/api/v1/search", json({{"image_id", ids[2]}}).dump(),
+                            "application/json"),
+              404, "NOT_FOUND");
+  for (const json& hit : SearchImage(disc, "?top_k=1000")["results"]) {
+    EXPECT_NE(hit["id"], ids[2]);
+  }
+}
+
+TEST_F(ServerTest, SameBytesUploadedTwiceKeepOneId) {
+  const std::string disc = MakeImage(3, ".jpg");
+  std::vector<int64_t> first = Upload({{"a.jpg", disc}});
+  std::vector<int64_t> second = Upload({{"b.jpg", disc}});
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(first[0], second[0]);
+}
+
+TEST_F(ServerTest, ConcurrentSearches) {
+  const std::string checker = MakeImage(1);
+  const std::vector<int64_t> ids = Upload({{"checker.png", checker}});
+  ASSERT_EQ(ids.size(), 1u);
+  std::vector<std::thread> threads;
+  std::vector<int> ok(8, 0);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      httplib::Client client("127.0.0.1", server_->port());
+      for (int i = 0; i < 5; ++i) {
+        // Alternate by-image and by-id so both paths run at once.
+        auto res = (i % 2)
+            ? client.Post("/api/v1/search?top_k=3",
+                          json({{"image_id", ids[0]}}).dump(), "application/json")
+            : client.Post("/api/v1/search?top_k=3&min_score=" + std::to_string(-0.5 + t * 0.01),
+                          httplib::MultipartFormDataItems{{"image", checker, "c.png", "image/png"}});
+        if (res && res->status == 200 &&
+            json::parse(res->body)["results"][0]["id"] == ids[0]) {
+          ++ok[t];
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(ok[t], 5) << "thread " << t;
+}
+
+TEST_F(ServerTest, Stats) {
+  Upload({{"noise.png", MakeImage(2)}});
+  auto res = client_->Get("/api/v1/stats");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  json stats = json::parse(res->body);
+  EXPECT_GE(stats["count"].get<int64_t>(), 1);
+  EXPECT_EQ(stats["dimension"], kDim);
+  EXPECT_EQ(stats["model"], "tiny");
+  EXPECT_FALSE(stats["index_kind"].get<std::string>().empty());
+}
+
+TEST_F(ServerTest, CorruptImageIs400) {
+  std::string corrupt = MakeImage(0).substr(0, 100);  // PNG magic, truncated
+  ExpectError(client_->Post("/api/v1/images",
+                            httplib::MultipartFormDataItems{{"image", corrupt, "bad.png", "image/png"}}),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search",
+                            httplib::MultipartFormDataItems{{"image", corrupt, "bad.png", "image/png"}}),
+              400, "INVALID_ARGUMENT");
+}
+
+TEST_F(ServerTest, TextFileIs415) {
+  const std::string text = "hello, this is not an image\n";
+  ExpectError(client_->Post("/api/v1/images",
+                            httplib::MultipartFormDataItems{{"image", text, "a.txt", "text/plain"}}),
+              415, "UNSUPPORTED_MEDIA_TYPE");
+  ExpectError(client_->Post("/api/v1/search",
+                            httplib::MultipartFormDataItems{{"image", text, "a.txt", "text/plain"}}),
+              415, "UNSUPPORTED_MEDIA_TYPE");
+}
+
+TEST_F(ServerTest, PartialUploadReportsStoredIds) {
+  httplib::MultipartFormDataItems items = {
+      {"image", MakeImage(2, ".jpg"), "first.jpg", "image/jpeg"},  // noise: unique bytes
+      {"image", "not an image", "second.txt", "text/plain"},
+      {"image", MakeImage(1, ".jpg"), "third.jpg", "image/jpeg"},
+  };
+  auto res = client_->Post("/api/v1/images", items);
+  ExpectError(res, 415, "UNSUPPORTED_MEDIA_TYPE");
+  json body = json::parse(res->body);
+  ASSERT_EQ(body["ids"].size(), 1u) << res->body;
+  EXPECT_EQ(body["failed_index"], 1);
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("second.txt"), std::string::npos);
+  auto stored = client_->Get("/api/v1/images/" + std::to_string(body["ids"][0].get<int64_t>()));
+  ASSERT_TRUE(stored);
+  EXPECT_EQ(stored->status, 200);
+  EXPECT_EQ(json::parse(stored->body)["name"], "first.jpg");
+  EXPECT_EQ(json::parse(stored->body)["metadata"]["format"], "jpeg");
+}
+
+TEST_F(ServerTest, BodyOverLimitIs413) {
+  const std::string big(kMaxRequestBytes + 1024, 'x');
+  ExpectError(client_->Post("/api/v1/images",
+                            httplib::MultipartFormDataItems{{"image", big, "big.png", "image/png"}}),
+              413, "RESOURCE_EXHAUSTED");
+  ExpectError(client_->Post("/api/v1/search", big, "application/json"), 413,
+              "RESOURCE_EXHAUSTED");
+  // The server is still healthy afterwards.
+  auto res = client_->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+TEST_F(ServerTest, UnknownIdIs404AndBadIdIs400) {
+  ExpectError(client_->Get("/api/v1/images/987654321"), 404, "NOT_FOUND");
+  ExpectError(client_->Get("/api/v1/images/987654321/thumbnail"), 404, "NOT_FOUND");
+  ExpectError(client_->Get("/api/v1/images/987654321/file"), 404, "NOT_FOUND");
+  ExpectError(client_->Delete("/api/v1/images/987654321"), 404, "NOT_FOUND");
+  ExpectError(client_->Get("/api/v1/images/abc"), 400, "INVALID_ARGUMENT");
+  ExpectError(client_->Get("/api/v1/images/-3/file"), 400, "INVALID_ARGUMENT");
+  ExpectError(client_->Get("/api/v1/images/99999999999999999999999"), 400, "INVALID_ARGUMENT");
+  ExpectError(client_->Delete("/api/v1/images/0"), 400, "INVALID_ARGUMENT");
+}
+
+TEST_F(ServerTest, MalformedRequestsAre400) {
+  ExpectError(client_->Post("/api/v1/search", "{\"image_id\": ", "application/json"), 400,
+              "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search", "[1,2]", "application/json"), 400,
+              "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search", "{\"image_id\": \"x\"}", "application/json"), 400,
+              "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search", "", "application/json"), 400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search?top_k=0", "{\"image_id\": 1}", "application/json"),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search?top_k=1001", "{\"image_id\": 1}", "application/json"),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search?top_k=ten", "{\"image_id\": 1}", "application/json"),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/search?min_score=nan", "{\"image_id\": 1}",
+                            "application/json"),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Get("/api/v1/images?limit=501"), 400, "INVALID_ARGUMENT");
+  ExpectError(client_->Get("/api/v1/images?after_id=-1"), 400, "INVALID_ARGUMENT");
+  // Multipart without an "image" field, and a broken multipart body.
+  ExpectError(client_->Post("/api/v1/images",
+                            httplib::MultipartFormDataItems{{"picture", "x", "x.png", "image/png"}}),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/images", "--nope\r\ngarbage",
+                            "multipart/form-data; boundary=zzz"),
+              400, "INVALID_ARGUMENT");
+  ExpectError(client_->Post("/api/v1/images", "{}", "application/json"), 400,
+              "INVALID_ARGUMENT");
+}
+
+TEST_F(ServerTest, UnknownRouteIs404Json) {
+  ExpectError(client_->Get("/no/such/route"), 404, "NOT_FOUND");
+  ExpectError(client_->Get("/api/v1/images/1/nothing"), 404, "NOT_FOUND");
+  ExpectError(client_->Put("/api/v1/images", "{}", "application/json"), 404, "NOT_FOUND");
+}
+
+TEST(HttpServerLifecycleTest, StartStopWaitAndBindFailure) {
+  TempDir tmp;
+  // A database is only borrowed; no request is made, so any open one works.
+  auto db = OpenTinyDatabase(tmp.path(), 4, 3);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  HttpServer first(**db, options);
+  ASSERT_TRUE(first.Start().ok());
+  EXPECT_FALSE(first.Start().ok());  // already started
+
+  // The same port cannot be bound twice.
+  options.port = first.port();
+  HttpServer second(**db, options);
+  Status bound = second.Start();
+  EXPECT_EQ(bound.code(), StatusCode::kUnavailable) << bound.ToString();
+
+  std::thread stopper([&first] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    first.Stop();
+  });
+  first.Wait();  // returns once Stop ran
+  stopper.join();
+  httplib::Client client("127.0.0.1", options.port);
+  client.set_connection_timeout(1, 0);
+  EXPECT_FALSE(client.Get("/healthz"));  // nothing listens any more
+  first.Stop();  // idempotent
+}
+
+}  // namespace
+}  // namespace pixseek
