@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -226,6 +228,79 @@ TEST_F(CliIntegrationTest, ClearErrors) {
   EXPECT_EQ(eval["images"], 12);
   EXPECT_GT(eval["overall"]["map"].get<double>(), 0.8) << eval.dump(2);
   EXPECT_EQ(eval["per_label"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace pixseek
+
+namespace pixseek {
+namespace {
+
+// A build stopped by Ctrl-C, and one killed outright, both continue where they
+// stopped when run again, and every image ends up stored exactly once.
+TEST(CliResumeTest, InterruptedBuildsResume) {
+  testing::TempDir tmp;
+  const auto home = tmp.path() / "home", images = tmp.path() / "many", db = tmp.path() / "db";
+  testing::WriteBytes(tmp.path() / "tiny.onnx", testing::MakeTinyOnnxModel(16, 7));
+  std::ofstream(tmp.path() / "tiny.json") << testing::TinyModelCardJson(16, "tiny.onnx");
+  auto r = RunCommand({PIXSEEK_BINARY, "--home", home.string(), "model", "import",
+                       (tmp.path() / "tiny.onnx").string(), "--card",
+                       (tmp.path() / "tiny.json").string(), "--name", "tiny"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  constexpr int kImages = 400;
+  for (int i = 0; i < kImages; ++i) {
+    auto dir = images / ("c" + std::to_string(i % 4));
+    std::filesystem::create_directories(dir);
+    testing::WriteBytes(dir / ("i" + std::to_string(i) + ".jpg"),
+                        SyntheticImage(".jpg", 96, 96, 40 * (i % 6), 255 - i % 200, 90, 5000 + i));
+  }
+  const std::vector<std::string> build = {PIXSEEK_BINARY, "--home", home.string(), "build",
+                                          images.string(), "--db", db.string(), "--model", "tiny",
+                                          "--json"};
+  auto stored_count = [&] {
+    auto s = RunCommand({PIXSEEK_BINARY, "--home", home.string(), "stats", "--db", db.string()});
+    EXPECT_EQ(s.exit_code, 0) << s.err;
+    return json::parse(s.out)["count"].get<int>();
+  };
+  auto wait_for_progress = [&] {
+    // The database appears once the build has started storing images.
+    for (int i = 0; i < 400 && !std::filesystem::exists(db / "pixseek.json"); ++i) {
+      usleep(10000);
+    }
+    usleep(150000);
+  };
+
+  // Ctrl-C: the build stops early, says so, and exits 130.
+  {
+    ChildProcess child(build);
+    wait_for_progress();
+    int code = child.Stop(SIGINT);
+    if (code == 130) {
+      EXPECT_NE(child.stderr_text().find("build"), std::string::npos);
+    } else {
+      EXPECT_EQ(code, 0) << "finished before the signal arrived";
+    }
+  }
+  const int after_interrupt = stored_count();
+  EXPECT_GT(after_interrupt, 0);
+
+  // Killed outright: nothing acknowledged is lost and the database opens.
+  {
+    ChildProcess child(build);
+    usleep(300000);
+    child.Stop(SIGKILL);
+  }
+  const int after_kill = stored_count();
+  EXPECT_GE(after_kill, after_interrupt);
+
+  r = RunCommand(build);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json report = json::parse(r.out);
+  EXPECT_EQ(report["total"], kImages);
+  EXPECT_EQ(report["skipped"].get<int>(), after_kill);
+  EXPECT_EQ(report["indexed"].get<int>() + report["skipped"].get<int>(), kImages);
+  EXPECT_TRUE(report["failed"].empty()) << report.dump(2);
+  EXPECT_EQ(stored_count(), kImages);
 }
 
 }  // namespace

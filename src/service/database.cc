@@ -69,7 +69,7 @@ Result<InstalledModel> FindModel(ModelRegistry& registry, const std::string& nam
     return Status(pulled.status().code(),
                   pulled.status().message() + "\nNo model is available. Either connect to the "
                   "network and run `pixseek model pull " + name + "`, or copy the model file "
-                  "here and run `pixseek model import FILE`.");
+                  "to this machine and run `pixseek model import FILE`.");
   }
   return pulled;
 }
