@@ -1,7 +1,8 @@
 // Image decoding with limits, EXIF orientation, and thumbnail encoding.
 //
 // JPEG goes through libjpeg-turbo (with DCT-domain downscaling when the caller
-// only needs a small image); PNG, WebP, BMP, TIFF and GIF (first frame) go
+// only needs a small image); GIF (first frame, composited onto the logical
+// screen, transparency over white) through giflib; PNG, WebP, BMP and TIFF
 // through OpenCV. Every function here is thread-safe (no shared state).
 #ifndef PIXSEEK_IMAGE_H_
 #define PIXSEEK_IMAGE_H_

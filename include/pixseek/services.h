@@ -58,6 +58,47 @@ class BuildService {
   Database& db_;
 };
 
+// Builds started over HTTP run as jobs, one at a time, in the background.
+struct BuildJobStatus {
+  int64_t id = 0;
+  std::string path;
+  std::string state;  // "queued", "running", "done", "failed", "cancelled"
+  uint64_t processed = 0;
+  uint64_t total = 0;
+  uint64_t failed = 0;
+  uint64_t indexed = 0;
+  uint64_t skipped = 0;
+  double rate = 0;   // files per second
+  double eta_s = 0;  // seconds left at that rate
+  std::vector<BuildFailure> failures;  // filled in when the job ends
+  std::string error;                   // why a job failed
+};
+
+// Runs BuildService jobs on one background thread, in the order started.
+// Only folders under one of `import_roots` may be built (the server must
+// never read arbitrary paths a client names). Jobs live in memory.
+// Thread-safety: all methods may be called concurrently. The destructor
+// cancels the running job and waits for it.
+class BuildJobs {
+ public:
+  BuildJobs(Database& db, std::vector<std::filesystem::path> import_roots);
+  ~BuildJobs();
+  BuildJobs(const BuildJobs&) = delete;
+  BuildJobs& operator=(const BuildJobs&) = delete;
+
+  // Queues a build of `path`. PermissionDenied when no import root is
+  // configured or the path lies outside them; NotFound when it is not a
+  // directory.
+  Result<int64_t> Start(const std::filesystem::path& path);
+  // NotFound for an unknown job.
+  Result<BuildJobStatus> Get(int64_t id) const;
+  std::vector<BuildJobStatus> List() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
 // ---- Query service -------------------------------------------------------
 
 struct QueryParams {

@@ -1,5 +1,5 @@
 // DecodeImage and friends: format sniffing, header limits, TurboJPEG for JPEG,
-// OpenCV for the other formats, EXIF orientation, thumbnails.
+// giflib for GIF, OpenCV for the other formats, EXIF orientation, thumbnails.
 #include <turbojpeg.h>
 
 #include <algorithm>
@@ -18,12 +18,14 @@
 #include <opencv2/imgproc.hpp>
 
 #include "image/exif.h"
+#include "image/gif.h"
 #include "image/header.h"
 #include "pixseek/image.h"
 
 namespace pixseek {
 
 using image_internal::ApplyOrientation;
+using image_internal::DecodeGifFirstFrame;
 using image_internal::ExifMetadata;
 using image_internal::OrientationTransposes;
 using image_internal::ReadExif;
@@ -150,23 +152,6 @@ Result<cv::Mat> DecodeJpeg(std::span<const uint8_t> bytes, const DecodeOptions& 
   return pixels;
 }
 
-// A 1x1 GIF; decoding it tells whether this OpenCV build has a GIF reader
-// (OpenCV 4.6, as in Debian 12, has none; 4.11 and later do).
-bool OpenCvReadsGif() {
-  static const bool kReadsGif = [] {
-    static const uint8_t kGif[] = {
-        'G', 'I', 'F', '8', '9', 'a', 1, 0, 1, 0, 0x80, 0, 0, 0xFF, 0xFF, 0xFF, 0, 0, 0,
-        0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0x02, 0x02, 0x44, 0x01, 0, 0x3B};
-    try {
-      cv::Mat buf(1, static_cast<int>(sizeof(kGif)), CV_8UC1, const_cast<uint8_t*>(kGif));
-      return !cv::imdecode(buf, cv::IMREAD_COLOR).empty();
-    } catch (const cv::Exception&) {
-      return false;
-    }
-  }();
-  return kReadsGif;
-}
-
 // Any depth and channel count from IMREAD_UNCHANGED -> 8-bit RGB, with
 // transparency composited over white.
 cv::Mat ToRgb8(const cv::Mat& in) {
@@ -219,9 +204,6 @@ Result<cv::Mat> DecodeWithOpenCv(ImageFormat format, std::span<const uint8_t> by
                                  const DecodeOptions& options) {
   PIXSEEK_ASSIGN_OR_RETURN(image_internal::HeaderInfo header, ReadHeader(format, bytes));
   PIXSEEK_RETURN_IF_ERROR(CheckDimensions(format, header.width, header.height, options.limits));
-  if (format == ImageFormat::kGif && !OpenCvReadsGif()) {
-    return Status::Unsupported("GIF decoding is not available in this OpenCV build");
-  }
   if (format == ImageFormat::kWebp && header.animated) {
     return Status::Unsupported("animated WebP is not supported");
   }
@@ -254,6 +236,17 @@ Result<cv::Mat> DecodeWithOpenCv(ImageFormat format, std::span<const uint8_t> by
   }
 }
 
+// GIF always goes through giflib, even where OpenCV (4.11+) has a GIF reader,
+// so that every build gives the same pixels. The logical screen size is
+// checked against the limits before any pixel is decoded.
+Result<Image> DecodeGif(std::span<const uint8_t> bytes, const DecodeOptions& options) {
+  PIXSEEK_ASSIGN_OR_RETURN(image_internal::HeaderInfo header,
+                           ReadHeader(ImageFormat::kGif, bytes));
+  PIXSEEK_RETURN_IF_ERROR(
+      CheckDimensions(ImageFormat::kGif, header.width, header.height, options.limits));
+  return DecodeGifFirstFrame(bytes, options.limits);
+}
+
 }  // namespace
 
 Result<DecodedImage> DecodeImage(std::span<const uint8_t> bytes, const DecodeOptions& options) {
@@ -269,10 +262,16 @@ Result<DecodedImage> DecodeImage(std::span<const uint8_t> bytes, const DecodeOpt
         "not a supported image format (expected JPEG, PNG, WebP, BMP, TIFF or GIF)");
   }
 
+  Image gif_frame;  // owns the pixels `pixels` points at for a GIF
   cv::Mat pixels;
   int stored_w = 0, stored_h = 0;
   if (format == ImageFormat::kJpeg) {
     PIXSEEK_ASSIGN_OR_RETURN(pixels, DecodeJpeg(bytes, options, &stored_w, &stored_h));
+  } else if (format == ImageFormat::kGif) {
+    PIXSEEK_ASSIGN_OR_RETURN(gif_frame, DecodeGif(bytes, options));
+    pixels = cv::Mat(gif_frame.height, gif_frame.width, CV_8UC3, gif_frame.rgb.data());
+    stored_w = pixels.cols;
+    stored_h = pixels.rows;
   } else {
     PIXSEEK_ASSIGN_OR_RETURN(pixels, DecodeWithOpenCv(format, bytes, options));
     stored_w = pixels.cols;
