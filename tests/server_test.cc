@@ -203,6 +203,8 @@ TEST_F(ServerTest, OpenApiDescribesExactlyTheServedRoutes) {
       {"/api/v1/images/{id}/thumbnail", {"get"}},
       {"/api/v1/images/{id}/file", {"get"}},
       {"/api/v1/stats", {"get"}},
+      {"/api/v1/builds", {"get", "post"}},
+      {"/api/v1/builds/{id}", {"get"}},
       {"/api/v1/openapi.json", {"get"}},
       {"/healthz", {"get"}},
       {"/", {"get"}},
@@ -531,6 +533,83 @@ TEST(HttpServerLifecycleTest, StartStopWaitAndBindFailure) {
   client.set_connection_timeout(1, 0);
   EXPECT_FALSE(client.Get("/healthz"));  // nothing listens any more
   first.Stop();  // idempotent
+}
+
+TEST_F(ServerTest, BuildsAreRefusedWithoutImportRoot) {
+  auto res = client_->Post("/api/v1/builds", R"({"path": "/tmp"})", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 403) << res->body;
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "PERMISSION_DENIED");
+}
+
+// A build started over HTTP runs in the background and reports progress,
+// and only folders under an import root may be built.
+TEST(ServerBuildTest, BuildJobUnderImportRootCompletes) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto root = tmp.path() / "import";
+  std::filesystem::create_directories(root / "set" / "a");
+  for (int i = 0; i < 8; ++i) {
+    const std::string bytes = MakeImage(i, i % 2 ? ".png" : ".jpg");
+    testing::WriteBytes(root / "set" / "a" / ("img" + std::to_string(i) + (i % 2 ? ".png" : ".jpg")),
+                        std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  }
+  testing::WriteBytes(root / "set" / "a" / "broken.jpg", std::vector<uint8_t>(100, 7));
+  std::filesystem::create_directories(tmp.path() / "outside");
+
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  options.import_roots = {root.string()};
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+
+  auto res = client.Post("/api/v1/builds",
+                         json{{"path", (tmp.path() / "outside").string()}}.dump(),
+                         "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 403) << res->body;
+  res = client.Post("/api/v1/builds", json{{"path", (root / "missing").string()}}.dump(),
+                    "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404) << res->body;
+  res = client.Post("/api/v1/builds", "{not json", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+
+  res = client.Post("/api/v1/builds", json{{"path", (root / "set").string()}}.dump(),
+                    "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 202) << res->body;
+  const int64_t id = json::parse(res->body)["id"].get<int64_t>();
+  json job;
+  for (int i = 0; i < 600; ++i) {
+    res = client.Get("/api/v1/builds/" + std::to_string(id));
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    job = json::parse(res->body);
+    if (job["state"] == "done" || job["state"] == "failed") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(job["state"], "done") << job.dump(2);
+  EXPECT_EQ(job["total"], 9);
+  EXPECT_EQ(job["processed"], 9);
+  EXPECT_EQ(job["indexed"], 8);
+  EXPECT_EQ(job["failed"], 1);
+  ASSERT_EQ(job["failures"].size(), 1u);
+  EXPECT_NE(job["failures"][0]["path"].get<std::string>().find("broken.jpg"), std::string::npos);
+
+  res = client.Get("/api/v1/stats");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["count"], 8);
+  res = client.Get("/api/v1/builds");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(json::parse(res->body)["builds"].size(), 1u);
+  res = client.Get("/api/v1/builds/999");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
 }
 
 }  // namespace

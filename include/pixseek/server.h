@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "pixseek/database.h"
 #include "pixseek/status.h"
@@ -19,6 +20,9 @@ struct ServerOptions {
   size_t max_request_bytes = 64u << 20;   // larger bodies: 413
   int threads = 8;                        // request worker threads
   bool log_requests = true;               // one line per request on stderr
+  // Folders under which POST /api/v1/builds may build; empty = builds over
+  // HTTP are refused (403).
+  std::vector<std::string> import_roots;
 };
 
 // HTTP status for a Status code (400, 401, 403, 404, 409, 413, 415, 500, 503).

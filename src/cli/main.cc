@@ -353,6 +353,9 @@ int main(int argc, char** argv) {
   serve->add_option("--port", server_options.port, "Port (0 = any free port)");
   serve->add_option("--max-request-bytes", server_options.max_request_bytes,
                     "Largest request body");
+  serve->add_option("--import-root", server_options.import_roots,
+                    "Folder under which POST /api/v1/builds may index (repeatable); "
+                    "without one, builds over HTTP are refused");
   serve->add_flag("--quiet", [&](int64_t) { server_options.log_requests = false; },
                   "Do not log each request");
   serve->callback([&] { rc = RunServe(home, flags, server_options); });

@@ -60,4 +60,15 @@ std::string_view ContentTypeForFormat(std::string_view format) {
   return "application/octet-stream";
 }
 
+nlohmann::json BuildJobJson(const BuildJobStatus& job) {
+  nlohmann::json failures = nlohmann::json::array();
+  for (const auto& f : job.failures) failures.push_back({{"path", f.path}, {"reason", f.reason}});
+  nlohmann::json out = {{"id", job.id},           {"path", job.path},         {"state", job.state},
+              {"processed", job.processed}, {"total", job.total},   {"failed", job.failed},
+              {"indexed", job.indexed}, {"skipped", job.skipped},   {"rate", job.rate},
+              {"eta_s", job.eta_s},     {"failures", std::move(failures)}};
+  if (!job.error.empty()) out["error"] = job.error;
+  return out;
+}
+
 }  // namespace pixseek::server

@@ -31,6 +31,10 @@ nlohmann::json SearchResponseJson(const QueryResponse& response);
 // Stats schema: {"count","dimension","model","index_kind"}.
 nlohmann::json StatsJson(const DatabaseStats& stats);
 
+// BuildJob schema: {"id","path","state","processed","total","failed","indexed",
+// "skipped","rate","eta_s","failures":[{"path","reason"}],"error"?}.
+nlohmann::json BuildJobJson(const BuildJobStatus& job);
+
 // The Content-Type for a stored file of the given format (ImageFormatName);
 // application/octet-stream when unknown.
 std::string_view ContentTypeForFormat(std::string_view format);

@@ -152,7 +152,10 @@ std::string LoggablePath(const std::string& path) {
 
 // Owns the httplib server and its listening thread; borrows the database.
 struct HttpServer::Impl {
-  Impl(Database& database, ServerOptions opts) : db(database), options(std::move(opts)) {}
+  Impl(Database& database, ServerOptions opts)
+      : db(database),
+        options(std::move(opts)),
+        builds(database, {options.import_roots.begin(), options.import_roots.end()}) {}
 
   void InstallRoutes();
 
@@ -166,6 +169,9 @@ struct HttpServer::Impl {
   void GetFile(const Request& req, Response& res);
   void DeleteImage(const Request& req, Response& res);
   void Stats(const Request& req, Response& res);
+  void StartBuild(const Request& req, Response& res);
+  void GetBuild(const Request& req, Response& res);
+  void ListBuilds(const Request& req, Response& res);
 
   // Replies with a file's bytes, or an error.
   void ReplyFile(Response& res, const std::filesystem::path& path, size_t max_bytes,
@@ -173,6 +179,7 @@ struct HttpServer::Impl {
 
   Database& db;
   const ServerOptions options;
+  BuildJobs builds;  // background builds started over HTTP
   httplib::Server svr;
   int port = -1;
 
@@ -257,6 +264,9 @@ void HttpServer::Impl::InstallRoutes() {
   svr.Get(R"(/api/v1/images/([^/]+)/file)", bind(&Impl::GetFile));
   svr.Delete(R"(/api/v1/images/([^/]+))", bind(&Impl::DeleteImage));
   svr.Get("/api/v1/stats", bind(&Impl::Stats));
+  svr.Post("/api/v1/builds", bind(&Impl::StartBuild));
+  svr.Get("/api/v1/builds", bind(&Impl::ListBuilds));
+  svr.Get(R"(/api/v1/builds/([^/]+))", bind(&Impl::GetBuild));
   svr.Get("/healthz", [](const Request&, Response& res) {
     ReplyJson(res, 200, {{"status", "ok"}});
   });
@@ -380,6 +390,8 @@ void HttpServer::Impl::GetThumbnail(const Request& req, Response& res) {
   auto record = db.store().Get(*id);
   if (!record.ok()) return ReplyError(res, record.status());
   ReplyFile(res, db.ThumbnailPath(*id), kMaxThumbnailBytes, "image/jpeg");
+  // Ids are never reused, so a thumbnail never changes.
+  if (res.status == 200) res.set_header("Cache-Control", "public, max-age=86400, immutable");
 }
 
 // Serves only the path recorded in the metadata; nothing from the request
@@ -405,6 +417,32 @@ void HttpServer::Impl::Stats(const Request&, Response& res) {
   auto stats = db.Stats();
   if (!stats.ok()) return ReplyError(res, stats.status());
   ReplyJson(res, 200, server::StatsJson(*stats));
+}
+
+void HttpServer::Impl::StartBuild(const Request& req, Response& res) {
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("path") || !body["path"].is_string()) {
+    return ReplyError(res, Status::InvalidArgument("send a JSON body {\"path\": \"DIR\"}"));
+  }
+  auto id = builds.Start(body["path"].get<std::string>());
+  if (!id.ok()) return ReplyError(res, id.status());
+  auto job = builds.Get(*id);
+  if (!job.ok()) return ReplyError(res, job.status());
+  ReplyJson(res, 202, server::BuildJobJson(*job));
+}
+
+void HttpServer::Impl::GetBuild(const Request& req, Response& res) {
+  auto id = ParseId(req.matches[1]);
+  if (!id.ok()) return ReplyError(res, id.status());
+  auto job = builds.Get(*id);
+  if (!job.ok()) return ReplyError(res, job.status());
+  ReplyJson(res, 200, server::BuildJobJson(*job));
+}
+
+void HttpServer::Impl::ListBuilds(const Request&, Response& res) {
+  json all = json::array();
+  for (const auto& job : builds.List()) all.push_back(server::BuildJobJson(job));
+  ReplyJson(res, 200, {{"builds", std::move(all)}});
 }
 
 HttpServer::HttpServer(Database& db, ServerOptions options)

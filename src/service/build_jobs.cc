@@ -102,17 +102,27 @@ Result<int64_t> BuildJobs::Start(const std::filesystem::path& path) {
     return Status::PermissionDenied(
         "builds over HTTP are disabled; start the server with --import-root DIR");
   }
+  auto under_a_root = [&](const std::filesystem::path& p) {
+    for (const auto& root : state_->roots) {
+      auto rel = p.lexically_relative(root);
+      if (!rel.empty() && *rel.begin() != "..") return true;
+    }
+    return false;
+  };
+  // Checked before touching the filesystem (so a client cannot probe which
+  // paths exist outside the roots) and again after resolving symlinks.
+  const auto lexical = std::filesystem::absolute(path).lexically_normal();
+  if (!under_a_root(lexical)) {
+    return Status::PermissionDenied(path.string() + " is not under an import root");
+  }
   std::error_code ec;
-  auto canonical = std::filesystem::canonical(path, ec);
+  auto canonical = std::filesystem::canonical(lexical, ec);
   if (ec || !std::filesystem::is_directory(canonical, ec)) {
     return Status::NotFound(path.string() + " is not a directory");
   }
-  bool allowed = false;
-  for (const auto& root : state_->roots) {
-    auto rel = canonical.lexically_relative(root);
-    if (!rel.empty() && *rel.begin() != "..") allowed = true;
+  if (!under_a_root(canonical)) {
+    return Status::PermissionDenied(path.string() + " leads outside the import roots");
   }
-  if (!allowed) return Status::PermissionDenied(path.string() + " is not under an import root");
   std::lock_guard<std::mutex> lock(state_->mu);
   const int64_t id = state_->next_id++;
   BuildJobStatus job;
