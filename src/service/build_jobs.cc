@@ -11,7 +11,7 @@ namespace pixseek {
 
 struct BuildJobs::State {
   Database& db;
-  std::vector<std::filesystem::path> roots;  // canonical
+  std::vector<std::filesystem::path> roots;  // canonical and as given
   mutable std::mutex mu;
   std::condition_variable wake;
   std::map<int64_t, BuildJobStatus> jobs;  // GUARDED_BY(mu)
@@ -82,7 +82,10 @@ BuildJobs::BuildJobs(Database& db, std::vector<std::filesystem::path> import_roo
   for (const auto& root : import_roots) {
     std::error_code ec;
     auto canonical = std::filesystem::canonical(root, ec);
-    if (!ec) state_->roots.push_back(canonical);
+    if (ec) continue;  // a root that does not exist admits nothing
+    // Both spellings, so a request may name the root as given or resolved.
+    state_->roots.push_back(canonical);
+    state_->roots.push_back(std::filesystem::absolute(root).lexically_normal());
   }
   state_->worker = std::thread([s = state_.get()] { s->Loop(); });
 }
