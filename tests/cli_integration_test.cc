@@ -126,6 +126,15 @@ TEST_F(CliIntegrationTest, BuildQueryServeRestart) {
   int port = StartServer(server);
   ASSERT_GT(port, 0);
   httplib::Client http("127.0.0.1", port);
+  // One-shot readers work beside the running server.
+  r = Pixseek({"query", query_file.string(), "--db", db_.string(), "-k", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["results"][0]["path"],
+            std::filesystem::canonical(query_file).string());
+  // A second writer is refused with a clear message, not corrupted data.
+  r = Pixseek({"add", (images_ / "red" / "r1.jpg").string(), "--db", db_.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("locked"), std::string::npos) << r.err;
   auto query_bytes = testing::ReadBytes(query_file);
   httplib::MultipartFormDataItems form = {
       {"image", std::string(query_bytes.begin(), query_bytes.end()), "r3.jpg", "image/jpeg"}};

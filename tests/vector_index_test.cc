@@ -720,6 +720,41 @@ TEST_F(FlatIndexLogTest, SecondOpenIsUnavailable) {
   EXPECT_TRUE(Open().ok());
 }
 
+// A reader opens beside the writer, sees what was acknowledged, skips a
+// record being appended, never changes the file, and cannot write.
+TEST_F(FlatIndexLogTest, ReadOnlyOpenBesideWriter) {
+  FlatIndexOptions read_only;
+  read_only.read_only = true;
+  EXPECT_EQ(OpenFlatIndex(file(), kDim, read_only).status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(fs::exists(file()));
+
+  WriteFiveAdds();
+  auto writer = Open();
+  ASSERT_TRUE(writer.ok());
+  auto reader = OpenFlatIndex(file(), kDim, read_only);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  ExpectIds(**reader, 15);
+  int64_t id = 50;
+  EXPECT_EQ((*reader)->Add(1, &id, data_.data()).code(), StatusCode::kFailedPrecondition);
+  const int64_t stored = 3;
+  EXPECT_EQ((*reader)->Remove(std::span<const int64_t>(&stored, 1)).code(),
+            StatusCode::kFailedPrecondition);
+
+  // A half-written record at the end (the writer is appending it) is skipped
+  // by a reader and left in place for the writer.
+  auto bytes = ReadBytes(file());
+  auto partial = bytes;
+  partial.insert(partial.end(), bytes.begin() + kHeader, bytes.begin() + kHeader + 10);
+  writer = Result<std::unique_ptr<VectorIndex>>(Status::Internal("closed"));
+  WriteBytes(file(), partial);
+  ::testing::internal::CaptureStderr();
+  auto late = OpenFlatIndex(file(), kDim, read_only);
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  ASSERT_TRUE(late.ok()) << late.status().ToString();
+  ExpectIds(**late, 15);
+  EXPECT_EQ(ReadBytes(file()), partial);
+}
+
 TEST_F(FlatIndexLogTest, RemovingUnknownIdsWritesNothing) {
   auto index = Open();
   ASSERT_TRUE(index.ok());

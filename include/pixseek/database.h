@@ -41,6 +41,10 @@ struct DatabaseOptions {
   DecodeLimits limits;
   size_t cache_bytes = 64u << 20;
   int threads = 0;  // 0 = all cores
+  // Open for reading only (query, eval, stats): works while another process
+  // (a running server) writes the database, and sees its state as of the
+  // open. Insert/Remove fail with FailedPrecondition.
+  bool read_only = false;
 };
 
 struct DatabaseStats {
@@ -54,7 +58,8 @@ struct DatabaseStats {
 // concurrently; Embed is serialised internally (one network instance).
 class Database {
  public:
-  // Opens DB, creating it when `create` is true and it does not exist.
+  // Opens DB, creating it when `create` is true and it does not exist
+  // (never when options.read_only).
   // NotFound when it does not exist and create is false; FailedPrecondition
   // when options.model differs from the database's model; DataLoss when a file
   // of the database is damaged.

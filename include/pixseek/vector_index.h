@@ -59,14 +59,20 @@ class VectorIndex {
 struct FlatIndexOptions {
   // Threads used to scan the vectors for one batch of queries; 0 = all cores.
   int num_threads = 0;
+  // Read-only: the file is neither created, locked, truncated nor compacted,
+  // and Add/Remove fail with FailedPrecondition. Lets one-shot readers (CLI
+  // query, eval) open an index that a server is writing: a record the writer
+  // is appending at that moment is simply not seen.
+  bool read_only = false;
 };
 
 // The exact index: SIMD inner products over every stored vector, kept in RAM
 // and persisted in `file` as a checksummed append-only log of add/remove
 // records (see docs/index_format.md). Opening replays the log; a torn last
 // record (crash while writing) is dropped, any other damage is DataLoss.
-// Creates the file when absent. InvalidArgument when the file holds another
-// dimension.
+// Creates the file when absent (NotFound instead when read-only).
+// InvalidArgument when the file holds another dimension. Unavailable when
+// another writer holds the file.
 Result<std::unique_ptr<VectorIndex>> OpenFlatIndex(
     const std::filesystem::path& file, int dimension,
     const FlatIndexOptions& options = {});

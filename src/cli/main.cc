@@ -48,8 +48,9 @@ void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   cmd->add_option("--max-pixels", f.max_pixels, "Largest image accepted, in pixels");
 }
 
-DatabaseOptions ToOptions(const DbFlags& f, const std::string& home) {
+DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_only = false) {
   DatabaseOptions o;
+  o.read_only = read_only;
   o.dir = f.db;
   o.model = f.model;
   o.home = home;
@@ -114,7 +115,7 @@ int RunBuild(const std::string& home, const DbFlags& flags, const std::string& d
 
 int RunQuery(const std::string& home, const DbFlags& flags, const std::string& image,
              const QueryParams& params, bool as_json) {
-  auto db = Database::Open(ToOptions(flags, home), false);
+  auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
   auto bytes = ReadFileLimited(image, flags.max_bytes);
   if (!bytes.ok()) return Fail(bytes.status());
@@ -214,7 +215,7 @@ json MetricsJson(const EvalMetrics& m) {
 }
 
 int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json) {
-  auto db = Database::Open(ToOptions(flags, home), false);
+  auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
   auto report = Evaluate(**db, dir);
   if (!report.ok()) return Fail(report.status());
@@ -239,7 +240,7 @@ int RunEval(const std::string& home, const DbFlags& flags, const std::string& di
 }
 
 int RunStats(const std::string& home, const DbFlags& flags) {
-  auto db = Database::Open(ToOptions(flags, home), false);
+  auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
   auto s = (*db)->Stats();
   if (!s.ok()) return Fail(s.status());

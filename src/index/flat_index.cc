@@ -46,7 +46,8 @@ class FlatIndex final : public VectorIndex {
       : dim_(static_cast<size_t>(dimension)),
         num_threads_(options.num_threads > 0
                          ? options.num_threads
-                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))) {}
+                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
+        read_only_(options.read_only) {}
 
   // Opens the log and replays it into memory. Called once, before sharing.
   Status Load(const std::filesystem::path& file) {
@@ -60,8 +61,9 @@ class FlatIndex final : public VectorIndex {
       for (int64_t id : removed) RemoveFromMemory(id);
       return Status::Ok();
     };
-    PIXSEEK_ASSIGN_OR_RETURN(log_, FlatLog::Open(file, static_cast<int>(dim_), visitor));
-    MaybeCompact();
+    PIXSEEK_ASSIGN_OR_RETURN(log_,
+                             FlatLog::Open(file, static_cast<int>(dim_), visitor, read_only_));
+    if (!read_only_) MaybeCompact();
     return Status::Ok();
   }
 
@@ -270,6 +272,7 @@ class FlatIndex final : public VectorIndex {
 
   const size_t dim_;
   const int num_threads_;
+  const bool read_only_;
 
   // Search holds it shared, Add/Remove exclusive (std::shared_mutex inside,
   // with a turnstile so a stream of searches cannot starve a writer).

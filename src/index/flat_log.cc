@@ -183,21 +183,29 @@ bool ValidRecordFollows(const uint8_t* file, uint64_t from, uint64_t size, int d
 
 }  // namespace
 
-FlatLog::FlatLog(std::filesystem::path path, int dimension, int fd, uint64_t file_size)
-    : path_(std::move(path)), dimension_(dimension), fd_(fd), file_size_(file_size) {}
+FlatLog::FlatLog(std::filesystem::path path, int dimension, int fd, uint64_t file_size,
+                 bool read_only)
+    : path_(std::move(path)),
+      dimension_(dimension),
+      fd_(fd),
+      read_only_(read_only),
+      file_size_(file_size) {}
 
 FlatLog::~FlatLog() {
   if (fd_ >= 0) ::close(fd_);
 }
 
 Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path, int dimension,
-                                               const FlatLogVisitor& visitor) {
+                                               const FlatLogVisitor& visitor, bool read_only) {
   if (dimension <= 0 || dimension > kMaxDimension) {
     return Status::InvalidArgument("index dimension must be in 1.." +
                                    std::to_string(kMaxDimension) + ", got " +
                                    std::to_string(dimension));
   }
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT && read_only) {
+    return Status::NotFound("no index file " + path.string());
+  }
   if (fd < 0 && errno == ENOENT) {
     // Header written to a temporary file and renamed: the log never exists
     // with a partial header.
@@ -208,7 +216,7 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
   }
   if (fd < 0) return ErrnoStatus("cannot open index file", path);
   FdCloser closer(fd);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  if (!read_only && ::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) {
       return Status::Unavailable("index file " + path.string() +
                                  " is locked: another pixseek process (or another open index "
@@ -245,7 +253,8 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
                                    ", database expects " + std::to_string(dimension));
   }
 
-  auto log = std::unique_ptr<FlatLog>(new FlatLog(path, dimension, closer.release(), size));
+  auto log = std::unique_ptr<FlatLog>(
+      new FlatLog(path, dimension, closer.release(), size, read_only));
   uint64_t off = kHeaderSize;
   bool torn = false;
   while (off < size) {
@@ -294,7 +303,9 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
   }
   mapping.reset();
 
-  if (torn) {
+  if (torn && read_only) {
+    log->file_size_ = off;  // a writer may be appending this record right now
+  } else if (torn) {
     std::fprintf(stderr,
                  "pixseek: %s: dropping a torn record at offset %llu (%llu bytes; the write was "
                  "interrupted by a crash and never acknowledged)\n",
@@ -309,6 +320,7 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
 }
 
 Status FlatLog::Append(uint8_t op, size_t n, const int64_t* ids, const float* vectors) {
+  if (read_only_) return Status::FailedPrecondition("index " + path_.string() + " is open read-only");
   if (n > UINT32_MAX) {
     return Status::InvalidArgument("at most " + std::to_string(UINT32_MAX) +
                                    " vectors per call");
@@ -341,6 +353,7 @@ Status FlatLog::AppendRemove(std::span<const int64_t> ids) {
 }
 
 Status FlatLog::Rewrite(size_t n, const int64_t* ids, const float* vectors) {
+  if (read_only_) return Status::FailedPrecondition("index " + path_.string() + " is open read-only");
   std::filesystem::path tmp = path_;
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -37,8 +37,14 @@ class FlatLog {
   // is truncated away with one line on stderr. Any other damage is DataLoss
   // naming the file and the offset. InvalidArgument when the file holds
   // another dimension.
+  //
+  // With `read_only`, the file is opened for reading only, without the lock;
+  // it must exist (NotFound), a torn tail is skipped silently (a writer may
+  // be appending it right now), and every write fails with
+  // FailedPrecondition.
   static Result<std::unique_ptr<FlatLog>> Open(const std::filesystem::path& path, int dimension,
-                                               const FlatLogVisitor& visitor);
+                                               const FlatLogVisitor& visitor,
+                                               bool read_only = false);
 
   ~FlatLog();
   FlatLog(const FlatLog&) = delete;
@@ -62,13 +68,14 @@ class FlatLog {
   const std::filesystem::path& path() const { return path_; }
 
  private:
-  FlatLog(std::filesystem::path path, int dimension, int fd, uint64_t file_size);
+  FlatLog(std::filesystem::path path, int dimension, int fd, uint64_t file_size, bool read_only);
 
   Status Append(uint8_t op, size_t n, const int64_t* ids, const float* vectors);
 
   const std::filesystem::path path_;
   const int dimension_;
   int fd_;
+  const bool read_only_;
   uint64_t file_size_;
   uint64_t logged_adds_ = 0;
   uint64_t logged_removes_ = 0;

@@ -88,7 +88,7 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
   std::error_code ec;
   const bool exists = std::filesystem::exists(manifest_file, ec);
   if (!exists) {
-    if (!create) {
+    if (!create || options.read_only) {
       return Status::NotFound("no pixseek database at " + dir.string() +
                               " (create one with `pixseek build DIR --db " + dir.string() + "`)");
     }
@@ -139,10 +139,13 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     manifest.created_at = static_cast<int64_t>(std::time(nullptr));
   }
 
-  PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir / "thumbs"));
-  PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir / "images"));
+  if (!options.read_only) {
+    PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir / "thumbs"));
+    PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir / "images"));
+  }
   FlatIndexOptions index_options;
   index_options.num_threads = options.threads;
+  index_options.read_only = options.read_only;
   PIXSEEK_ASSIGN_OR_RETURN(db->index_,
                            OpenFlatIndex(dir / "vectors.flat", manifest.dimension, index_options));
   PIXSEEK_ASSIGN_OR_RETURN(db->store_, OpenSqliteStore(dir / "metadata.db"));
@@ -156,7 +159,8 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     // yet, so a crash during creation leaves nothing half-made behind.
     PIXSEEK_RETURN_IF_ERROR(WriteManifest(manifest_file, manifest));
   }
-  PIXSEEK_RETURN_IF_ERROR(db->Reconcile());
+  // A reader leaves repairs to the writer (it may be mid-insert right now).
+  if (!options.read_only) PIXSEEK_RETURN_IF_ERROR(db->Reconcile());
   return db;
 }
 
@@ -220,6 +224,7 @@ Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const floa
     return Status::InvalidArgument("feature has " + std::to_string(feature.size()) +
                                    " values, database expects " + std::to_string(dimension()));
   }
+  if (options_.read_only) return Status::FailedPrecondition("database is open read-only");
   std::lock_guard<std::mutex> lock(write_mu_);
   PIXSEEK_ASSIGN_OR_RETURN(int64_t id, store_->Insert(record));
   auto undo = [&](Status cause) {
@@ -246,6 +251,7 @@ Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const floa
 }
 
 Status Database::Remove(int64_t id) {
+  if (options_.read_only) return Status::FailedPrecondition("database is open read-only");
   std::lock_guard<std::mutex> lock(write_mu_);
   PIXSEEK_ASSIGN_OR_RETURN(ImageRecord record, store_->Get(id));
   const int64_t one[] = {id};
