@@ -298,32 +298,33 @@ class SqliteStore final : public MetadataStore {
   }
 
  private:
+// Every query that reads whole rows selects these columns in this order
+// (ReadRecord depends on it).
+#define PIXSEEK_SELECT_IMAGES                                                                  \
+  "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, " \
+  "label, added_at FROM images "
   static constexpr const char* kInsert =
       "INSERT INTO images (path, name, sha256, size_bytes, format, width, height, "
       "exif_datetime, label, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
   static constexpr const char* kGet =
-      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
-      "added_at FROM images WHERE id = ?1";
+      PIXSEEK_SELECT_IMAGES "WHERE id = ?1";
   static constexpr const char* kFindByPath =
-      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
-      "added_at FROM images WHERE path = ?1";
+      PIXSEEK_SELECT_IMAGES "WHERE path = ?1";
   static constexpr const char* kFindBySha256 =
-      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
-      "added_at FROM images WHERE sha256 = ?1 ORDER BY id LIMIT 1";
+      PIXSEEK_SELECT_IMAGES "WHERE sha256 = ?1 ORDER BY id LIMIT 1";
   static constexpr const char* kDelete = "DELETE FROM images WHERE id = ?1";
   static constexpr const char* kCount = "SELECT COUNT(*) FROM images";
   static constexpr const char* kList =
-      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
-      "added_at FROM images WHERE id > ?1 ORDER BY id LIMIT ?2";
+      PIXSEEK_SELECT_IMAGES "WHERE id > ?1 ORDER BY id LIMIT ?2";
   static constexpr const char* kListLabel =
-      "SELECT id, path, name, sha256, size_bytes, format, width, height, exif_datetime, label, "
-      "added_at FROM images WHERE label = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
+      PIXSEEK_SELECT_IMAGES "WHERE label = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
   static constexpr const char* kAllIds = "SELECT id FROM images ORDER BY id";
   static constexpr const char* kGetSetting = "SELECT value FROM settings WHERE key = ?1";
   static constexpr const char* kSetSetting =
       "INSERT INTO settings (key, value) VALUES (?1, ?2) "
       "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 
+#undef PIXSEEK_SELECT_IMAGES
   static constexpr const char* kAllStatements[] = {
       kInsert, kGet,       kFindByPath, kFindBySha256, kDelete,    kCount,
       kList,   kListLabel, kAllIds,     kGetSetting,   kSetSetting};
