@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include "pixseek/database.h"
 #include "pixseek/model_registry.h"
@@ -452,6 +453,27 @@ TEST_F(ServerTest, BodyOverLimitIs413) {
   ExpectError(client_->Post("/api/v1/search", big, "application/json"), 413,
               "RESOURCE_EXHAUSTED");
   // The server is still healthy afterwards.
+  auto res = client_->Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+// A small file whose header claims 50000 x 50000 pixels (a decompression
+// bomb) is refused with 413 from the header, before any pixel is decoded.
+TEST_F(ServerTest, DecompressionBombIs413) {
+  std::string png = MakeImage(0, ".png");
+  // IHDR data starts at byte 16: width, height (big-endian), then its CRC
+  // over "IHDR" + 13 data bytes at byte 29.
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) png[at + i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+  };
+  put32(16, 50000);
+  put32(20, 50000);
+  put32(29, static_cast<uint32_t>(
+                crc32(0, reinterpret_cast<const Bytef*>(png.data() + 12), 17)));
+  httplib::MultipartFormDataItems form = {{"image", png, "bomb.png", "image/png"}};
+  ExpectError(client_->Post("/api/v1/search", form), 413, "RESOURCE_EXHAUSTED");
+  ExpectError(client_->Post("/api/v1/images", form), 413, "RESOURCE_EXHAUSTED");
   auto res = client_->Get("/healthz");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
