@@ -1,0 +1,229 @@
+#include "index/pq.h"
+
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/ProductQuantizer.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+
+namespace pixseek {
+
+// Serialised layout, all little-endian:
+//   offset  size              field
+//   0       4                 magic "PXPQ"
+//   4       4   u32           format version (1)
+//   8       4   u32           dim
+//   12      4   u32           m (sub-quantizers)
+//   16      4   u32           bits per sub-quantizer (8)
+//   20      dim * 256 * 4     centroids, f32: sub-space j, centroid c,
+//                             coordinate t at ((j * 256 + c) * (dim / m) + t)
+//   end-4   4   u32           crc32 (zlib) of every byte before it
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "the PQ format is written with memcpy on a little-endian host");
+
+constexpr char kMagic[4] = {'P', 'X', 'P', 'Q'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderSize = 20;
+constexpr size_t kTrailerSize = 4;
+// Guards the size arithmetic on untrusted headers; far above any embedding.
+constexpr uint32_t kMaxDim = 1u << 16;
+
+void PutU32(std::vector<uint8_t>* out, uint32_t v) {
+  uint8_t b[4];
+  std::memcpy(b, &v, 4);
+  out->insert(out->end(), b, b + 4);
+}
+
+uint32_t GetU32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// zlib's crc32 takes 32-bit lengths; feed it in chunks.
+uint32_t Crc32(const uint8_t* data, size_t n) {
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  while (n > 0) {
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    crc = ::crc32(crc, data, chunk);
+    data += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+bool AllFinite(const float* x, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(x[i])) return false;
+  }
+  return true;
+}
+
+Status CheckShape(int dim, int m) {
+  if (dim <= 0 || m <= 0) {
+    return Status::InvalidArgument("product quantizer needs dim > 0 and m > 0, got dim " +
+                                   std::to_string(dim) + ", m " + std::to_string(m));
+  }
+  if (static_cast<uint32_t>(dim) > kMaxDim) {
+    return Status::InvalidArgument("product quantizer dim " + std::to_string(dim) + " exceeds " +
+                                   std::to_string(kMaxDim));
+  }
+  if (dim % m != 0) {
+    return Status::InvalidArgument("product quantizer m " + std::to_string(m) +
+                                   " does not divide dim " + std::to_string(dim));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+struct ProductQuantizer::Impl {
+  Impl(int dim, int m) : pq(dim, m, kBits) {}
+  faiss::ProductQuantizer pq;
+};
+
+ProductQuantizer::ProductQuantizer(int dim, int m, std::unique_ptr<Impl> impl)
+    : dim_(dim), m_(m), impl_(std::move(impl)) {}
+ProductQuantizer::ProductQuantizer(ProductQuantizer&&) noexcept = default;
+ProductQuantizer& ProductQuantizer::operator=(ProductQuantizer&&) noexcept = default;
+ProductQuantizer::~ProductQuantizer() = default;
+
+Result<ProductQuantizer> ProductQuantizer::Train(int dim, int m, const float* vectors, size_t n,
+                                                 uint32_t seed) {
+  PIXSEEK_RETURN_IF_ERROR(CheckShape(dim, m));
+  if (n < static_cast<size_t>(kCentroids)) {
+    return Status::InvalidArgument("product quantizer training needs at least " +
+                                   std::to_string(kCentroids) +
+                                   " vectors (one per centroid), got " + std::to_string(n));
+  }
+  if (vectors == nullptr) return Status::InvalidArgument("product quantizer: null training data");
+  if (!AllFinite(vectors, n * static_cast<size_t>(dim))) {
+    return Status::InvalidArgument("product quantizer training data holds a non-finite value");
+  }
+  try {
+    auto impl = std::make_unique<Impl>(dim, m);
+    faiss::ProductQuantizer& pq = impl->pq;
+    pq.verbose = false;
+    pq.cp.verbose = false;
+    pq.cp.seed = static_cast<int>(seed);
+    // FAISS prints a warning below 39 points per centroid; Train's contract
+    // already documents that, so keep stderr quiet for small samples.
+    pq.cp.min_points_per_centroid = 1;
+    pq.train(n, vectors);
+    if (!AllFinite(pq.centroids.data(), pq.centroids.size())) {
+      return Status::Internal("product quantizer training produced non-finite centroids");
+    }
+    return ProductQuantizer(dim, m, std::move(impl));
+  } catch (const faiss::FaissException& e) {
+    return Status::Internal(std::string("FAISS product quantizer training failed: ") + e.what());
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("product quantizer training failed: ") + e.what());
+  }
+}
+
+Status ProductQuantizer::Encode(const float* x, size_t n, uint8_t* codes) const {
+  if (n == 0) return Status::Ok();
+  if (x == nullptr || codes == nullptr) {
+    return Status::InvalidArgument("product quantizer Encode: null pointer");
+  }
+  if (!AllFinite(x, n * static_cast<size_t>(dim_))) {
+    return Status::InvalidArgument("product quantizer Encode: input holds a non-finite value");
+  }
+  try {
+    impl_->pq.compute_codes(x, codes, n);
+  } catch (const faiss::FaissException& e) {
+    return Status::Internal(std::string("FAISS product quantizer encode failed: ") + e.what());
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("product quantizer encode failed: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+void ProductQuantizer::Decode(const uint8_t* codes, size_t n, float* x) const {
+  // Plain table look-ups (what faiss's decode does), kept here so that no
+  // FAISS exception path is involved.
+  const size_t dsub = static_cast<size_t>(dim_ / m_);
+  const float* centroids = impl_->pq.centroids.data();
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t* code = codes + i * code_size();
+    float* out = x + i * static_cast<size_t>(dim_);
+    for (int j = 0; j < m_; ++j) {
+      const float* c = centroids + (static_cast<size_t>(j) * kCentroids + code[j]) * dsub;
+      std::memcpy(out + j * dsub, c, dsub * sizeof(float));
+    }
+  }
+}
+
+void ProductQuantizer::ComputeTables(const float* query, float* tables) const {
+  impl_->pq.compute_inner_prod_table(query, tables);
+}
+
+Status ProductQuantizer::Save(std::vector<uint8_t>* out) const {
+  const size_t start = out->size();
+  out->insert(out->end(), kMagic, kMagic + 4);
+  PutU32(out, kVersion);
+  PutU32(out, static_cast<uint32_t>(dim_));
+  PutU32(out, static_cast<uint32_t>(m_));
+  PutU32(out, kBits);
+  const std::vector<float>& centroids = impl_->pq.centroids;
+  const auto* bytes = reinterpret_cast<const uint8_t*>(centroids.data());
+  out->insert(out->end(), bytes, bytes + centroids.size() * sizeof(float));
+  PutU32(out, Crc32(out->data() + start, out->size() - start));
+  return Status::Ok();
+}
+
+Result<ProductQuantizer> ProductQuantizer::Load(std::span<const uint8_t> bytes) {
+  if (bytes.size() < kHeaderSize + kTrailerSize) {
+    return Status::DataLoss(
+        "product quantizer: " + std::to_string(bytes.size()) + " bytes, shorter than the " +
+        std::to_string(kHeaderSize + kTrailerSize) + "-byte header and trailer");
+  }
+  const uint8_t* p = bytes.data();
+  if (std::memcmp(p, kMagic, 4) != 0) return Status::DataLoss("product quantizer: bad magic");
+  const uint32_t version = GetU32(p + 4);
+  if (version != kVersion) {
+    return Status::DataLoss("product quantizer: unsupported format version " +
+                            std::to_string(version));
+  }
+  const uint32_t dim = GetU32(p + 8);
+  const uint32_t m = GetU32(p + 12);
+  const uint32_t bits = GetU32(p + 16);
+  if (dim == 0 || dim > kMaxDim || m == 0 || dim % m != 0 || bits != kBits) {
+    return Status::DataLoss("product quantizer: bad header (dim " + std::to_string(dim) + ", m " +
+                            std::to_string(m) + ", bits " + std::to_string(bits) + ")");
+  }
+  const size_t centroid_bytes = static_cast<size_t>(dim) * kCentroids * sizeof(float);
+  const size_t expected = kHeaderSize + centroid_bytes + kTrailerSize;
+  if (bytes.size() != expected) {
+    return Status::DataLoss("product quantizer: " + std::to_string(bytes.size()) +
+                            " bytes, header says " + std::to_string(expected));
+  }
+  const uint32_t stored_crc = GetU32(p + expected - kTrailerSize);
+  if (Crc32(p, expected - kTrailerSize) != stored_crc) {
+    return Status::DataLoss("product quantizer: checksum mismatch");
+  }
+  try {
+    auto impl = std::make_unique<Impl>(static_cast<int>(dim), static_cast<int>(m));
+    std::vector<float>& centroids = impl->pq.centroids;
+    if (centroids.size() * sizeof(float) != centroid_bytes) {
+      return Status::Internal("product quantizer: unexpected FAISS centroid table size");
+    }
+    std::memcpy(centroids.data(), p + kHeaderSize, centroid_bytes);
+    if (!AllFinite(centroids.data(), centroids.size())) {
+      return Status::DataLoss("product quantizer: non-finite centroid");
+    }
+    return ProductQuantizer(static_cast<int>(dim), static_cast<int>(m), std::move(impl));
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("product quantizer load failed: ") + e.what());
+  }
+}
+
+}  // namespace pixseek

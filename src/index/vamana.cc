@@ -1,0 +1,446 @@
+#include "index/vamana.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "index/inner_product.h"
+
+namespace pixseek {
+namespace {
+
+constexpr uint32_t kNoNode = std::numeric_limits<uint32_t>::max();
+// Tolerance on the squared norm of a build vector.
+constexpr double kUnitTolerance = 1e-3;
+// While building, a node takes reverse edges until it has this many times R
+// neighbours before it is pruned back to R (DiskANN's GRAPH_SLACK_FACTOR):
+// pruning on every reverse edge would dominate the build time. A last pass
+// prunes every node still above R.
+constexpr double kSlack = 1.3;
+// Sanity limits on the parameters, far above useful values, so that a typo
+// is an error rather than a huge allocation.
+constexpr int kMaxDegreeLimit = 4096;
+constexpr int kBuildListLimit = 1 << 20;
+
+// Squared L2 distance of two unit vectors from their inner product.
+inline float UnitDistance(float ip) { return std::max(0.0f, 2.0f - 2.0f * ip); }
+
+// A set of node ids with open addressing; sized for one search, so it costs
+// O(visited) rather than O(n) per query.
+//
+// Thread-safety: not thread-safe; one per search.
+class NodeSet {
+ public:
+  NodeSet() : slots_(size_t{1} << kInitialBits, kNoNode), shift_(64 - kInitialBits) {}
+
+  // Inserts `id`; false when it was already there.
+  bool Insert(uint32_t id) {
+    if ((count_ + 1) * 2 > slots_.size()) Grow();
+    return InsertNoGrow(id);
+  }
+
+  void Clear() {
+    std::fill(slots_.begin(), slots_.end(), kNoNode);
+    count_ = 0;
+  }
+
+ private:
+  static constexpr int kInitialBits = 10;
+
+  // Fibonacci hashing: the top bits of the product are the well-mixed ones.
+  size_t Slot(uint32_t id) const {
+    return static_cast<size_t>((uint64_t{id} * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
+
+  bool InsertNoGrow(uint32_t id) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = Slot(id);; i = (i + 1) & mask) {
+      if (slots_[i] == id) return false;
+      if (slots_[i] == kNoNode) {
+        slots_[i] = id;
+        ++count_;
+        return true;
+      }
+    }
+  }
+
+  void Grow() {
+    std::vector<uint32_t> old(slots_.size() * 2, kNoNode);
+    old.swap(slots_);
+    --shift_;
+    count_ = 0;
+    for (uint32_t id : old) {
+      if (id != kNoNode) InsertNoGrow(id);
+    }
+  }
+
+  std::vector<uint32_t> slots_;
+  int shift_;  // 64 - log2(slots_.size())
+  size_t count_ = 0;
+};
+
+struct Candidate {
+  float ip;  // inner product with the query: higher is closer
+  uint32_t id;
+  bool expanded;
+};
+
+// Closer first, then smaller id: the order of the search list and of hits.
+inline bool Closer(const Candidate& a, const Candidate& b) {
+  return a.ip > b.ip || (a.ip == b.ip && a.id < b.id);
+}
+
+// Best-first greedy search from `entry` with a candidate list of `list_size`.
+// `get_neighbours(node, buffer)` returns the node's out-neighbours (copying
+// them into `buffer` when they may change concurrently). On return `*list`
+// holds the best list_size candidates found, closest first, and `*expanded`
+// (when not null) every node whose neighbours were read.
+//
+// Scores use InnerProduct4 only, so a vector scores bit-identically however
+// it is grouped (see inner_product.h).
+template <typename GetNeighbours>
+void GreedySearch(const float* query, uint32_t entry, size_t list_size, const float* vectors,
+                  size_t dim, GetNeighbours&& get_neighbours, NodeSet* seen,
+                  std::vector<Candidate>* list, std::vector<Candidate>* expanded,
+                  SearchStats* stats) {
+  list->clear();
+  if (expanded != nullptr) expanded->clear();
+  seen->Clear();
+  std::vector<uint32_t> buffer;
+  std::vector<uint32_t> fresh;
+
+  {
+    const float* v[4];
+    for (auto& p : v) p = vectors + size_t{entry} * dim;
+    float ip[4];
+    InnerProduct4(query, v, dim, ip);
+    list->push_back({ip[0], entry, false});
+    seen->Insert(entry);
+    ++stats->distance_computations;
+  }
+
+  size_t cursor = 0;  // every candidate before it is expanded
+  while (cursor < list->size()) {
+    Candidate& current = (*list)[cursor];
+    current.expanded = true;
+    const uint32_t node = current.id;
+    if (expanded != nullptr) expanded->push_back(current);
+    ++stats->hops;
+
+    fresh.clear();
+    for (uint32_t nb : get_neighbours(node, &buffer)) {
+      if (seen->Insert(nb)) fresh.push_back(nb);
+    }
+    stats->distance_computations += fresh.size();
+
+    size_t next = list->size();  // smallest position that changed
+    for (size_t i = 0; i < fresh.size(); i += 4) {
+      const size_t group = std::min<size_t>(4, fresh.size() - i);
+      const float* v[4];
+      for (size_t j = 0; j < 4; ++j) {
+        v[j] = vectors + size_t{fresh[i + std::min(j, group - 1)]} * dim;
+      }
+      float ip[4];
+      InnerProduct4(query, v, dim, ip);
+      for (size_t j = 0; j < group; ++j) {
+        const Candidate c{ip[j], fresh[i + j], false};
+        if (list->size() == list_size && !Closer(c, list->back())) continue;
+        auto pos = std::upper_bound(list->begin(), list->end(), c, Closer);
+        next = std::min(next, static_cast<size_t>(pos - list->begin()));
+        list->insert(pos, c);
+        if (list->size() > list_size) list->pop_back();
+      }
+    }
+    // Continue from the closest unexpanded candidate.
+    cursor = std::min(cursor + 1, next);
+    while (cursor < list->size() && (*list)[cursor].expanded) ++cursor;
+  }
+}
+
+// RobustPrune (Algorithm 2 of the paper): from `pool` (candidates with `ip`
+// = inner product with p, any order, may hold p and duplicates) picks at most
+// `max_degree` out-neighbours for p, keeping a candidate q only when no
+// already-kept p* has alpha * d(p*, q) <= d(p, q).
+std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float alpha,
+                                  size_t max_degree, const float* vectors, size_t dim) {
+  std::sort(pool.begin(), pool.end(), Closer);
+  // Most duplicates are adjacent now; the rest (scored by different kernels,
+  // or separated by an equal-score id) are skipped by the check in the loop.
+  pool.erase(std::unique(pool.begin(), pool.end(),
+                         [](const Candidate& a, const Candidate& b) { return a.id == b.id; }),
+             pool.end());
+  std::vector<uint32_t> out;
+  out.reserve(max_degree);
+  std::vector<char> removed(pool.size(), 0);
+  for (size_t i = 0; i < pool.size() && out.size() < max_degree; ++i) {
+    if (removed[i] || pool[i].id == p) continue;
+    if (std::find(out.begin(), out.end(), pool[i].id) != out.end()) continue;
+    out.push_back(pool[i].id);
+    // Scores the remaining candidates against the kept one, four at a time.
+    const float* kept = vectors + size_t{pool[i].id} * dim;
+    size_t group[4];
+    size_t count = 0;
+    auto flush = [&] {
+      const float* v[4];
+      for (size_t g = 0; g < 4; ++g) {
+        v[g] = vectors + size_t{pool[group[std::min(g, count - 1)]].id} * dim;
+      }
+      float ip[4];
+      InnerProduct4(kept, v, dim, ip);
+      for (size_t g = 0; g < count; ++g) {
+        if (alpha * UnitDistance(ip[g]) <= UnitDistance(pool[group[g]].ip)) removed[group[g]] = 1;
+      }
+      count = 0;
+    };
+    for (size_t j = i + 1; j < pool.size(); ++j) {
+      if (removed[j]) continue;
+      group[count++] = j;
+      if (count == 4) flush();
+    }
+    if (count > 0) flush();
+  }
+  return out;
+}
+
+Status ValidateParams(size_t n, int dim, const VamanaParams& params) {
+  if (n == 0) return Status::InvalidArgument("vamana: no vectors to build from");
+  if (n >= kNoNode) {
+    return Status::InvalidArgument("vamana: too many vectors (" + std::to_string(n) + ")");
+  }
+  if (dim < 1) return Status::InvalidArgument("vamana: dimension must be >= 1");
+  if (params.max_degree < 1 || params.max_degree > kMaxDegreeLimit) {
+    return Status::InvalidArgument("vamana: max_degree must be in [1, " +
+                                   std::to_string(kMaxDegreeLimit) + "]");
+  }
+  if (params.build_list < 1 || params.build_list > kBuildListLimit) {
+    return Status::InvalidArgument("vamana: build_list must be in [1, " +
+                                   std::to_string(kBuildListLimit) + "]");
+  }
+  if (!(params.alpha >= 1.0f) || !std::isfinite(params.alpha)) {
+    return Status::InvalidArgument("vamana: alpha must be finite and >= 1");
+  }
+  if (params.num_threads < 0) return Status::InvalidArgument("vamana: num_threads must be >= 0");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<VamanaGraph> VamanaGraph::Build(const float* vectors, size_t n, int dim,
+                                       const VamanaParams& params) {
+  PIXSEEK_RETURN_IF_ERROR(ValidateParams(n, dim, params));
+  if (vectors == nullptr) return Status::InvalidArgument("vamana: null vectors");
+  const size_t d = static_cast<size_t>(dim);
+  for (size_t i = 0; i < n; ++i) {
+    double norm2 = 0;
+    for (size_t j = 0; j < d; ++j) {
+      const float x = vectors[i * d + j];
+      if (!std::isfinite(x)) {
+        return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
+                                       " has a non-finite value");
+      }
+      norm2 += double{x} * x;
+    }
+    if (std::abs(norm2 - 1.0) > kUnitTolerance) {
+      return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
+                                     " is not unit length (squared norm " + std::to_string(norm2) +
+                                     ")");
+    }
+  }
+
+  VamanaGraph g;
+  g.n_ = n;
+  g.dim_ = dim;
+  g.max_degree_ = params.max_degree;
+  g.vectors_.assign(vectors, vectors + n * d);
+  const float* data = g.vectors_.data();
+  const size_t max_degree = static_cast<size_t>(params.max_degree);
+  const size_t list_size = static_cast<size_t>(params.build_list);
+  const size_t slack_degree =
+      std::max(max_degree, static_cast<size_t>(std::ceil(kSlack * max_degree)));
+
+  // Medoid: for unit vectors the one closest to the centroid c is the one
+  // with the largest <x, c>.
+  {
+    std::vector<double> sum(d, 0.0);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < d; ++j) sum[j] += data[i * d + j];
+    }
+    std::vector<float> centroid(d);
+    for (size_t j = 0; j < d; ++j) centroid[j] = static_cast<float>(sum[j] / n);
+    float best = -std::numeric_limits<float>::infinity();
+    for (size_t i = 0; i < n; ++i) {
+      const float ip = InnerProduct(centroid.data(), data + i * d, d);
+      if (ip > best) {
+        best = ip;
+        g.entry_point_ = static_cast<uint32_t>(i);
+      }
+    }
+  }
+
+  // Random initial graph: each node gets min(R, n - 1) distinct random
+  // out-neighbours other than itself.
+  std::mt19937 rng(params.seed);
+  std::vector<std::vector<uint32_t>> graph(n);
+  {
+    const size_t degree = std::min(max_degree, n - 1);
+    std::uniform_int_distribution<uint32_t> pick(0, static_cast<uint32_t>(n - 1));
+    for (size_t i = 0; i < n; ++i) {
+      auto& out = graph[i];
+      out.reserve(slack_degree + 1);
+      if (degree == n - 1) {
+        for (uint32_t j = 0; j < n; ++j) {
+          if (j != i) out.push_back(j);
+        }
+        continue;
+      }
+      while (out.size() < degree) {
+        const uint32_t j = pick(rng);
+        if (j != i && std::find(out.begin(), out.end(), j) == out.end()) out.push_back(j);
+      }
+    }
+  }
+
+  auto locks = std::make_unique<std::mutex[]>(n);  // locks[i] guards graph[i]
+  unsigned threads = params.num_threads > 0 ? static_cast<unsigned>(params.num_threads)
+                                            : std::max(1u, std::thread::hardware_concurrency());
+  threads = static_cast<unsigned>(std::min<size_t>(threads, n));
+
+  std::vector<uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+
+  // Copies a node's neighbour list under its lock: other threads may be
+  // rewriting it.
+  auto locked_neighbours = [&](uint32_t node,
+                               std::vector<uint32_t>* buffer) -> const std::vector<uint32_t>& {
+    std::lock_guard<std::mutex> lock(locks[node]);
+    *buffer = graph[node];
+    return *buffer;
+  };
+
+  // RobustPrune of a node's current neighbour list (the caller holds its lock).
+  auto prune_list = [&](uint32_t j, const std::vector<uint32_t>& nbs, float alpha) {
+    const float* vj = data + size_t{j} * d;
+    std::vector<Candidate> pool;
+    pool.reserve(nbs.size());
+    for (uint32_t q : nbs) pool.push_back({InnerProduct(vj, data + size_t{q} * d, d), q, false});
+    return RobustPrune(j, std::move(pool), alpha, max_degree, data, d);
+  };
+
+  auto insert = [&](uint32_t p, float alpha, NodeSet* seen, std::vector<Candidate>* list,
+                    std::vector<Candidate>* visited) {
+    SearchStats ignored;
+    GreedySearch(data + size_t{p} * d, g.entry_point_, list_size, data, d, locked_neighbours, seen,
+                 list, visited, &ignored);
+    std::vector<Candidate> pool = std::move(*visited);
+    visited->clear();
+    {
+      std::lock_guard<std::mutex> lock(locks[p]);
+      for (uint32_t nb : graph[p]) {
+        pool.push_back({InnerProduct(data + size_t{p} * d, data + size_t{nb} * d, d), nb, false});
+      }
+    }
+    std::vector<uint32_t> out = RobustPrune(p, std::move(pool), alpha, max_degree, data, d);
+    {
+      std::lock_guard<std::mutex> lock(locks[p]);
+      graph[p] = out;
+    }
+    // Reverse edges. Only one lock is held at a time, so no deadlock.
+    for (uint32_t j : out) {
+      std::lock_guard<std::mutex> lock(locks[j]);
+      auto& nbs = graph[j];
+      if (std::find(nbs.begin(), nbs.end(), p) != nbs.end()) continue;
+      nbs.push_back(p);
+      if (nbs.size() > slack_degree) nbs = prune_list(j, nbs, alpha);
+    }
+  };
+
+  // Runs body(i, &scratch) for i in [0, n) on `threads` threads.
+  struct Scratch {
+    NodeSet seen;
+    std::vector<Candidate> list;
+    std::vector<Candidate> visited;
+  };
+  auto parallel_for = [&](auto&& body) {
+    std::atomic<size_t> next{0};
+    constexpr size_t kChunk = 64;
+    auto worker = [&] {
+      Scratch scratch;
+      for (;;) {
+        const size_t begin = next.fetch_add(kChunk);
+        if (begin >= n) break;
+        const size_t end = std::min(n, begin + kChunk);
+        for (size_t i = begin; i < end; ++i) body(i, &scratch);
+      }
+    };
+    if (threads <= 1) {
+      worker();
+      return;
+    }
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+  };
+
+  for (const float alpha : {1.0f, params.alpha}) {
+    std::shuffle(order.begin(), order.end(), rng);
+    parallel_for(
+        [&](size_t i, Scratch* s) { insert(order[i], alpha, &s->seen, &s->list, &s->visited); });
+  }
+  // Nodes left above R by the slack: no other thread runs now, no locks.
+  parallel_for([&](size_t i, Scratch*) {
+    if (graph[i].size() > max_degree) {
+      graph[i] = prune_list(static_cast<uint32_t>(i), graph[i], params.alpha);
+    }
+  });
+
+  // Freeze into fixed-stride rows, the layout the disk index will use.
+  g.adjacency_.assign(n * max_degree, 0);
+  g.degree_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    g.degree_[i] = static_cast<uint32_t>(graph[i].size());
+    std::copy(graph[i].begin(), graph[i].end(), g.adjacency_.begin() + i * max_degree);
+  }
+  return g;
+}
+
+Status VamanaGraph::Search(const float* query, size_t k, int search_list,
+                           std::vector<SearchHit>* out, SearchStats* stats) const {
+  if (query == nullptr || out == nullptr) {
+    return Status::InvalidArgument("vamana search: null query or output");
+  }
+  if (search_list < 1) return Status::InvalidArgument("vamana search: search_list must be >= 1");
+  for (int j = 0; j < dim_; ++j) {
+    if (!std::isfinite(query[j])) {
+      return Status::InvalidArgument("vamana search: query has a non-finite value");
+    }
+  }
+  out->clear();
+  SearchStats local;
+  if (k == 0 || n_ == 0) {
+    if (stats != nullptr) *stats = local;
+    return Status::Ok();
+  }
+  const size_t list_size = std::max(static_cast<size_t>(search_list), std::min(k, n_));
+  NodeSet seen;
+  std::vector<Candidate> list;
+  list.reserve(std::min(list_size, n_) + 1);
+  auto get_neighbours = [this](uint32_t node, std::vector<uint32_t>*) { return neighbours(node); };
+  GreedySearch(query, entry_point_, list_size, vectors_.data(), static_cast<size_t>(dim_),
+               get_neighbours, &seen, &list, nullptr, &local);
+  const size_t count = std::min(k, list.size());
+  out->reserve(count);
+  for (size_t i = 0; i < count; ++i) out->push_back({int64_t{list[i].id}, list[i].ip});
+  if (stats != nullptr) *stats = local;
+  return Status::Ok();
+}
+
+}  // namespace pixseek

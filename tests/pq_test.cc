@@ -1,0 +1,256 @@
+// Tests for index/pq.h: quality on clustered unit vectors, exactness of the
+// table scoring, determinism, serialisation and error paths.
+#include "index/pq.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+namespace pixseek {
+namespace {
+
+constexpr int kDim = 64;
+constexpr int kM = 16;
+constexpr size_t kN = 5000;
+constexpr size_t kQueries = 100;
+constexpr size_t kTrain = 2000;
+
+// n unit vectors drawn around `clusters` random unit centres.
+std::vector<float> ClusteredUnitVectors(size_t n, int dim, int clusters, float noise,
+                                        uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  auto normalise = [dim](float* v) {
+    float norm = 0.0f;
+    for (int t = 0; t < dim; ++t) norm += v[t] * v[t];
+    norm = std::sqrt(norm);
+    for (int t = 0; t < dim; ++t) v[t] /= norm;
+  };
+  std::vector<float> centres(static_cast<size_t>(clusters) * dim);
+  for (float& c : centres) c = gauss(rng);
+  for (int c = 0; c < clusters; ++c) normalise(&centres[c * dim]);
+  std::vector<float> out(n * dim);
+  std::uniform_int_distribution<int> pick(0, clusters - 1);
+  for (size_t i = 0; i < n; ++i) {
+    const float* c = &centres[pick(rng) * dim];
+    for (int t = 0; t < dim; ++t) out[i * dim + t] = c[t] + noise * gauss(rng);
+    normalise(&out[i * dim]);
+  }
+  return out;
+}
+
+class PqTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    // The first kN rows are the database; the last kQueries are held out as
+    // queries from the same clusters.
+    data_ = new std::vector<float>(ClusteredUnitVectors(kN + kQueries, kDim, 50, 0.15f, 1));
+    // Trained on a sample, as an index would be; every row is then encoded.
+    // (Each ctest process retrains, so keep the sample small.)
+    auto pq = ProductQuantizer::Train(kDim, kM, data_->data(), kTrain, 42);
+    ASSERT_TRUE(pq.ok()) << pq.status().ToString();
+    pq_ = new ProductQuantizer(std::move(pq).value());
+    codes_ = new std::vector<uint8_t>(kN * kM);
+    ASSERT_TRUE(pq_->Encode(data_->data(), kN, codes_->data()).ok());
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    delete pq_;
+    delete codes_;
+  }
+
+  static std::vector<float>* data_;
+  static ProductQuantizer* pq_;
+  static std::vector<uint8_t>* codes_;
+};
+std::vector<float>* PqTest::data_ = nullptr;
+ProductQuantizer* PqTest::pq_ = nullptr;
+std::vector<uint8_t>* PqTest::codes_ = nullptr;
+
+TEST_F(PqTest, Shape) {
+  EXPECT_EQ(pq_->dim(), kDim);
+  EXPECT_EQ(pq_->m(), kM);
+  EXPECT_EQ(pq_->code_size(), static_cast<size_t>(kM));
+  EXPECT_EQ(pq_->table_size(), static_cast<size_t>(kM) * 256);
+}
+
+TEST_F(PqTest, ReconstructionErrorWellBelowVariance) {
+  std::vector<float> decoded(kN * kDim);
+  pq_->Decode(codes_->data(), kN, decoded.data());
+  std::vector<double> mean(kDim, 0.0);
+  for (size_t i = 0; i < kN; ++i)
+    for (int t = 0; t < kDim; ++t) mean[t] += (*data_)[i * kDim + t];
+  for (double& v : mean) v /= kN;
+  double variance = 0.0;
+  double error = 0.0;
+  for (size_t i = 0; i < kN; ++i) {
+    for (int t = 0; t < kDim; ++t) {
+      const double x = (*data_)[i * kDim + t];
+      variance += (x - mean[t]) * (x - mean[t]);
+      error += (x - decoded[i * kDim + t]) * (x - decoded[i * kDim + t]);
+    }
+  }
+  variance /= kN;
+  error /= kN;
+  RecordProperty("mse_over_variance", std::to_string(error / variance));
+  EXPECT_LT(error, 0.15 * variance) << "mse " << error << " variance " << variance;
+}
+
+TEST_F(PqTest, ScoreIsSumOfTablesAndInnerProductWithDecoded) {
+  std::vector<float> tables(pq_->table_size());
+  const float* q = &(*data_)[7 * kDim];
+  pq_->ComputeTables(q, tables.data());
+  std::vector<float> decoded(kDim);
+  for (size_t i = 0; i < 50; ++i) {
+    const uint8_t* code = &(*codes_)[i * kM];
+    float sum = 0.0f;
+    for (int j = 0; j < kM; ++j) sum += tables[j * 256 + code[j]];
+    EXPECT_EQ(pq_->Score(tables.data(), code), sum);
+    pq_->Decode(code, 1, decoded.data());
+    float ip = 0.0f;
+    for (int t = 0; t < kDim; ++t) ip += q[t] * decoded[t];
+    EXPECT_NEAR(pq_->Score(tables.data(), code), ip, 1e-4);
+  }
+}
+
+TEST_F(PqTest, RecallAt10AgainstExactInnerProduct) {
+  constexpr size_t kK = 10;
+  std::vector<float> tables(pq_->table_size());
+  size_t hits = 0;
+  std::vector<size_t> order(kN);
+  std::vector<float> exact(kN), approx(kN);
+  for (size_t qi = 0; qi < kQueries; ++qi) {
+    const float* query = &(*data_)[(kN + qi) * kDim];
+    pq_->ComputeTables(query, tables.data());
+    for (size_t i = 0; i < kN; ++i) {
+      float ip = 0.0f;
+      for (int t = 0; t < kDim; ++t) ip += query[t] * (*data_)[i * kDim + t];
+      exact[i] = ip;
+      approx[i] = pq_->Score(tables.data(), &(*codes_)[i * kM]);
+    }
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + kK, order.end(),
+                      [&](size_t a, size_t b) { return exact[a] > exact[b]; });
+    std::vector<size_t> truth(order.begin(), order.begin() + kK);
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + kK, order.end(),
+                      [&](size_t a, size_t b) { return approx[a] > approx[b]; });
+    for (size_t r = 0; r < kK; ++r) {
+      if (std::find(truth.begin(), truth.end(), order[r]) != truth.end()) ++hits;
+    }
+  }
+  const double recall = static_cast<double>(hits) / (kQueries * kK);
+  RecordProperty("recall_at_10", std::to_string(recall));
+  // Random ranking would give 10 / 5000 = 0.002.
+  EXPECT_GT(recall, 0.5) << "recall@10 " << recall;
+}
+
+TEST_F(PqTest, EncodeIsDeterministic) {
+  std::vector<uint8_t> again(kN * kM);
+  ASSERT_TRUE(pq_->Encode(data_->data(), kN, again.data()).ok());
+  EXPECT_EQ(again, *codes_);
+  // One vector at a time gives the same codes as the batch.
+  std::vector<uint8_t> one(kM);
+  for (size_t i = 0; i < kN; i += 501) {
+    ASSERT_TRUE(pq_->Encode(&(*data_)[i * kDim], 1, one.data()).ok());
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), codes_->begin() + i * kM)) << i;
+  }
+}
+
+TEST_F(PqTest, TrainingIsDeterministicForASeed) {
+  constexpr size_t kSample = 400;
+  auto a = ProductQuantizer::Train(kDim, kM, data_->data(), kSample, 7);
+  auto b = ProductQuantizer::Train(kDim, kM, data_->data(), kSample, 7);
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<uint8_t> sa, sb;
+  ASSERT_TRUE(a->Save(&sa).ok());
+  ASSERT_TRUE(b->Save(&sb).ok());
+  EXPECT_EQ(sa, sb);
+}
+
+TEST_F(PqTest, SaveLoadRoundTrip) {
+  std::vector<uint8_t> bytes;
+  ASSERT_TRUE(pq_->Save(&bytes).ok());
+  auto loaded = ProductQuantizer::Load(bytes);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->dim(), kDim);
+  EXPECT_EQ(loaded->m(), kM);
+  std::vector<uint8_t> codes(kN * kM);
+  ASSERT_TRUE(loaded->Encode(data_->data(), kN, codes.data()).ok());
+  EXPECT_EQ(codes, *codes_);
+  std::vector<float> t1(pq_->table_size()), t2(pq_->table_size());
+  pq_->ComputeTables(data_->data(), t1.data());
+  loaded->ComputeTables(data_->data(), t2.data());
+  EXPECT_EQ(t1, t2);
+  std::vector<uint8_t> again;
+  ASSERT_TRUE(loaded->Save(&again).ok());
+  EXPECT_EQ(again, bytes);
+}
+
+TEST_F(PqTest, DamagedBytesAreDataLoss) {
+  std::vector<uint8_t> bytes;
+  ASSERT_TRUE(pq_->Save(&bytes).ok());
+  // A flipped bit anywhere: header, centroids or checksum.
+  for (size_t pos : {size_t{0}, size_t{5}, size_t{9}, size_t{13}, size_t{17}, size_t{100},
+                     bytes.size() / 2, bytes.size() - 1}) {
+    std::vector<uint8_t> bad = bytes;
+    bad[pos] ^= 0x10;
+    auto r = ProductQuantizer::Load(bad);
+    ASSERT_FALSE(r.ok()) << pos;
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << pos << " " << r.status().ToString();
+  }
+  // Truncated, overlong, empty.
+  for (size_t size : {size_t{0}, size_t{10}, size_t{24}, bytes.size() - 1}) {
+    auto r = ProductQuantizer::Load(std::span<const uint8_t>(bytes.data(), size));
+    ASSERT_FALSE(r.ok()) << size;
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << size;
+  }
+  std::vector<uint8_t> longer = bytes;
+  longer.push_back(0);
+  EXPECT_EQ(ProductQuantizer::Load(longer).status().code(), StatusCode::kDataLoss);
+}
+
+TEST(PqErrorsTest, MNotDividingDimIsInvalidArgument) {
+  const std::vector<float> data = ClusteredUnitVectors(300, kDim, 5, 0.2f, 3);
+  auto r = ProductQuantizer::Train(kDim, 12, data.data(), 300, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("12"), std::string::npos) << r.status().message();
+  EXPECT_EQ(ProductQuantizer::Train(kDim, 0, data.data(), 300, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(ProductQuantizer::Train(0, 4, data.data(), 300, 1).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(PqErrorsTest, TooFewTrainingVectorsIsInvalidArgument) {
+  const std::vector<float> data = ClusteredUnitVectors(255, kDim, 5, 0.2f, 3);
+  auto r = ProductQuantizer::Train(kDim, kM, data.data(), 255, 1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("255"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("256"), std::string::npos) << r.status().message();
+  // Exactly 256 trains.
+  const std::vector<float> enough = ClusteredUnitVectors(256, kDim, 5, 0.2f, 3);
+  EXPECT_TRUE(ProductQuantizer::Train(kDim, kM, enough.data(), 256, 1).ok());
+}
+
+TEST(PqErrorsTest, NonFiniteInputIsInvalidArgument) {
+  std::vector<float> data = ClusteredUnitVectors(300, kDim, 5, 0.2f, 3);
+  data[1000] = std::nanf("");
+  EXPECT_EQ(ProductQuantizer::Train(kDim, kM, data.data(), 300, 1).status().code(),
+            StatusCode::kInvalidArgument);
+  data[1000] = 0.0f;
+  auto pq = ProductQuantizer::Train(kDim, kM, data.data(), 300, 1);
+  ASSERT_TRUE(pq.ok());
+  data[5] = INFINITY;
+  std::vector<uint8_t> codes(kM);
+  EXPECT_EQ(pq->Encode(data.data(), 1, codes.data()).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pixseek
