@@ -153,10 +153,6 @@ class UploadService {
   Database& db_;
 };
 
-// Decodes, embeds and stores one image held in memory; shared by upload and
-// build. `record` has path/name/label set; the rest is filled in here.
-Result<int64_t> IndexImageBytes(Database& db, std::span<const uint8_t> bytes, ImageRecord record);
-
 // ---- Evaluation ----------------------------------------------------------
 
 struct EvalMetrics {

@@ -9,6 +9,7 @@
 #include "core/hash.h"
 #include "core/progress.h"
 #include "pixseek/services.h"
+#include "service/indexing.h"
 
 namespace pixseek {
 namespace {
@@ -139,14 +140,9 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
       auto bytes = ReadFileLimited(path, decode.limits.max_bytes);
       if (!bytes.ok()) { fail(bytes.status()); continue; }
       const std::string sha = Sha256Hex(*bytes);
-      auto existing = db_.store().FindByPath(path.string());
-      if (!existing.ok()) { fail(existing.status()); continue; }
-      if (*existing) {
-        if ((*existing)->sha256 == sha) { finish_one(std::nullopt, true); continue; }
-        // The file changed since it was stored: replace it.
-        Status s = db_.Remove((*existing)->id);
-        if (!s.ok()) { fail(s); continue; }
-      }
+      auto stored = StoredUnchanged(db_, path.string(), sha);
+      if (!stored.ok()) { fail(stored.status()); continue; }
+      if (*stored) { finish_one(std::nullopt, true); continue; }
       auto decoded = DecodeImage(*bytes, decode);
       if (!decoded.ok()) { fail(decoded.status()); continue; }
       auto thumb = EncodeThumbnail(decoded->image);
@@ -156,12 +152,7 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
       p.record.name = path.filename().string();
       auto rel = path.lexically_relative(root);
       if (std::distance(rel.begin(), rel.end()) > 1) p.record.label = rel.begin()->string();
-      p.record.sha256 = sha;
-      p.record.size_bytes = static_cast<int64_t>(bytes->size());
-      p.record.format = std::string(ImageFormatName(decoded->info.format));
-      p.record.width = decoded->info.width;
-      p.record.height = decoded->info.height;
-      p.record.exif_datetime = decoded->info.exif_datetime;
+      DescribeImage(*bytes, sha, decoded->info, &p.record);
       p.image = std::move(decoded->image);
       p.thumbnail = std::move(*thumb);
       queue.Push(std::move(p));
@@ -198,7 +189,6 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
     for (size_t i = 0; i < batch.size(); ++i) {
       auto& p = batch[i];
       if (!s.ok()) { finish_one(BuildFailure{p.record.path, s.ToString()}, false); continue; }
-      p.record.added_at = static_cast<int64_t>(std::time(nullptr));
       auto id = db_.Insert(p.record, std::span<const float>(features.data() + i * dim, dim),
                            p.thumbnail);
       if (!id.ok()) {

@@ -1,0 +1,39 @@
+#include "service/indexing.h"
+
+#include <ctime>
+#include <vector>
+
+namespace pixseek {
+
+Result<std::optional<int64_t>> StoredUnchanged(Database& db, const std::string& path,
+                                               const std::string& sha256) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::optional<ImageRecord> existing, db.store().FindByPath(path));
+  if (!existing) return std::optional<int64_t>();
+  if (existing->sha256 == sha256) return std::optional<int64_t>(existing->id);
+  PIXSEEK_RETURN_IF_ERROR(db.Remove(existing->id));
+  return std::optional<int64_t>();
+}
+
+void DescribeImage(std::span<const uint8_t> bytes, const std::string& sha256,
+                   const ImageInfo& info, ImageRecord* record) {
+  record->sha256 = sha256;
+  record->size_bytes = static_cast<int64_t>(bytes.size());
+  record->format = std::string(ImageFormatName(info.format));
+  record->width = info.width;
+  record->height = info.height;
+  record->exif_datetime = info.exif_datetime;
+  record->added_at = static_cast<int64_t>(std::time(nullptr));
+}
+
+Result<int64_t> StoreDecoded(Database& db, std::span<const uint8_t> bytes,
+                             const std::string& sha256, const DecodedImage& decoded,
+                             ImageRecord record) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> thumb, EncodeThumbnail(decoded.image));
+  std::vector<float> feature(static_cast<size_t>(db.dimension()));
+  const Image* images[] = {&decoded.image};
+  PIXSEEK_RETURN_IF_ERROR(db.Embed(images, feature.data()));
+  DescribeImage(bytes, sha256, decoded.info, &record);
+  return db.Insert(record, feature, thumb);
+}
+
+}  // namespace pixseek
