@@ -65,13 +65,6 @@ int Fail(const Status& s) {
   return 1;
 }
 
-json RecordJson(const ImageRecord& r) {
-  return {{"id", r.id},         {"path", r.path},       {"name", r.name},
-          {"sha256", r.sha256}, {"size_bytes", r.size_bytes}, {"format", r.format},
-          {"width", r.width},   {"height", r.height},   {"exif_datetime", r.exif_datetime},
-          {"label", r.label},   {"added_at", r.added_at}};
-}
-
 std::atomic<bool> g_cancel{false};
 
 void OnInterrupt(int) {
@@ -257,51 +250,62 @@ json CardJson(const InstalledModel& m) {
               {"file", m.model_file.string()}};
 }
 
-int RunModel(const std::string& home, const std::string& action, const std::string& arg,
-             const std::optional<std::string>& url, const std::optional<std::string>& card,
-             const std::optional<std::string>& name) {
-  ModelRegistry registry(home.empty() ? DefaultPixseekHome() : std::filesystem::path(home));
-  if (action == "list") {
-    auto installed = registry.List();
-    std::printf("installed in %s:\n", registry.models_dir().c_str());
-    if (installed.empty()) std::printf("  (none)\n");
-    for (const auto& m : installed) {
-      std::printf("  %-16s %-6s %5d-d  %s\n", m.card.name.c_str(), m.card.runtime.c_str(),
-                  m.card.dimension, m.model_file.c_str());
-    }
-    std::printf("known (pixseek model pull NAME):\n");
-    for (const auto& k : KnownModels()) {
-      std::printf("  %-16s %s\n", k.name.c_str(), k.description.c_str());
-    }
-    return 0;
-  }
-  if (action == "info") {
-    auto m = registry.Find(arg);
-    if (!m.ok()) return Fail(m.status());
-    std::cout << json::parse(m->card.ToJson()).dump(2) << std::endl;
-    return 0;
-  }
-  Result<InstalledModel> done = Status::InvalidArgument("unknown model action " + action);
-  if (action == "pull") {
-    uint64_t last_percent = 101;
-    done = registry.Pull(arg, url, [&](uint64_t got, uint64_t total) {
-      if (total == 0) return;
-      uint64_t percent = got * 100 / total;
-      if (percent != last_percent) {
-        last_percent = percent;
-        std::fprintf(stderr, "\rdownloading %s: %3llu%%", arg.c_str(),
-                     static_cast<unsigned long long>(percent));
-      }
-    });
-    std::fprintf(stderr, "\n");
-  } else if (action == "import") {
-    std::optional<std::filesystem::path> card_path;
-    if (card) card_path = *card;
-    done = registry.Import(arg, card_path, name);
-  }
-  if (!done.ok()) return Fail(done.status());
-  std::cout << CardJson(*done).dump() << std::endl;
+ModelRegistry Registry(const std::string& home) {
+  return ModelRegistry(home.empty() ? DefaultPixseekHome() : std::filesystem::path(home));
+}
+
+// Prints an installed model as one JSON line (after pull and import).
+int PrintInstalled(const Result<InstalledModel>& model) {
+  if (!model.ok()) return Fail(model.status());
+  std::cout << CardJson(*model).dump() << std::endl;
   return 0;
+}
+
+int RunModelList(const std::string& home) {
+  ModelRegistry registry = Registry(home);
+  auto installed = registry.List();
+  std::printf("installed in %s:\n", registry.models_dir().c_str());
+  if (installed.empty()) std::printf("  (none)\n");
+  for (const auto& m : installed) {
+    std::printf("  %-16s %-6s %5d-d  %s\n", m.card.name.c_str(), m.card.runtime.c_str(),
+                m.card.dimension, m.model_file.c_str());
+  }
+  std::printf("known (pixseek model pull NAME):\n");
+  for (const auto& k : KnownModels()) {
+    std::printf("  %-16s %s\n", k.name.c_str(), k.description.c_str());
+  }
+  return 0;
+}
+
+int RunModelInfo(const std::string& home, const std::string& name) {
+  auto m = Registry(home).Find(name);
+  if (!m.ok()) return Fail(m.status());
+  std::cout << json::parse(m->card.ToJson()).dump(2) << std::endl;
+  return 0;
+}
+
+int RunModelPull(const std::string& home, const std::string& name,
+                 const std::optional<std::string>& url) {
+  uint64_t last_percent = 101;
+  auto pulled = Registry(home).Pull(name, url, [&](uint64_t got, uint64_t total) {
+    if (total == 0) return;
+    uint64_t percent = got * 100 / total;
+    if (percent != last_percent) {
+      last_percent = percent;
+      std::fprintf(stderr, "\rdownloading %s: %3llu%%", name.c_str(),
+                   static_cast<unsigned long long>(percent));
+    }
+  });
+  std::fprintf(stderr, "\n");
+  return PrintInstalled(pulled);
+}
+
+int RunModelImport(const std::string& home, const std::string& file,
+                   const std::optional<std::string>& card,
+                   const std::optional<std::string>& name) {
+  std::optional<std::filesystem::path> card_path;
+  if (card) card_path = *card;
+  return PrintInstalled(Registry(home).Import(file, card_path, name));
 }
 
 }  // namespace
@@ -377,20 +381,20 @@ int main(int argc, char** argv) {
   std::string model_arg;
   std::optional<std::string> url, card, name;
   model->add_subcommand("list", "List installed and known models")->callback([&] {
-    rc = RunModel(home, "list", "", url, card, name);
+    rc = RunModelList(home);
   });
   auto* pull = model->add_subcommand("pull", "Download a known model and check its sha256");
   pull->add_option("NAME", model_arg)->required();
   pull->add_option("--url", url, "Download from this URL instead (a mirror)");
-  pull->callback([&] { rc = RunModel(home, "pull", model_arg, url, card, name); });
+  pull->callback([&] { rc = RunModelPull(home, model_arg, url); });
   auto* import = model->add_subcommand("import", "Register a local model file");
   import->add_option("FILE", model_arg)->required();
   import->add_option("--card", card, "Model card JSON (not needed for known models)");
   import->add_option("--name", name, "Name to register it under");
-  import->callback([&] { rc = RunModel(home, "import", model_arg, url, card, name); });
+  import->callback([&] { rc = RunModelImport(home, model_arg, card, name); });
   auto* info = model->add_subcommand("info", "Print an installed model's card");
   info->add_option("NAME", model_arg)->required();
-  info->callback([&] { rc = RunModel(home, "info", model_arg, url, card, name); });
+  info->callback([&] { rc = RunModelInfo(home, model_arg); });
 
   CLI11_PARSE(app, argc, argv);
   return rc;
