@@ -43,30 +43,41 @@ Status SyncDirectory(const std::filesystem::path& dir) {
   return Status::Ok();
 }
 
-Status WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> bytes) {
+Status WriteFileAtomic(const std::filesystem::path& path,
+                       std::initializer_list<std::span<const uint8_t>> parts) {
   std::filesystem::path tmp = path;
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("cannot create", tmp);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      Status s = ErrnoStatus("cannot write", tmp);
-      ::close(fd);
-      return s;
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0) {
-    Status s = ErrnoStatus("cannot fsync", tmp);
+  auto fail = [&](const char* what) {
+    Status s = ErrnoStatus(what, tmp);
     ::close(fd);
+    ::unlink(tmp.c_str());
+    return s;
+  };
+  for (std::span<const uint8_t> bytes : parts) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return fail("cannot write");
+      }
+      done += static_cast<size_t>(w);
+    }
+  }
+  if (::fsync(fd) != 0) return fail("cannot fsync");
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    Status s = ErrnoStatus("cannot rename onto", path);
+    ::unlink(tmp.c_str());
     return s;
   }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoStatus("cannot rename onto", path);
   return SyncDirectory(path.parent_path());
+}
+
+Status WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> bytes) {
+  return WriteFileAtomic(path, {bytes});
 }
 
 Status WriteFileAtomic(const std::filesystem::path& path, const std::string& text) {

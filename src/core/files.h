@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <vector>
@@ -19,6 +20,9 @@ Result<std::string> ReadTextFile(const std::filesystem::path& path);
 // content, never a mix: write a temporary file beside it, fsync, rename, fsync
 // the directory.
 Status WriteFileAtomic(const std::filesystem::path& path, std::span<const uint8_t> bytes);
+// The same, writing `parts` one after another (no copy into one buffer).
+Status WriteFileAtomic(const std::filesystem::path& path,
+                       std::initializer_list<std::span<const uint8_t>> parts);
 Status WriteFileAtomic(const std::filesystem::path& path, const std::string& text);
 
 // create_directories with a Status.

@@ -1,5 +1,7 @@
 #include "index/vecs_io.h"
 
+#include <span>
+
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -10,6 +12,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+
+#include "core/files.h"
 
 namespace pixseek {
 namespace {
@@ -64,39 +68,10 @@ Status ReadHeader(std::FILE* f, const std::filesystem::path& path, uint64_t size
   return Status::Ok();
 }
 
-// Writes the chunks to "<path>.tmp", then renames it over path.
-struct Chunk {
-  const void* data;
-  size_t bytes;
-};
-Status WriteFileAtomically(const std::filesystem::path& path, std::initializer_list<Chunk> chunks) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    File f(std::fopen(tmp.c_str(), "wb"));
-    if (!f) return ErrnoStatus(tmp, "cannot create", errno);
-    for (const Chunk& c : chunks) {
-      if (c.bytes > 0 && std::fwrite(c.data, 1, c.bytes, f.get()) != c.bytes) {
-        Status s = ErrnoStatus(tmp, "cannot write", errno);
-        f.reset();
-        std::remove(tmp.c_str());
-        return s;
-      }
-    }
-    std::FILE* raw = f.release();
-    if (std::fclose(raw) != 0) {
-      Status s = ErrnoStatus(tmp, "cannot write", errno);
-      std::remove(tmp.c_str());
-      return s;
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    return ErrnoStatus(path, "cannot rename over", ec.value());
-  }
-  return Status::Ok();
+// The bytes of `count` values of T, for WriteFileAtomic.
+template <typename T>
+std::span<const uint8_t> Bytes(const T* data, size_t count) {
+  return {reinterpret_cast<const uint8_t*>(data), count * sizeof(T)};
 }
 
 }  // namespace
@@ -142,8 +117,7 @@ Status WriteFbin(const std::filesystem::path& path, const FloatMatrix& m) {
                                    " values, expected " + std::to_string(m.rows * m.cols));
   }
   const int32_t header[2] = {static_cast<int32_t>(m.rows), static_cast<int32_t>(m.cols)};
-  return WriteFileAtomically(
-      path, {{header, sizeof(header)}, {m.data.data(), m.data.size() * sizeof(float)}});
+  return WriteFileAtomic(path, {Bytes(header, 2), Bytes(m.data.data(), m.data.size())});
 }
 
 Result<GroundTruth> ReadIbin(const std::filesystem::path& path) {
@@ -185,9 +159,8 @@ Status WriteIbin(const std::filesystem::path& path, const GroundTruth& gt) {
                                    std::to_string(count) + " of each");
   }
   const int32_t header[2] = {static_cast<int32_t>(gt.rows), static_cast<int32_t>(gt.k)};
-  return WriteFileAtomically(path, {{header, sizeof(header)},
-                                    {gt.ids.data(), count * sizeof(int32_t)},
-                                    {gt.distances.data(), count * sizeof(float)}});
+  return WriteFileAtomic(
+      path, {Bytes(header, 2), Bytes(gt.ids.data(), count), Bytes(gt.distances.data(), count)});
 }
 
 }  // namespace pixseek
