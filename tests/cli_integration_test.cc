@@ -266,23 +266,27 @@ TEST(CliResumeTest, InterruptedBuildsResume) {
   const std::vector<std::string> build = {PIXSEEK_BINARY, "--home", home.string(), "build",
                                           images.string(), "--db", db.string(), "--model", "tiny",
                                           "--json"};
-  auto stored_count = [&] {
+  // Images stored so far, or -1 while there is no database yet. `stats`
+  // opens read-only, so it works beside a running build.
+  auto try_count = [&] {
     auto s = RunCommand({PIXSEEK_BINARY, "--home", home.string(), "stats", "--db", db.string()});
-    EXPECT_EQ(s.exit_code, 0) << s.err;
-    return json::parse(s.out)["count"].get<int>();
+    return s.exit_code == 0 ? json::parse(s.out)["count"].get<int>() : -1;
   };
-  auto wait_for_progress = [&] {
-    // The database appears once the build has started storing images.
-    for (int i = 0; i < 400 && !std::filesystem::exists(db / "pixseek.json"); ++i) {
-      usleep(10000);
-    }
-    usleep(150000);
+  auto stored_count = [&] {
+    int count = try_count();
+    EXPECT_GE(count, 0) << "stats failed";
+    return count;
+  };
+  auto wait_for_progress = [&](int more_than) {
+    // Signal only once images are being stored: the build is past start-up
+    // (its Ctrl-C handler is installed) and the signal lands mid-build.
+    for (int i = 0; i < 2000 && try_count() <= more_than; ++i) usleep(10000);
   };
 
   // Ctrl-C: the build stops early, says so, and exits 130.
   {
     ChildProcess child(build);
-    wait_for_progress();
+    wait_for_progress(0);
     int code = child.Stop(SIGINT);
     if (code == 130) {
       EXPECT_NE(child.stderr_text().find("build"), std::string::npos);
@@ -296,7 +300,7 @@ TEST(CliResumeTest, InterruptedBuildsResume) {
   // Killed outright: nothing acknowledged is lost and the database opens.
   {
     ChildProcess child(build);
-    usleep(300000);
+    wait_for_progress(after_interrupt);
     child.Stop(SIGKILL);
   }
   const int after_kill = stored_count();

@@ -48,7 +48,7 @@ struct DatabaseOptions {
 };
 
 struct DatabaseStats {
-  int64_t count = 0;
+  int64_t count = 0;  // searchable images (vectors in the index)
   int dimension = 0;
   std::string model;
   std::string index_kind;

@@ -269,7 +269,10 @@ Status Database::Remove(int64_t id) {
 
 Result<DatabaseStats> Database::Stats() const {
   DatabaseStats s;
-  PIXSEEK_ASSIGN_OR_RETURN(s.count, store_->Count());
+  // The searchable images. Metadata may hold one more row for an insert in
+  // flight (or cut off by a crash, until the next writer reconciles); a
+  // vector is appended last, so the index never holds an unfinished image.
+  s.count = static_cast<int64_t>(index_->size());
   s.dimension = embedder_->dimension();
   s.model = model_name_;
   s.index_kind = index_->kind();
