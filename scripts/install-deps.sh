@@ -7,7 +7,7 @@ what=${1:-build}
 pkgs=(build-essential cmake pkg-config ccache
       libopencv-dev libturbojpeg0-dev libjpeg62-turbo-dev libexif-dev libsqlite3-dev
       libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev
-      libgif-dev libfaiss-dev)
+      libgif-dev libfaiss-dev liburing-dev libxxhash-dev libhnswlib-dev)
 if [[ $what == test ]]; then
   pkgs+=(libgtest-dev curl)
 fi

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "index/inner_product.h"
+#include "pixseek/disk_index.h"
 #include "pixseek/vector_index.h"
 #include "test_util.h"
 
@@ -50,7 +51,37 @@ struct FlatFactory {
   }
 };
 
-using IndexFactories = ::testing::Types<FlatFactory>;
+// The disk index as a small collection sees it: everything in the in-memory
+// delta graph and the log (fewer vectors than min_base_vectors).
+struct DiskFactory {
+  static constexpr bool kExact = false;
+  static constexpr double kMinRecall = 0.95;
+  static Result<std::unique_ptr<VectorIndex>> Open(const fs::path& dir, int dimension) {
+    DiskIndexOptions options;
+    options.num_threads = 2;
+    PIXSEEK_ASSIGN_OR_RETURN(auto index, OpenDiskIndex(dir / "disk", dimension, options));
+    return std::unique_ptr<VectorIndex>(std::move(index));
+  }
+};
+
+// The disk index compacting in the background as soon as 256 vectors are in:
+// searches run against the disk graph, the delta and a compaction in flight.
+// fp32 storage, so Get returns the stored floats exactly.
+struct CompactingDiskFactory {
+  static constexpr bool kExact = false;
+  static constexpr double kMinRecall = 0.9;
+  static Result<std::unique_ptr<VectorIndex>> Open(const fs::path& dir, int dimension) {
+    DiskIndexOptions options;
+    options.num_threads = 2;
+    options.storage = "fp32";
+    options.min_base_vectors = 256;
+    options.background_compaction = true;
+    PIXSEEK_ASSIGN_OR_RETURN(auto index, OpenDiskIndex(dir / "disk", dimension, options));
+    return std::unique_ptr<VectorIndex>(std::move(index));
+  }
+};
+
+using IndexFactories = ::testing::Types<FlatFactory, DiskFactory, CompactingDiskFactory>;
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -174,9 +205,20 @@ class VectorIndexTest : public ::testing::Test {
         ExpectMatchesReference(results[q], ref, stored, query, dim);
       } else {
         ExpectBestFirst(results[q]);
-        std::vector<SearchHit> truth;
-        for (const auto& r : ref) truth.push_back({r.id, static_cast<float>(r.score)});
-        recall += Recall(results[q], truth);
+        // A hit counts when it scores at least the k-th true score: among
+        // tied vectors any may be returned.
+        if (ref.empty()) {
+          recall += 1;
+          continue;
+        }
+        size_t good = 0;
+        for (const auto& h : results[q]) {
+          auto it = stored.find(h.id);
+          if (it != stored.end() && ExactDot(query, it->second.data(), dim) >= ref.back().score - 1e-5) {
+            ++good;
+          }
+        }
+        recall += static_cast<double>(good) / static_cast<double>(ref.size());
       }
     }
     if (!Factory::kExact && nq > 0) {
@@ -509,6 +551,12 @@ TYPED_TEST(VectorIndexTest, ReopenSeesSameContent) {
   ASSERT_TRUE(index->Search(5, queries.data(), 7, &after).ok());
   for (size_t q = 0; q < 5; ++q) {
     ASSERT_EQ(before[q].size(), after[q].size());
+    if (!TypeParam::kExact) {
+      // A compaction may have moved vectors between the graphs: same
+      // quality, not necessarily the same ranks.
+      EXPECT_GE(Recall(after[q], before[q]), TypeParam::kMinRecall);
+      continue;
+    }
     for (size_t i = 0; i < before[q].size(); ++i) {
       EXPECT_EQ(before[q][i].id, after[q][i].id);
       EXPECT_EQ(before[q][i].score, after[q][i].score);

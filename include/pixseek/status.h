@@ -26,6 +26,7 @@ enum class StatusCode {
   kFailedPrecondition,  // e.g. model mismatch with database: 409
   kDataLoss,            // corrupt or truncated stored file: 500
   kUnavailable,         // a dependency is down, try again: 503
+  kCancelled,           // the caller (or shutdown) stopped the work: 503
   kInternal,            // a bug or an unexpected library failure: 500
 };
 
@@ -48,6 +49,7 @@ class [[nodiscard]] Status {
   static Status FailedPrecondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
   static Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
   static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
+  static Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }

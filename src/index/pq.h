@@ -95,6 +95,13 @@ class ProductQuantizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// k-means (FAISS, L2, seeded) of n row-major vectors into k centroids,
+// returned row-major (k * dim floats). Used to partition a build that does
+// not fit in RAM. InvalidArgument when n < k or k < 1; Internal when FAISS
+// fails.
+Result<std::vector<float>> TrainKMeans(int dim, size_t k, const float* vectors, size_t n,
+                                       uint32_t seed);
+
 }  // namespace pixseek
 
 #endif  // PIXSEEK_INDEX_PQ_H_

@@ -12,163 +12,13 @@
 #include <thread>
 #include <utility>
 
+#include "index/graph_search.h"
 #include "index/inner_product.h"
 
 namespace pixseek {
-namespace {
 
-constexpr uint32_t kNoNode = std::numeric_limits<uint32_t>::max();
-// Tolerance on the squared norm of a build vector.
-constexpr double kUnitTolerance = 1e-3;
-// While building, a node takes reverse edges until it has this many times R
-// neighbours before it is pruned back to R (DiskANN's GRAPH_SLACK_FACTOR):
-// pruning on every reverse edge would dominate the build time. A last pass
-// prunes every node still above R.
-constexpr double kSlack = 1.3;
-// Sanity limits on the parameters, far above useful values, so that a typo
-// is an error rather than a huge allocation.
-constexpr int kMaxDegreeLimit = 4096;
-constexpr int kBuildListLimit = 1 << 20;
+namespace graph {
 
-// Squared L2 distance of two unit vectors from their inner product.
-inline float UnitDistance(float ip) { return std::max(0.0f, 2.0f - 2.0f * ip); }
-
-// A set of node ids with open addressing; sized for one search, so it costs
-// O(visited) rather than O(n) per query.
-//
-// Thread-safety: not thread-safe; one per search.
-class NodeSet {
- public:
-  NodeSet() : slots_(size_t{1} << kInitialBits, kNoNode), shift_(64 - kInitialBits) {}
-
-  // Inserts `id`; false when it was already there.
-  bool Insert(uint32_t id) {
-    if ((count_ + 1) * 2 > slots_.size()) Grow();
-    return InsertNoGrow(id);
-  }
-
-  void Clear() {
-    std::fill(slots_.begin(), slots_.end(), kNoNode);
-    count_ = 0;
-  }
-
- private:
-  static constexpr int kInitialBits = 10;
-
-  // Fibonacci hashing: the top bits of the product are the well-mixed ones.
-  size_t Slot(uint32_t id) const {
-    return static_cast<size_t>((uint64_t{id} * 0x9E3779B97F4A7C15ull) >> shift_);
-  }
-
-  bool InsertNoGrow(uint32_t id) {
-    const size_t mask = slots_.size() - 1;
-    for (size_t i = Slot(id);; i = (i + 1) & mask) {
-      if (slots_[i] == id) return false;
-      if (slots_[i] == kNoNode) {
-        slots_[i] = id;
-        ++count_;
-        return true;
-      }
-    }
-  }
-
-  void Grow() {
-    std::vector<uint32_t> old(slots_.size() * 2, kNoNode);
-    old.swap(slots_);
-    --shift_;
-    count_ = 0;
-    for (uint32_t id : old) {
-      if (id != kNoNode) InsertNoGrow(id);
-    }
-  }
-
-  std::vector<uint32_t> slots_;
-  int shift_;  // 64 - log2(slots_.size())
-  size_t count_ = 0;
-};
-
-struct Candidate {
-  float ip;  // inner product with the query: higher is closer
-  uint32_t id;
-  bool expanded;
-};
-
-// Closer first, then smaller id: the order of the search list and of hits.
-inline bool Closer(const Candidate& a, const Candidate& b) {
-  return a.ip > b.ip || (a.ip == b.ip && a.id < b.id);
-}
-
-// Best-first greedy search from `entry` with a candidate list of `list_size`.
-// `get_neighbours(node, buffer)` returns the node's out-neighbours (copying
-// them into `buffer` when they may change concurrently). On return `*list`
-// holds the best list_size candidates found, closest first, and `*expanded`
-// (when not null) every node whose neighbours were read.
-//
-// Scores use InnerProduct4 only, so a vector scores bit-identically however
-// it is grouped (see inner_product.h).
-template <typename GetNeighbours>
-void GreedySearch(const float* query, uint32_t entry, size_t list_size, const float* vectors,
-                  size_t dim, GetNeighbours&& get_neighbours, NodeSet* seen,
-                  std::vector<Candidate>* list, std::vector<Candidate>* expanded,
-                  SearchStats* stats) {
-  list->clear();
-  if (expanded != nullptr) expanded->clear();
-  seen->Clear();
-  std::vector<uint32_t> buffer;
-  std::vector<uint32_t> fresh;
-
-  {
-    const float* v[4];
-    for (auto& p : v) p = vectors + size_t{entry} * dim;
-    float ip[4];
-    InnerProduct4(query, v, dim, ip);
-    list->push_back({ip[0], entry, false});
-    seen->Insert(entry);
-    ++stats->distance_computations;
-  }
-
-  size_t cursor = 0;  // every candidate before it is expanded
-  while (cursor < list->size()) {
-    Candidate& current = (*list)[cursor];
-    current.expanded = true;
-    const uint32_t node = current.id;
-    if (expanded != nullptr) expanded->push_back(current);
-    ++stats->hops;
-
-    fresh.clear();
-    for (uint32_t nb : get_neighbours(node, &buffer)) {
-      if (seen->Insert(nb)) fresh.push_back(nb);
-    }
-    stats->distance_computations += fresh.size();
-
-    size_t next = list->size();  // smallest position that changed
-    for (size_t i = 0; i < fresh.size(); i += 4) {
-      const size_t group = std::min<size_t>(4, fresh.size() - i);
-      const float* v[4];
-      for (size_t j = 0; j < 4; ++j) {
-        v[j] = vectors + size_t{fresh[i + std::min(j, group - 1)]} * dim;
-      }
-      float ip[4];
-      InnerProduct4(query, v, dim, ip);
-      for (size_t j = 0; j < group; ++j) {
-        const Candidate c{ip[j], fresh[i + j], false};
-        if (list->size() == list_size && !Closer(c, list->back())) continue;
-        auto pos = std::upper_bound(list->begin(), list->end(), c, Closer);
-        next = std::min(next, static_cast<size_t>(pos - list->begin()));
-        list->insert(pos, c);
-        if (list->size() > list_size) list->pop_back();
-      }
-    }
-    // Continue from the closest unexpanded candidate.
-    cursor = std::min(cursor + 1, next);
-    while (cursor < list->size() && (*list)[cursor].expanded) ++cursor;
-  }
-}
-
-// RobustPrune (Algorithm 2 of the paper): from `pool` (candidates with `ip`
-// = inner product with p, any order, may hold p and duplicates) picks at most
-// `max_degree` out-neighbours for p, keeping a candidate q only when no
-// already-kept p* has alpha * d(p*, q) <= d(p, q).
 std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float alpha,
                                   size_t max_degree, const float* vectors, size_t dim) {
   std::sort(pool.begin(), pool.end(), Closer);
@@ -209,6 +59,30 @@ std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float
   }
   return out;
 }
+}  // namespace graph
+
+namespace {
+
+using graph::Candidate;
+using graph::Closer;
+using graph::GreedySearch;
+using graph::NodeSet;
+using graph::RobustPrune;
+using graph::UnitDistance;
+using graph::kNoNode;
+
+// Tolerance on the squared norm of a build vector.
+constexpr double kUnitTolerance = 1e-3;
+// While building, a node takes reverse edges until it has this many times R
+// neighbours before it is pruned back to R (DiskANN's GRAPH_SLACK_FACTOR):
+// pruning on every reverse edge would dominate the build time. A last pass
+// prunes every node still above R.
+constexpr double kSlack = 1.3;
+// Sanity limits on the parameters, far above useful values, so that a typo
+// is an error rather than a huge allocation.
+constexpr int kMaxDegreeLimit = 4096;
+constexpr int kBuildListLimit = 1 << 20;
+
 
 Status ValidateParams(size_t n, int dim, const VamanaParams& params) {
   if (n == 0) return Status::InvalidArgument("vamana: no vectors to build from");
@@ -228,6 +102,9 @@ Status ValidateParams(size_t n, int dim, const VamanaParams& params) {
     return Status::InvalidArgument("vamana: alpha must be finite and >= 1");
   }
   if (params.num_threads < 0) return Status::InvalidArgument("vamana: num_threads must be >= 0");
+  if (params.passes != 1 && params.passes != 2) {
+    return Status::InvalidArgument("vamana: passes must be 1 or 2");
+  }
   return Status::Ok();
 }
 
@@ -237,7 +114,19 @@ Result<VamanaGraph> VamanaGraph::Build(const float* vectors, size_t n, int dim,
                                        const VamanaParams& params) {
   PIXSEEK_RETURN_IF_ERROR(ValidateParams(n, dim, params));
   if (vectors == nullptr) return Status::InvalidArgument("vamana: null vectors");
+  return Build(std::vector<float>(vectors, vectors + n * static_cast<size_t>(dim)), n, dim,
+               params);
+}
+
+Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int dim,
+                                       const VamanaParams& params) {
+  PIXSEEK_RETURN_IF_ERROR(ValidateParams(n, dim, params));
   const size_t d = static_cast<size_t>(dim);
+  if (owned.size() != n * d) {
+    return Status::InvalidArgument("vamana: expected " + std::to_string(n * d) + " floats, got " +
+                                   std::to_string(owned.size()));
+  }
+  const float* vectors = owned.data();
   for (size_t i = 0; i < n; ++i) {
     double norm2 = 0;
     for (size_t j = 0; j < d; ++j) {
@@ -259,7 +148,7 @@ Result<VamanaGraph> VamanaGraph::Build(const float* vectors, size_t n, int dim,
   g.n_ = n;
   g.dim_ = dim;
   g.max_degree_ = params.max_degree;
-  g.vectors_.assign(vectors, vectors + n * d);
+  g.vectors_ = std::move(owned);
   const float* data = g.vectors_.data();
   const size_t max_degree = static_cast<size_t>(params.max_degree);
   const size_t list_size = static_cast<size_t>(params.build_list);
@@ -390,7 +279,9 @@ Result<VamanaGraph> VamanaGraph::Build(const float* vectors, size_t n, int dim,
     for (auto& t : pool) t.join();
   };
 
-  for (const float alpha : {1.0f, params.alpha}) {
+  std::vector<float> alphas = {params.alpha};
+  if (params.passes == 2) alphas.insert(alphas.begin(), 1.0f);
+  for (const float alpha : alphas) {
     std::shuffle(order.begin(), order.end(), rng);
     parallel_for(
         [&](size_t i, Scratch* s) { insert(order[i], alpha, &s->seen, &s->list, &s->visited); });

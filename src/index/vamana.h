@@ -36,6 +36,10 @@ struct VamanaParams {
   // Build threads; 0 = all cores. With 1 thread the build is deterministic for
   // a given seed; with more, insertion order races make it vary slightly.
   int num_threads = 0;
+  // Insertion passes over the points: 2 is the paper's (alpha = 1, then
+  // alpha); 1 runs only the alpha pass, which halves the build time for a
+  // slightly worse graph (DiskANN's current default). 1 or 2.
+  int passes = 2;
   // Seeds the random initial graph and the insertion order.
   uint32_t seed = 42;
 };
@@ -70,6 +74,10 @@ class VamanaGraph {
   // vector that is non-finite or not unit length (|‖v‖² - 1| > 1e-3).
   [[nodiscard]] static Result<VamanaGraph> Build(const float* vectors, size_t n, int dim,
                                                  const VamanaParams& params);
+  // The same, taking over `vectors` (n * dim floats) instead of copying them,
+  // so that a build holds one copy of the data.
+  [[nodiscard]] static Result<VamanaGraph> Build(std::vector<float>&& vectors, size_t n, int dim,
+                                                 const VamanaParams& params);
 
   // Writes to *out the k best hits (score = inner product with `query`,
   // which has dim() floats) found by a best-first beam search from the entry
@@ -91,6 +99,9 @@ class VamanaGraph {
   size_t size() const { return n_; }
   // The stored vector of `node` (< size()), dimension() floats.
   const float* vector(uint32_t node) const { return vectors_.data() + size_t{node} * dim_; }
+  // Frees the vectors (vector() must not be called afterwards): a disk build
+  // keeps only the adjacency of a finished shard.
+  void ReleaseVectors() { std::vector<float>().swap(vectors_); }
 
  private:
   VamanaGraph() = default;

@@ -16,6 +16,7 @@ int HttpStatusFor(StatusCode code) {
     case StatusCode::kResourceExhausted: return 413;
     case StatusCode::kUnsupported: return 415;
     case StatusCode::kUnavailable: return 503;
+    case StatusCode::kCancelled: return 503;
     case StatusCode::kDataLoss: return 500;
     case StatusCode::kInternal: return 500;
   }

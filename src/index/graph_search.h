@@ -1,0 +1,166 @@
+// Building blocks shared by the Vamana graphs (the immutable VamanaGraph and
+// the mutable DeltaGraph of fresh inserts): the visited set, the candidate
+// list order, greedy best-first search and RobustPrune. Internal to the index
+// module.
+#ifndef PIXSEEK_INDEX_GRAPH_SEARCH_H_
+#define PIXSEEK_INDEX_GRAPH_SEARCH_H_
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "index/inner_product.h"
+#include "index/vamana.h"
+
+namespace pixseek::graph {
+
+constexpr uint32_t kNoNode = std::numeric_limits<uint32_t>::max();
+
+// Squared L2 distance of two unit vectors from their inner product.
+inline float UnitDistance(float ip) { return std::max(0.0f, 2.0f - 2.0f * ip); }
+
+// A set of node ids with open addressing; sized for one search, so it costs
+// O(visited) rather than O(n) per query.
+//
+// Thread-safety: not thread-safe; one per search.
+class NodeSet {
+ public:
+  NodeSet() : slots_(size_t{1} << kInitialBits, kNoNode), shift_(64 - kInitialBits) {}
+
+  // Inserts `id`; false when it was already there.
+  bool Insert(uint32_t id) {
+    if ((count_ + 1) * 2 > slots_.size()) Grow();
+    return InsertNoGrow(id);
+  }
+
+  void Clear() {
+    std::fill(slots_.begin(), slots_.end(), kNoNode);
+    count_ = 0;
+  }
+
+ private:
+  static constexpr int kInitialBits = 10;
+
+  // Fibonacci hashing: the top bits of the product are the well-mixed ones.
+  size_t Slot(uint32_t id) const {
+    return static_cast<size_t>((uint64_t{id} * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
+
+  bool InsertNoGrow(uint32_t id) {
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = Slot(id);; i = (i + 1) & mask) {
+      if (slots_[i] == id) return false;
+      if (slots_[i] == kNoNode) {
+        slots_[i] = id;
+        ++count_;
+        return true;
+      }
+    }
+  }
+
+  void Grow() {
+    std::vector<uint32_t> old(slots_.size() * 2, kNoNode);
+    old.swap(slots_);
+    --shift_;
+    count_ = 0;
+    for (uint32_t id : old) {
+      if (id != kNoNode) InsertNoGrow(id);
+    }
+  }
+
+  std::vector<uint32_t> slots_;
+  int shift_;  // 64 - log2(slots_.size())
+  size_t count_ = 0;
+};
+
+struct Candidate {
+  float ip;  // inner product with the query: higher is closer
+  uint32_t id;
+  bool expanded;
+};
+
+// Closer first, then smaller id: the order of the search list and of hits.
+inline bool Closer(const Candidate& a, const Candidate& b) {
+  return a.ip > b.ip || (a.ip == b.ip && a.id < b.id);
+}
+
+// Best-first greedy search from `entry` with a candidate list of `list_size`.
+// `get_neighbours(node, buffer)` returns the node's out-neighbours (copying
+// them into `buffer` when they may change concurrently). On return `*list`
+// holds the best list_size candidates found, closest first, and `*expanded`
+// (when not null) every node whose neighbours were read.
+//
+// Scores use InnerProduct4 only, so a vector scores bit-identically however
+// it is grouped (see inner_product.h).
+template <typename GetNeighbours>
+void GreedySearch(const float* query, uint32_t entry, size_t list_size, const float* vectors,
+                  size_t dim, GetNeighbours&& get_neighbours, NodeSet* seen,
+                  std::vector<Candidate>* list, std::vector<Candidate>* expanded,
+                  SearchStats* stats) {
+  list->clear();
+  if (expanded != nullptr) expanded->clear();
+  seen->Clear();
+  std::vector<uint32_t> buffer;
+  std::vector<uint32_t> fresh;
+
+  {
+    const float* v[4];
+    for (auto& p : v) p = vectors + size_t{entry} * dim;
+    float ip[4];
+    InnerProduct4(query, v, dim, ip);
+    list->push_back({ip[0], entry, false});
+    seen->Insert(entry);
+    ++stats->distance_computations;
+  }
+
+  size_t cursor = 0;  // every candidate before it is expanded
+  while (cursor < list->size()) {
+    Candidate& current = (*list)[cursor];
+    current.expanded = true;
+    const uint32_t node = current.id;
+    if (expanded != nullptr) expanded->push_back(current);
+    ++stats->hops;
+
+    fresh.clear();
+    for (uint32_t nb : get_neighbours(node, &buffer)) {
+      if (seen->Insert(nb)) fresh.push_back(nb);
+    }
+    stats->distance_computations += fresh.size();
+
+    size_t next = list->size();  // smallest position that changed
+    for (size_t i = 0; i < fresh.size(); i += 4) {
+      const size_t group = std::min<size_t>(4, fresh.size() - i);
+      const float* v[4];
+      for (size_t j = 0; j < 4; ++j) {
+        v[j] = vectors + size_t{fresh[i + std::min(j, group - 1)]} * dim;
+      }
+      float ip[4];
+      InnerProduct4(query, v, dim, ip);
+      for (size_t j = 0; j < group; ++j) {
+        const Candidate c{ip[j], fresh[i + j], false};
+        if (list->size() == list_size && !Closer(c, list->back())) continue;
+        auto pos = std::upper_bound(list->begin(), list->end(), c, Closer);
+        next = std::min(next, static_cast<size_t>(pos - list->begin()));
+        list->insert(pos, c);
+        if (list->size() > list_size) list->pop_back();
+      }
+    }
+    // Continue from the closest unexpanded candidate.
+    cursor = std::min(cursor + 1, next);
+    while (cursor < list->size() && (*list)[cursor].expanded) ++cursor;
+  }
+}
+
+// RobustPrune (Algorithm 2 of the paper): from `pool` (candidates with `ip`
+// = inner product with p, any order, may hold p and duplicates) picks at most
+// `max_degree` out-neighbours for p, keeping a candidate q only when no
+// already-kept p* has alpha * d(p*, q) <= d(p, q). `vectors` holds row q at
+// vectors + q * dim for every candidate q.
+std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float alpha,
+                                  size_t max_degree, const float* vectors, size_t dim);
+
+}  // namespace pixseek::graph
+
+#endif  // PIXSEEK_INDEX_GRAPH_SEARCH_H_
