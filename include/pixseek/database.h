@@ -5,7 +5,9 @@
 //   pixseek.json     manifest: format version, model name, model sha256,
 //                    dimension, index kind (written once at creation)
 //   metadata.db      SQLite metadata (ImageRecord rows)
-//   vectors.flat     the exact index's log (docs/index_format.md)
+//   index/           the disk graph index (kind "disk", the default;
+//                    docs/index_format.md), or
+//   vectors.flat     the exact index's log (kind "flat")
 //   thumbs/NN/ID.jpg thumbnails, NN = ID % 100
 //   images/HH/SHA.ext files uploaded over HTTP (HH = first two hex digits)
 #ifndef PIXSEEK_DATABASE_H_
@@ -15,6 +17,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,6 +26,7 @@
 #include "pixseek/embedder.h"
 #include "pixseek/image.h"
 #include "pixseek/metadata_store.h"
+#include "pixseek/disk_index.h"
 #include "pixseek/status.h"
 #include "pixseek/vector_index.h"
 
@@ -45,6 +49,13 @@ struct DatabaseOptions {
   // (a running server) writes the database, and sees its state as of the
   // open. Insert/Remove fail with FailedPrecondition.
   bool read_only = false;
+  // Vector index of a new database: "disk" (the disk graph index) or "flat"
+  // (exact search, all vectors in RAM). Empty = "disk". An existing database
+  // keeps the kind it was created with.
+  std::string index_kind;
+  // Parameters of the disk index (read_only and num_threads come from the
+  // fields above).
+  DiskIndexOptions disk;
 };
 
 struct DatabaseStats {
@@ -52,6 +63,8 @@ struct DatabaseStats {
   int dimension = 0;
   std::string model;
   std::string index_kind;
+  // The disk index's state (kind "disk" only).
+  std::optional<DiskIndexStats> disk;
 };
 
 // Owns the parts of one database. Thread-safety: every method may be called
@@ -97,6 +110,12 @@ class Database {
 
   Result<DatabaseStats> Stats() const;
 
+  // Merges the disk index's in-memory changes into a new disk graph
+  // (DiskIndex::Compact); OK and nothing to do for the flat index.
+  Status Compact();
+  // Compact() only when the changes exceed the disk index's compact_ratio.
+  Status CompactIfNeeded();
+
  private:
   Database() = default;
   // Repairs what a crash between the steps of Insert/Remove can leave:
@@ -108,6 +127,7 @@ class Database {
   std::unique_ptr<Embedder> embedder_;
   std::mutex embed_mu_;  // serialises embedder_
   std::unique_ptr<VectorIndex> index_;
+  DiskIndex* disk_index_ = nullptr;  // index_ when it is a disk index
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<Cache> cache_;
   std::mutex write_mu_;  // serialises Insert/Remove so the three stores agree

@@ -44,10 +44,19 @@ nlohmann::json SearchResponseJson(const QueryResponse& response) {
 }
 
 nlohmann::json StatsJson(const DatabaseStats& stats) {
-  return {{"count", stats.count},
-          {"dimension", stats.dimension},
-          {"model", stats.model},
-          {"index_kind", stats.index_kind}};
+  nlohmann::json j = {{"count", stats.count},
+                      {"dimension", stats.dimension},
+                      {"model", stats.model},
+                      {"index_kind", stats.index_kind}};
+  if (stats.disk) {
+    const DiskIndexStats& d = *stats.disk;
+    j["index"] = {{"base_vectors", d.base_vectors},   {"base_deleted", d.base_deleted},
+                  {"delta_vectors", d.delta_vectors}, {"ram_bytes", d.ram_bytes},
+                  {"disk_bytes", d.disk_bytes},       {"generation", d.generation},
+                  {"compacting", d.compacting}};
+    if (!d.last_compaction_error.empty()) j["index"]["last_compaction_error"] = d.last_compaction_error;
+  }
+  return j;
 }
 
 std::string_view ContentTypeForFormat(std::string_view format) {

@@ -209,6 +209,11 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
   bar.Finish(done, report.failed.size());
   if (!fatal.ok()) return fatal.WithContext("build stopped");
   report.cancelled = cancelled();
+  if (!report.cancelled && report.indexed > 0) {
+    // The new vectors sit in the disk index's in-memory graph; fold them into
+    // the disk graph now rather than on some later upload.
+    PIXSEEK_RETURN_IF_ERROR(db_.CompactIfNeeded().WithContext("compacting the index"));
+  }
   report.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::sort(report.failed.begin(), report.failed.end(),

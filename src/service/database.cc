@@ -15,7 +15,10 @@ namespace {
 
 constexpr int kFormatVersion = 1;
 constexpr char kManifestName[] = "pixseek.json";
+// Databases made before the disk index existed have no index_kind and are
+// flat; new ones default to disk.
 constexpr char kIndexKind[] = "flat";
+constexpr char kDefaultIndexKind[] = "disk";
 
 struct Manifest {
   int format_version = kFormatVersion;
@@ -143,11 +146,27 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir / "thumbs"));
     PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir / "images"));
   }
-  FlatIndexOptions index_options;
-  index_options.num_threads = options.threads;
-  index_options.read_only = options.read_only;
-  PIXSEEK_ASSIGN_OR_RETURN(db->index_,
-                           OpenFlatIndex(dir / "vectors.flat", manifest.dimension, index_options));
+  if (!exists) {
+    manifest.index_kind = options.index_kind.empty() ? kDefaultIndexKind : options.index_kind;
+  }
+  if (manifest.index_kind == "flat") {
+    FlatIndexOptions index_options;
+    index_options.num_threads = options.threads;
+    index_options.read_only = options.read_only;
+    PIXSEEK_ASSIGN_OR_RETURN(db->index_,
+                             OpenFlatIndex(dir / "vectors.flat", manifest.dimension, index_options));
+  } else if (manifest.index_kind == "disk") {
+    DiskIndexOptions index_options = options.disk;
+    index_options.num_threads = options.threads;
+    index_options.read_only = options.read_only;
+    PIXSEEK_ASSIGN_OR_RETURN(auto disk,
+                             OpenDiskIndex(dir / "index", manifest.dimension, index_options));
+    db->disk_index_ = disk.get();
+    db->index_ = std::move(disk);
+  } else {
+    return Status::InvalidArgument("unknown index kind '" + manifest.index_kind +
+                                   "' (expected disk or flat)");
+  }
   PIXSEEK_ASSIGN_OR_RETURN(db->store_, OpenSqliteStore(dir / "metadata.db"));
   db->cache_ = NewLruCache(options.cache_bytes);
 
@@ -276,7 +295,18 @@ Result<DatabaseStats> Database::Stats() const {
   s.dimension = embedder_->dimension();
   s.model = model_name_;
   s.index_kind = index_->kind();
+  if (disk_index_ != nullptr) s.disk = disk_index_->stats();
   return s;
+}
+
+Status Database::Compact() {
+  if (disk_index_ == nullptr) return Status::Ok();
+  return disk_index_->Compact();
+}
+
+Status Database::CompactIfNeeded() {
+  if (disk_index_ == nullptr) return Status::Ok();
+  return disk_index_->CompactIfNeeded();
 }
 
 }  // namespace pixseek
