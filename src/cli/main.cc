@@ -1,6 +1,7 @@
 // pixseek command-line interface: build, query, add, remove, serve, eval,
-// stats and model management. Every command is a thin layer over the service
-// layer (include/pixseek/services.h); errors print one clear line and exit 1.
+// stats, model management and the ANN benchmark (bench ann). Every command is
+// a thin layer over the service layer (include/pixseek/services.h) or, for
+// bench ann, over src/bench_ann; errors print one clear line and exit 1.
 #include <pthread.h>
 #include <signal.h>
 
@@ -17,10 +18,12 @@
 #include <thread>
 #include <vector>
 
+#include "bench_ann/ann_bench.h"
 #include "pixseek/database.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/server.h"
 #include "pixseek/services.h"
+#include "server/api_json.h"
 
 namespace pixseek {
 namespace {
@@ -35,7 +38,30 @@ struct DbFlags {
   int threads = 0;
   size_t max_bytes = DecodeLimits{}.max_bytes;
   uint64_t max_pixels = DecodeLimits{}.max_pixels;
+  std::string index_kind;
+  DiskIndexOptions disk;
 };
+
+// The disk index's parameters; each overrides the default chosen from the
+// data size and RAM budget.
+void AddIndexFlags(CLI::App* cmd, DbFlags& f) {
+  cmd->add_option("--index", f.index_kind, "Vector index of a new database: disk (default) or flat")
+      ->check(CLI::IsMember({"disk", "flat"}));
+  DiskIndexOptions& d = f.disk;
+  cmd->add_option("--ram-budget", d.ram_budget,
+                  "Disk index: bytes of RAM for PQ codes and node cache (0 = 10% of the vectors)");
+  cmd->add_option("--build-ram-budget", d.build_ram_budget,
+                  "Disk index: peak bytes of RAM for a graph build (0 = 4 GiB)");
+  cmd->add_option("--storage", d.storage, "Disk index: full-vector storage on disk")
+      ->check(CLI::IsMember({"fp32", "fp16", "int8"}));
+  cmd->add_option("--max-degree", d.max_degree, "Disk index: graph degree R")->check(CLI::Range(1, 512));
+  cmd->add_option("--build-list", d.build_list, "Disk index: build list L")->check(CLI::Range(1, 4096));
+  cmd->add_option("--alpha", d.alpha, "Disk index: pruning alpha")->check(CLI::Range(1.0, 4.0));
+  cmd->add_option("--pq-bytes", d.pq_bytes, "Disk index: PQ code bytes (0 = from the RAM budget)");
+  cmd->add_option("--search-list", d.search_list, "Disk index: search list L (0 = max(64, 2k))");
+  cmd->add_option("--beam-width", d.beam_width, "Disk index: reads per search step")
+      ->check(CLI::Range(1, 64));
+}
 
 void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   cmd->add_option("--db", f.db, "Database directory")->required();
@@ -57,6 +83,8 @@ DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_o
   o.threads = f.threads;
   o.limits.max_bytes = f.max_bytes;
   o.limits.max_pixels = f.max_pixels;
+  o.index_kind = f.index_kind;
+  o.disk = f.disk;
   return o;
 }
 
@@ -176,7 +204,9 @@ int RunServe(const std::string& home, const DbFlags& flags, ServerOptions server
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto db = Database::Open(ToOptions(flags, home), false);
+  DatabaseOptions options = ToOptions(flags, home);
+  options.disk.background_compaction = true;  // uploads must not wait for it
+  auto db = Database::Open(options, false);
   if (!db.ok()) return Fail(db.status());
   HttpServer server(**db, server_options);
   Status s = server.Start();
@@ -237,10 +267,18 @@ int RunStats(const std::string& home, const DbFlags& flags) {
   if (!db.ok()) return Fail(db.status());
   auto s = (*db)->Stats();
   if (!s.ok()) return Fail(s.status());
-  std::cout << json{{"count", s->count}, {"dimension", s->dimension}, {"model", s->model},
-                    {"index_kind", s->index_kind}}
-                   .dump()
-            << std::endl;
+  std::cout << server::StatsJson(*s).dump() << std::endl;
+  return 0;
+}
+
+int RunCompact(const std::string& home, const DbFlags& flags) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  Status s = (*db)->Compact();
+  if (!s.ok()) return Fail(s);
+  auto stats = (*db)->Stats();
+  if (!stats.ok()) return Fail(stats.status());
+  std::cout << server::StatsJson(*stats).dump() << std::endl;
   return 0;
 }
 
@@ -308,6 +346,12 @@ int RunModelImport(const std::string& home, const std::string& file,
   return PrintInstalled(Registry(home).Import(file, card_path, name));
 }
 
+int RunBenchAnn(AnnBenchOptions options) {
+  options.progress = &std::cerr;
+  Status s = RunAnnBench(options, std::cout);
+  return s.ok() ? 0 : Fail(s);
+}
+
 }  // namespace
 }  // namespace pixseek
 
@@ -325,6 +369,7 @@ int main(int argc, char** argv) {
   std::string dir;
   build->add_option("DIR", dir, "Folder of images (walked recursively)")->required();
   AddDbFlags(build, flags, true);
+  AddIndexFlags(build, flags);
   build->add_flag("--json", as_json, "Print a JSON summary");
   build->callback([&] { rc = RunBuild(home, flags, dir, as_json); });
 
@@ -333,6 +378,7 @@ int main(int argc, char** argv) {
   QueryParams params;
   query->add_option("IMAGE", image, "Query image file")->required();
   AddDbFlags(query, flags, false);
+  AddIndexFlags(query, flags);
   query->add_option("-k,--top-k", params.top_k, "Number of results")->check(CLI::Range(1, 1000));
   query->add_option("--min-score", params.min_score, "Drop results below this cosine similarity");
   query->add_flag("--json", as_json, "Print JSON");
@@ -342,6 +388,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> files;
   add->add_option("FILE", files, "Image files")->required();
   AddDbFlags(add, flags, false);
+  AddIndexFlags(add, flags);
   add->add_flag("--json", as_json, "Print JSON");
   add->callback([&] { rc = RunAdd(home, flags, files, as_json); });
 
@@ -349,11 +396,13 @@ int main(int argc, char** argv) {
   std::vector<int64_t> ids;
   remove->add_option("ID", ids, "Image ids")->required();
   AddDbFlags(remove, flags, false);
+  AddIndexFlags(remove, flags);
   remove->callback([&] { rc = RunRemove(home, flags, ids); });
 
   auto* serve = app.add_subcommand("serve", "Serve the HTTP API and web page");
   ServerOptions server_options;
   AddDbFlags(serve, flags, false);
+  AddIndexFlags(serve, flags);
   serve->add_option("--host", server_options.host, "Address to bind");
   serve->add_option("--port", server_options.port, "Port (0 = any free port)");
   serve->add_option("--max-request-bytes", server_options.max_request_bytes,
@@ -369,8 +418,15 @@ int main(int argc, char** argv) {
       "eval", "Leave-one-out retrieval quality (labels = first folder level under DIR)");
   eval->add_option("DIR", dir, "Folder the database was built from")->required();
   AddDbFlags(eval, flags, false);
+  AddIndexFlags(eval, flags);
   eval->add_flag("--json", as_json, "Print JSON");
   eval->callback([&] { rc = RunEval(home, flags, dir, as_json); });
+
+  auto* compact = app.add_subcommand(
+      "compact", "Merge the disk index's recent changes into a new disk graph");
+  AddDbFlags(compact, flags, false);
+  AddIndexFlags(compact, flags);
+  compact->callback([&] { rc = RunCompact(home, flags); });
 
   auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");
   AddDbFlags(stats, flags, false);
@@ -395,6 +451,50 @@ int main(int argc, char** argv) {
   auto* info = model->add_subcommand("info", "Print an installed model's card");
   info->add_option("NAME", model_arg)->required();
   info->callback([&] { rc = RunModelInfo(home, model_arg); });
+
+  auto* bench = app.add_subcommand("bench", "Benchmarks");
+  bench->require_subcommand(1);
+  auto* bench_ann = bench->add_subcommand(
+      "ann", "Compare approximate nearest-neighbour indexes on a big-ann data set (JSON rows)");
+  AnnBenchOptions ann;
+  std::string ann_base, ann_queries, ann_gt, ann_workdir;
+  bench_ann->add_option("--base", ann_base, "Base vectors (.fbin)")->required();
+  bench_ann->add_option("--queries", ann_queries, "Query vectors (.fbin)")->required();
+  bench_ann->add_option("--gt", ann_gt, "Ground truth (.ibin); default: exact search");
+  bench_ann->add_option("--k", ann.k, "Neighbours per query")->check(CLI::Range(1, 1000));
+  bench_ann->add_option("--L", ann.L, "Search list sweep, comma-separated")->delimiter(',');
+  bench_ann->add_option("--threads", ann.threads, "Query (and build) threads")
+      ->check(CLI::Range(1, 1024));
+  bench_ann->add_option("--peers", ann.peers,
+                        "Peers run besides disk and exact, comma-separated (default: "
+                        "hnswlib,faiss-hnsw,faiss-ivfpq)")
+      ->delimiter(',');
+  bench_ann->add_option("--ram-budget", ann.ram_budget, "RAM budget in bytes (0 = none)");
+  bench_ann->add_option("--workdir", ann_workdir, "Where index files go (default: a temp dir)");
+  bench_ann->add_option("--limit-base", ann.limit_base,
+                        "Use only the first N base vectors (ground truth then computed)");
+  auto& disk = ann.disk;
+  bench_ann->add_option("--disk-R", disk.max_degree, "Disk index: graph degree R");
+  bench_ann->add_option("--disk-build-L", disk.build_list, "Disk index: build list L");
+  bench_ann->add_option("--disk-alpha", disk.alpha, "Disk index: pruning alpha");
+  bench_ann->add_option("--disk-passes", disk.passes, "Disk index: build passes (1 or 2)");
+  bench_ann->add_option("--disk-storage", disk.storage, "Disk index: fp32, fp16 or int8")
+      ->check(CLI::IsMember({"fp32", "fp16", "int8"}));
+  bench_ann->add_option("--disk-pq-bytes", disk.pq_bytes, "Disk index: PQ bytes (0 = from budget)");
+  bench_ann->add_option("--build-ram-budget", disk.build_ram_budget,
+                        "Disk index: peak build RAM in bytes (0 = 4 GiB)");
+  bench_ann->add_option("--disk-W", disk.beam_width, "Disk index: beam width");
+  bench_ann->add_option("--disk-in-flight", disk.queries_in_flight,
+                        "Disk index: queries in flight per thread");
+  bench_ann->add_flag("--disk-reuse", disk.reuse,
+                      "Disk index: reuse the index file already in --workdir");
+  bench_ann->callback([&] {
+    ann.base = ann_base;
+    ann.queries = ann_queries;
+    ann.gt = ann_gt;
+    ann.workdir = ann_workdir;
+    rc = RunBenchAnn(ann);
+  });
 
   CLI11_PARSE(app, argc, argv);
   return rc;

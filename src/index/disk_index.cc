@@ -154,6 +154,7 @@ class DiskIndexImpl final : public DiskIndex {
 
   ~DiskIndexImpl() override {
     cancel_.store(true);
+    std::lock_guard<std::mutex> g(thread_mu_);
     if (compactor_.joinable()) compactor_.join();
     if (lock_fd_ >= 0) ::close(lock_fd_);
   }
@@ -486,17 +487,26 @@ class DiskIndexImpl final : public DiskIndex {
     return changes >= std::max<size_t>(1, size_t(options_.compact_ratio * double(base)));
   }
 
+  // Starts one background compaction when the changes call for it. At most
+  // one is scheduled at a time; the previous thread has finished its work
+  // (it clears scheduled_ last) and is only joined here, never while it
+  // could be waiting for a lock this thread holds.
   void MaybeCompactInBackground() {
-    if (!options_.background_compaction || compacting_.load() || !NeedsCompaction()) return;
-    std::unique_lock compaction(compaction_mu_, std::try_to_lock);
-    if (!compaction.owns_lock()) return;
+    if (!options_.background_compaction || !NeedsCompaction()) return;
+    bool idle = false;
+    if (!scheduled_.compare_exchange_strong(idle, true)) return;
+    std::lock_guard<std::mutex> g(thread_mu_);
     if (compactor_.joinable()) compactor_.join();
     compactor_ = std::thread([this] {
-      std::unique_lock c(compaction_mu_);
-      Status s = CompactLocked();
-      if (!s.ok() && s.code() != StatusCode::kCancelled) {
-        std::fprintf(stderr, "pixseek: background compaction failed: %s\n", s.ToString().c_str());
+      {
+        std::unique_lock c(compaction_mu_);
+        Status s = CompactLocked();
+        if (!s.ok() && s.code() != StatusCode::kCancelled) {
+          std::fprintf(stderr, "pixseek: background compaction failed: %s\n",
+                       s.ToString().c_str());
+        }
       }
+      scheduled_.store(false);
     });
   }
 
@@ -742,7 +752,9 @@ class DiskIndexImpl final : public DiskIndex {
   std::vector<int64_t> removed_since_freeze_;
 
   std::mutex compaction_mu_;  // one compaction at a time
+  std::mutex thread_mu_;      // guards compactor_
   std::thread compactor_;
+  std::atomic<bool> scheduled_{false};  // a background compaction is queued or running
   std::atomic<bool> compacting_{false};
   std::atomic<bool> cancel_{false};
   mutable std::mutex error_mu_;
