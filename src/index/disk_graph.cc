@@ -102,24 +102,32 @@ class DiskGraph::Searcher {
   }
 
   // Answers queries next() hands out (an index, or SIZE_MAX when none are
-  // left) until none remain.
+  // left) until none remain. On an error it stops starting queries, waits
+  // for every read already submitted (the kernel writes into this
+  // searcher's buffers until they complete), and returns the first error.
   template <typename Next>
   Status Run(const float* queries, Next&& next, std::vector<std::vector<SearchHit>>* results,
              std::vector<DiskSearchStats>* stats) {
     io_uring* ring = nullptr;
     PIXSEEK_RETURN_IF_ERROR(t_ring.Get(&ring));
     const int fd = g_.direct_fd_ >= 0 ? g_.direct_fd_ : g_.fd_;
-    size_t active = 0;
-    // Starts queries in idle slots and advances them until they wait or end.
-    auto feed = [&](Slot& s, size_t slot_index) -> Status {
-      for (;;) {
+    Status error;
+    size_t in_flight = 0;  // reads submitted and not yet completed
+    // Starts queries in an idle slot and advances it until it waits for
+    // reads or there is nothing left to do.
+    auto feed = [&](Slot& s, size_t slot_index) {
+      while (error.ok()) {
         if (!s.busy) {
           const size_t q = next();
-          if (q == SIZE_MAX) return Status::Ok();
+          if (q == SIZE_MAX) return;
           Start(s, q, queries + q * size_t(g_.dim_));
-          ++active;
         }
-        PIXSEEK_RETURN_IF_ERROR(Advance(s));
+        Status st = Advance(s);
+        if (!st.ok()) {
+          error = st;
+          s.busy = false;
+          return;
+        }
         if (!s.pending.empty()) {
           for (size_t i = 0; i < s.pending.size(); ++i) {
             io_uring_sqe* sqe = io_uring_get_sqe(ring);
@@ -133,40 +141,55 @@ class DiskGraph::Searcher {
             io_uring_sqe_set_data64(sqe, (uint64_t{slot_index} << 16) | i);
           }
           s.outstanding = s.pending.size();
-          return Status::Ok();
+          in_flight += s.outstanding;
+          return;
         }
-        // Done: hand out the results and take the next query.
-        Finish(s, results, stats);
-        --active;
+        Finish(s, results, stats);  // done: take the next query
       }
     };
-    for (size_t i = 0; i < slots_.size(); ++i) PIXSEEK_RETURN_IF_ERROR(feed(slots_[i], i));
-    while (active > 0) {
+    for (size_t i = 0; i < slots_.size(); ++i) feed(slots_[i], i);
+    std::vector<size_t> ready;
+    while (in_flight > 0) {
       const int rc = io_uring_submit_and_wait(ring, 1);
-      if (rc < 0 && rc != -EINTR) {
-        return Status::Internal(std::string("io_uring submit: ") + std::strerror(-rc));
+      if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+        // Cannot even wait: nothing safe to do with the buffers but keep
+        // them, so leak this searcher's slots rather than free them.
+        for (auto& s : slots_) s.buffers.release();
+        return Status::Internal(std::string("io_uring wait: ") + std::strerror(-rc));
       }
       io_uring_cqe* cqe;
       unsigned head, seen = 0;
-      std::vector<size_t> ready;
+      ready.clear();
       io_uring_for_each_cqe(ring, head, cqe) {
         ++seen;
         const uint64_t data = io_uring_cqe_get_data64(cqe);
         Slot& s = slots_[data >> 16];
-        if (cqe->res != static_cast<int>(g_.block_bytes_)) {
+        if (cqe->res != static_cast<int>(g_.block_bytes_) && s.error.ok()) {
           s.error = Status::DataLoss(g_.path_.string() + ": reading a node block failed (" +
                                      (cqe->res < 0 ? std::string(std::strerror(-cqe->res))
                                                    : "short read") + ")");
         }
+        --in_flight;
         if (--s.outstanding == 0) ready.push_back(data >> 16);
       }
       io_uring_cq_advance(ring, seen);
       for (size_t i : ready) {
-        if (!slots_[i].error.ok()) return slots_[i].error;
-        PIXSEEK_RETURN_IF_ERROR(feed(slots_[i], i));
+        Slot& s = slots_[i];
+        if (!s.error.ok()) {
+          if (error.ok()) error = s.error;
+          s.busy = false;
+          s.pending.clear();
+          continue;
+        }
+        if (!error.ok()) {
+          s.busy = false;
+          s.pending.clear();
+          continue;
+        }
+        feed(s, i);
       }
     }
-    return Status::Ok();
+    return error;
   }
 
  private:
@@ -198,7 +221,8 @@ class DiskGraph::Searcher {
     s.start = Clock::now();
     s.stats = {};
     s.error = Status::Ok();
-    g_.pq_->ComputeTables(query, s.tables.data());
+    s.outstanding = 0;
+    g_.pq_->ComputeL2Tables(query, s.tables.data());
     s.seen.Clear();
     s.list.clear();
     s.exact.clear();

@@ -144,9 +144,14 @@ struct ProductQuantizer::Impl {
         }
       }
     }
+    norms.assign(pq.M * kCentroids, 0.0f);
+    for (size_t i = 0; i < norms.size(); ++i) {
+      for (size_t t = 0; t < dsub; ++t) norms[i] += pq.centroids[i * dsub + t] * pq.centroids[i * dsub + t];
+    }
   }
   faiss::ProductQuantizer pq;
   std::vector<float> transposed;
+  std::vector<float> norms;  // |centroid_{j,c}|^2 at j * 256 + c
 };
 
 ProductQuantizer::ProductQuantizer(int dim, int m, std::unique_ptr<Impl> impl)
@@ -263,6 +268,12 @@ void ProductQuantizer::ComputeTables(const float* query, float* tables) const {
       for (size_t c = 0; c < kCentroids; ++c) out[c] += qt * row[c];
     }
   }
+}
+
+void ProductQuantizer::ComputeL2Tables(const float* query, float* tables) const {
+  ComputeTables(query, tables);
+  const float* norms = impl_->norms.data();
+  for (size_t i = 0; i < table_size(); ++i) tables[i] = 2.0f * tables[i] - norms[i];
 }
 
 Status ProductQuantizer::Save(std::vector<uint8_t>* out) const {

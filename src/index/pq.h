@@ -74,6 +74,14 @@ class ProductQuantizer {
   // sub-vectors with every centroid; see the file comment.
   void ComputeTables(const float* query, float* tables) const;
 
+  // Fills tables (table_size() floats) so that Score gives minus the squared
+  // L2 distance from the query to the decoded vector, up to a constant:
+  // tables[j * 256 + c] = 2 <q_j, centroid_{j,c}> - |centroid_{j,c}|^2.
+  // For ranking near neighbours this is more faithful than the inner
+  // product: its error shrinks with the query-to-vector distance, the inner
+  // product's does not.
+  void ComputeL2Tables(const float* query, float* tables) const;
+
   // Approximate inner product of the query whose tables these are with the
   // vector whose code this is (code_size() bytes).
   float Score(const float* tables, const uint8_t* code) const {
