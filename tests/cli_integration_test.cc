@@ -208,6 +208,43 @@ TEST_F(CliIntegrationTest, AddAndRemoveInPlace) {
   EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
 }
 
+TEST_F(CliIntegrationTest, IndexKindsAndCompact) {
+  // New databases use the disk index; small ones keep every vector in its
+  // in-memory graph, so compact has nothing to fold in yet.
+  BuildJson();
+  auto r = Pixseek({"stats", "--db", db_.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json stats = json::parse(r.out);
+  EXPECT_EQ(stats["index_kind"], "disk");
+  EXPECT_EQ(stats["count"], 12);
+  EXPECT_EQ(stats["index"]["delta_vectors"], 12);
+  EXPECT_EQ(stats["index"]["base_vectors"], 0);
+  r = Pixseek({"compact", "--db", db_.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["count"], 12);
+
+  // --index flat makes the exact in-RAM index; queries behave the same.
+  const auto flat_db = tmp_.path() / "flat.db";
+  r = Pixseek({"build", images_.string(), "--db", flat_db.string(), "--model", "tiny", "--index",
+               "flat", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"stats", "--db", flat_db.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["index_kind"], "flat");
+  const auto query = images_ / "blue" / "b2.png";
+  json a = json::parse(Pixseek({"query", query.string(), "--db", db_.string(), "-k", "3", "--json"}).out);
+  json b = json::parse(Pixseek({"query", query.string(), "--db", flat_db.string(), "-k", "3", "--json"}).out);
+  ASSERT_EQ(a["results"].size(), 3u);
+  ASSERT_EQ(b["results"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(a["results"][i]["path"], b["results"][i]["path"]);
+    EXPECT_NEAR(a["results"][i]["score"].get<double>(), b["results"][i]["score"].get<double>(), 1e-5);
+  }
+  // A bad parameter is refused with a message.
+  r = Pixseek({"compact", "--db", db_.string(), "--storage", "fp8"});
+  EXPECT_NE(r.exit_code, 0);
+}
+
 TEST_F(CliIntegrationTest, ClearErrors) {
   // No database yet.
   auto r = Pixseek({"query", (images_ / "red" / "r0.jpg").string(), "--db", db_.string()});
