@@ -442,12 +442,15 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
     }
   }
   uint64_t offset = h.blocks_offset + h.num_blocks * layout.block_bytes();
+  // Sections start on sector boundaries; the last one ends the file, so
+  // that every byte after the node blocks belongs to a checksummed section.
   auto write_section = [&](disk::Section* s, const uint8_t* data, size_t bytes) -> Status {
+    offset = disk::AlignUp(offset);
     s->offset = offset;
     s->bytes = bytes;
     s->hash = XXH3_64bits(data, bytes);
     PIXSEEK_RETURN_IF_ERROR(PwriteFull(fd, data, bytes, offset));
-    offset = disk::AlignUp(offset + bytes);
+    offset += bytes;
     return Status::Ok();
   };
   std::vector<uint8_t> pq_bytes;
