@@ -118,6 +118,24 @@ TEST_F(PqTest, ScoreIsSumOfTablesAndInnerProductWithDecoded) {
   }
 }
 
+// The L2 tables score 2 <q, x^> - |x^|^2, which is |q|^2 - |q - x^|^2: the
+// same order as the squared L2 distance to the decoded vector, reversed.
+TEST_F(PqTest, L2TablesScoreMinusSquaredDistanceToDecoded) {
+  std::vector<float> tables(pq_->table_size());
+  const float* q = &(*data_)[3 * kDim];
+  pq_->ComputeL2Tables(q, tables.data());
+  double q2 = 0;
+  for (int t = 0; t < kDim; ++t) q2 += double{q[t]} * q[t];
+  std::vector<float> decoded(kDim);
+  for (size_t i = 0; i < 50; ++i) {
+    const uint8_t* code = &(*codes_)[i * kM];
+    pq_->Decode(code, 1, decoded.data());
+    double d2 = 0;
+    for (int t = 0; t < kDim; ++t) d2 += (double{q[t]} - decoded[t]) * (double{q[t]} - decoded[t]);
+    EXPECT_NEAR(pq_->Score(tables.data(), code), q2 - d2, 1e-3);
+  }
+}
+
 TEST_F(PqTest, RecallAt10AgainstExactInnerProduct) {
   constexpr size_t kK = 10;
   std::vector<float> tables(pq_->table_size());
