@@ -304,6 +304,8 @@ TEST(ChoosePqBytesTest, LargestDivisorUnderTarget) {
   EXPECT_EQ(ChoosePqBytes(64, 1000), 32);  // at least two coordinates per sub-space
   // 10% of 100,000 x 2048 floats: 512-byte codes, as DiskANN uses.
   EXPECT_EQ(ChoosePqBytesForBudget(2048, 100000, 81920000), 512);
+  // 10% of 1,000,000 x 768 floats: 192-byte codes (4 coordinates each).
+  EXPECT_EQ(ChoosePqBytesForBudget(768, 1000000, 307200000), 192);
 }
 
 // ---------------------------------------------------------------------------

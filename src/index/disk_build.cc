@@ -288,7 +288,7 @@ int ChoosePqBytes(int dim, size_t target) {
 }
 
 int ChoosePqBytesForBudget(int dim, size_t n, uint64_t ram_budget) {
-  const double per_row = 0.7 * double(ram_budget) / double(std::max<size_t>(n, 1)) - 24;
+  const double per_row = 0.8 * double(ram_budget) / double(std::max<size_t>(n, 1)) - 24;
   return ChoosePqBytes(dim, static_cast<size_t>(std::max(1.0, per_row)));
 }
 

@@ -454,7 +454,9 @@ Status DiskGraph::ReadBlock(uint64_t block, uint8_t* buf, bool direct) const {
 }
 
 Status DiskGraph::LoadCache(uint64_t cache_bytes) {
-  const size_t want = std::min<uint64_t>(n_, cache_bytes / node_bytes_);
+  const uint64_t slot_table = uint64_t(n_) * sizeof(int32_t);
+  if (cache_bytes <= slot_table) return Status::Ok();
+  const size_t want = std::min<uint64_t>(n_, (cache_bytes - slot_table) / node_bytes_);
   if (want == 0) return Status::Ok();
   cache_slot_.assign(n_, -1);
   cache_.resize(want * node_bytes_);

@@ -110,8 +110,9 @@ using BuildProgress = std::function<void(const char* phase, size_t done, size_t 
 // at most dim / 2 so that every sub-space has two or more coordinates when
 // dim allows it.
 int ChoosePqBytes(int dim, size_t target);
-// pq_bytes for n vectors of dim under ram_budget: about 70% of the budget per
-// vector goes to its code, the rest to ids, checksums and the node cache.
+// pq_bytes for n vectors of dim under ram_budget: up to 80% of the budget per
+// vector, less 24 bytes of ids and checksums, goes to its code; the rest
+// (at least the rounding down to a divisor of dim) to the node cache.
 int ChoosePqBytesForBudget(int dim, size_t n, uint64_t ram_budget);
 
 // Builds the disk graph of source's rows, node i having id ids[i], and writes
@@ -126,7 +127,8 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
                       const BuildProgress& progress = nullptr);
 
 struct DiskGraphOptions {
-  // RAM for the cache of nodes nearest the entry point (breadth-first levels).
+  // RAM for the cache of nodes nearest the entry point (breadth-first
+  // levels), its node-to-slot table (4 bytes per node) included.
   uint64_t cache_bytes = 0;
   // Read nodes with O_DIRECT, bypassing the page cache (falls back to
   // buffered reads where the file system refuses O_DIRECT, e.g. tmpfs).
