@@ -539,14 +539,18 @@ TEST_F(DiskIndexTest, KillAtRandomMomentsLosesNothingAcknowledged) {
     auto index = OpenDiskIndex(dir(), 32, ro);
     ASSERT_TRUE(index.ok()) << index.status().ToString();
     for (const auto& [eid, live] : expected) {
-      if (uncertain.count(eid) == 0) ASSERT_EQ((*index)->Contains(eid), live) << "id " << eid;
+      if (uncertain.count(eid) == 0) {
+        ASSERT_EQ((*index)->Contains(eid), live) << "id " << eid;
+      }
     }
   }
   // A writable open cleans up after the last kill and still has everything.
   auto index = OpenDiskIndex(dir(), 32, SmallIndexOptions());
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   for (const auto& [eid, live] : expected) {
-    if (uncertain.count(eid) == 0) ASSERT_EQ((*index)->Contains(eid), live) << eid;
+    if (uncertain.count(eid) == 0) {
+      ASSERT_EQ((*index)->Contains(eid), live) << eid;
+    }
   }
   EXPECT_GT((*index)->stats().generation, 0u) << "no compaction ever committed";
   RecordProperty("kills_during_compaction", kills_during_compaction);

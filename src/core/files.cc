@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -31,6 +32,43 @@ Status EnsureDirectory(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::Internal("cannot create directory " + dir.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+Status ReadFullAt(int fd, void* buf, size_t bytes, uint64_t offset,
+                  const std::filesystem::path& path) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (bytes > 0) {
+    const ssize_t r = ::pread(fd, p, std::min<size_t>(bytes, size_t{1} << 30), static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return Status::Internal("cannot read " + path.string() + ": " + std::strerror(errno));
+    if (r == 0) {
+      return Status::DataLoss(path.string() + " ends before offset " +
+                              std::to_string(offset + bytes) + " (truncated?)");
+    }
+    p += r;
+    bytes -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+  return Status::Ok();
+}
+
+Status WriteFullAt(int fd, const void* buf, size_t bytes, uint64_t offset,
+                   const std::filesystem::path& path) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (bytes > 0) {
+    const ssize_t w = ::pwrite(fd, p, std::min<size_t>(bytes, size_t{1} << 30), static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      const int err = errno;
+      std::string m = "cannot write " + path.string() + ": " + std::strerror(err);
+      if (err == ENOSPC || err == EDQUOT) return Status::ResourceExhausted(std::move(m));
+      return Status::Internal(std::move(m));
+    }
+    p += w;
+    bytes -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
   return Status::Ok();
 }
 

@@ -28,6 +28,16 @@ Status WriteFileAtomic(const std::filesystem::path& path, const std::string& tex
 // create_directories with a Status.
 Status EnsureDirectory(const std::filesystem::path& dir);
 
+// Reads exactly `bytes` at `offset` (pread, retried on EINTR and short
+// reads). DataLoss when the file ends first, Internal on an I/O error; `path`
+// names the file in the message.
+Status ReadFullAt(int fd, void* buf, size_t bytes, uint64_t offset,
+                  const std::filesystem::path& path);
+// Writes exactly `bytes` at `offset` (pwrite, retried likewise).
+// ResourceExhausted when the disk is full, Internal on other errors.
+Status WriteFullAt(int fd, const void* buf, size_t bytes, uint64_t offset,
+                   const std::filesystem::path& path);
+
 // fsync on a directory so a rename or create inside it survives a crash.
 Status SyncDirectory(const std::filesystem::path& dir);
 

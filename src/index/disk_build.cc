@@ -30,30 +30,6 @@ Status ErrnoStatus(const std::string& what, const std::filesystem::path& path) {
   return Status::Internal(what + " " + path.string() + ": " + std::strerror(errno));
 }
 
-Status PreadFull(int fd, uint8_t* buf, size_t bytes, uint64_t offset) {
-  while (bytes > 0) {
-    const ssize_t r = ::pread(fd, buf, bytes, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return Status::DataLoss(std::string("short read: ") + (r < 0 ? std::strerror(errno) : "end of file"));
-    buf += r;
-    bytes -= static_cast<size_t>(r);
-    offset += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
-
-Status PwriteFull(int fd, const uint8_t* buf, size_t bytes, uint64_t offset) {
-  while (bytes > 0) {
-    const ssize_t w = ::pwrite(fd, buf, bytes, static_cast<off_t>(offset));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return Status::Internal(std::string("write failed: ") + std::strerror(errno));
-    buf += w;
-    bytes -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
-}
-
 bool Cancelled(const std::atomic<bool>* cancel) {
   return cancel != nullptr && cancel->load(std::memory_order_relaxed);
 }
@@ -253,9 +229,9 @@ Result<std::unique_ptr<FbinVectorSource>> FbinVectorSource::Open(const std::file
     if (errno == ENOENT) return Status::NotFound("no such file: " + path.string());
     return ErrnoStatus("cannot open", path);
   }
-  std::unique_ptr<FbinVectorSource> source(new FbinVectorSource(fd, 0, 0));
+  std::unique_ptr<FbinVectorSource> source(new FbinVectorSource(path, fd));
   int32_t header[2];
-  if (!PreadFull(fd, reinterpret_cast<uint8_t*>(header), 8, 0).ok()) {
+  if (!ReadFullAt(fd, header, 8, 0, path).ok()) {
     return Status::DataLoss(path.string() + ": shorter than the 8-byte .fbin header");
   }
   struct stat st {};
@@ -276,7 +252,7 @@ FbinVectorSource::~FbinVectorSource() { ::close(fd_); }
 Status FbinVectorSource::Read(size_t begin, size_t count, float* out) const {
   if (begin > n_ || count > n_ - begin) return Status::InvalidArgument("vector source: rows past the end");
   const size_t row = size_t(dim_) * 4;
-  return PreadFull(fd_, reinterpret_cast<uint8_t*>(out), count * row, 8 + begin * row);
+  return ReadFullAt(fd_, out, count * row, 8 + begin * row, path_);
 }
 
 int ChoosePqBytes(int dim, size_t target) {
@@ -437,7 +413,7 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
         block_hashes[b0 + b] = XXH3_64bits(buf.data() + b * block_bytes, block_bytes);
       }
       PIXSEEK_RETURN_IF_ERROR(
-          PwriteFull(fd, buf.data(), nb * block_bytes, h.blocks_offset + b0 * block_bytes));
+          WriteFullAt(fd, buf.data(), nb * block_bytes, h.blocks_offset + b0 * block_bytes, tmp));
       if (progress) progress("write", first + count, n);
     }
   }
@@ -449,7 +425,7 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
     s->offset = offset;
     s->bytes = bytes;
     s->hash = XXH3_64bits(data, bytes);
-    PIXSEEK_RETURN_IF_ERROR(PwriteFull(fd, data, bytes, offset));
+    PIXSEEK_RETURN_IF_ERROR(WriteFullAt(fd, data, bytes, offset, tmp));
     offset += bytes;
     return Status::Ok();
   };
@@ -466,7 +442,7 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
   h.header_hash = XXH3_64bits(&h, offsetof(disk::Header, header_hash));
   std::vector<uint8_t> sector(disk::kSector, 0);
   std::memcpy(sector.data(), &h, sizeof(h));
-  PIXSEEK_RETURN_IF_ERROR(PwriteFull(fd, sector.data(), sector.size(), 0));
+  PIXSEEK_RETURN_IF_ERROR(WriteFullAt(fd, sector.data(), sector.size(), 0, tmp));
   if (::ftruncate(fd, static_cast<off_t>(offset)) != 0) return ErrnoStatus("cannot size", tmp);
   if (::fsync(fd) != 0) return ErrnoStatus("cannot fsync", tmp);
   std::error_code ec;

@@ -24,6 +24,7 @@
 #include <string>
 #include <thread>
 
+#include "core/files.h"
 #include "index/disk_format.h"
 #include "index/disk_graph.h"
 #include "index/graph_search.h"
@@ -44,19 +45,6 @@ constexpr uint32_t kMaxDegree = 4096;
 constexpr int kMaxBeamWidth = 64;
 constexpr int kMaxInFlight = 64;
 constexpr unsigned kRingDepth = 1024;
-
-Status PreadAll(int fd, uint8_t* buf, size_t bytes, uint64_t offset) {
-  while (bytes > 0) {
-    const ssize_t r = ::pread(fd, buf, bytes, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return Status::DataLoss(std::string("read failed: ") + std::strerror(errno));
-    if (r == 0) return Status::DataLoss("unexpected end of file");
-    buf += r;
-    bytes -= static_cast<size_t>(r);
-    offset += static_cast<uint64_t>(r);
-  }
-  return Status::Ok();
-}
 
 // A 4 KiB-aligned buffer for O_DIRECT reads.
 struct AlignedBuffer {
@@ -337,7 +325,7 @@ Result<std::unique_ptr<DiskGraph>> DiskGraph::Open(const std::filesystem::path& 
 
   disk::Header h;
   std::vector<uint8_t> sector(disk::kSector);
-  PIXSEEK_RETURN_IF_ERROR(PreadAll(g->fd_, sector.data(), sector.size(), 0));
+  PIXSEEK_RETURN_IF_ERROR(ReadFullAt(g->fd_, sector.data(), sector.size(), 0, path));
   std::memcpy(&h, sector.data(), sizeof(h));
   if (std::memcmp(h.magic, disk::kMagic, 8) != 0) return damaged("not a pixseek disk index (bad magic)");
   if (h.version != disk::kVersion) {
@@ -371,7 +359,7 @@ Result<std::unique_ptr<DiskGraph>> DiskGraph::Open(const std::filesystem::path& 
       return damaged(std::string(what) + " section out of bounds");
     }
     out->resize(s.bytes);
-    PIXSEEK_RETURN_IF_ERROR(PreadAll(g->fd_, out->data(), s.bytes, s.offset));
+    PIXSEEK_RETURN_IF_ERROR(ReadFullAt(g->fd_, out->data(), s.bytes, s.offset, path));
     if (XXH3_64bits(out->data(), out->size()) != s.hash) {
       return damaged(std::string(what) + " checksum mismatch");
     }
@@ -449,7 +437,7 @@ Status DiskGraph::VerifyBlock(uint64_t block, const uint8_t* buf) const {
 
 Status DiskGraph::ReadBlock(uint64_t block, uint8_t* buf, bool direct) const {
   const int fd = direct && direct_fd_ >= 0 ? direct_fd_ : fd_;
-  PIXSEEK_RETURN_IF_ERROR(PreadAll(fd, buf, block_bytes_, blocks_offset_ + block * block_bytes_));
+  PIXSEEK_RETURN_IF_ERROR(ReadFullAt(fd, buf, block_bytes_, blocks_offset_ + block * block_bytes_, path_));
   return VerifyBlock(block, buf);
 }
 
@@ -513,7 +501,7 @@ Status DiskGraph::ForEachVector(const std::function<Status(uint32_t, const float
   for (uint64_t b0 = 0; b0 < blocks; b0 += kBlocksPerRead) {
     const uint64_t nb = std::min(kBlocksPerRead, blocks - b0);
     PIXSEEK_RETURN_IF_ERROR(
-        PreadAll(fd_, buf.data, nb * block_bytes_, blocks_offset_ + b0 * block_bytes_));
+        ReadFullAt(fd_, buf.data, nb * block_bytes_, blocks_offset_ + b0 * block_bytes_, path_));
     for (uint64_t b = 0; b < nb; ++b) {
       const uint8_t* block = buf.data + b * block_bytes_;
       PIXSEEK_RETURN_IF_ERROR(VerifyBlock(b0 + b, block));

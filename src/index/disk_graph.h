@@ -68,10 +68,11 @@ class FbinVectorSource final : public VectorSource {
   Status Read(size_t begin, size_t count, float* out) const override;
 
  private:
-  FbinVectorSource(int fd, size_t n, int dim) : fd_(fd), n_(n), dim_(dim) {}
+  FbinVectorSource(std::filesystem::path path, int fd) : path_(std::move(path)), fd_(fd) {}
+  std::filesystem::path path_;
   int fd_;
-  size_t n_;
-  int dim_;
+  size_t n_ = 0;
+  int dim_ = 0;
 };
 
 struct DiskBuildParams {

@@ -69,18 +69,7 @@ Status ErrnoStatus(const std::string& what, const std::filesystem::path& path) {
 
 Status WriteAt(int fd, uint64_t offset, const void* data, size_t n,
                const std::filesystem::path& path) {
-  auto p = static_cast<const uint8_t*>(data);
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, std::min<size_t>(n, size_t{1} << 30), static_cast<off_t>(offset));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("cannot write", path);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
-  return Status::Ok();
+  return WriteFullAt(fd, data, n, offset, path);
 }
 
 uint64_t RecordSize(uint8_t op, uint64_t count, int dimension) {
