@@ -50,13 +50,11 @@ class DiskCandidate final : public AnnCandidate {
     }
     // The node cache gets what the budget leaves after codes, ids and
     // checksums.
-    PIXSEEK_ASSIGN_OR_RETURN(auto probe, DiskGraph::Open(file));
-    DiskGraphOptions go;
-    go.cache_bytes = budget_ > probe->ram_bytes() ? budget_ - probe->ram_bytes() : 0;
-    probe.reset();
-    PIXSEEK_ASSIGN_OR_RETURN(graph_, DiskGraph::Open(file, go));
+    PIXSEEK_ASSIGN_OR_RETURN(graph_, DiskGraph::Open(file));
+    const uint64_t without_cache = graph_->ram_bytes();
+    PIXSEEK_RETURN_IF_ERROR(graph_->FillCacheToBudget(budget_));
     pq_bytes_ = graph_->pq_bytes();
-    cache_bytes_ = go.cache_bytes;
+    cache_bytes_ = budget_ > without_cache ? budget_ - without_cache : 0;
     return Status::Ok();
   }
 

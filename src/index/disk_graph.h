@@ -176,6 +176,14 @@ class DiskGraph {
   VectorStorage storage() const { return storage_; }
   int pq_bytes() const { return pq_->m(); }
   uint64_t file_bytes() const { return file_bytes_; }
+
+  // Gives the node cache whatever of `ram_budget` ram_bytes() leaves, for a
+  // graph opened without a cache (its size is known only once open). Call
+  // before sharing the graph with other threads; no-op when nothing is left.
+  Status FillCacheToBudget(uint64_t ram_budget) {
+    if (!cache_slot_.empty() || ram_budget <= ram_bytes()) return Status::Ok();
+    return LoadCache(ram_budget - ram_bytes());
+  }
   size_t cached_nodes() const { return cached_nodes_; }
   // RAM held: codes, codebook, ids, checksums and the node cache.
   uint64_t ram_bytes() const;
@@ -207,7 +215,6 @@ class DiskGraph {
   Status ForEachVector(const std::function<Status(uint32_t, const float*)>& fn) const;
 
  private:
-  struct Layout;
   class Searcher;
   DiskGraph() = default;
   Status LoadCache(uint64_t cache_bytes);

@@ -414,15 +414,8 @@ class DiskIndexImpl final : public DiskIndex {
   }
 
   Status OpenBase(const fs::path& path) {
-    DiskGraphOptions o;
-    o.cache_bytes = 0;
-    PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<DiskGraph> g, DiskGraph::Open(path, o));
-    // The node cache gets what the budget leaves after the codes.
-    const uint64_t budget = RamBudget(g->size());
-    if (budget > g->ram_bytes()) {
-      o.cache_bytes = budget - g->ram_bytes();
-      PIXSEEK_ASSIGN_OR_RETURN(g, DiskGraph::Open(path, o));
-    }
+    PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<DiskGraph> g, DiskGraph::Open(path));
+    PIXSEEK_RETURN_IF_ERROR(g->FillCacheToBudget(RamBudget(g->size())));
     if (g->dimension() != dim_) return Status::DataLoss(path.string() + ": wrong dimension");
     for (uint32_t node = 0; node < g->size(); ++node) {
       locations_[g->id(node)] = {Location::kBase, node};
@@ -579,18 +572,9 @@ class DiskIndexImpl final : public DiskIndex {
       ids.clear();
     }
     if (s.ok() && !ids.empty()) {
-      DiskGraphOptions o;
-      auto g = DiskGraph::Open(new_path, o);
-      if (!g.ok()) s = g.status();
-      if (s.ok()) {
-        const uint64_t budget = RamBudget((*g)->size());
-        if (budget > (*g)->ram_bytes()) {
-          o.cache_bytes = budget - (*g)->ram_bytes();
-          g = DiskGraph::Open(new_path, o);
-          if (!g.ok()) s = g.status();
-        }
-        if (s.ok()) new_base = std::move(*g);
-      }
+      auto g = DiskGraph::Open(new_path);
+      s = g.ok() ? (*g)->FillCacheToBudget(RamBudget((*g)->size())) : g.status();
+      if (s.ok()) new_base = std::move(*g);
     }
     if (!s.ok() || new_base == nullptr) {
       // Undo the freeze: the frozen inserts return to the live delta's
