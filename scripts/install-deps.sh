@@ -7,9 +7,16 @@ what=${1:-build}
 pkgs=(build-essential cmake pkg-config ccache
       libopencv-dev libturbojpeg0-dev libjpeg62-turbo-dev libexif-dev libsqlite3-dev
       libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev
-      libgif-dev libfaiss-dev liburing-dev libxxhash-dev libhnswlib-dev)
+      libgif-dev libfaiss-dev liburing-dev libxxhash-dev libhnswlib-dev
+      libtorch-dev libmariadb-dev libhiredis-dev libtomlplusplus-dev liburiparser-dev)
 if [[ $what == test ]]; then
-  pkgs+=(libgtest-dev curl)
+  # Real servers and a real browser for the tests (started by the tests
+  # themselves on 127.0.0.1), torchvision to export test models, OpenCV's
+  # Python bindings for bench embed's Python pipeline of ONNX models.
+  pkgs+=(libgtest-dev curl mariadb-server redis-server chromium python3-torchvision python3-opencv)
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    pkgs+=(nodejs npm)
+  fi
 fi
 
 missing=()

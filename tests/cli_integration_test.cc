@@ -245,6 +245,53 @@ TEST_F(CliIntegrationTest, IndexKindsAndCompact) {
   EXPECT_NE(r.exit_code, 0);
 }
 
+// One configuration for every command: the file, then the environment, then
+// flags; the disk index's parameters chosen at creation are recorded in the
+// manifest and used by later commands.
+TEST_F(CliIntegrationTest, ConfigFileEnvironmentAndFlags) {
+  const auto config = tmp_.path() / "pixseek.toml";
+  std::ofstream(config) << "[database]\ndir = \"" << db_.string() << "\"\nmodel = \"tiny\"\n"
+                        << "[index]\nmax_degree = 24\nstorage = \"int8\"\n";
+  auto r = Pixseek({"build", images_.string(), "--config", config.string(), "--storage", "fp32",
+                    "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream manifest_file(db_ / "pixseek.json");
+  json manifest = json::parse(manifest_file);
+  EXPECT_EQ(manifest["disk_params"]["max_degree"], 24);        // the file
+  EXPECT_EQ(manifest["disk_params"]["storage"], "fp32");       // the flag beat the file
+  EXPECT_EQ(manifest["disk_params"]["build_list"], 100);       // the default, recorded
+  EXPECT_EQ(manifest["metadata_store"], "sqlite");
+
+  // The environment names the database; PIXSEEK_CONFIG the file.
+  r = RunCommand({"/usr/bin/env", "PIXSEEK_DB=" + db_.string(), PIXSEEK_BINARY, "--home",
+                  home_.string(), "stats"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["count"], 12);
+  r = RunCommand({"/usr/bin/env", "PIXSEEK_CONFIG=" + config.string(), PIXSEEK_BINARY, "--home",
+                  home_.string(), "stats"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["count"], 12);
+  // The environment beats the file: a database that does not exist.
+  r = RunCommand({"/usr/bin/env", "PIXSEEK_DB=" + (tmp_.path() / "nothing").string(),
+                  PIXSEEK_BINARY, "--home", home_.string(), "stats", "--config", config.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no pixseek database"), std::string::npos) << r.err;
+
+  // A database on SQLite is not opened with another metadata store by
+  // mistake, and the message never shows the password.
+  r = Pixseek({"stats", "--db", db_.string(), "--metadata-url",
+               "mysql://pixseek:hunter2@127.0.0.1:1/pixseek"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("keeps its metadata in"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("hunter2"), std::string::npos) << r.err;
+
+  // A bad file is one clear line.
+  std::ofstream(config, std::ios::app) << "colour = \"red\"\n";
+  r = Pixseek({"stats", "--config", config.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("colour is not a known key of [index]"), std::string::npos) << r.err;
+}
+
 TEST_F(CliIntegrationTest, ClearErrors) {
   // No database yet.
   auto r = Pixseek({"query", (images_ / "red" / "r0.jpg").string(), "--db", db_.string()});

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -20,8 +21,16 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sstream>
+
 #include "pixseek/database.h"
 #include "pixseek/model_registry.h"
+#include "pixseek/services.h"
 #include "test_util.h"
 #include "tiny_onnx.h"
 
@@ -634,5 +643,285 @@ TEST(ServerBuildTest, BuildJobUnderImportRootCompletes) {
   EXPECT_EQ(res->status, 404);
 }
 
+
+// ---- Server policy: API keys, rate limits, overload, metrics ---------------
+
+// A server over a fresh tiny database with `options` (port 0, quiet).
+struct PolicyServer {
+  TempDir tmp;
+  std::unique_ptr<Database> db;
+  std::unique_ptr<HttpServer> server;
+
+  explicit PolicyServer(ServerOptions options) {
+    auto opened = OpenTinyDatabase(tmp.path(), kDim, 7);
+    EXPECT_TRUE(opened.ok()) << opened.status().ToString();
+    if (!opened.ok()) return;
+    db = std::move(opened).value();
+    options.port = 0;
+    options.log_requests = false;
+    server = std::make_unique<HttpServer>(*db, options);
+    Status started = server->Start();
+    EXPECT_TRUE(started.ok()) << started.ToString();
+  }
+  httplib::Client Client() const { return httplib::Client("127.0.0.1", server->port()); }
+};
+
+httplib::Result UploadWith(httplib::Client& client, const std::string& key, int kind) {
+  httplib::Headers headers;
+  if (!key.empty()) headers.emplace("Authorization", "Bearer " + key);
+  return client.Post("/api/v1/images", headers,
+                     httplib::MultipartFormDataItems{{"image", MakeImage(kind), "a.png", "image/png"}});
+}
+
+TEST(ServerPolicyTest, WritesNeedAKeyOnceKeysAreConfigured) {
+  ServerOptions options;
+  options.api_keys = {"first-key", "second-key"};
+  PolicyServer s(options);
+  ASSERT_TRUE(s.server);
+  auto client = s.Client();
+
+  auto res = UploadWith(client, "", 0);
+  ExpectError(res, 401, "UNAUTHENTICATED");
+  EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer");
+  ExpectError(UploadWith(client, "wrong-key", 0), 403, "PERMISSION_DENIED");
+  {
+    // On a kept-alive connection the refused upload's body is consumed, not
+    // read as a next request.
+    httplib::Client keep("127.0.0.1", s.server->port());
+    keep.set_keep_alive(true);
+    ExpectError(UploadWith(keep, "", 1), 401, "UNAUTHENTICATED");
+    auto next = keep.Get("/api/v1/stats");
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->status, 200) << next->body;
+  }
+  // A prefix or extension of a valid key is just as wrong.
+  ExpectError(UploadWith(client, "second-ke", 0), 403, "PERMISSION_DENIED");
+  ExpectError(UploadWith(client, "second-key2", 0), 403, "PERMISSION_DENIED");
+  res = client.Post("/api/v1/images",
+                    httplib::Headers{{"Authorization", "Basic Zm9vOmJhcg=="}},
+                    httplib::MultipartFormDataItems{{"image", MakeImage(0), "a.png", "image/png"}});
+  ExpectError(res, 401, "UNAUTHENTICATED");
+  res = UploadWith(client, "second-key", 0);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 201) << res->body;
+  const int64_t id = json::parse(res->body)["ids"][0].get<int64_t>();
+
+  // Deletes and builds are writes too; nothing was deleted by the refusal.
+  ExpectError(client.Delete("/api/v1/images/" + std::to_string(id)), 401, "UNAUTHENTICATED");
+  ExpectError(client.Post("/api/v1/builds", R"({"path": "/tmp"})", "application/json"), 401,
+              "UNAUTHENTICATED");
+  EXPECT_EQ(s.db->store().Count().value(), 1);
+
+  // Reads stay open: search, list, stats, the page.
+  res = client.Post("/api/v1/search",
+                    httplib::MultipartFormDataItems{{"image", MakeImage(0), "q.png", "image/png"}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(client.Get("/api/v1/stats")->status, 200);
+  EXPECT_EQ(client.Get("/")->status, 200);
+
+  res = client.Delete("/api/v1/images/" + std::to_string(id),
+                      httplib::Headers{{"Authorization", "Bearer first-key"}});
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 204) << res->body;
+  EXPECT_EQ(s.db->store().Count().value(), 0);
+}
+
+TEST(ServerPolicyTest, KeyedReadsProtectTheApiButNotThePage) {
+  ServerOptions options;
+  options.api_keys = {"k"};
+  options.keyed_reads = true;
+  PolicyServer s(options);
+  ASSERT_TRUE(s.server);
+  auto client = s.Client();
+  ExpectError(client.Get("/api/v1/stats"), 401, "UNAUTHENTICATED");
+  ExpectError(client.Get("/api/v1/images"), 401, "UNAUTHENTICATED");
+  ExpectError(client.Get("/metrics"), 401, "UNAUTHENTICATED");
+  ExpectError(client.Post("/api/v1/search", R"({"image_id": 1})", "application/json"), 401,
+              "UNAUTHENTICATED");
+  EXPECT_EQ(client.Get("/api/v1/stats", httplib::Headers{{"Authorization", "Bearer k"}})->status,
+            200);
+  EXPECT_EQ(client.Get("/")->status, 200);
+  EXPECT_EQ(client.Get("/healthz")->status, 200);
+  EXPECT_EQ(client.Get("/api/v1/openapi.json")->status, 200);
+}
+
+TEST(ServerPolicyTest, RateLimitAnswers429WithRetryAfter) {
+  ServerOptions options;
+  options.rate_limit_per_s = 0.5;  // one token every 2 s
+  options.rate_burst = 3;
+  PolicyServer s(options);
+  ASSERT_TRUE(s.server);
+  auto client = s.Client();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(client.Get("/api/v1/stats")->status, 200) << i;
+  EXPECT_EQ(client.Get("/healthz")->status, 200) << "health checks are never limited";
+  auto res = client.Get("/api/v1/stats");
+  ExpectError(res, 429, "RESOURCE_EXHAUSTED");
+  const int retry = std::stoi(res->get_header_value("Retry-After"));
+  EXPECT_GE(retry, 1);
+  EXPECT_LE(retry, 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  EXPECT_EQ(client.Get("/api/v1/stats")->status, 200);
+}
+
+// With one worker and room for one connection, a second connection that
+// arrives while the first holds the worker is answered 503 (not queued).
+TEST(ServerPolicyTest, OverloadAnswers503WithRetryAfter) {
+  ServerOptions options;
+  options.threads = 1;
+  options.max_concurrent_requests = 1;
+  options.retry_after_s = 7;
+  PolicyServer s(options);
+  ASSERT_TRUE(s.server);
+  // The first connection sends half a request and holds the only worker.
+  int blocker = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(s.server->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(blocker, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const char partial[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_GT(::send(blocker, partial, sizeof(partial) - 1, 0), 0);
+  std::thread closer([blocker] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ::close(blocker);
+  });
+  auto client = s.Client();
+  auto res = client.Get("/api/v1/stats");
+  closer.join();
+  ExpectError(res, 503, "UNAVAILABLE");
+  EXPECT_EQ(res->get_header_value("Retry-After"), "7");
+  // Once the backlog is gone, requests are served again.
+  auto again = s.Client();
+  EXPECT_EQ(again.Get("/api/v1/stats")->status, 200);
+}
+
+TEST_F(ServerTest, MetricsInPrometheusFormat) {
+  const std::string image = MakeImage(3);
+  Upload({{"m.png", image}});
+  SearchImage(image);
+  SearchImage(image);  // the same query again: a cache hit
+  client_->Get("/no/such/route/12345");
+  auto res = client_->Get("/metrics");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  const std::string& text = res->body;
+  auto has = [&](const std::string& line) {
+    return text.find(line) != std::string::npos;
+  };
+  EXPECT_TRUE(has("# TYPE pixseek_http_requests_total counter")) << text;
+  EXPECT_TRUE(has("pixseek_http_requests_total{method=\"POST\",route=\"/api/v1/search\",status=\"200\"} "))
+      << text;
+  EXPECT_TRUE(has("pixseek_http_requests_total{method=\"GET\",route=\"other\",status=\"404\"} 1"))
+      << text;
+  EXPECT_TRUE(has("pixseek_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/search\",le=\"+Inf\"}"))
+      << text;
+  EXPECT_FALSE(has("12345")) << "paths must not become labels";
+  EXPECT_TRUE(has("# TYPE pixseek_images gauge")) << text;
+  EXPECT_TRUE(has("pixseek_queue_depth ")) << text;
+  // Every sample line is "name{labels} value" with a numeric value.
+  std::istringstream lines(text);
+  std::string line;
+  double hits = -1;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto space = line.rfind(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    size_t used = 0;
+    double value = std::stod(line.substr(space + 1), &used);
+    EXPECT_EQ(used, line.size() - space - 1) << line;
+    if (line.starts_with("pixseek_cache_hits_total ")) hits = value;
+  }
+  EXPECT_GE(hits, 1);
+}
+
+// Jobs survive a restart: finished ones are still listed, and one that was
+// running when the server stopped runs again when it starts.
+TEST(ServerBuildTest, BuildJobsSurviveARestart) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto root = tmp.path() / "import";
+  std::filesystem::create_directories(root / "set");
+  for (int i = 0; i < 4; ++i) {
+    const std::string bytes = MakeImage(i);
+    testing::WriteBytes(root / "set" / ("img" + std::to_string(i) + ".png"),
+                        std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  }
+  const std::string set = std::filesystem::canonical(root / "set").string();
+  // As a server killed in the middle of job 7 leaves it.
+  const json saved = {{"next_id", 8},
+                      {"jobs",
+                       {{{"id", 6}, {"path", set}, {"state", "done"}, {"indexed", 0}},
+                        {{"id", 7}, {"path", set}, {"state", "running"}, {"processed", 2}}}}};
+  const std::string text = saved.dump();
+  testing::WriteBytes((*db)->dir() / "build_jobs.json",
+                      std::vector<uint8_t>(text.begin(), text.end()));
+  {
+    BuildJobs jobs(**db, {root});
+    BuildJobStatus job;
+    for (int i = 0; i < 600; ++i) {
+      job = jobs.Get(7).value();
+      if (job.state == "done") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(job.state, "done");
+    EXPECT_EQ(job.indexed, 4u);
+    EXPECT_EQ(jobs.Get(6).value().state, "done");
+    EXPECT_EQ(jobs.Start(root / "set").value(), 8);  // ids go on from the saved ones
+  }
+  // A fresh BuildJobs (a restarted server) sees what the last one saved.
+  BuildJobs again(**db, {root});
+  EXPECT_EQ(again.Get(7).value().state, "done");
+  EXPECT_EQ(again.Get(7).value().indexed, 4u);
+  ASSERT_TRUE(again.Get(8).ok());
+  EXPECT_EQ((*db)->store().Count().value(), 4);
+
+  // A damaged file is reported and ignored, never fatal.
+  testing::WriteBytes((*db)->dir() / "build_jobs.json", std::vector<uint8_t>{'{', 'x'});
+  BuildJobs damaged(**db, {root});
+  EXPECT_TRUE(damaged.List().empty());
+}
+
+// Graceful shutdown: a request already being received when Stop() is called
+// is finished and answered (and its upload stored) before Stop returns.
+TEST(ServerPolicyTest, StopFinishesTheRequestInFlight) {
+  PolicyServer s(ServerOptions{});
+  ASSERT_TRUE(s.server);
+  const std::string boundary = "b0undary";
+  const std::string body = "--" + boundary +
+                           "\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.png\"\r\n"
+                           "Content-Type: image/png\r\n\r\n" +
+                           MakeImage(1) + "\r\n--" + boundary + "--\r\n";
+  const std::string head = "POST /api/v1/images HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                           "Content-Type: multipart/form-data; boundary=" + boundary +
+                           "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(s.server->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string first = head + body.substr(0, body.size() / 2);
+  ASSERT_EQ(::send(sock, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the worker is reading it
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    s.server->Stop();
+    stopped = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(stopped) << "Stop must wait for the request in flight";
+  const std::string rest = body.substr(body.size() / 2);
+  ASSERT_EQ(::send(sock, rest.data(), rest.size(), 0), static_cast<ssize_t>(rest.size()));
+  std::string answer;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(sock, buf, sizeof(buf), 0)) > 0;) answer.append(buf, n);
+  ::close(sock);
+  stopper.join();
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 201")) << answer;
+  EXPECT_EQ(s.db->store().Count().value(), 1);
+}
 }  // namespace
 }  // namespace pixseek

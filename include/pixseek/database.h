@@ -3,11 +3,15 @@
 //
 // Layout of DB/:
 //   pixseek.json     manifest: format version, model name, model sha256,
-//                    dimension, index kind (written once at creation)
-//   metadata.db      SQLite metadata (ImageRecord rows)
+//                    dimension, index kind and parameters, metadata store
+//                    (written once at creation)
+//   metadata.db      SQLite metadata (ImageRecord rows), unless the metadata
+//                    lives in MariaDB (DatabaseOptions::metadata_url)
 //   index/           the disk graph index (kind "disk", the default;
 //                    docs/index_format.md), or
 //   vectors.flat     the exact index's log (kind "flat")
+//   sift-vlad-codebook.bin  the SIFT-VLAD codebook (model "sift-vlad" only)
+//   pca.bin          PCA(-whitening) learned at creation (when asked for)
 //   thumbs/NN/ID.jpg thumbnails, NN = ID % 100
 //   images/HH/SHA.ext files uploaded over HTTP (HH = first two hex digits)
 #ifndef PIXSEEK_DATABASE_H_
@@ -24,6 +28,7 @@
 
 #include "pixseek/cache.h"
 #include "pixseek/embedder.h"
+#include "pixseek/feature_fit.h"
 #include "pixseek/image.h"
 #include "pixseek/metadata_store.h"
 #include "pixseek/disk_index.h"
@@ -40,9 +45,30 @@ struct DatabaseOptions {
   std::string model;
   // Where models are installed; empty = DefaultPixseekHome().
   std::filesystem::path home;
-  // Download the model when it is not installed (build only).
+  // Download the model when it is not installed (build only). For a new
+  // database with no `model` given, the default model neither installed nor
+  // downloadable falls back to "sift-vlad" with a warning on stderr.
   bool pull_missing_model = false;
+  // For a new database: PCA (pca.dimension > 0), or PCA-whitening, learned
+  // from a sample of fit_root's images and applied to every vector after the
+  // model. An existing database keeps what it was created with
+  // (FailedPrecondition when another PCA is asked for).
+  PcaOptions pca;
+  // The folder a new database is built from: models learned per collection
+  // (sift-vlad) and PCA learn from up to fit_sample of its images, spread
+  // evenly. Without it such a database cannot be created.
+  std::filesystem::path fit_root;
+  size_t fit_sample = 2000;
   DecodeLimits limits;
+  // Where image metadata lives: "sqlite://PATH" or
+  // "mysql://USER:PASS@HOST:PORT/DB" (MariaDB or MySQL, one database per
+  // pixseek database). Empty = sqlite://DIR/metadata.db. The manifest records
+  // the store (without its password) so that a database built on MariaDB is
+  // never opened on an empty SQLite file by mistake (FailedPrecondition).
+  std::string metadata_url;
+  // The query cache: empty or "memory://" = in-process LRU of cache_bytes;
+  // "redis://[:PASS@]HOST:PORT/N[?ttl=S&prefix=P]" = Redis (OpenCache).
+  std::string cache_url;
   size_t cache_bytes = 64u << 20;
   int threads = 0;  // 0 = all cores
   // Open for reading only (query, eval, stats): works while another process
@@ -54,8 +80,10 @@ struct DatabaseOptions {
   // keeps the kind it was created with.
   std::string index_kind;
   // Parameters of the disk index (read_only and num_threads come from the
-  // fields above).
+  // fields above): the defaults, then what the manifest recorded when the
+  // database was created, then disk_params (what the user set for this run).
   DiskIndexOptions disk;
+  DiskIndexParams disk_params;
 };
 
 struct DatabaseStats {

@@ -14,7 +14,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "pixseek/status.h"
 #include "pixseek/vector_index.h"
@@ -57,6 +59,35 @@ struct DiskIndexOptions {
   // Run that compaction on a background thread after a write; otherwise the
   // owner calls Compact() (or CompactIfNeeded()).
   bool background_compaction = false;
+};
+
+// The disk-index parameters a user may set (flags, config file, environment).
+// A database records the effective values when it is created (in its
+// manifest), so later commands build and search it the same way; a value set
+// here overrides the recorded one for that run. Unset fields change nothing.
+struct DiskIndexParams {
+  std::optional<int> max_degree;
+  std::optional<int> build_list;
+  std::optional<float> alpha;
+  std::optional<int> build_passes;
+  std::optional<std::string> storage;
+  std::optional<int> pq_bytes;
+  std::optional<uint64_t> ram_budget;
+  std::optional<uint64_t> build_ram_budget;
+  std::optional<int> search_list;
+  std::optional<int> beam_width;
+  std::optional<double> compact_ratio;
+
+  // Copies the set fields into `options`.
+  void ApplyTo(DiskIndexOptions& options) const;
+  // Every field, from `options` (what a new database records).
+  static DiskIndexParams From(const DiskIndexOptions& options);
+  // A JSON object of the set fields, and back. FromJson: InvalidArgument
+  // naming the field that has the wrong type or an out-of-range value.
+  std::string ToJson() const;
+  static Result<DiskIndexParams> FromJson(std::string_view json_text);
+  // Ranges: InvalidArgument naming the first bad field.
+  Status Validate() const;
 };
 
 struct DiskIndexStats {

@@ -3,6 +3,7 @@
 #define PIXSEEK_EMBEDDER_H_
 
 #include <array>
+#include <cstddef>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -18,7 +19,7 @@ namespace pixseek {
 // in JSON are the member names below; defaults are those of an ImageNet CNN.
 struct ModelCard {
   std::string name;                 // registry name, e.g. "mobilenetv2"
-  std::string runtime = "onnx";     // "onnx" (OpenCV DNN); later "torchscript", ...
+  std::string runtime = "onnx";     // "onnx", "torchscript", "kserve" or "sift-vlad"
   std::string file;                 // model file name, relative to the card
   std::string sha256;               // of the model file; empty = not checked
   int input_width = 224;
@@ -31,10 +32,30 @@ struct ModelCard {
   std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
   std::string channel_order = "RGB";  // "RGB" or "BGR"
   std::string output_layer;         // layer to forward to; empty = network output
-  std::string pooling = "gap";      // "gap" (mean over HxW), "gmp", or "none" (already a vector)
+  // "gap" (mean over HxW), "gmp" (max over HxW), "gem" (generalised mean
+  // over HxW, or over the patch tokens of an [N,T,D] output), "cls" (token 0
+  // of [N,T,D]), "mean_tokens" (mean of tokens 1..T-1), or "none" ([N,D]).
+  std::string pooling = "gap";
+  float gem_p = 3.0f;               // GeM exponent (pooling "gem"); inputs clamped to >= 1e-6
   int dimension = 0;                // length of the final vector
   bool l2_normalize = true;
   int max_batch = 16;               // largest batch one forward pass takes
+  // Runtime "sift-vlad" only (no network): the grey image is shrunk to fit
+  // input_width x input_height, at most max_keypoints RootSIFT descriptors
+  // are kept (the strongest), and dimension / 128 is the codebook size.
+  int max_keypoints = 1000;
+  bool intra_normalize = true;      // L2-normalise each VLAD block
+  // Runtime "kserve" only: the network runs on a remote server that speaks
+  // the KServe v2 HTTP/REST inference protocol (NVIDIA Triton and others);
+  // preprocessing and pooling stay local. See docs/model_card.md.
+  std::string server_url;           // "http://host:port" (or https://)
+  std::string remote_model;         // model name on the server
+  std::string remote_version;       // model version; empty = the server's choice
+  std::string input_tensor;         // name of the [N,3,H,W] input tensor
+  std::string output_tensor;        // name of the output tensor to pool
+  std::string input_datatype = "FP32";  // KServe datatype of the input (FP32 only)
+  bool binary_data = true;          // binary tensor extension; false = JSON tensors
+  int timeout_ms = 30000;           // per HTTP request
 
   // Parses and validates a card. InvalidArgument names the bad field.
   static Result<ModelCard> FromJson(std::string_view json_text);
@@ -59,12 +80,35 @@ class Embedder {
   // card().max_batch. Errors: InvalidArgument for an empty image, Internal
   // for a runtime failure (the runtime's message is kept).
   virtual Status Embed(std::span<const Image* const> images, float* out) = 0;
+
+  // Embed split in two, for pipelines that preprocess on worker threads while
+  // the network runs (bench embed). Embedders that run a network on an
+  // [N,3,H,W] float tensor implement them; the others keep these defaults.
+  //
+  // Floats one preprocessed image takes (3 * input_height * input_width), or
+  // 0 when this embedder does not split (then only Embed works).
+  virtual size_t preprocessed_size() const { return 0; }
+  // Resizes, crops and normalises one image as the card says into `dst`
+  // (preprocessed_size() floats). Thread-safe, unlike Embed.
+  virtual Status Preprocess(const Image& /*image*/, float* /*dst*/) const {
+    return Status::Unsupported("this embedder has no separate preprocessing step");
+  }
+  // Runs the network and the pooling on n preprocessed images at `input` and
+  // writes n * dimension() floats to `out`; same errors as Embed.
+  virtual Status EmbedPreprocessed(const float* /*input*/, size_t /*n*/, float* /*out*/) {
+    return Status::Unsupported("this embedder has no separate preprocessing step");
+  }
+  // Threads one forward pass may use (intra-op); 0 = the core count.
+  virtual void SetThreads(int /*threads*/) {}
 };
 
 // Opens the model described by `card`, whose file is `model_file`. Checks the
 // output dimension against card.dimension with one dummy forward pass.
 // Errors: NotFound (no file), InvalidArgument (card), Unsupported (runtime),
-// Internal (the runtime rejected the model, with its message).
+// Internal (the runtime rejected the model, with its message). Runtime
+// "kserve" does not read model_file: it checks the server's readiness and
+// model metadata instead (Unavailable when the server cannot be reached,
+// FailedPrecondition when the metadata does not fit the card).
 Result<std::unique_ptr<Embedder>> OpenEmbedder(
     const ModelCard& card, const std::filesystem::path& model_file);
 

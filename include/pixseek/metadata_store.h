@@ -1,4 +1,5 @@
-// Image metadata: the MetadataStore interface and its SQLite implementation.
+// Image metadata: the MetadataStore interface and its SQLite and MySQL/MariaDB
+// implementations.
 #ifndef PIXSEEK_METADATA_STORE_H_
 #define PIXSEEK_METADATA_STORE_H_
 
@@ -63,6 +64,50 @@ class MetadataStore {
 // SQLite in WAL mode at `file` (created with its schema when absent).
 // DataLoss when the file is not a pixseek SQLite database.
 Result<std::unique_ptr<MetadataStore>> OpenSqliteStore(const std::filesystem::path& file);
+
+// Settings of the MySQL/MariaDB store that the URL does not carry.
+struct MysqlStoreOptions {
+  // Connections kept open; concurrent calls beyond this many wait for one.
+  int pool_size = 4;
+  // Bounds, in seconds, on how long a call waits for the server: a stopped
+  // or unreachable server gives Unavailable after about this long.
+  int connect_timeout_s = 3;
+  int read_timeout_s = 10;
+  int write_timeout_s = 10;
+};
+
+// MariaDB (10.4 or later) at `url`, of the form
+//   mysql://USER:PASSWORD@HOST:PORT/DATABASE   (mariadb:// is the same)
+// USER and PASSWORD are percent-decoded (write '@' as %40, ':' as %3A, '/'
+// as %2F, '%' as %25); ":PASSWORD" and ":PORT" (default 3306) may be left
+// out; HOST may be an IPv6 address in brackets; "localhost" means the
+// server's default Unix socket. The database must exist; its tables are
+// created (utf8mb4, InnoDB) or migrated on open. (MySQL 8 servers lack the
+// utf8mb4_nopad_bin collation the tables use, so they are refused on open.)
+// Errors: InvalidArgument naming the malformed part of the URL (never the
+// password); Unavailable when the server cannot be reached;
+// PermissionDenied when it refuses the user; NotFound for an unknown
+// database; FailedPrecondition when the database holds other tables or a
+// newer pixseek schema; DataLoss when pixseek's tables lack what this build
+// needs. Unlike SQLite, text must be valid UTF-8, and label, format,
+// sha256, exif_datetime and setting keys are at most 255 characters
+// (InvalidArgument otherwise).
+// Every call after open that finds the server gone retries once on a fresh
+// connection, then returns Unavailable("MariaDB at HOST:PORT is unreachable:
+// ..."); the store reconnects by itself when the server is back. Insert
+// returns only after the row is committed; an Unavailable answer to a write
+// does not prove that nothing was written (the server may have committed
+// it before the connection broke).
+Result<std::unique_ptr<MetadataStore>> OpenMysqlStore(const std::string& url,
+                                                      const MysqlStoreOptions& options = {});
+
+// Opens the store that `url` names:
+//   sqlite://PATH          SQLite file at PATH (everything after "sqlite://",
+//                          taken literally: sqlite:///var/db/metadata.db is
+//                          absolute, sqlite://metadata.db relative)
+//   mysql://... mariadb://...   OpenMysqlStore with default options
+// InvalidArgument for any other scheme.
+Result<std::unique_ptr<MetadataStore>> OpenMetadataStore(const std::string& url);
 
 }  // namespace pixseek
 

@@ -58,7 +58,8 @@ class ModelRegistry {
   std::vector<InstalledModel> List() const;
 
   // Copies `file` into the registry. With no card: the file's sha256 must
-  // match a known model, whose card and name are used. `name` overrides the
+  // match a known model, whose card and name are used, or a card must lie
+  // beside the file (`file` + ".json", or card.json in its directory). `name` overrides the
   // card's name. AlreadyExists when a different model has that name.
   Result<InstalledModel> Import(const std::filesystem::path& file,
                                 const std::optional<std::filesystem::path>& card,

@@ -23,6 +23,26 @@ struct ServerOptions {
   // Folders under which POST /api/v1/builds may build; empty = builds over
   // HTTP are refused (403).
   std::vector<std::string> import_roots;
+
+  // API keys. Once any is set, every write (upload, delete, build) needs
+  // "Authorization: Bearer KEY" with one of them: 401 without a key, 403 with
+  // a wrong one. Keys are compared in constant time and never logged.
+  std::vector<std::string> api_keys;
+  // Reads (search, list, images, stats) need a key too.
+  bool keyed_reads = false;
+  // Requests handled at once beyond which the server answers 503 with
+  // Retry-After instead of queueing without bound; 0 = 4 x threads.
+  int max_concurrent_requests = 0;
+  // Per-client (remote address) rate limit: a token bucket refilled at
+  // rate_limit_per_s with room for rate_burst requests; 0 = no limit. Over
+  // it: 429 with Retry-After.
+  double rate_limit_per_s = 0;
+  int rate_burst = 20;
+  // Request log format on stderr: "text" (one readable line) or "json" (one
+  // JSON object per line, for log collectors).
+  std::string log_format = "text";
+  // Seconds a 503 answer asks the client to wait (Retry-After).
+  int retry_after_s = 5;
 };
 
 // HTTP status for a Status code (400, 401, 403, 404, 409, 413, 415, 500, 503).

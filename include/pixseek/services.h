@@ -76,7 +76,9 @@ struct BuildJobStatus {
 
 // Runs BuildService jobs on one background thread, in the order started.
 // Only folders under one of `import_roots` may be built (the server must
-// never read arbitrary paths a client names). Jobs live in memory.
+// never read arbitrary paths a client names). Jobs are saved in
+// DB/build_jobs.json: after a restart, finished jobs are still listed and
+// jobs that were queued or running run again.
 // Thread-safety: all methods may be called concurrently. The destructor
 // cancels the running job and waits for it.
 class BuildJobs {

@@ -1,7 +1,8 @@
 // pixseek command-line interface: build, query, add, remove, serve, eval,
-// stats, model management and the ANN benchmark (bench ann). Every command is
-// a thin layer over the service layer (include/pixseek/services.h) or, for
-// bench ann, over src/bench_ann; errors print one clear line and exit 1.
+// stats, model management and the benchmarks (bench ann, bench embed). Every
+// command is a thin layer over the service layer (include/pixseek/services.h)
+// or, for the benchmarks, over src/bench_ann and src/bench_embed; errors
+// print one clear line and exit 1.
 #include <pthread.h>
 #include <signal.h>
 
@@ -19,6 +20,8 @@
 #include <vector>
 
 #include "bench_ann/ann_bench.h"
+#include "bench_embed/embed_bench.h"
+#include "pixseek/config.h"
 #include "pixseek/database.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/server.h"
@@ -30,16 +33,32 @@ namespace {
 
 using nlohmann::json;
 
-// Options shared by the commands that open a database.
+// Options shared by the commands that open a database. Each starts as the
+// configuration file and environment set it; a flag given overrides it.
 struct DbFlags {
+  DatabaseOptions base;  // the configuration file and environment
   std::string db;
   std::string model;
-  std::string home;
+  std::string metadata_url;
+  std::string cache_url;
   int threads = 0;
   size_t max_bytes = DecodeLimits{}.max_bytes;
   uint64_t max_pixels = DecodeLimits{}.max_pixels;
   std::string index_kind;
-  DiskIndexOptions disk;
+  DiskIndexParams disk;
+  std::string config_file;  // parsed before the flags (ConfigFileFromArgs)
+
+  explicit DbFlags(const DatabaseOptions& from)
+      : base(from),
+        db(from.dir.string()),
+        model(from.model),
+        metadata_url(from.metadata_url),
+        cache_url(from.cache_url),
+        threads(from.threads),
+        max_bytes(from.limits.max_bytes),
+        max_pixels(from.limits.max_pixels),
+        index_kind(from.index_kind),
+        disk(from.disk_params) {}
 };
 
 // The disk index's parameters; each overrides the default chosen from the
@@ -47,7 +66,7 @@ struct DbFlags {
 void AddIndexFlags(CLI::App* cmd, DbFlags& f) {
   cmd->add_option("--index", f.index_kind, "Vector index of a new database: disk (default) or flat")
       ->check(CLI::IsMember({"disk", "flat"}));
-  DiskIndexOptions& d = f.disk;
+  DiskIndexParams& d = f.disk;
   cmd->add_option("--ram-budget", d.ram_budget,
                   "Disk index: bytes of RAM for PQ codes and node cache (0 = 10% of the vectors)");
   cmd->add_option("--build-ram-budget", d.build_ram_budget,
@@ -64,7 +83,14 @@ void AddIndexFlags(CLI::App* cmd, DbFlags& f) {
 }
 
 void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
-  cmd->add_option("--db", f.db, "Database directory")->required();
+  cmd->add_option("--config", f.config_file,
+                  "TOML configuration file (default $PIXSEEK_CONFIG; see docs/configuration.md)");
+  cmd->add_option("--db", f.db, "Database directory (or $PIXSEEK_DB)");
+  cmd->add_option("--metadata-url", f.metadata_url,
+                  "Metadata store: sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB "
+                  "(or $PIXSEEK_METADATA_URL; default: SQLite in the database directory)");
+  cmd->add_option("--cache-url", f.cache_url,
+                  "Query cache: memory:// or redis://HOST:PORT/N (or $PIXSEEK_CACHE_URL)");
   if (with_model) {
     cmd->add_option("--model", f.model,
                     "Model name (default: " + DefaultModelName() + " for a new database)");
@@ -75,16 +101,18 @@ void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
 }
 
 DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_only = false) {
-  DatabaseOptions o;
+  DatabaseOptions o = f.base;
   o.read_only = read_only;
   o.dir = f.db;
   o.model = f.model;
-  o.home = home;
+  if (!home.empty()) o.home = home;
+  o.metadata_url = f.metadata_url;
+  o.cache_url = f.cache_url;
   o.threads = f.threads;
   o.limits.max_bytes = f.max_bytes;
   o.limits.max_pixels = f.max_pixels;
   o.index_kind = f.index_kind;
-  o.disk = f.disk;
+  o.disk_params = f.disk;
   return o;
 }
 
@@ -102,9 +130,14 @@ void OnInterrupt(int) {
   }
 }
 
-int RunBuild(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json) {
+int RunBuild(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json,
+             const PcaOptions& pca, size_t fit_sample) {
   DatabaseOptions options = ToOptions(flags, home);
   options.pull_missing_model = true;
+  // A new database learns its codebook (sift-vlad) and PCA from this folder.
+  options.fit_root = dir;
+  options.fit_sample = fit_sample;
+  options.pca = pca;
   auto db = Database::Open(options, /*create=*/true);
   if (!db.ok()) return Fail(db.status());
   std::signal(SIGINT, OnInterrupt);
@@ -317,7 +350,16 @@ int RunModelList(const std::string& home) {
 
 int RunModelInfo(const std::string& home, const std::string& name) {
   auto m = Registry(home).Find(name);
-  if (!m.ok()) return Fail(m.status());
+  if (!m.ok()) {
+    // A model learned per collection (sift-vlad) is never installed: its card.
+    for (const auto& k : KnownModels()) {
+      if (k.name == name && k.url.empty()) {
+        std::cout << json::parse(k.card.ToJson()).dump(2) << std::endl;
+        return 0;
+      }
+    }
+    return Fail(m.status());
+  }
   std::cout << json::parse(m->card.ToJson()).dump(2) << std::endl;
   return 0;
 }
@@ -352,17 +394,32 @@ int RunBenchAnn(AnnBenchOptions options) {
   return s.ok() ? 0 : Fail(s);
 }
 
+int RunBenchEmbed(const std::string& home, EmbedBenchOptions options) {
+  options.home = Registry(home).home();
+  Status s = RunEmbedBench(options, std::cout);
+  return s.ok() ? 0 : Fail(s);
+}
+
 }  // namespace
 }  // namespace pixseek
 
 int main(int argc, char** argv) {
   using namespace pixseek;
+  // The configuration file and the environment come first; flags bound below
+  // start from their values and override them when given.
+  Config config;
+  const GetEnv getenv = ProcessEnvironment();
+  if (auto file = ConfigFileFromArgs(argc, argv, getenv)) {
+    if (Status s = LoadConfigFile(*file, config); !s.ok()) return Fail(s);
+  }
+  if (Status s = ApplyEnvironment(config, getenv); !s.ok()) return Fail(s);
+
   CLI::App app{"pixseek: self-hosted content-based image retrieval"};
   app.require_subcommand(1);
-  std::string home;
+  std::string home = config.database.home.string();
   app.add_option("--home", home, "Where models live (default $PIXSEEK_HOME or ~/.local/share/pixseek)");
   bool as_json = false;
-  DbFlags flags;
+  DbFlags flags(config.database);
   int rc = 0;
 
   auto* build = app.add_subcommand("build", "Index every image under DIR into a database");
@@ -371,7 +428,20 @@ int main(int argc, char** argv) {
   AddDbFlags(build, flags, true);
   AddIndexFlags(build, flags);
   build->add_flag("--json", as_json, "Print a JSON summary");
-  build->callback([&] { rc = RunBuild(home, flags, dir, as_json); });
+  PcaOptions pca;
+  size_t fit_sample = DatabaseOptions{}.fit_sample;
+  build->add_option("--pca", pca.dimension,
+                    "New database: reduce vectors to DIM with PCA learned from the images")
+      ->check(CLI::Range(1, 1 << 20));
+  build->add_flag("--whiten", pca.whiten, "With --pca: PCA-whitening (shrunk; see --shrinkage)");
+  build->add_option("--shrinkage", pca.shrinkage,
+                    "With --whiten: 0 = plain whitening .. 1 = none (default " +
+                        std::to_string(PcaOptions{}.shrinkage).substr(0, 4) + ")")
+      ->check(CLI::Range(0.0, 1.0));
+  build->add_option("--fit-sample", fit_sample,
+                    "New database: images sampled to learn the codebook (sift-vlad) and PCA")
+      ->check(CLI::Range(1, 1 << 30));
+  build->callback([&] { rc = RunBuild(home, flags, dir, as_json, pca, fit_sample); });
 
   auto* query = app.add_subcommand("query", "Find the stored images most similar to IMAGE");
   std::string image;
@@ -400,7 +470,7 @@ int main(int argc, char** argv) {
   remove->callback([&] { rc = RunRemove(home, flags, ids); });
 
   auto* serve = app.add_subcommand("serve", "Serve the HTTP API and web page");
-  ServerOptions server_options;
+  ServerOptions server_options = config.server;
   AddDbFlags(serve, flags, false);
   AddIndexFlags(serve, flags);
   serve->add_option("--host", server_options.host, "Address to bind");
@@ -412,6 +482,16 @@ int main(int argc, char** argv) {
                     "without one, builds over HTTP are refused");
   serve->add_flag("--quiet", [&](int64_t) { server_options.log_requests = false; },
                   "Do not log each request");
+  serve->add_option("--log-format", server_options.log_format, "Request log: text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  serve->add_option("--max-concurrent", server_options.max_concurrent_requests,
+                    "Requests handled at once before answering 503 (0 = 4 x threads)");
+  serve->add_option("--rate-limit", server_options.rate_limit_per_s,
+                    "Requests per second per client (0 = no limit); over it: 429");
+  serve->add_option("--rate-burst", server_options.rate_burst, "Burst allowed by --rate-limit");
+  serve->add_flag("--keyed-reads", server_options.keyed_reads,
+                  "Searches and reads need an API key too (keys: $PIXSEEK_API_KEYS or "
+                  "api_keys in the config file, never on the command line)");
   serve->callback([&] { rc = RunServe(home, flags, server_options); });
 
   auto* eval = app.add_subcommand(
@@ -494,6 +574,28 @@ int main(int argc, char** argv) {
     ann.gt = ann_gt;
     ann.workdir = ann_workdir;
     rc = RunBenchAnn(ann);
+  });
+
+  auto* bench_embed = bench->add_subcommand(
+      "embed", "Feature-extraction throughput: pixseek's pipeline against plain Python");
+  EmbedBenchOptions embed_bench;
+  std::string embed_images, embed_script;
+  bench_embed->add_option("--model", embed_bench.model, "Installed model name or card JSON")
+      ->required();
+  bench_embed->add_option("--images", embed_images, "Folder of images (recursive)")->required();
+  bench_embed->add_option("--threads", embed_bench.threads, "Decode workers and forward threads")
+      ->check(CLI::Range(1, 256));
+  bench_embed->add_option("--limit", embed_bench.limit, "First N images (0 = all)");
+  bench_embed->add_flag("--no-python", [&](int64_t) { embed_bench.python = false; },
+                        "Skip the Python pipeline");
+  bench_embed->add_option("--python", embed_bench.python_bin,
+                          "Python interpreter (default $PIXSEEK_PYTHON or /usr/bin/python3)");
+  bench_embed->add_option("--python-script", embed_script,
+                          "The Python pipeline (default tools/bench_embed.py of the source tree)");
+  bench_embed->callback([&] {
+    embed_bench.images = embed_images;
+    embed_bench.python_script = embed_script;
+    rc = RunBenchEmbed(home, embed_bench);
   });
 
   CLI11_PARSE(app, argc, argv);

@@ -3,6 +3,7 @@
 // field, so a hand-edited card can never throw past this file.
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <cmath>
@@ -20,15 +21,16 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Runtimes a card may name. Only "onnx" is built in today; the others are the
-// planned back ends (see docs), so a card for them parses and OpenEmbedder
-// answers Unsupported rather than the card being rejected as a typo.
-constexpr std::array<std::string_view, 4> kRuntimes = {"onnx", "torchscript", "triton",
+// Runtimes a card may name: "onnx" (OpenCV DNN), "torchscript" (libtorch;
+// Unsupported in a build without it), "kserve" (a remote KServe v2 / Triton
+// server) and "sift-vlad" (no network).
+constexpr std::array<std::string_view, 4> kRuntimes = {"onnx", "torchscript", "kserve",
                                                        "sift-vlad"};
 constexpr std::array<std::string_view, 2> kCrops = {"center", "none"};
 constexpr std::array<std::string_view, 3> kInterpolations = {"bilinear", "area", "bicubic"};
 constexpr std::array<std::string_view, 2> kChannelOrders = {"RGB", "BGR"};
-constexpr std::array<std::string_view, 3> kPoolings = {"gap", "gmp", "none"};
+constexpr std::array<std::string_view, 6> kPoolings = {"gap", "gmp", "gem", "cls",
+                                                       "mean_tokens", "none"};
 
 constexpr int kMaxInputSide = 4096;
 constexpr int kMaxDimension = 1 << 20;
@@ -148,6 +150,49 @@ double ShortestDouble(float f) {
   return std::strtod(buf, nullptr);
 }
 
+// The fields of runtime "kserve". Names go into URL paths, so they are kept to
+// the characters Triton's model repository names use in practice.
+Status ValidateKServeFields(const ModelCard& card) {
+  if (card.server_url.rfind("http://", 0) != 0 && card.server_url.rfind("https://", 0) != 0) {
+    return Status::InvalidArgument(
+        "model card: server_url must be http://HOST:PORT or https://HOST:PORT, got \"" +
+        card.server_url + "\"");
+  }
+  const size_t host_start = card.server_url.find("://") + 3;
+  if (host_start >= card.server_url.size() ||
+      card.server_url.find_first_of("/?#", host_start) != std::string::npos) {
+    return Status::InvalidArgument("model card: server_url must be scheme://HOST[:PORT] with no "
+                                   "path, got \"" + card.server_url + "\"");
+  }
+  auto path_safe = [](const std::string& s) {
+    return std::all_of(s.begin(), s.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+    });
+  };
+  if (card.remote_model.empty() || !path_safe(card.remote_model) || card.remote_model == "." ||
+      card.remote_model == "..") {
+    return Status::InvalidArgument("model card: remote_model must be a model name (letters, "
+                                   "digits, '_', '-', '.'), got \"" + card.remote_model + "\"");
+  }
+  if (!path_safe(card.remote_version) || card.remote_version == "." ||
+      card.remote_version == "..") {
+    return Status::InvalidArgument("model card: remote_version must be empty or a version "
+                                   "(letters, digits, '_', '-', '.'), got \"" +
+                                   card.remote_version + "\"");
+  }
+  if (card.input_tensor.empty()) {
+    return Status::InvalidArgument("model card: input_tensor must name the model's input");
+  }
+  if (card.output_tensor.empty()) {
+    return Status::InvalidArgument("model card: output_tensor must name the model's output");
+  }
+  if (card.input_datatype != "FP32") {
+    return Status::InvalidArgument("model card: input_datatype must be \"FP32\", got \"" +
+                                   card.input_datatype + "\"");
+  }
+  return CheckRange("timeout_ms", card.timeout_ms, 1, 3'600'000);
+}
+
 }  // namespace
 
 Result<ModelCard> ModelCard::FromJson(std::string_view json_text) {
@@ -177,9 +222,20 @@ Result<ModelCard> ModelCard::FromJson(std::string_view json_text) {
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "channel_order", &card.channel_order));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_layer", &card.output_layer));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "pooling", &card.pooling));
+    PIXSEEK_RETURN_IF_ERROR(ReadFloat(obj, "gem_p", &card.gem_p));
     PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "dimension", &card.dimension));
     PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "l2_normalize", &card.l2_normalize));
     PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "max_batch", &card.max_batch));
+    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "max_keypoints", &card.max_keypoints));
+    PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "intra_normalize", &card.intra_normalize));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "server_url", &card.server_url));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "remote_model", &card.remote_model));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "remote_version", &card.remote_version));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_tensor", &card.input_tensor));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_tensor", &card.output_tensor));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_datatype", &card.input_datatype));
+    PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "binary_data", &card.binary_data));
+    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "timeout_ms", &card.timeout_ms));
   } catch (const Json::exception& e) {
     // The readers check types first; this is only a safety net.
     return Status::InvalidArgument(std::string("model card: ") + e.what());
@@ -207,9 +263,25 @@ std::string ModelCard::ToJson() const {
   obj["channel_order"] = channel_order;
   obj["output_layer"] = output_layer;
   obj["pooling"] = pooling;
+  // Only where it matters, so the cards of other models read as before.
+  if (pooling == "gem") obj["gem_p"] = ShortestDouble(gem_p);
   obj["dimension"] = dimension;
   obj["l2_normalize"] = l2_normalize;
   obj["max_batch"] = max_batch;
+  if (runtime == "sift-vlad") {
+    obj["max_keypoints"] = max_keypoints;
+    obj["intra_normalize"] = intra_normalize;
+  }
+  if (runtime == "kserve") {
+    obj["server_url"] = server_url;
+    obj["remote_model"] = remote_model;
+    obj["remote_version"] = remote_version;
+    obj["input_tensor"] = input_tensor;
+    obj["output_tensor"] = output_tensor;
+    obj["input_datatype"] = input_datatype;
+    obj["binary_data"] = binary_data;
+    obj["timeout_ms"] = timeout_ms;
+  }
   // Replace rather than throw on invalid UTF-8 in a name typed by a user.
   return obj.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
@@ -235,6 +307,18 @@ Status ModelCard::Validate() const {
   }
   PIXSEEK_RETURN_IF_ERROR(CheckRange("dimension", dimension, 1, kMaxDimension));
   PIXSEEK_RETURN_IF_ERROR(CheckRange("max_batch", max_batch, 1, kMaxBatch));
+  if (runtime == "sift-vlad") {
+    PIXSEEK_RETURN_IF_ERROR(CheckRange("max_keypoints", max_keypoints, 1, 1 << 20));
+    if (dimension % 128 != 0) {
+      return Status::InvalidArgument(
+          "model card: a sift-vlad dimension must be a multiple of 128 (clusters x 128), got " +
+          std::to_string(dimension));
+    }
+  }
+  if (runtime == "kserve") PIXSEEK_RETURN_IF_ERROR(ValidateKServeFields(*this));
+  if (!std::isfinite(gem_p) || gem_p < 0.1f || gem_p > 100.0f) {
+    return Status::InvalidArgument("model card: gem_p must be a number in 0.1..100");
+  }
   if (!std::isfinite(scale) || scale <= 0.0f) {
     return Status::InvalidArgument("model card: scale must be a finite number > 0");
   }

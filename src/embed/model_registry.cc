@@ -56,6 +56,28 @@ ModelCard MobilenetCard() {
   return card;
 }
 
+// Classical features with no downloaded weights: the "model file" is the
+// codebook learned from each collection and kept in its database directory.
+ModelCard SiftVladCard() {
+  ModelCard card;
+  card.name = "sift-vlad";
+  card.runtime = "sift-vlad";
+  card.file = "sift-vlad-codebook.bin";
+  // The grey image is shrunk to fit 512 x 512 before SIFT.
+  card.input_width = 512;
+  card.input_height = 512;
+  card.resize_shorter = 512;
+  card.crop = "none";
+  card.interpolation = "area";
+  card.pooling = "none";
+  card.dimension = 64 * 128;  // k = 64 centroids of 128-d RootSIFT
+  card.l2_normalize = true;
+  card.max_batch = 16;
+  card.max_keypoints = 1000;
+  card.intra_normalize = true;
+  return card;
+}
+
 // Names become directory names: keep them boring.
 Status ValidateName(const std::string& name) {
   static const std::regex kName("[A-Za-z0-9][A-Za-z0-9._-]{0,63}");
@@ -201,6 +223,13 @@ const std::vector<KnownModel>& KnownModels() {
         "features, 3.6 MB";
     mobilenet.card = MobilenetCard();
     models->push_back(std::move(mobilenet));
+    KnownModel sift;
+    sift.name = "sift-vlad";
+    sift.description =
+        "RootSIFT descriptors aggregated with VLAD (k=64, 8192-d): no download, learned from "
+        "each collection at build time; the fallback when no network model is available";
+    sift.card = SiftVladCard();
+    models->push_back(std::move(sift));
     return models;
   }();
   return *kModels;
@@ -304,12 +333,25 @@ Result<InstalledModel> ModelRegistry::Import(const fs::path& file,
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadAllBytes(file));
   const std::string sha = Sha256Hex(bytes);
 
+  // Without --card, a file that is not a known model may have its card
+  // beside it: FILE.json (as tools/export_model.py writes it) or card.json.
+  std::optional<fs::path> card_file = card_path;
+  if (!card_file.has_value() && FindKnownBySha(sha) == nullptr) {
+    std::error_code ec;
+    for (const fs::path& beside :
+         {fs::path(file.string() + ".json"), file.parent_path() / kCardFile}) {
+      if (fs::is_regular_file(beside, ec)) {
+        card_file = beside;
+        break;
+      }
+    }
+  }
   ModelCard card;
-  if (card_path.has_value()) {
-    Result<std::string> text = ReadTextFile(*card_path);
-    if (!text.ok()) return Status::NotFound("cannot read model card " + card_path->string());
+  if (card_file.has_value()) {
+    Result<std::string> text = ReadTextFile(*card_file);
+    if (!text.ok()) return Status::NotFound("cannot read model card " + card_file->string());
     Result<ModelCard> parsed = ModelCard::FromJson(*text);
-    if (!parsed.ok()) return parsed.status().WithContext(card_path->string());
+    if (!parsed.ok()) return parsed.status().WithContext(card_file->string());
     card = std::move(parsed).value();
     card.file = file.filename().string();
     if (!card.sha256.empty() && card.sha256 != sha) {
@@ -321,7 +363,7 @@ Result<InstalledModel> ModelRegistry::Import(const fs::path& file,
     if (known == nullptr) {
       return Status::InvalidArgument(file.string() + " (sha256 " + sha +
                                      ") is not a known model; a model card is needed to import "
-                                     "it (--card CARD.json)");
+                                     "it (--card CARD.json, or FILE.json beside it)");
     }
     card = known->card;
   }
@@ -340,6 +382,17 @@ Result<InstalledModel> ModelRegistry::Pull(const std::string& name,
   if (known == nullptr) {
     return Status::NotFound("unknown model '" + name + "'; known models: " + KnownNames() +
                             " (use `pixseek model import FILE --card CARD` for others)");
+  }
+  if (known->url.empty()) {
+    return Status::InvalidArgument("model '" + name + "' has nothing to download: it is learned "
+                                   "from each collection when a database is built (`pixseek "
+                                   "build DIR --db DB --model " + name + "`)");
+  }
+  // For machines that must not (or cannot) reach the network: fail at once
+  // instead of waiting for a connection timeout.
+  if (const char* offline = std::getenv("PIXSEEK_OFFLINE");
+      offline != nullptr && offline[0] != '\0' && std::string(offline) != "0") {
+    return Status::Unavailable("cannot download model '" + name + "': PIXSEEK_OFFLINE is set");
   }
   // Already there and intact: nothing to download.
   Result<InstalledModel> existing = Find(known->name);

@@ -14,19 +14,14 @@
 #include <opencv2/dnn.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "embed/kserve_embedder.h"
+#include "embed/preprocess.h"
+#include "embed/sift_vlad.h"
+#include "embed/torch_embedder.h"
 #include "pixseek/embedder.h"
 
 namespace pixseek {
 namespace {
-
-// Above this many pixels after the shorter-side resize, crop before resizing.
-constexpr int64_t kMaxResizedPixels = 16 << 20;
-
-int InterpolationFlag(const std::string& name) {
-  if (name == "area") return cv::INTER_AREA;
-  if (name == "bicubic") return cv::INTER_CUBIC;
-  return cv::INTER_LINEAR;
-}
 
 // OpenCV's own description of the error, without its trailing "\n> " noise.
 std::string CvMessage(const cv::Exception& e) {
@@ -35,15 +30,6 @@ std::string CvMessage(const cv::Exception& e) {
     m.pop_back();
   }
   return m;
-}
-
-std::string ShapeString(const cv::Mat& m) {
-  std::string s = "[";
-  for (int i = 0; i < m.dims; ++i) {
-    if (i > 0) s += ",";
-    s += std::to_string(m.size[i]);
-  }
-  return s + "]";
 }
 
 // An Embedder backed by a cv::dnn::Net.
@@ -62,7 +48,7 @@ class OnnxEmbedder final : public Embedder {
     if (images.empty()) return Status::Ok();
     if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
     for (size_t i = 0; i < images.size(); ++i) {
-      PIXSEEK_RETURN_IF_ERROR(CheckImage(images[i], i));
+      PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(images[i], i));
     }
     const size_t batch = static_cast<size_t>(card_.max_batch);
     for (size_t start = 0; start < images.size(); start += batch) {
@@ -72,6 +58,39 @@ class OnnxEmbedder final : public Embedder {
     }
     return Status::Ok();
   }
+
+  size_t preprocessed_size() const override {
+    return 3 * static_cast<size_t>(card_.input_width) * static_cast<size_t>(card_.input_height);
+  }
+
+  Status Preprocess(const Image& image, float* dst) const override {
+    PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(&image, 0));
+    try {
+      PreprocessImage(card_, image, dst);
+    } catch (const cv::Exception& e) {
+      return Status::Internal("preprocessing failed: " + CvMessage(e));
+    }
+    return Status::Ok();
+  }
+
+  Status EmbedPreprocessed(const float* input, size_t n, float* out) override {
+    if (input == nullptr || out == nullptr) {
+      return Status::InvalidArgument("EmbedPreprocessed: null buffer");
+    }
+    const size_t batch = static_cast<size_t>(card_.max_batch);
+    for (size_t start = 0; start < n; start += batch) {
+      const int m = static_cast<int>(std::min(batch, n - start));
+      const int shape[4] = {m, 3, card_.input_height, card_.input_width};
+      // The net only reads its input, so wrapping the caller's floats is safe.
+      cv::Mat blob(4, shape, CV_32F, const_cast<float*>(input + start * preprocessed_size()));
+      PIXSEEK_RETURN_IF_ERROR(
+          Forward(blob, m, out + start * static_cast<size_t>(card_.dimension)));
+    }
+    return Status::Ok();
+  }
+
+  // cv::setNumThreads is process-wide; the last caller wins.
+  void SetThreads(int threads) override { cv::setNumThreads(threads > 0 ? threads : -1); }
 
   // Embeds a mid-grey image once, which checks that the net runs and that its
   // output has card.dimension entries.
@@ -86,93 +105,6 @@ class OnnxEmbedder final : public Embedder {
   }
 
  private:
-  static Status CheckImage(const Image* image, size_t index) {
-    if (image == nullptr) {
-      return Status::InvalidArgument("Embed: image " + std::to_string(index) + " is null");
-    }
-    if (image->empty() || image->width < 0 || image->height < 0) {
-      return Status::InvalidArgument("Embed: image " + std::to_string(index) + " is empty");
-    }
-    size_t expected = static_cast<size_t>(image->width) * static_cast<size_t>(image->height) * 3;
-    if (image->rgb.size() != expected) {
-      return Status::InvalidArgument("Embed: image " + std::to_string(index) + " is " +
-                                     std::to_string(image->width) + "x" +
-                                     std::to_string(image->height) + " but holds " +
-                                     std::to_string(image->rgb.size()) + " bytes, not " +
-                                     std::to_string(expected));
-    }
-    return Status::Ok();
-  }
-
-  // Resizes and crops `image` as the card says and writes the normalised
-  // channels, in the model's channel order, to the three planes at `dst`
-  // (each input_height x input_width floats).
-  void Preprocess(const Image& image, float* dst) const {
-    // Image is RGB interleaved with packed rows: wrap it without copying.
-    // OpenCV only reads from it, so the const_cast is safe.
-    cv::Mat src(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
-    const int iw = card_.input_width;
-    const int ih = card_.input_height;
-    const int interp = InterpolationFlag(card_.interpolation);
-
-    cv::Mat resized;
-    cv::Mat cropped;
-    if (card_.crop == "none") {
-      if (src.cols == iw && src.rows == ih) {
-        cropped = src;
-      } else {
-        cv::resize(src, resized, cv::Size(iw, ih), 0, 0, interp);
-        cropped = resized;
-      }
-    } else {
-      // Shorter side to resize_shorter, the other in proportion (truncated,
-      // like torchvision's Resize), never below the crop size.
-      const int64_t s = card_.resize_shorter;
-      int rw, rh;
-      if (src.cols <= src.rows) {
-        rw = static_cast<int>(s);
-        rh = static_cast<int>(s * src.rows / src.cols);
-      } else {
-        rh = static_cast<int>(s);
-        rw = static_cast<int>(s * src.cols / src.rows);
-      }
-      rw = std::max(rw, iw);
-      rh = std::max(rh, ih);
-      if (static_cast<int64_t>(rw) * rh > kMaxResizedPixels) {
-        // A very long, thin image: resizing all of it would take gigabytes.
-        // Cut the part that becomes the crop out of the source first.
-        const double f = static_cast<double>(s) / std::min(src.cols, src.rows);
-        int cw = std::clamp(static_cast<int>(std::lround(iw / f)), 1, src.cols);
-        int ch = std::clamp(static_cast<int>(std::lround(ih / f)), 1, src.rows);
-        cv::Rect roi((src.cols - cw) / 2, (src.rows - ch) / 2, cw, ch);
-        cv::resize(src(roi), resized, cv::Size(iw, ih), 0, 0, interp);
-        cropped = resized;
-      } else if (rw == src.cols && rh == src.rows) {
-        resized = src;
-      } else {
-        cv::resize(src, resized, cv::Size(rw, rh), 0, 0, interp);
-      }
-      if (cropped.empty()) {
-        int x0 = static_cast<int>(std::lround((rw - iw) / 2.0));
-        int y0 = static_cast<int>(std::lround((rh - ih) / 2.0));
-        cropped = resized(cv::Rect(x0, y0, iw, ih));
-      }
-    }
-
-    cv::Mat channels[3];
-    cv::split(cropped, channels);  // R, G, B
-    const bool bgr = card_.channel_order == "BGR";
-    const size_t plane = static_cast<size_t>(iw) * ih;
-    for (int c = 0; c < 3; ++c) {
-      // Model channel c; mean[c] and std[c] are in the model's channel order.
-      const cv::Mat& from = channels[bgr ? 2 - c : c];
-      cv::Mat to(ih, iw, CV_32F, dst + c * plane);
-      const double alpha = static_cast<double>(card_.scale) / card_.std[c];
-      const double beta = -static_cast<double>(card_.mean[c]) / card_.std[c];
-      from.convertTo(to, CV_32F, alpha, beta);
-    }
-  }
-
   // Runs one forward pass over images.size() <= max_batch checked images and
   // writes images.size() * dimension floats to `out`.
   Status RunBatch(std::span<const Image* const> images, float* out) {
@@ -184,9 +116,20 @@ class OnnxEmbedder final : public Embedder {
       blob_.create(4, shape, CV_32F);
       const size_t per_image = 3 * static_cast<size_t>(iw) * ih;
       for (int i = 0; i < n; ++i) {
-        Preprocess(*images[i], blob_.ptr<float>() + i * per_image);
+        PreprocessImage(card_, *images[i], blob_.ptr<float>() + i * per_image);
       }
-      net_.setInput(blob_);
+    } catch (const cv::Exception& e) {
+      return Status::Internal("preprocessing failed: " + CvMessage(e));
+    } catch (const std::exception& e) {
+      return Status::Internal(std::string("preprocessing failed: ") + e.what());
+    }
+    return Forward(blob_, n, out);
+  }
+
+  // One forward pass over the n images in `blob` and the pooling.
+  Status Forward(const cv::Mat& blob, int n, float* out) {
+    try {
+      net_.setInput(blob);
       cv::Mat result =
           card_.output_layer.empty() ? net_.forward() : net_.forward(card_.output_layer);
       return Pool(result, n, out);
@@ -201,63 +144,8 @@ class OnnxEmbedder final : public Embedder {
   Status Pool(cv::Mat result, int n, float* out) const {
     if (result.depth() != CV_32F) result.convertTo(result, CV_32F);
     if (!result.isContinuous()) result = result.clone();
-    if (result.dims < 2 || result.size[0] != n) {
-      return Status::InvalidArgument("model output has shape " + ShapeString(result) +
-                                     ", expected a batch of " + std::to_string(n));
-    }
-    int channels = 0;
-    size_t spatial = 1;
-    if (card_.pooling == "none") {
-      for (int d = 2; d < result.dims; ++d) spatial *= static_cast<size_t>(result.size[d]);
-      if (spatial != 1) {
-        return Status::InvalidArgument("pooling \"none\" needs an [N,D] output, got " +
-                                       ShapeString(result));
-      }
-      channels = result.size[1];
-    } else {
-      if (result.dims != 4) {
-        return Status::InvalidArgument("pooling \"" + card_.pooling +
-                                       "\" needs an [N,C,H,W] output, got " +
-                                       ShapeString(result));
-      }
-      channels = result.size[1];
-      spatial = static_cast<size_t>(result.size[2]) * result.size[3];
-      if (spatial == 0) {
-        return Status::InvalidArgument("model output has an empty spatial size " +
-                                       ShapeString(result));
-      }
-    }
-    if (channels != card_.dimension) {
-      return Status::InvalidArgument("model output dimension is " + std::to_string(channels) +
-                                     " but the card says dimension " +
-                                     std::to_string(card_.dimension));
-    }
-    const float* data = result.ptr<float>();
-    const size_t d = static_cast<size_t>(channels);
-    for (int i = 0; i < n; ++i) {
-      float* row = out + i * d;
-      for (size_t c = 0; c < d; ++c) {
-        const float* v = data + (i * d + c) * spatial;
-        if (card_.pooling == "gmp") {
-          row[c] = *std::max_element(v, v + spatial);
-        } else {
-          double sum = 0.0;
-          for (size_t k = 0; k < spatial; ++k) sum += v[k];
-          row[c] = static_cast<float>(sum / static_cast<double>(spatial));
-        }
-      }
-      if (card_.l2_normalize) {
-        double norm = 0.0;
-        for (size_t c = 0; c < d; ++c) norm += static_cast<double>(row[c]) * row[c];
-        norm = std::sqrt(norm);
-        // An all-zero vector stays zero rather than becoming NaN.
-        if (norm > 0.0) {
-          const float inv = static_cast<float>(1.0 / norm);
-          for (size_t c = 0; c < d; ++c) row[c] *= inv;
-        }
-      }
-    }
-    return Status::Ok();
+    std::vector<int64_t> shape(result.size.p, result.size.p + result.dims);
+    return PoolFeatures(card_, result.ptr<float>(), shape, n, out);
   }
 
   const ModelCard card_;
@@ -267,6 +155,12 @@ class OnnxEmbedder final : public Embedder {
 
 Result<std::unique_ptr<Embedder>> OpenOnnx(const ModelCard& card,
                                            const std::filesystem::path& model_file) {
+  // The token and GeM poolings are implemented by the TorchScript embedder
+  // only; pooling them here as "gap" would give wrong vectors silently.
+  if (card.pooling != "gap" && card.pooling != "gmp" && card.pooling != "none") {
+    return Status::Unsupported("pooling \"" + card.pooling +
+                               "\" is not available for runtime onnx (use gap, gmp or none)");
+  }
   cv::dnn::Net net;
   try {
     net = cv::dnn::readNetFromONNX(model_file.string());
@@ -303,7 +197,9 @@ Result<std::unique_ptr<Embedder>> OpenOnnx(const ModelCard& card,
 Result<std::unique_ptr<Embedder>> OpenEmbedder(const ModelCard& card,
                                                const std::filesystem::path& model_file) {
   PIXSEEK_RETURN_IF_ERROR(card.Validate());
-  if (card.runtime != "onnx") {
+  // A remote model has no local file to open (model_file is not read).
+  if (card.runtime == "kserve") return OpenKServeEmbedder(card);
+  if (card.runtime != "onnx" && card.runtime != "torchscript" && card.runtime != "sift-vlad") {
     return Status::Unsupported("runtime " + card.runtime + " is not available in this build");
   }
   std::error_code ec;
@@ -313,6 +209,8 @@ Result<std::unique_ptr<Embedder>> OpenEmbedder(const ModelCard& card,
   if (!std::filesystem::is_regular_file(model_file, ec)) {
     return Status::InvalidArgument("model file " + model_file.string() + " is not a regular file");
   }
+  if (card.runtime == "torchscript") return OpenTorchScript(card, model_file);
+  if (card.runtime == "sift-vlad") return OpenSiftVladEmbedder(card, model_file);
   return OpenOnnx(card, model_file);
 }
 

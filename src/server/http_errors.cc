@@ -38,6 +38,7 @@ std::string_view ErrorCodeForHttpStatus(int http_status) {
     case 404: return StatusCodeName(StatusCode::kNotFound);
     case 409: return StatusCodeName(StatusCode::kFailedPrecondition);
     case 413: return StatusCodeName(StatusCode::kResourceExhausted);
+    case 429: return StatusCodeName(StatusCode::kResourceExhausted);
     case 415: return StatusCodeName(StatusCode::kUnsupported);
     case 503: return StatusCodeName(StatusCode::kUnavailable);
     default: break;

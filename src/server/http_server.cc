@@ -6,11 +6,13 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <ctime>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -27,6 +29,8 @@
 #include "pixseek/services.h"
 #include "server/api_json.h"
 #include "server/http_errors.h"
+#include "server/metrics.h"
+#include "server/request_guard.h"
 #include "server/web_assets.h"
 
 namespace pixseek {
@@ -48,6 +52,39 @@ constexpr char kJson[] = "application/json";
 // pre-routing handler, read by the logger). httplib handles one request at a
 // time per worker thread, from routing to logging.
 thread_local std::optional<Clock::time_point> tls_request_start;
+// Set on a worker thread while it serves a connection that arrived when the
+// queue was over the limit: its requests are answered 503 at once.
+thread_local bool tls_overloaded = false;
+
+// httplib's task queue with a bound: a connection that arrives while
+// `limit` connections are already waiting or being served is still taken
+// (httplib has no way to refuse it) but served only with a quick 503, so the
+// backlog drains instead of growing. Also reports the depth for /metrics.
+class BoundedTaskQueue : public httplib::TaskQueue {
+ public:
+  BoundedTaskQueue(size_t threads, int limit) : pool_(threads), limit_(limit) {}
+
+  void enqueue(std::function<void()> fn) override {
+    const bool over = pending_->fetch_add(1) >= limit_;
+    auto pending = pending_;
+    pool_.enqueue([fn = std::move(fn), over, pending] {
+      tls_overloaded = over;
+      fn();
+      tls_overloaded = false;
+      pending->fetch_sub(1);
+    });
+  }
+  void shutdown() override { pool_.shutdown(); }
+
+  // Connections waiting or being served; shared so /metrics can read it
+  // while httplib owns the queue.
+  std::shared_ptr<std::atomic<int>> pending() const { return pending_; }
+
+ private:
+  httplib::ThreadPool pool_;
+  int limit_;
+  std::shared_ptr<std::atomic<int>> pending_ = std::make_shared<std::atomic<int>>(0);
+};
 
 std::span<const uint8_t> AsBytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -59,8 +96,15 @@ void SetBody(Response& res, std::string body, const char* content_type) {
   res.set_content(std::move(body), content_type);
 }
 
+// Seconds a 503 asks clients to wait (ServerOptions::retry_after_s).
+// One value per process: the last server started sets it.
+std::atomic<int> g_retry_after_s{5};
+
 void ReplyJson(Response& res, int http_status, const json& body) {
   res.status = http_status;
+  // A dependency that is down (MariaDB), a busy server or a shutdown: tell
+  // clients when to come back.
+  if (http_status == 503) res.set_header("Retry-After", std::to_string(g_retry_after_s.load()));
   SetBody(res, server::DumpJson(body), kJson);
 }
 
@@ -155,6 +199,7 @@ struct HttpServer::Impl {
   Impl(Database& database, ServerOptions opts)
       : db(database),
         options(std::move(opts)),
+        guard(options),
         builds(database, {options.import_roots.begin(), options.import_roots.end()}) {}
 
   void InstallRoutes();
@@ -177,8 +222,19 @@ struct HttpServer::Impl {
   void ReplyFile(Response& res, const std::filesystem::path& path, size_t max_bytes,
                  std::string_view content_type);
 
+  // Prometheus text for GET /metrics.
+  std::string RenderMetrics();
+  // Overload, rate limit, then the API key; false after answering a refusal.
+  // Called by every handler rather than before routing, so that a refused
+  // request's body has been read and cannot be mistaken for the next request
+  // on a kept-alive connection.
+  bool Admit(const Request& req, Response& res);
+
   Database& db;
   const ServerOptions options;
+  server::RequestGuard guard;
+  server::Metrics metrics;
+  std::shared_ptr<std::atomic<int>> queue_depth = std::make_shared<std::atomic<int>>(0);
   BuildJobs builds;  // background builds started over HTTP
   httplib::Server svr;
   int port = -1;
@@ -195,8 +251,16 @@ struct HttpServer::Impl {
 void HttpServer::Impl::InstallRoutes() {
   svr.set_payload_max_length(options.max_request_bytes);
   const size_t threads = static_cast<size_t>(std::max(1, options.threads));
+  const int queue_limit = options.max_concurrent_requests > 0
+                              ? options.max_concurrent_requests
+                              : 4 * static_cast<int>(threads);
+  g_retry_after_s = options.retry_after_s;
   // httplib's API takes ownership of a raw pointer here.
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.new_task_queue = [this, threads, queue_limit] {
+    auto* queue = new BoundedTaskQueue(threads, queue_limit);
+    queue_depth = queue->pending();
+    return queue;
+  };
 
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would
   // let a second server silently share (and split) a port already in use.
@@ -241,20 +305,36 @@ void HttpServer::Impl::InstallRoutes() {
     ReplyError(res, Status::Internal("unexpected error: " + what));
   });
 
-  if (options.log_requests) {
-    svr.set_logger([](const Request& req, const Response& res) {
-      double ms = -1;
-      if (tls_request_start) {
-        ms = std::chrono::duration<double, std::milli>(Clock::now() - *tls_request_start).count();
-        tls_request_start.reset();
-      }
+  // After every answer: metrics, then the log line (never the
+  // Authorization header or the query string, which may carry secrets).
+  const bool log = options.log_requests;
+  const bool json_log = options.log_format == "json";
+  svr.set_logger([this, log, json_log](const Request& req, const Response& res) {
+    double ms = -1;
+    if (tls_request_start) {
+      ms = std::chrono::duration<double, std::milli>(Clock::now() - *tls_request_start).count();
+      tls_request_start.reset();
+      metrics.Observe(req.method, req.path, res.status, ms / 1000.0);
+    }
+    if (!log) return;
+    if (json_log) {
+      json line = {{"ts", static_cast<int64_t>(std::time(nullptr))},
+                   {"method", LoggablePath(req.method)},
+                   {"path", LoggablePath(req.path)},
+                   {"status", res.status},
+                   {"ms", std::round(ms * 10) / 10},
+                   {"client", req.remote_addr}};
+      std::fprintf(stderr, "%s\n", line.dump().c_str());
+    } else {
       std::fprintf(stderr, "%s %s %d %.1f ms\n", LoggablePath(req.method).c_str(),
                    LoggablePath(req.path).c_str(), res.status, ms);
-    });
-  }
+    }
+  });
 
   auto bind = [this](void (Impl::*handler)(const Request&, Response&)) {
-    return [this, handler](const Request& req, Response& res) { (this->*handler)(req, res); };
+    return [this, handler](const Request& req, Response& res) {
+      if (Admit(req, res)) (this->*handler)(req, res);
+    };
   };
   svr.Post("/api/v1/search", bind(&Impl::Search));
   svr.Post("/api/v1/images", bind(&Impl::Upload));
@@ -267,6 +347,11 @@ void HttpServer::Impl::InstallRoutes() {
   svr.Post("/api/v1/builds", bind(&Impl::StartBuild));
   svr.Get("/api/v1/builds", bind(&Impl::ListBuilds));
   svr.Get(R"(/api/v1/builds/([^/]+))", bind(&Impl::GetBuild));
+  svr.Get("/metrics", [this](const Request& req, Response& res) {
+    if (!Admit(req, res)) return;
+    res.status = 200;
+    SetBody(res, RenderMetrics(), "text/plain; version=0.0.4; charset=utf-8");
+  });
   svr.Get("/healthz", [](const Request&, Response& res) {
     ReplyJson(res, 200, {{"status", "ok"}});
   });
@@ -276,11 +361,33 @@ void HttpServer::Impl::InstallRoutes() {
     res.status = 200;
     SetBody(res, std::string(doc), kJson);
   });
-  svr.Get("/", [](const Request&, Response& res) {
+  svr.Get("/", [this](const Request& req, Response& res) {
+    if (!Admit(req, res)) return;
     const std::string_view page = EmbeddedFile("index.html");
     if (page.empty()) return ReplyError(res, Status::Internal("index.html is not embedded"));
     res.status = 200;
     SetBody(res, std::string(page), "text/html; charset=utf-8");
+  });
+  // The web app's other files (app.js, sw.js, manifest, icons), by name; only
+  // embedded files exist here, so nothing from the request reaches the disk.
+  svr.Get(R"(/([A-Za-z0-9_-]+\.([a-z0-9]+)))", [this](const Request& req, Response& res) {
+    if (!Admit(req, res)) return;
+    const std::string_view data = EmbeddedFile(req.matches[1].str());
+    if (data.empty()) return ReplyError(res, Status::NotFound("no file " + req.path));
+    static const std::pair<std::string_view, const char*> kTypes[] = {
+        {"html", "text/html; charset=utf-8"}, {"js", "text/javascript; charset=utf-8"},
+        {"css", "text/css; charset=utf-8"},   {"json", kJson},
+        {"webmanifest", "application/manifest+json"}, {"svg", "image/svg+xml"},
+        {"png", "image/png"}};
+    const std::string ext = req.matches[2].str();
+    const char* type = "application/octet-stream";
+    for (const auto& [known, mime] : kTypes) {
+      if (ext == known) type = mime;
+    }
+    res.status = 200;
+    // Revalidate each time: the app's files change with the binary.
+    res.set_header("Cache-Control", "no-cache");
+    SetBody(res, std::string(data), type);
   });
 }
 
@@ -417,6 +524,68 @@ void HttpServer::Impl::Stats(const Request&, Response& res) {
   auto stats = db.Stats();
   if (!stats.ok()) return ReplyError(res, stats.status());
   ReplyJson(res, 200, server::StatsJson(*stats));
+}
+
+bool HttpServer::Impl::Admit(const Request& req, Response& res) {
+  if (tls_overloaded) {
+    metrics.Reject("overload");
+    ReplyError(res, Status::Unavailable("the server is busy; try again shortly"));
+    return false;
+  }
+  if (double wait = guard.TakeToken(req.remote_addr); wait > 0) {
+    metrics.Reject("rate_limit");
+    const int seconds = static_cast<int>(std::ceil(wait));
+    res.set_header("Retry-After", std::to_string(seconds));
+    ReplyJson(res, 429,
+              {{"error",
+                {{"code", std::string(server::ErrorCodeForHttpStatus(429))},
+                 {"message", "too many requests from this client; retry after " +
+                                 std::to_string(seconds) + " s"}}}});
+    return false;
+  }
+  const server::Access access = server::AccessFor(req.method, req.path);
+  if (Status s = guard.CheckKey(access, req.get_header_value("Authorization")); !s.ok()) {
+    metrics.Reject("auth");
+    if (s.code() == StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
+    ReplyError(res, s);
+    return false;
+  }
+  return true;
+}
+
+std::string HttpServer::Impl::RenderMetrics() {
+  std::vector<server::Sample> samples;
+  const CacheStats cache = db.cache().stats();
+  const double lookups = static_cast<double>(cache.hits + cache.misses);
+  samples.push_back({"pixseek_cache_hits_total", "Query cache hits.", "counter",
+                     static_cast<double>(cache.hits)});
+  samples.push_back({"pixseek_cache_misses_total", "Query cache misses.", "counter",
+                     static_cast<double>(cache.misses)});
+  samples.push_back({"pixseek_cache_hit_ratio", "Hits over lookups since start.", "gauge",
+                     lookups > 0 ? static_cast<double>(cache.hits) / lookups : 0});
+  samples.push_back({"pixseek_queue_depth", "Connections waiting or being served.", "gauge",
+                     static_cast<double>(queue_depth->load())});
+  double builds_pending = 0;
+  for (const auto& job : builds.List()) {
+    builds_pending += job.state == "queued" || job.state == "running";
+  }
+  samples.push_back({"pixseek_build_jobs_pending", "Builds queued or running.", "gauge",
+                     builds_pending});
+  // The index's figures need the metadata store; while it is down they are
+  // left out rather than failing the scrape.
+  if (auto stats = db.Stats(); stats.ok()) {
+    samples.push_back({"pixseek_images", "Searchable images.", "gauge",
+                       static_cast<double>(stats->count)});
+    if (stats->disk) {
+      samples.push_back({"pixseek_index_ram_bytes", "RAM held by the disk index.", "gauge",
+                         static_cast<double>(stats->disk->ram_bytes)});
+      samples.push_back({"pixseek_index_disk_bytes", "Disk used by the disk index.", "gauge",
+                         static_cast<double>(stats->disk->disk_bytes)});
+      samples.push_back({"pixseek_index_delta_vectors", "Vectors not yet compacted.", "gauge",
+                         static_cast<double>(stats->disk->delta_vectors)});
+    }
+  }
+  return metrics.Render(samples);
 }
 
 void HttpServer::Impl::StartBuild(const Request& req, Response& res) {

@@ -1,13 +1,59 @@
+// BuildJobs: builds started over HTTP, run one at a time on a background
+// thread. The job list is kept in DB/build_jobs.json (rewritten atomically on
+// every change of state and every few seconds of progress), so that jobs
+// survive a restart: a job that was queued or running when the server
+// stopped runs again (a build skips the images already stored).
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "core/files.h"
 #include "pixseek/services.h"
 
 namespace pixseek {
+namespace {
+
+using nlohmann::json;
+
+constexpr char kJobsFile[] = "build_jobs.json";
+constexpr size_t kKeptFinishedJobs = 100;
+constexpr auto kProgressSaveInterval = std::chrono::seconds(2);
+
+json JobJson(const BuildJobStatus& j) {
+  json failures = json::array();
+  for (const auto& f : j.failures) failures.push_back({{"path", f.path}, {"reason", f.reason}});
+  return {{"id", j.id},           {"path", j.path},       {"state", j.state},
+          {"processed", j.processed}, {"total", j.total},   {"failed", j.failed},
+          {"indexed", j.indexed}, {"skipped", j.skipped}, {"rate", j.rate},
+          {"eta_s", j.eta_s},     {"failures", failures}, {"error", j.error}};
+}
+
+BuildJobStatus JobFromJson(const json& j) {
+  BuildJobStatus job;
+  job.id = j.at("id").get<int64_t>();
+  job.path = j.at("path").get<std::string>();
+  job.state = j.at("state").get<std::string>();
+  job.processed = j.value("processed", uint64_t{0});
+  job.total = j.value("total", uint64_t{0});
+  job.failed = j.value("failed", uint64_t{0});
+  job.indexed = j.value("indexed", uint64_t{0});
+  job.skipped = j.value("skipped", uint64_t{0});
+  job.rate = j.value("rate", 0.0);
+  job.eta_s = j.value("eta_s", 0.0);
+  job.error = j.value("error", "");
+  for (const auto& f : j.value("failures", json::array())) {
+    job.failures.push_back({f.value("path", ""), f.value("reason", "")});
+  }
+  return job;
+}
+
+}  // namespace
 
 struct BuildJobs::State {
   Database& db;
@@ -20,8 +66,57 @@ struct BuildJobs::State {
   bool stopping = false;                   // GUARDED_BY(mu)
   std::atomic<bool> cancel{false};
   std::thread worker;
+  std::chrono::steady_clock::time_point last_save;  // GUARDED_BY(mu)
 
   explicit State(Database& d) : db(d) {}
+
+  std::filesystem::path file() const { return db.dir() / kJobsFile; }
+
+  // Writes the job list; called with mu held. A failure is logged, not
+  // fatal: the build itself goes on.
+  void Save() {
+    last_save = std::chrono::steady_clock::now();
+    // Finished jobs beyond the newest kKeptFinishedJobs are forgotten.
+    size_t finished = 0;
+    for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+      finished += it->second.state != "queued" && it->second.state != "running";
+    }
+    for (auto it = jobs.begin(); it != jobs.end() && finished > kKeptFinishedJobs;) {
+      if (it->second.state != "queued" && it->second.state != "running") {
+        it = jobs.erase(it);
+        --finished;
+      } else {
+        ++it;
+      }
+    }
+    json list = json::array();
+    for (const auto& [id, job] : jobs) list.push_back(JobJson(job));
+    Status s = WriteFileAtomic(file(), json{{"next_id", next_id}, {"jobs", list}}.dump() + "\n");
+    if (!s.ok()) std::fprintf(stderr, "pixseek: cannot save build jobs: %s\n", s.ToString().c_str());
+  }
+
+  // Reads the saved jobs and queues again the ones a stop interrupted.
+  void Load() {
+    auto text = ReadTextFile(file());
+    if (!text.ok()) return;  // no file yet
+    json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    try {
+      next_id = j.at("next_id").get<int64_t>();
+      for (const auto& item : j.at("jobs")) {
+        BuildJobStatus job = JobFromJson(item);
+        if (job.state == "queued" || job.state == "running") {
+          job.state = "queued";
+          queue.push_back(job.id);
+        }
+        next_id = std::max(next_id, job.id + 1);
+        jobs[job.id] = std::move(job);
+      }
+    } catch (const json::exception& e) {
+      std::fprintf(stderr, "pixseek: ignoring damaged %s: %s\n", file().c_str(), e.what());
+      jobs.clear();
+      queue.clear();
+    }
+  }
 
   void Run(int64_t id) {
     std::filesystem::path path;
@@ -29,6 +124,7 @@ struct BuildJobs::State {
       std::lock_guard<std::mutex> lock(mu);
       jobs[id].state = "running";
       path = jobs[id].path;
+      Save();
     }
     const auto start = std::chrono::steady_clock::now();
     BuildOptions options;
@@ -44,6 +140,7 @@ struct BuildJobs::State {
       job.failed = failed;
       job.rate = secs > 0 ? static_cast<double>(processed) / secs : 0;
       job.eta_s = job.rate > 0 ? static_cast<double>(total - processed) / job.rate : 0;
+      if (std::chrono::steady_clock::now() - last_save > kProgressSaveInterval) Save();
     };
     auto report = BuildService(db).Build(path, options);
     std::lock_guard<std::mutex> lock(mu);
@@ -51,15 +148,18 @@ struct BuildJobs::State {
     if (!report.ok()) {
       job.state = "failed";
       job.error = report.status().ToString();
+      Save();
       return;
     }
-    job.state = report->cancelled ? "cancelled" : "done";
+    // Stopped by a shutdown: queued again, to run when the server restarts.
+    job.state = report->cancelled ? (stopping ? "queued" : "cancelled") : "done";
     job.total = report->total;
     job.indexed = report->indexed;
     job.skipped = report->skipped;
     job.failed = report->failed.size();
     job.failures = report->failed;
     job.eta_s = 0;
+    Save();
   }
 
   void Loop() {
@@ -79,6 +179,10 @@ struct BuildJobs::State {
 
 BuildJobs::BuildJobs(Database& db, std::vector<std::filesystem::path> import_roots)
     : state_(std::make_unique<State>(db)) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->Load();
+  }
   for (const auto& root : import_roots) {
     std::error_code ec;
     auto canonical = std::filesystem::canonical(root, ec);
@@ -134,6 +238,7 @@ Result<int64_t> BuildJobs::Start(const std::filesystem::path& path) {
   job.state = "queued";
   state_->jobs[id] = job;
   state_->queue.push_back(id);
+  state_->Save();
   state_->wake.notify_all();
   return id;
 }

@@ -8,7 +8,10 @@
 #include <set>
 
 #include "core/files.h"
+#include "core/hash.h"
+#include "core/url.h"
 #include "pixseek/model_registry.h"
+#include "service/fit.h"
 
 namespace pixseek {
 namespace {
@@ -26,7 +29,16 @@ struct Manifest {
   std::string model_sha256;
   int dimension = 0;
   std::string index_kind = kIndexKind;
+  // The disk index's parameters as chosen at creation (absent in databases
+  // made before they were recorded).
+  std::optional<DiskIndexParams> disk_params;
+  // The metadata store without its password ("sqlite" for the database's own
+  // SQLite file, the default).
+  std::string metadata_store = "sqlite";
   int64_t created_at = 0;
+  // PCA learned at creation (pca.bin; 0 = none): dimension is its output.
+  int pca_dimension = 0;
+  bool pca_whiten = false;
 };
 
 Result<Manifest> ReadManifest(const std::filesystem::path& file) {
@@ -40,6 +52,17 @@ Result<Manifest> ReadManifest(const std::filesystem::path& file) {
     m.dimension = j.at("dimension").get<int>();
     m.index_kind = j.value("index_kind", kIndexKind);
     m.created_at = j.value("created_at", int64_t{0});
+    m.pca_dimension = j.value("pca_dimension", 0);
+    m.pca_whiten = j.value("pca_whiten", false);
+    m.metadata_store = j.value("metadata_store", "sqlite");
+    if (auto it = j.find("disk_params"); it != j.end()) {
+      auto params = DiskIndexParams::FromJson(it->dump());
+      if (!params.ok()) {
+        return Status::DataLoss("damaged manifest " + file.string() + ": " +
+                                params.status().message());
+      }
+      m.disk_params = *params;
+    }
     if (m.format_version != kFormatVersion) {
       return Status::FailedPrecondition("database format version " +
                                         std::to_string(m.format_version) +
@@ -55,12 +78,35 @@ Result<Manifest> ReadManifest(const std::filesystem::path& file) {
 Status WriteManifest(const std::filesystem::path& file, const Manifest& m) {
   nlohmann::json j = {{"format_version", m.format_version}, {"model", m.model},
                       {"model_sha256", m.model_sha256},     {"dimension", m.dimension},
-                      {"index_kind", m.index_kind},         {"created_at", m.created_at}};
+                      {"index_kind", m.index_kind},         {"created_at", m.created_at},
+                      {"metadata_store", m.metadata_store}};
+  if (m.disk_params) j["disk_params"] = nlohmann::json::parse(m.disk_params->ToJson());
+  if (m.pca_dimension > 0) {
+    j["pca_dimension"] = m.pca_dimension;
+    j["pca_whiten"] = m.pca_whiten;
+  }
   return WriteFileAtomic(file, j.dump(2) + "\n");
 }
 
-// Finds the model, pulling the default one when allowed.
-Result<InstalledModel> FindModel(ModelRegistry& registry, const std::string& name, bool pull) {
+// The model used when the default one is neither installed nor downloadable.
+constexpr char kOfflineModel[] = "sift-vlad";
+
+// Finds the model, pulling the default one when allowed. A known model learned
+// per collection (sift-vlad) is never installed: its file is in the database
+// directory `dir`. With `quiet_unavailable`, a failed download returns the
+// plain Unavailable status (the caller falls back).
+Result<InstalledModel> FindModel(ModelRegistry& registry, const std::string& name, bool pull,
+                                 const std::filesystem::path& dir,
+                                 bool quiet_unavailable = false) {
+  for (const KnownModel& k : KnownModels()) {
+    if (k.name == name && LearnsPerCollection(k.card)) {
+      InstalledModel m;
+      m.card = k.card;
+      m.dir = dir;
+      m.model_file = dir / k.card.file;
+      return m;
+    }
+  }
   auto found = registry.Find(name);
   if (found.ok() || !pull || found.status().code() != StatusCode::kNotFound) return found;
   bool known = std::any_of(KnownModels().begin(), KnownModels().end(),
@@ -68,6 +114,9 @@ Result<InstalledModel> FindModel(ModelRegistry& registry, const std::string& nam
   if (!known) return found;
   std::fprintf(stderr, "model '%s' is not installed; downloading it...\n", name.c_str());
   auto pulled = registry.Pull(name, std::nullopt);
+  if (!pulled.ok() && quiet_unavailable && pulled.status().code() == StatusCode::kUnavailable) {
+    return pulled;
+  }
   if (!pulled.ok()) {
     return Status(pulled.status().code(),
                   pulled.status().message() + "\nNo model is available. Either connect to the "
@@ -77,13 +126,39 @@ Result<InstalledModel> FindModel(ModelRegistry& registry, const std::string& nam
   return pulled;
 }
 
+// The metadata store's URL for `options` (dir already absolute).
+std::string MetadataUrl(const DatabaseOptions& options) {
+  if (!options.metadata_url.empty()) return options.metadata_url;
+  return "sqlite://" + (options.dir / "metadata.db").string();
+}
+
+// The cache URL with a key prefix of this database's own when the URL names
+// none: databases sharing one Redis must never see each other's results.
+std::string CacheUrl(const DatabaseOptions& options) {
+  const std::string& url = options.cache_url;
+  if (!url.starts_with("redis") || url.find("prefix=") != std::string::npos) return url;
+  const std::string dir = options.dir.string();
+  const std::string id = Sha256Hex({reinterpret_cast<const uint8_t*>(dir.data()), dir.size()});
+  return url + (url.find('?') == std::string::npos ? "?" : "&") + "prefix=pixseek:" +
+         id.substr(0, 16) + ":";
+}
+
+// What the manifest records of a metadata URL: "sqlite" for the database's own
+// file, otherwise the URL without its password.
+std::string RecordedStore(const DatabaseOptions& options) {
+  const std::string url = MetadataUrl(options);
+  if (url == "sqlite://" + (options.dir / "metadata.db").string()) return "sqlite";
+  return RedactUrl(url);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options, bool create) {
   std::unique_ptr<Database> db(new Database());
   db->options_ = options;
   if (db->options_.home.empty()) db->options_.home = DefaultPixseekHome();
-  if (options.dir.empty()) return Status::InvalidArgument("no database directory given (--db)");
+  if (options.dir.empty()) return Status::InvalidArgument(
+        "no database directory given (--db, $PIXSEEK_DB or [database] dir in the config file)");
   db->options_.dir = std::filesystem::absolute(options.dir).lexically_normal();
   const auto& dir = db->options_.dir;
 
@@ -114,12 +189,59 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
                                         manifest.model + "'; it cannot be used with model '" +
                                         options.model + "'");
     }
+    // (Whitening asked for may have been skipped on a small sample, so only
+    // the dimension must match.)
+    if (options.pca.dimension > 0 && options.pca.dimension != manifest.pca_dimension) {
+      return Status::FailedPrecondition(
+          "database " + dir.string() + " was built with " +
+          (manifest.pca_dimension > 0 ? "PCA" + std::string(manifest.pca_whiten ? "-whitening" : "") +
+                                            " to " + std::to_string(manifest.pca_dimension) + "-d"
+                                      : std::string("no PCA")) +
+          "; its post-processing cannot be changed (build a new database)");
+    }
   } else {
     manifest.model = options.model.empty() ? DefaultModelName() : options.model;
   }
-  PIXSEEK_ASSIGN_OR_RETURN(InstalledModel model,
-                           FindModel(registry, manifest.model, options.pull_missing_model));
-  PIXSEEK_ASSIGN_OR_RETURN(db->embedder_, OpenEmbedder(model.card, model.model_file));
+  // No --model, the default not installed and no network: a new database
+  // falls back to features that need no download rather than failing.
+  const bool may_fall_back = !exists && options.model.empty() && options.pull_missing_model;
+  auto found = FindModel(registry, manifest.model, options.pull_missing_model, dir, may_fall_back);
+  if (may_fall_back && !found.ok() && found.status().code() == StatusCode::kUnavailable) {
+    std::fprintf(stderr,
+                 "pixseek: warning: the default model '%s' is not installed and cannot be "
+                 "downloaded (%s); building with '%s' instead: classical SIFT features learned "
+                 "from these images, no download needed, good for near-duplicates but weaker "
+                 "on similar-looking content. For better results later, run `pixseek model pull "
+                 "%s` (or `pixseek model import FILE`) and build a new database.\n",
+                 manifest.model.c_str(), found.status().message().c_str(), kOfflineModel,
+                 manifest.model.c_str());
+    manifest.model = kOfflineModel;
+    found = FindModel(registry, manifest.model, false, dir);
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(InstalledModel model, std::move(found));
+  // Parts learned from the collection (codebook, PCA): reopened from dir, or
+  // learned now for a new database and written below, before the manifest.
+  std::vector<std::pair<std::string, std::string>> fitted_files;
+  if (exists) {
+    PIXSEEK_ASSIGN_OR_RETURN(db->embedder_,
+                             OpenFittedEmbedder(model, dir, manifest.pca_dimension));
+  } else if (NeedsFit(model.card, options.pca)) {
+    FitInputs inputs;
+    inputs.root = options.fit_root;
+    inputs.max_images = options.fit_sample;
+    inputs.limits = options.limits;
+    inputs.threads = options.threads;
+    inputs.pca = options.pca;
+    PIXSEEK_ASSIGN_OR_RETURN(FittedEmbedder fitted, FitEmbedder(model, inputs));
+    db->embedder_ = std::move(fitted.embedder);
+    fitted_files = std::move(fitted.files);
+    manifest.pca_dimension = options.pca.dimension;
+    // What was applied (whitening is skipped on too small a sample).
+    manifest.pca_whiten = options.pca.dimension > 0 && options.pca.whiten &&
+                          fitted.whitened;
+  } else {
+    PIXSEEK_ASSIGN_OR_RETURN(db->embedder_, OpenEmbedder(model.card, model.model_file));
+  }
   db->model_name_ = manifest.model;
 
   if (exists) {
@@ -137,6 +259,9 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     }
   } else {
     PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(dir));
+    for (const auto& [name, bytes] : fitted_files) {
+      PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(dir / name, bytes));
+    }
     manifest.model_sha256 = model.card.sha256;
     manifest.dimension = db->embedder_->dimension();
     manifest.created_at = static_cast<int64_t>(std::time(nullptr));
@@ -157,6 +282,13 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
                              OpenFlatIndex(dir / "vectors.flat", manifest.dimension, index_options));
   } else if (manifest.index_kind == "disk") {
     DiskIndexOptions index_options = options.disk;
+    if (exists) {
+      if (manifest.disk_params) manifest.disk_params->ApplyTo(index_options);
+      options.disk_params.ApplyTo(index_options);
+    } else {
+      options.disk_params.ApplyTo(index_options);
+      manifest.disk_params = DiskIndexParams::From(index_options);
+    }
     index_options.num_threads = options.threads;
     index_options.read_only = options.read_only;
     PIXSEEK_ASSIGN_OR_RETURN(auto disk,
@@ -167,8 +299,19 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     return Status::InvalidArgument("unknown index kind '" + manifest.index_kind +
                                    "' (expected disk or flat)");
   }
-  PIXSEEK_ASSIGN_OR_RETURN(db->store_, OpenSqliteStore(dir / "metadata.db"));
-  db->cache_ = NewLruCache(options.cache_bytes);
+  const std::string store = RecordedStore(db->options_);
+  if (exists && store != manifest.metadata_store) {
+    return Status::FailedPrecondition(
+        "database " + dir.string() + " keeps its metadata in " +
+        (manifest.metadata_store == "sqlite" ? dir.string() + "/metadata.db"
+                                             : manifest.metadata_store) +
+        " but this command was given " + (store == "sqlite" ? "the SQLite default" : store) +
+        "; set PIXSEEK_METADATA_URL (or metadata_url in the config file) to match");
+  }
+  manifest.metadata_store = store;
+  PIXSEEK_ASSIGN_OR_RETURN(db->store_, OpenMetadataStore(MetadataUrl(db->options_)));
+  PIXSEEK_ASSIGN_OR_RETURN(db->cache_,
+                           OpenCache(CacheUrl(db->options_), options.cache_bytes));
 
   if (!exists) {
     PIXSEEK_RETURN_IF_ERROR(db->store_->SetSetting("model", manifest.model));
@@ -211,13 +354,7 @@ Status Database::Reconcile() {
 }
 
 DecodeOptions Database::decode_options() const {
-  DecodeOptions o;
-  o.limits = options_.limits;
-  const ModelCard& c = embedder_->card();
-  int need = std::min(c.input_width, c.input_height);
-  if (c.crop == "center") need = std::max(need, c.resize_shorter);
-  o.min_short_side = need;
-  return o;
+  return DecodeOptionsFor(embedder_->card(), options_.limits);
 }
 
 Status Database::Embed(std::span<const Image* const> images, float* out) {

@@ -1,5 +1,7 @@
 #include "service/indexing.h"
 
+#include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <vector>
 
@@ -34,6 +36,41 @@ Result<int64_t> StoreDecoded(Database& db, std::span<const uint8_t> bytes,
   PIXSEEK_RETURN_IF_ERROR(db.Embed(images, feature.data()));
   DescribeImage(bytes, sha256, decoded.info, &record);
   return db.Insert(record, feature, thumb);
+}
+
+namespace {
+
+bool HasImageExtension(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const char* kExts[] = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp",
+                                ".dib", ".tif", ".tiff", ".gif"};
+  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
+}
+
+}  // namespace
+
+Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  std::filesystem::recursive_directory_iterator it(
+      root, std::filesystem::directory_options::skip_permission_denied, ec);
+  if (ec) return Status::NotFound("cannot read directory " + root.string() + ": " + ec.message());
+  for (; it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    const auto& entry = *it;
+    const std::string name = entry.path().filename().string();
+    if (!name.empty() && name[0] == '.') {
+      if (entry.is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (entry.is_regular_file(ec) && HasImageExtension(entry.path())) {
+      files.push_back(entry.path());
+    }
+  }
+  if (ec) return Status::Internal("error while listing " + root.string() + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 }  // namespace pixseek

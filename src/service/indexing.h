@@ -1,12 +1,15 @@
 // Steps shared by the build and upload services: deciding whether a file is
-// already stored, describing a decoded image, and storing one image.
+// already stored, describing a decoded image, storing one image, and listing
+// the images of a folder.
 #ifndef PIXSEEK_SERVICE_INDEXING_H_
 #define PIXSEEK_SERVICE_INDEXING_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "pixseek/database.h"
 
@@ -29,6 +32,11 @@ void DescribeImage(std::span<const uint8_t> bytes, const std::string& sha256,
 Result<int64_t> StoreDecoded(Database& db, std::span<const uint8_t> bytes,
                              const std::string& sha256, const DecodedImage& decoded,
                              ImageRecord record);
+
+// Image files under `root` (recursively, following no symlinked directories),
+// sorted so that runs are repeatable. Hidden files and folders are skipped.
+// NotFound when root cannot be read.
+Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root);
 
 }  // namespace pixseek
 

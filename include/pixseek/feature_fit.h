@@ -1,0 +1,102 @@
+// Parts of feature extraction that are learned from a collection when its
+// database is built, rather than downloaded: the SIFT-VLAD codebook (runtime
+// "sift-vlad") and PCA or PCA-whitening applied after any model. Both are
+// stored as checksummed files in the database directory and applied
+// identically at query time. FAISS and OpenCV stay inside src/embed.
+#ifndef PIXSEEK_FEATURE_FIT_H_
+#define PIXSEEK_FEATURE_FIT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pixseek/embedder.h"
+#include "pixseek/image.h"
+#include "pixseek/status.h"
+
+namespace pixseek {
+
+// ---- SIFT-VLAD ------------------------------------------------------------
+
+// Length of one SIFT descriptor.
+inline constexpr int kSiftDimension = 128;
+
+// True for runtimes whose "model file" is learned per collection and lives in
+// the database directory (today only "sift-vlad").
+bool LearnsPerCollection(const ModelCard& card);
+
+// RootSIFT descriptors (SIFT, L1-normalised, square-rooted) of one image as
+// the sift-vlad `card` says: grey, shrunk to fit input_width x input_height,
+// at most card.max_keypoints of the strongest keypoints. Rows of 128 floats;
+// empty when the image has no keypoints (a flat picture). InvalidArgument for
+// an empty image; Internal for an OpenCV failure.
+Result<std::vector<float>> RootSiftDescriptors(const ModelCard& card, const Image& image);
+
+// Learns the codebook of `card` (dimension / 128 centroids) by k-means
+// (FAISS, single-threaded, fixed seed) on `descriptors` (rows of 128) and
+// returns the bytes of a codebook file that OpenEmbedder(card, file) reads.
+// InvalidArgument when there are fewer descriptors than centroids.
+Result<std::string> TrainSiftVladCodebook(const ModelCard& card, std::span<const float> descriptors,
+                                          uint32_t seed = 1234);
+
+// The embedder of a sift-vlad `card` over a codebook given as the bytes of
+// its file (OpenEmbedder(card, file) reads the file and calls this). DataLoss
+// naming `what` when the bytes are damaged.
+Result<std::unique_ptr<Embedder>> OpenSiftVlad(const ModelCard& card, std::string_view codebook,
+                                               const std::string& what);
+
+// ---- PCA ------------------------------------------------------------------
+
+struct PcaOptions {
+  int dimension = 0;    // output dimension, 1..input dimension
+  bool whiten = false;  // scale each component to unit variance
+  // Whitening divides component i by sqrt((1 - s) * eigenvalue_i + s * mean
+  // of the kept eigenvalues): 0 is plain whitening, 1 none. Shrinkage keeps
+  // the noisy low-variance components of a small sample from being blown up.
+  float shrinkage = 0.5f;
+};
+
+// A learned affine map y = A x + b (FAISS PCAMatrix) followed by L2
+// normalisation. Cheap to copy (shares the immutable matrix).
+// Thread-safety: Apply may be called concurrently.
+class PcaTransform {
+ public:
+  // Learns from n = vectors.size() / input_dimension rows. InvalidArgument
+  // when options.dimension is not in 1..min(n, input_dimension).
+  static Result<PcaTransform> Fit(std::span<const float> vectors, int input_dimension,
+                                  const PcaOptions& options);
+  // Reads a file written from Serialize(). DataLoss when it is damaged.
+  static Result<PcaTransform> Load(const std::filesystem::path& file);
+  static Result<PcaTransform> Parse(std::string_view bytes, const std::string& what);
+  std::string Serialize() const;
+
+  int input_dimension() const;
+  int output_dimension() const;
+  const PcaOptions& options() const;
+  // The eigenvalues of the kept components, largest first.
+  const std::vector<float>& eigenvalues() const;
+
+  // out (n rows of output_dimension) = L2-normalised A x + b for the n rows
+  // of input_dimension at `in`.
+  void Apply(const float* in, size_t n, float* out) const;
+
+  struct Impl;
+
+ private:
+  explicit PcaTransform(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<const Impl> impl_;
+};
+
+// An Embedder whose vectors are inner's passed through `pca`; its card is
+// inner's with dimension = pca.output_dimension(). InvalidArgument when the
+// dimensions do not match.
+Result<std::unique_ptr<Embedder>> WithPca(std::unique_ptr<Embedder> inner, PcaTransform pca);
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_FEATURE_FIT_H_

@@ -1,0 +1,227 @@
+// PcaTransform (FAISS PCAMatrix learned on a collection, with optional
+// shrunk whitening), its checksummed file, and the Embedder wrapper that
+// applies it after any model. FAISS stays inside this file.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <faiss/VectorTransform.h>
+
+#include "embed/sealed_file.h"
+#include "pixseek/feature_fit.h"
+
+namespace pixseek {
+
+constexpr std::string_view kPcaMagic = "PXPCA001";
+
+struct PcaTransform::Impl {
+  PcaOptions options;
+  uint64_t trained_on = 0;       // rows the PCA was learned from
+  std::vector<float> eigenvalues;  // of the kept components
+  // y = A x + b, A row-major output_dimension x input_dimension, whitening
+  // (if any) folded into its rows.
+  faiss::LinearTransform transform;
+
+  Impl(int d_in, int d_out) : transform(d_in, d_out, /*have_bias=*/true) {}
+};
+
+namespace {
+
+void L2NormalizeRows(float* x, size_t n, size_t d) {
+  for (size_t i = 0; i < n; ++i) {
+    float* v = x + i * d;
+    double sum = 0;
+    for (size_t j = 0; j < d; ++j) sum += static_cast<double>(v[j]) * v[j];
+    if (sum <= 0) continue;
+    const float inv = static_cast<float>(1.0 / std::sqrt(sum));
+    for (size_t j = 0; j < d; ++j) v[j] *= inv;
+  }
+}
+
+template <typename T>
+void Append(std::string* out, const T* data, size_t count) {
+  out->append(reinterpret_cast<const char*>(data), count * sizeof(T));
+}
+
+// The PCA applied after an inner Embedder.
+//
+// Thread-safety: as the Embedder contract (one caller at a time). Owns the
+// inner embedder and a scratch buffer.
+class PcaEmbedder final : public Embedder {
+ public:
+  PcaEmbedder(std::unique_ptr<Embedder> inner, PcaTransform pca)
+      : inner_(std::move(inner)), pca_(std::move(pca)), card_(inner_->card()) {
+    card_.dimension = pca_.output_dimension();
+  }
+
+  const ModelCard& card() const override { return card_; }
+
+  Status Embed(std::span<const Image* const> images, float* out) override {
+    if (images.empty()) return Status::Ok();
+    if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
+    scratch_.resize(images.size() * static_cast<size_t>(inner_->dimension()));
+    PIXSEEK_RETURN_IF_ERROR(inner_->Embed(images, scratch_.data()));
+    pca_.Apply(scratch_.data(), images.size(), out);
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<Embedder> inner_;
+  PcaTransform pca_;
+  ModelCard card_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace
+
+Result<PcaTransform> PcaTransform::Fit(std::span<const float> vectors, int input_dimension,
+                                       const PcaOptions& options) {
+  if (input_dimension < 1 || vectors.size() % static_cast<size_t>(input_dimension) != 0) {
+    return Status::InvalidArgument("PCA: the vectors do not hold whole rows of " +
+                                   std::to_string(input_dimension));
+  }
+  const size_t n = vectors.size() / static_cast<size_t>(input_dimension);
+  const int d_out = options.dimension;
+  if (d_out < 1 || d_out > input_dimension) {
+    return Status::InvalidArgument("PCA dimension must be in 1.." + std::to_string(input_dimension) +
+                                   ", got " + std::to_string(d_out));
+  }
+  // n rows span at most n - 1 directions around their mean.
+  if (n <= static_cast<size_t>(d_out)) {
+    return Status::InvalidArgument("PCA to " + std::to_string(d_out) + " dimensions needs more than " +
+                                   std::to_string(d_out) + " images to learn from, got " +
+                                   std::to_string(n));
+  }
+  if (!(options.shrinkage >= 0.0f && options.shrinkage <= 1.0f)) {
+    return Status::InvalidArgument("PCA whitening shrinkage must be in 0..1");
+  }
+  auto impl = std::make_shared<Impl>(input_dimension, d_out);
+  impl->options = options;
+  impl->trained_on = n;
+  try {
+    // Plain PCA (eigen_power 0); whitening is folded in below so that it can
+    // be shrunk, which FAISS's eigen_power alone cannot do.
+    faiss::PCAMatrix pca(input_dimension, d_out, /*eigen_power=*/0.0f, /*random_rotation=*/false);
+    pca.max_points_per_d = std::max<size_t>(pca.max_points_per_d, n / input_dimension + 1);
+    pca.train(static_cast<faiss::Index::idx_t>(n), vectors.data());
+    if (pca.A.size() != static_cast<size_t>(d_out) * input_dimension ||
+        pca.b.size() != static_cast<size_t>(d_out) || pca.eigenvalues.size() < static_cast<size_t>(d_out)) {
+      return Status::Internal("PCA (faiss): unexpected matrix sizes");
+    }
+    impl->eigenvalues.assign(pca.eigenvalues.begin(), pca.eigenvalues.begin() + d_out);
+    std::vector<float> a = pca.A;
+    std::vector<float> b = pca.b;
+    if (options.whiten) {
+      double mean = 0;
+      for (float e : impl->eigenvalues) mean += std::max(0.0f, e);
+      mean /= d_out;
+      const double s = options.shrinkage;
+      for (int i = 0; i < d_out; ++i) {
+        double lambda = (1.0 - s) * std::max(0.0f, impl->eigenvalues[i]) + s * mean;
+        lambda = std::max(lambda, 1e-6 * mean + 1e-30);  // a flat direction is not inflated
+        const float scale = static_cast<float>(1.0 / std::sqrt(lambda));
+        for (int j = 0; j < input_dimension; ++j) a[static_cast<size_t>(i) * input_dimension + j] *= scale;
+        b[i] *= scale;
+      }
+    }
+    impl->transform.A = std::move(a);
+    impl->transform.b = std::move(b);
+    impl->transform.is_trained = true;
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("PCA (faiss): ") + e.what());
+  }
+  return PcaTransform(std::move(impl));
+}
+
+std::string PcaTransform::Serialize() const {
+  const Impl& m = *impl_;
+  std::string payload;
+  const uint32_t header[3] = {static_cast<uint32_t>(input_dimension()),
+                              static_cast<uint32_t>(output_dimension()),
+                              m.options.whiten ? 1u : 0u};
+  Append(&payload, header, 3);
+  Append(&payload, &m.options.shrinkage, 1);
+  Append(&payload, &m.trained_on, 1);
+  Append(&payload, m.eigenvalues.data(), m.eigenvalues.size());
+  Append(&payload, m.transform.A.data(), m.transform.A.size());
+  Append(&payload, m.transform.b.data(), m.transform.b.size());
+  return SealFile(kPcaMagic, payload);
+}
+
+Result<PcaTransform> PcaTransform::Parse(std::string_view bytes, const std::string& what) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::string_view p, UnsealFile(bytes, kPcaMagic, what));
+  uint32_t header[3];
+  float shrinkage = 0;
+  uint64_t trained_on = 0;
+  constexpr size_t kFixed = sizeof header + sizeof shrinkage + sizeof trained_on;
+  if (p.size() < kFixed) return Status::DataLoss(what + " is truncated");
+  std::memcpy(header, p.data(), sizeof header);
+  std::memcpy(&shrinkage, p.data() + sizeof header, sizeof shrinkage);
+  std::memcpy(&trained_on, p.data() + sizeof header + sizeof shrinkage, sizeof trained_on);
+  const uint64_t d_in = header[0], d_out = header[1];
+  if (d_in < 1 || d_out < 1 || d_out > d_in || d_in > (1u << 20) ||
+      p.size() != kFixed + (d_out + d_out * d_in + d_out) * sizeof(float)) {
+    return Status::DataLoss(what + " has an inconsistent size");
+  }
+  auto impl = std::make_shared<Impl>(static_cast<int>(d_in), static_cast<int>(d_out));
+  impl->options.dimension = static_cast<int>(d_out);
+  impl->options.whiten = header[2] != 0;
+  impl->options.shrinkage = shrinkage;
+  impl->trained_on = trained_on;
+  const char* at = p.data() + kFixed;
+  auto take = [&](std::vector<float>* v, size_t count) {
+    v->resize(count);
+    std::memcpy(v->data(), at, count * sizeof(float));
+    at += count * sizeof(float);
+  };
+  try {
+    take(&impl->eigenvalues, d_out);
+    take(&impl->transform.A, d_out * d_in);
+    take(&impl->transform.b, d_out);
+    impl->transform.is_trained = true;
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("PCA: ") + e.what());
+  }
+  auto finite = [](const std::vector<float>& v) {
+    return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
+  };
+  if (!finite(impl->transform.A) || !finite(impl->transform.b)) {
+    return Status::DataLoss(what + " holds a non-finite value");
+  }
+  return PcaTransform(std::move(impl));
+}
+
+Result<PcaTransform> PcaTransform::Load(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open PCA file " + file.string());
+  std::string bytes(std::istreambuf_iterator<char>(in), {});
+  if (in.bad()) return Status::Internal("cannot read " + file.string());
+  return Parse(bytes, "PCA file " + file.string());
+}
+
+int PcaTransform::input_dimension() const { return impl_->transform.d_in; }
+int PcaTransform::output_dimension() const { return impl_->transform.d_out; }
+const PcaOptions& PcaTransform::options() const { return impl_->options; }
+const std::vector<float>& PcaTransform::eigenvalues() const { return impl_->eigenvalues; }
+
+void PcaTransform::Apply(const float* in, size_t n, float* out) const {
+  if (n == 0) return;
+  impl_->transform.apply_noalloc(static_cast<faiss::Index::idx_t>(n), in, out);
+  L2NormalizeRows(out, n, static_cast<size_t>(output_dimension()));
+}
+
+Result<std::unique_ptr<Embedder>> WithPca(std::unique_ptr<Embedder> inner, PcaTransform pca) {
+  if (inner == nullptr) return Status::InvalidArgument("WithPca: no embedder");
+  if (inner->dimension() != pca.input_dimension()) {
+    return Status::InvalidArgument("the PCA expects " + std::to_string(pca.input_dimension()) +
+                                   "-d vectors but model '" + inner->card().name + "' gives " +
+                                   std::to_string(inner->dimension()) + "-d");
+  }
+  return std::unique_ptr<Embedder>(std::make_unique<PcaEmbedder>(std::move(inner), std::move(pca)));
+}
+
+}  // namespace pixseek

@@ -1,0 +1,42 @@
+// Card-driven preprocessing and pooling shared by every embedder that runs a
+// network on an NCHW float tensor (ONNX locally, KServe/Triton remotely, ...),
+// so that the same card gives the same input tensor and the same vectors
+// whichever runtime executes the network. Internal to the embed module.
+#ifndef PIXSEEK_EMBED_PREPROCESS_H_
+#define PIXSEEK_EMBED_PREPROCESS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "pixseek/embedder.h"
+#include "pixseek/image.h"
+#include "pixseek/status.h"
+
+namespace pixseek {
+
+// InvalidArgument when images[index] is null, empty, or its buffer does not
+// hold width * height * 3 bytes.
+Status CheckEmbedImage(const Image* image, size_t index);
+
+// Resizes and crops `image` as the card says and writes the normalised
+// channels, in the card's channel order, to three planes at `dst` (each
+// input_height x input_width floats). `image` must have passed
+// CheckEmbedImage. May throw cv::Exception (callers catch at their boundary).
+void PreprocessImage(const ModelCard& card, const Image& image, float* dst);
+
+// "[2,1280,7,7]".
+std::string ShapeToString(std::span<const int64_t> shape);
+
+// Pools a network output of `shape` ([N,C,H,W] for "gap"/"gmp", [N,D] or
+// [N,D,1,1] for "none") into N rows of card.dimension floats at `out`,
+// L2-normalised when the card says so. `data` holds the product of `shape`
+// floats, row-major. InvalidArgument names the shape when it does not fit
+// the card or the expected batch `n`.
+Status PoolFeatures(const ModelCard& card, const float* data, std::span<const int64_t> shape,
+                    int n, float* out);
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_EMBED_PREPROCESS_H_

@@ -1,0 +1,815 @@
+// One behaviour suite run against every MetadataStore (SQLite, and MariaDB on
+// a real private mariadbd), then the MariaDB store's own tests: URLs,
+// credentials, schema checks, the pool, and a server that dies, hangs and
+// comes back. SQLite-only file checks are in sqlite_store_test.cc.
+#include "pixseek/metadata_store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <limits>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mariadb_server.h"
+#include "test_util.h"
+
+namespace pixseek {
+namespace {
+
+namespace fs = std::filesystem;
+using pixseek::testing::MariadbServer;
+using pixseek::testing::TempDir;
+
+ImageRecord MakeRecord(int i, const std::string& label = "cats") {
+  ImageRecord r;
+  r.path = "/data/images/" + label + "/img" + std::to_string(i) + ".jpg";
+  r.name = "img" + std::to_string(i) + ".jpg";
+  r.sha256 = std::string(60, 'a') + std::to_string(1000 + i);
+  r.size_bytes = 1000 + i;
+  r.format = "jpeg";
+  r.width = 640 + i;
+  r.height = 480;
+  r.exif_datetime = i % 2 == 0 ? "2021:05:01 10:00:00" : "";
+  r.label = label;
+  r.added_at = 1700000000 + i;
+  return r;
+}
+
+void ExpectSameRecord(const ImageRecord& a, const ImageRecord& b) {
+  EXPECT_EQ(a.path, b.path);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.sha256, b.sha256);
+  EXPECT_EQ(a.size_bytes, b.size_bytes);
+  EXPECT_EQ(a.format, b.format);
+  EXPECT_EQ(a.width, b.width);
+  EXPECT_EQ(a.height, b.height);
+  EXPECT_EQ(a.exif_datetime, b.exif_datetime);
+  EXPECT_EQ(a.label, b.label);
+  EXPECT_EQ(a.added_at, b.added_at);
+}
+
+// ---------------------------------------------------------------------------
+// The backends: each makes a fresh, empty place for a store and opens it
+// (again) on request.
+
+class SqliteBackend {
+ public:
+  static std::string SkipReason() { return {}; }
+  std::string SetUp() { return {}; }
+  Result<std::unique_ptr<MetadataStore>> Open() { return OpenSqliteStore(dir_.path() / "meta.db"); }
+
+ private:
+  TempDir dir_;
+};
+
+// A fresh database on the process's shared server.
+class MariadbBackend {
+ public:
+  static std::string SkipReason() { return MariadbServer::MissingReason(); }
+  std::string SetUp() {
+    std::string error;
+    server_ = MariadbServer::Shared(&error);
+    if (server_ == nullptr) return "cannot start mariadbd: " + error;
+    database_ = server_->CreateDatabase(&error);
+    return error;
+  }
+  Result<std::unique_ptr<MetadataStore>> Open() { return OpenMysqlStore(server_->Url(database_)); }
+
+ private:
+  MariadbServer* server_ = nullptr;
+  std::string database_;
+};
+
+template <typename Backend>
+class MetadataStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string skip = Backend::SkipReason();
+    if (!skip.empty()) GTEST_SKIP() << skip;
+    std::string error = backend_.SetUp();
+    ASSERT_TRUE(error.empty()) << error;
+  }
+
+  std::unique_ptr<MetadataStore> Open() {
+    auto store = backend_.Open();
+    EXPECT_TRUE(store.ok()) << store.status().ToString();
+    if (!store.ok()) return nullptr;
+    return std::move(store).value();
+  }
+
+  Backend backend_;
+};
+
+struct BackendNames {
+  template <typename T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, SqliteBackend> ? "Sqlite" : "Mariadb";
+  }
+};
+using Backends = ::testing::Types<SqliteBackend, MariadbBackend>;
+TYPED_TEST_SUITE(MetadataStoreTest, Backends, BackendNames);
+
+TYPED_TEST(MetadataStoreTest, InsertGetRemove) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->Count(), 0);
+  ImageRecord r = MakeRecord(1);
+  r.id = 999;  // ignored
+  r.name = "ünïcödé naïve 🐈.jpg";
+  auto id = store->Insert(r);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_GT(*id, 0);
+  auto got = store->Get(*id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->id, *id);
+  ExpectSameRecord(*got, r);
+  EXPECT_EQ(*store->Count(), 1);
+
+  EXPECT_EQ(store->Get(*id + 1).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store->Remove(*id).ok());
+  EXPECT_EQ(store->Remove(*id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store->Get(*id).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*store->Count(), 0);
+
+  // A removed id is never handed out again.
+  auto next = store->Insert(MakeRecord(2));
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(*next, *id);
+}
+
+TYPED_TEST(MetadataStoreTest, EmptyPathRejected) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  ImageRecord r = MakeRecord(1);
+  r.path.clear();
+  EXPECT_EQ(store->Insert(r).status().code(), StatusCode::kInvalidArgument);
+}
+
+TYPED_TEST(MetadataStoreTest, DuplicatePathIsAlreadyExists) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Insert(MakeRecord(1)).ok());
+  ImageRecord again = MakeRecord(1);
+  again.sha256 = "different";
+  auto dup = store->Insert(again);
+  EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(dup.status().message().find(again.path), std::string::npos);
+  EXPECT_EQ(*store->Count(), 1);
+  // The same content under another path is fine.
+  ImageRecord copy = MakeRecord(1);
+  copy.path += ".copy";
+  EXPECT_TRUE(store->Insert(copy).ok());
+}
+
+TYPED_TEST(MetadataStoreTest, FindByPathAndSha256) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(*store->Insert(MakeRecord(i)));
+  auto by_path = store->FindByPath(MakeRecord(3).path);
+  ASSERT_TRUE(by_path.ok());
+  ASSERT_TRUE(by_path->has_value());
+  EXPECT_EQ((*by_path)->id, ids[3]);
+  ExpectSameRecord(**by_path, MakeRecord(3));
+  auto missing = store->FindByPath("/nope");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+
+  auto by_hash = store->FindBySha256(MakeRecord(4).sha256);
+  ASSERT_TRUE(by_hash.ok() && by_hash->has_value());
+  EXPECT_EQ((*by_hash)->id, ids[4]);
+  EXPECT_FALSE(store->FindBySha256("ff")->has_value());
+
+  // Several records with one hash: the oldest.
+  ImageRecord copy = MakeRecord(4);
+  copy.path += ".copy";
+  ASSERT_TRUE(store->Insert(copy).ok());
+  EXPECT_EQ((*store->FindBySha256(copy.sha256))->id, ids[4]);
+}
+
+// Text is compared byte for byte, as SQLite does: case, trailing spaces
+// and long values all count.
+TYPED_TEST(MetadataStoreTest, TextIsComparedExactly) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  ImageRecord lower = MakeRecord(1);
+  lower.path = "/photos/cat.jpg";
+  ImageRecord upper = lower;
+  upper.path = "/photos/CAT.jpg";
+  ImageRecord spaced = lower;
+  spaced.path = "/photos/cat.jpg ";
+  ImageRecord emoji = lower;
+  emoji.path = "/photos/🐈‍⬛ ünïcödé.jpg";
+  emoji.label = "猫";
+  ImageRecord long_path = lower;
+  long_path.path = "/" + std::string(3000, 'x') + "/a.jpg";
+  ImageRecord long_path2 = long_path;
+  long_path2.path.back() = 'h';  // differs in the last byte only
+  std::vector<int64_t> ids;
+  for (const ImageRecord* r : {&lower, &upper, &spaced, &emoji, &long_path, &long_path2}) {
+    auto id = store->Insert(*r);
+    ASSERT_TRUE(id.ok()) << r->path.substr(0, 40) << ": " << id.status().ToString();
+    ids.push_back(*id);
+  }
+  EXPECT_EQ(store->Insert(long_path).status().code(), StatusCode::kAlreadyExists);
+  int i = 0;
+  for (const ImageRecord* r : {&lower, &upper, &spaced, &emoji, &long_path, &long_path2}) {
+    auto found = store->FindByPath(r->path);
+    ASSERT_TRUE(found.ok() && found->has_value()) << r->path.substr(0, 40);
+    EXPECT_EQ((*found)->id, ids[i++]);
+    ExpectSameRecord(**found, *r);
+  }
+  EXPECT_FALSE(store->FindByPath("/photos/Cat.jpg")->has_value());
+
+  ListOptions cats;
+  cats.label = "CATS";
+  EXPECT_TRUE(store->List(cats)->empty());
+  cats.label = "猫";
+  ASSERT_EQ(store->List(cats)->size(), 1u);
+
+  ASSERT_TRUE(store->SetSetting("model", "a").ok());
+  ASSERT_TRUE(store->SetSetting("Model", "b").ok());
+  ASSERT_TRUE(store->SetSetting("model ", "c").ok());
+  EXPECT_EQ(**store->GetSetting("model"), "a");
+  EXPECT_EQ(**store->GetSetting("Model"), "b");
+  EXPECT_EQ(**store->GetSetting("model "), "c");
+  std::string big(300000, 'v');
+  ASSERT_TRUE(store->SetSetting("big", big).ok());
+  EXPECT_EQ(**store->GetSetting("big"), big);
+}
+
+TYPED_TEST(MetadataStoreTest, GetManyKeepsOrderAndSkipsUnknown) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(*store->Insert(MakeRecord(i)));
+  std::vector<int64_t> ask = {ids[2], 12345, ids[0], ids[3]};
+  auto got = store->GetMany(ask);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[0].id, ids[2]);
+  EXPECT_EQ((*got)[1].id, ids[0]);
+  EXPECT_EQ((*got)[2].id, ids[3]);
+  ExpectSameRecord((*got)[1], MakeRecord(0));
+  EXPECT_TRUE(store->GetMany({})->empty());
+
+  // More ids than one lookup statement takes, in reverse, with repeats.
+  for (int i = 4; i < 100; ++i) ids.push_back(*store->Insert(MakeRecord(i)));
+  std::vector<int64_t> many(ids.rbegin(), ids.rend());
+  many.insert(many.begin() + 50, {ids[7], -1, 0, ids[7]});
+  auto all = store->GetMany(many);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  std::vector<int64_t> expected;
+  for (int64_t id : many) {
+    if (id > 0) expected.push_back(id);
+  }
+  std::vector<int64_t> returned;
+  for (const auto& r : *all) returned.push_back(r.id);
+  EXPECT_EQ(returned, expected);
+}
+
+TYPED_TEST(MetadataStoreTest, ListPaging) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  std::vector<int64_t> cats, dogs;
+  for (int i = 0; i < 25; ++i) {
+    bool cat = i % 3 != 0;
+    auto id = store->Insert(MakeRecord(i, cat ? "cats" : "dogs"));
+    ASSERT_TRUE(id.ok());
+    (cat ? cats : dogs).push_back(*id);
+  }
+  // Walk all records 10 at a time.
+  std::vector<int64_t> seen;
+  ListOptions options;
+  options.limit = 10;
+  for (;;) {
+    auto page = store->List(options);
+    ASSERT_TRUE(page.ok());
+    EXPECT_LE(page->size(), 10u);
+    if (page->empty()) break;
+    for (const auto& r : *page) seen.push_back(r.id);
+    options.after_id = page->back().id;
+  }
+  auto all = store->AllIds();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(seen, *all);
+  EXPECT_EQ(seen.size(), 25u);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+
+  // Only dogs, 3 at a time.
+  ListOptions dog_options;
+  dog_options.label = "dogs";
+  dog_options.limit = 3;
+  std::vector<int64_t> dog_seen;
+  for (;;) {
+    auto page = store->List(dog_options);
+    ASSERT_TRUE(page.ok());
+    if (page->empty()) break;
+    for (const auto& r : *page) {
+      EXPECT_EQ(r.label, "dogs");
+      dog_seen.push_back(r.id);
+    }
+    dog_options.after_id = page->back().id;
+  }
+  EXPECT_EQ(dog_seen, dogs);
+
+  ListOptions none;
+  none.limit = 0;
+  EXPECT_TRUE(store->List(none)->empty());
+  ListOptions unlimited;
+  unlimited.limit = std::numeric_limits<size_t>::max();
+  EXPECT_EQ(store->List(unlimited)->size(), 25u);
+  ListOptions birds;
+  birds.label = "birds";
+  EXPECT_TRUE(store->List(birds)->empty());
+  ListOptions tail;
+  tail.after_id = cats.back();
+  tail.label = "cats";
+  EXPECT_TRUE(store->List(tail)->empty());
+}
+
+TYPED_TEST(MetadataStoreTest, Settings) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  auto missing = store->GetSetting("model");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  ASSERT_TRUE(store->SetSetting("model", "mobilenet").ok());
+  ASSERT_TRUE(store->SetSetting("dimension", "1280").ok());
+  ASSERT_TRUE(store->SetSetting("model", "clip").ok());  // overwrite
+  EXPECT_EQ(**store->GetSetting("model"), "clip");
+  EXPECT_EQ(**store->GetSetting("dimension"), "1280");
+  ASSERT_TRUE(store->SetSetting("empty", "").ok());
+  EXPECT_EQ(**store->GetSetting("empty"), "");
+}
+
+TYPED_TEST(MetadataStoreTest, ReopenKeepsEverything) {
+  std::vector<int64_t> ids;
+  {
+    auto store = this->Open();
+    ASSERT_NE(store, nullptr);
+    for (int i = 0; i < 10; ++i) ids.push_back(*store->Insert(MakeRecord(i)));
+    ASSERT_TRUE(store->Remove(ids[4]).ok());
+    ASSERT_TRUE(store->Remove(ids[9]).ok());  // the highest id
+    ASSERT_TRUE(store->SetSetting("model", "mobilenet").ok());
+  }
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(*store->Count(), 8);
+  EXPECT_EQ(**store->GetSetting("model"), "mobilenet");
+  auto r = store->Get(ids[7]);
+  ASSERT_TRUE(r.ok());
+  ExpectSameRecord(*r, MakeRecord(7));
+  EXPECT_EQ(store->Get(ids[4]).status().code(), StatusCode::kNotFound);
+  // A third store on the same data side by side works.
+  auto other = this->Open();
+  ASSERT_NE(other, nullptr);
+  auto id = other->Insert(MakeRecord(50));
+  ASSERT_TRUE(id.ok());
+  EXPECT_GT(*id, ids[9]);  // removed ids are not reused after a reopen either
+  EXPECT_TRUE(store->Get(*id).ok());
+}
+
+TYPED_TEST(MetadataStoreTest, ConcurrentInserts) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 8, kPerThread = 40;
+  std::vector<std::vector<int64_t>> ids(kThreads);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto id = store->Insert(MakeRecord(t * 1000 + i, "t" + std::to_string(t)));
+        if (!id.ok()) {
+          ++failures;
+          continue;
+        }
+        ids[t].push_back(*id);
+        auto got = store->Get(*id);
+        if (!got.ok() || got->label != "t" + std::to_string(t)) ++failures;
+        if (!store->Count().ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(*store->Count(), kThreads * kPerThread);
+  std::set<int64_t> unique;
+  for (const auto& v : ids) unique.insert(v.begin(), v.end());
+  EXPECT_EQ(unique.size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+// ---------------------------------------------------------------------------
+// OpenMetadataStore
+
+TEST(OpenMetadataStoreTest, SqliteUrl) {
+  TempDir dir;
+  fs::path file = dir.path() / "metadata.db";
+  auto store = OpenMetadataStore("sqlite://" + file.string());
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->Insert(MakeRecord(1)).ok());
+  EXPECT_TRUE(fs::exists(file));
+  EXPECT_EQ(OpenMetadataStore("sqlite://").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(OpenMetadataStoreTest, UnknownSchemeNamesOnlyTheScheme) {
+  auto store = OpenMetadataStore("postgres://me:hunter2secret@db/pixseek");
+  ASSERT_EQ(store.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(store.status().message().find("'postgres'"), std::string::npos)
+      << store.status().message();
+  EXPECT_EQ(store.status().message().find("hunter2secret"), std::string::npos);
+  EXPECT_EQ(OpenMetadataStore("/var/db/metadata.db").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(OpenMetadataStoreTest, MysqlUrl) {
+  std::string skip = MariadbServer::MissingReason();
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  std::string error;
+  MariadbServer* server = MariadbServer::Shared(&error);
+  ASSERT_NE(server, nullptr) << error;
+  std::string db = server->CreateDatabase(&error);
+  ASSERT_TRUE(error.empty()) << error;
+  for (std::string scheme : {"mysql", "mariadb"}) {
+    std::string url = server->Url(db);
+    url.replace(0, url.find("://"), scheme);
+    auto store = OpenMetadataStore(url);
+    ASSERT_TRUE(store.ok()) << scheme << ": " << store.status().ToString();
+    EXPECT_TRUE((*store)->Count().ok());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The MariaDB store's own behaviour.
+
+class MysqlStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string skip = MariadbServer::MissingReason();
+    if (!skip.empty()) GTEST_SKIP() << skip;
+    std::string error;
+    server_ = MariadbServer::Shared(&error);
+    ASSERT_NE(server_, nullptr) << error;
+    database_ = server_->CreateDatabase(&error);
+    ASSERT_TRUE(error.empty()) << error;
+  }
+
+  MariadbServer* server_ = nullptr;
+  std::string database_;
+};
+
+TEST_F(MysqlStoreTest, MalformedUrlsNameTheBadPart) {
+  struct Case {
+    std::string url;
+    std::string names;  // expected in the message
+  };
+  const std::string kSecret = "hunter2secret";
+  const Case cases[] = {
+      {"postgres://u:" + kSecret + "@h/db", "scheme"},
+      {"mysql://u:" + kSecret + "@h:3306", "database"},
+      {"mysql://u:" + kSecret + "@h:3306/", "database"},
+      {"mysql://u:" + kSecret + "@h:3306/a/b", "database"},
+      {"mysql://h:3306/db", "user"},
+      {"mysql://:" + kSecret + "@h/db", "user"},
+      {"mysql://u:" + kSecret + "@:3306/db", "host"},
+      {"mysql://u:" + kSecret + "@h:port/db", "port 'port'"},
+      {"mysql://u:" + kSecret + "@h:70000/db", "port"},
+      {"mysql://u:" + kSecret + "%zz@h/db", "percent-encoding in the user or password"},
+      {"mysql://u%4:" + kSecret + "@h/db", "percent-encoding in the user or password"},
+      {"mysql://u:" + kSecret + "@[::1/db", "'['"},
+      {"mysql://u:" + kSecret + "@h/d b", "bad store URL"},
+      {"mysql://u:" + kSecret + "@h/db?ssl=1", "query"},
+  };
+  for (const Case& c : cases) {
+    auto store = OpenMysqlStore(c.url);
+    ASSERT_EQ(store.status().code(), StatusCode::kInvalidArgument) << c.url;
+    EXPECT_NE(store.status().message().find(c.names), std::string::npos)
+        << c.url << " -> " << store.status().message();
+    EXPECT_EQ(store.status().message().find(kSecret), std::string::npos)
+        << store.status().message();
+  }
+  MysqlStoreOptions no_pool;
+  no_pool.pool_size = 0;
+  EXPECT_EQ(OpenMysqlStore(server_->Url(database_), no_pool).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(MysqlStoreTest, WrongPasswordIsPermissionDeniedWithoutThePassword) {
+  const std::string url = "mariadb://" + std::string(MariadbServer::kUser) +
+                          ":wrong-secret-42@127.0.0.1:" + std::to_string(server_->port()) + "/" +
+                          database_;
+  auto store = OpenMysqlStore(url);
+  ASSERT_EQ(store.status().code(), StatusCode::kPermissionDenied) << store.status().ToString();
+  EXPECT_EQ(store.status().message().find("wrong-secret-42"), std::string::npos);
+  EXPECT_NE(store.status().message().find(MariadbServer::kUser), std::string::npos);
+}
+
+TEST_F(MysqlStoreTest, UnknownDatabaseIsNotFound) {
+  auto store = OpenMysqlStore(server_->Url("no_such_database"));
+  EXPECT_EQ(store.status().code(), StatusCode::kNotFound) << store.status().ToString();
+}
+
+TEST_F(MysqlStoreTest, UnreachableServerIsUnavailable) {
+  // A port that nothing listens on: refused at once.
+  std::string url = server_->Url(database_);
+  const std::string port = std::to_string(server_->port());
+  url.replace(url.find(":" + port + "/"), port.size() + 1, ":1");
+  auto start = std::chrono::steady_clock::now();
+  auto store = OpenMysqlStore(url);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(store.status().code(), StatusCode::kUnavailable) << store.status().ToString();
+  EXPECT_NE(store.status().message().find("MariaDB at 127.0.0.1:1 is unreachable"),
+            std::string::npos)
+      << store.status().message();
+  EXPECT_EQ(store.status().message().find(MariadbServer::kPassword), std::string::npos);
+  EXPECT_LT(seconds, 5.0);
+}
+
+TEST_F(MysqlStoreTest, ForeignDatabaseIsRefused) {
+  ASSERT_EQ(server_->Admin("CREATE TABLE `" + database_ + "`.recipes (name TEXT)"), "");
+  auto store = OpenMysqlStore(server_->Url(database_));
+  EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition) << store.status().ToString();
+  EXPECT_NE(store.status().message().find("not a pixseek"), std::string::npos);
+  std::string tables;
+  ASSERT_EQ(server_->Admin("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '" +
+                               database_ + "'",
+                           &tables),
+            "");
+  EXPECT_EQ(tables, "1");  // left alone
+}
+
+TEST_F(MysqlStoreTest, NewerSchemaIsRefused) {
+  ASSERT_TRUE(OpenMysqlStore(server_->Url(database_)).ok());
+  ASSERT_EQ(server_->Admin("UPDATE `" + database_ + "`.schema_version SET version = 99"), "");
+  auto store = OpenMysqlStore(server_->Url(database_));
+  EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition) << store.status().ToString();
+}
+
+TEST_F(MysqlStoreTest, DamagedSchemaIsDataLoss) {
+  ASSERT_TRUE(OpenMysqlStore(server_->Url(database_)).ok());
+  ASSERT_EQ(server_->Admin("DROP TABLE `" + database_ + "`.settings"), "");
+  auto store = OpenMysqlStore(server_->Url(database_));
+  EXPECT_EQ(store.status().code(), StatusCode::kDataLoss) << store.status().ToString();
+}
+
+TEST_F(MysqlStoreTest, SchemaIsUtf8mb4InnoDb) {
+  ASSERT_TRUE(OpenMysqlStore(server_->Url(database_)).ok());
+  for (const char* table : {"images", "settings", "schema_version"}) {
+    std::string engine, collation;
+    std::string where = " FROM information_schema.TABLES WHERE TABLE_SCHEMA = '" + database_ +
+                        "' AND TABLE_NAME = '" + table + "'";
+    ASSERT_EQ(server_->Admin("SELECT ENGINE" + where, &engine), "");
+    ASSERT_EQ(server_->Admin("SELECT TABLE_COLLATION" + where, &collation), "");
+    EXPECT_EQ(engine, "InnoDB") << table;
+    EXPECT_TRUE(collation.starts_with("utf8mb4_")) << table << ": " << collation;
+  }
+  std::string version;
+  ASSERT_EQ(server_->Admin("SELECT version FROM `" + database_ + "`.schema_version", &version), "");
+  EXPECT_EQ(version, "1");
+}
+
+TEST_F(MysqlStoreTest, InvalidUtf8AndTooLongTextAreInvalidArgument) {
+  auto store = OpenMysqlStore(server_->Url(database_));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ImageRecord r = MakeRecord(1);
+  r.path = "/photos/\xff\xfe.jpg";
+  EXPECT_EQ((*store)->Insert(r).status().code(), StatusCode::kInvalidArgument);
+  ImageRecord long_label = MakeRecord(3);
+  long_label.label = std::string(256, 'l');  // the column holds 255 characters
+  EXPECT_EQ((*store)->Insert(long_label).status().code(), StatusCode::kInvalidArgument);
+  long_label.label.pop_back();
+  EXPECT_TRUE((*store)->Insert(long_label).ok());
+  EXPECT_TRUE((*store)->Insert(MakeRecord(2)).ok());  // the connection is fine
+  EXPECT_EQ(*(*store)->Count(), 2);
+}
+
+// Writes whose answer never comes: each waits for a lock that another
+// session holds, the call's read times out, and the retry on a new
+// connection queues behind it. When the lock goes, the first try runs and
+// the retry meets its effect. The caller sees its write succeed once: not
+// AlreadyExists for its own row, not NotFound for the row it removed.
+TEST_F(MysqlStoreTest, WritesWhoseAnswerWasLostAreNotRepeated) {
+  MysqlStoreOptions options;
+  options.read_timeout_s = 2;
+  auto store = OpenMysqlStore(server_->Url(database_), options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto first = (*store)->Insert(MakeRecord(1));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  // Another session locks every row and the gap after the last for 3 s.
+  std::string blocker_error;
+  std::thread blocker([&] {
+    blocker_error = server_->Admin("START TRANSACTION; SELECT COUNT(*) FROM `" + database_ +
+                                   "`.images FOR UPDATE; DO SLEEP(3); COMMIT");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto second = (*store)->Insert(MakeRecord(2));
+  blocker.join();
+  ASSERT_EQ(blocker_error, "");
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  auto all = (*store)->AllIds();
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(*all, (std::vector<int64_t>{*first, *second}));
+  ExpectSameRecord(*(*store)->Get(*second), MakeRecord(2));
+
+  // Likewise a remove: the retry finds the row gone by the first try's
+  // hand, which is success, not NotFound.
+  std::thread blocker2([&] {
+    blocker_error = server_->Admin("START TRANSACTION; SELECT COUNT(*) FROM `" + database_ +
+                                   "`.images FOR UPDATE; DO SLEEP(3); COMMIT");
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  Status removed = (*store)->Remove(*first);
+  blocker2.join();
+  ASSERT_EQ(blocker_error, "");
+  EXPECT_TRUE(removed.ok()) << removed.ToString();
+  EXPECT_EQ((*store)->Get(*first).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(*(*store)->Count(), 1);
+}
+
+TEST_F(MysqlStoreTest, PoolRunsCallsInParallelAndIsBounded) {
+  MysqlStoreOptions options;
+  options.pool_size = 3;
+  auto store = OpenMysqlStore(server_->Url(database_), options);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->Insert(MakeRecord(1)).ok());
+  // Eight threads calling at once need more than one connection; the
+  // server's process list shows how many the pool opened.
+  const std::string where = "FROM information_schema.PROCESSLIST WHERE USER = '" +
+                            std::string(MariadbServer::kUser) + "' AND DB = '" + database_ + "'";
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 50; ++i) {
+        if (!(*store)->Count().ok()) ++failures;
+        if (!(*store)->Get(1).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  std::string total;
+  ASSERT_EQ(server_->Admin("SELECT COUNT(*) " + where, &total), "");
+  EXPECT_LE(std::stoi(total), 3);
+  EXPECT_GE(std::stoi(total), 2) << "eight threads should have needed more than one connection";
+}
+
+// A real server killed (SIGKILL) under writers and started again on the same
+// port and data: calls fail fast with Unavailable while it is down, the same
+// store works again by itself, and every acknowledged insert is there.
+TEST(MysqlStoreFailureTest, ServerKilledAndRestarted) {
+  std::string skip = MariadbServer::MissingReason();
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  MariadbServer server;
+  std::string error = server.Start();
+  ASSERT_TRUE(error.empty()) << error;
+  std::string db = server.CreateDatabase(&error);
+  ASSERT_TRUE(error.empty()) << error;
+  MysqlStoreOptions options;
+  options.connect_timeout_s = 2;
+  options.read_timeout_s = 3;
+  options.write_timeout_s = 3;
+  auto opened = OpenMysqlStore(server.Url(db), options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  MetadataStore& store = **opened;
+  ASSERT_TRUE(store.SetSetting("model", "mobilenet").ok());
+
+  // Four writers insert until told to stop, keeping every acknowledged id.
+  std::mutex mu;
+  std::vector<std::pair<int64_t, ImageRecord>> acked;
+  std::atomic<int> unavailable{0}, other_errors{0};
+  std::atomic<bool> stop{false};
+  std::string first_other_error;
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; !stop; ++i) {
+        ImageRecord r = MakeRecord(t * 100000 + i, "w" + std::to_string(t));
+        auto id = store.Insert(r);
+        std::lock_guard lock(mu);
+        if (id.ok()) {
+          acked.emplace_back(*id, r);
+        } else if (id.status().code() == StatusCode::kUnavailable) {
+          ++unavailable;
+        } else {
+          if (other_errors++ == 0) first_other_error = id.status().ToString();
+        }
+      }
+    });
+  }
+  auto acked_count = [&] {
+    std::lock_guard lock(mu);
+    return acked.size();
+  };
+  while (acked_count() < 200) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+
+  server.Stop(SIGKILL);
+  const size_t before_down = acked_count();
+  // While it is down, every kind of call answers Unavailable, quickly.
+  auto start = std::chrono::steady_clock::now();
+  auto count = store.Count();
+  auto get = store.Get(1);
+  auto setting = store.GetSetting("model");
+  Status remove = store.Remove(1);
+  auto list = store.List({});
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const Status& s : {count.status(), get.status(), setting.status(), remove, list.status()}) {
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+    EXPECT_NE(s.message().find("MariaDB at 127.0.0.1:" + std::to_string(server.port()) +
+                               " is unreachable"),
+              std::string::npos)
+        << s.message();
+    EXPECT_EQ(s.message().find(MariadbServer::kPassword), std::string::npos);
+  }
+  EXPECT_LT(seconds, 5.0) << "five calls against a dead server";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LE(acked_count(), before_down + 4) << "inserts acknowledged while the server was down";
+
+  error = server.Start();
+  ASSERT_TRUE(error.empty()) << error;
+  // The writers recover by themselves.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (acked_count() < before_down + 200 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stop = true;
+  for (auto& w : writers) w.join();
+  EXPECT_GE(acked_count(), before_down + 200) << "writers did not recover after the restart";
+  EXPECT_GT(unavailable.load(), 0);
+  EXPECT_EQ(other_errors.load(), 0) << first_other_error;
+
+  // Every acknowledged insert is there, as written. An insert in flight
+  // when the server died may have committed without an answer: at most one
+  // per writer beyond the acknowledged ones.
+  auto total = store.Count();
+  ASSERT_TRUE(total.ok()) << total.status().ToString();
+  EXPECT_GE(static_cast<size_t>(*total), acked.size());
+  EXPECT_LE(static_cast<size_t>(*total), acked.size() + 4);
+  std::vector<int64_t> ids;
+  for (const auto& [id, r] : acked) ids.push_back(id);
+  auto records = store.GetMany(ids);
+  ASSERT_TRUE(records.ok()) << records.status().ToString();
+  ASSERT_EQ(records->size(), acked.size());
+  for (size_t i = 0; i < acked.size(); ++i) {
+    ASSERT_EQ((*records)[i].id, acked[i].first);
+    ExpectSameRecord((*records)[i], acked[i].second);
+  }
+  EXPECT_EQ(**store.GetSetting("model"), "mobilenet");
+
+  // After a clean restart, the pooled connections are all dead: the very
+  // next calls retry on fresh ones and succeed without the caller noticing.
+  server.Stop(SIGTERM);
+  error = server.Start();
+  ASSERT_TRUE(error.empty()) << error;
+  auto after = store.Count();
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(*after, *total);
+  auto id = store.Insert(MakeRecord(999999));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_GT(*id, *std::max_element(ids.begin(), ids.end()));  // counter survived the restarts
+}
+
+// A server that hangs (SIGSTOP) rather than dies: calls give up after the
+// configured timeouts instead of hanging, and work again once it resumes.
+TEST(MysqlStoreFailureTest, HungServerTimesOut) {
+  std::string skip = MariadbServer::MissingReason();
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  MariadbServer server;
+  std::string error = server.Start();
+  ASSERT_TRUE(error.empty()) << error;
+  std::string db = server.CreateDatabase(&error);
+  ASSERT_TRUE(error.empty()) << error;
+  MysqlStoreOptions options;
+  options.connect_timeout_s = 1;
+  options.read_timeout_s = 1;
+  options.write_timeout_s = 1;
+  auto opened = OpenMysqlStore(server.Url(db), options);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  MetadataStore& store = **opened;
+  auto id = store.Insert(MakeRecord(1));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+
+  server.Pause();
+  auto start = std::chrono::steady_clock::now();
+  auto got = store.Get(*id);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(got.status().code(), StatusCode::kUnavailable) << got.status().ToString();
+  EXPECT_LT(seconds, 10.0);
+  std::cout << "a call against a hung server gave up after " << seconds << " s\n";
+  server.Resume();
+
+  auto again = store.Get(*id);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  ExpectSameRecord(*again, MakeRecord(1));
+}
+
+}  // namespace
+}  // namespace pixseek
