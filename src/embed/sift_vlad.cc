@@ -77,6 +77,18 @@ void ExtractRootSift(const ModelCard& card, const Image& image, std::vector<floa
   out->clear();
   if (desc.empty()) return;
   desc.convertTo(desc, CV_32F);
+  // nfeatures keeps ties at the cut-off: enforce the cap, strongest first
+  // (stable, so the choice is repeatable).
+  if (desc.rows > card.max_keypoints) {
+    std::vector<int> order(static_cast<size_t>(desc.rows));
+    for (int i = 0; i < desc.rows; ++i) order[static_cast<size_t>(i)] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      return keypoints[static_cast<size_t>(a)].response > keypoints[static_cast<size_t>(b)].response;
+    });
+    cv::Mat kept(card.max_keypoints, desc.cols, CV_32F);
+    for (int i = 0; i < card.max_keypoints; ++i) desc.row(order[static_cast<size_t>(i)]).copyTo(kept.row(i));
+    desc = kept;
+  }
   // RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then square
   // root, so that Euclidean distance compares the Hellinger kernel.
   for (int r = 0; r < desc.rows; ++r) {

@@ -2,11 +2,10 @@
 // the CPU, with the card's preprocessing (shared with ONNX, preprocess.h) and
 // its pooling ("gap", "gmp", "gem", "cls", "mean_tokens", "none") done here in
 // torch. libtorch stays inside this file: every c10::Error is caught here and
-// becomes a Status. Built without libtorch-dev, OpenTorchScript answers
-// Unsupported.
+// becomes a Status. This file is the plugin pixseek_torch.so, loaded only when
+// a TorchScript model is opened (torch_loader.cc), so that every other
+// command starts without loading libtorch's hundreds of libraries.
 #include "embed/torch_embedder.h"
-
-#ifdef PIXSEEK_HAVE_TORCH
 
 #include <algorithm>
 #include <cctype>
@@ -262,17 +261,11 @@ Result<std::unique_ptr<Embedder>> OpenTorchScript(const ModelCard& card,
 
 }  // namespace pixseek
 
-#else  // !PIXSEEK_HAVE_TORCH
-
-namespace pixseek {
-
-Result<std::unique_ptr<Embedder>> OpenTorchScript(const ModelCard& /*card*/,
-                                                  const std::filesystem::path& /*model_file*/) {
-  return Status::Unsupported(
-      "runtime torchscript is not available in this build: libtorch was not found when it was "
-      "configured (install libtorch-dev, e.g. scripts/install-deps.sh, and re-run cmake)");
+// The plugin's one entry point, looked up by name with dlsym (torch_loader.cc).
+extern "C" __attribute__((visibility("default"))) void PixseekOpenTorchScript(
+    const pixseek::ModelCard& card, const char* model_file,
+    pixseek::Result<std::unique_ptr<pixseek::Embedder>>* out) {
+  *out = pixseek::OpenTorchScript(card, model_file);
 }
 
-}  // namespace pixseek
 
-#endif  // PIXSEEK_HAVE_TORCH
