@@ -923,5 +923,21 @@ TEST(ServerPolicyTest, StopFinishesTheRequestInFlight) {
   EXPECT_TRUE(answer.starts_with("HTTP/1.1 201")) << answer;
   EXPECT_EQ(s.db->store().Count().value(), 1);
 }
+
+// An upload clears the cached results but not the query's feature: the
+// repeated query then costs a search, not a forward pass, and its results
+// include the new image.
+TEST_F(ServerTest, FeatureCacheSurvivesUploads) {
+  const std::string query = MakeImage(1, ".jpg");
+  SearchImage(query);
+  const CacheStats before = db_->feature_cache().stats();
+  const std::vector<int64_t> ids = Upload({{"twin.jpg", query}});  // the same picture
+  ASSERT_EQ(ids.size(), 1u);
+  json again = SearchImage(query);
+  const CacheStats after = db_->feature_cache().stats();
+  EXPECT_EQ(after.hits, before.hits + 1) << "the feature came from the cache";
+  ASSERT_FALSE(again["results"].empty());
+  EXPECT_EQ(again["results"][0]["id"], ids[0]) << again.dump();
+}
 }  // namespace
 }  // namespace pixseek

@@ -70,7 +70,7 @@ start_servers() {
   mkdir -p "$work/maria" "$work/redis"
   mariadb-install-db --no-defaults --datadir="$work/maria/data" --auth-root-authentication-method=normal \
     --skip-test-db >/dev/null 2>&1
-  mariadbd --no-defaults --datadir="$work/maria/data" --port="$maria_port" --bind-address=127.0.0.1 \
+  mariadbd --no-defaults --user="$(id -un)" --datadir="$work/maria/data" --port="$maria_port" --bind-address=127.0.0.1 \
     --socket="$work/maria/sock" --skip-log-bin --innodb-buffer-pool-size=64M \
     --log-error="$work/maria/err.log" --pid-file="$work/maria/pid" &
   pids+=($!)
@@ -110,7 +110,8 @@ for mode in $MODES; do
   log "$mode: building a database from $DB_IMAGES"
   "$PIXSEEK" build "$DB_IMAGES" --db "$db" --json >/dev/null
   port=$(free_port)
-  "$PIXSEEK" serve --db "$db" --port "$port" --quiet --threads 8 --max-concurrent 256 \
+  # httplib keeps a worker per kept-alive connection: one per client, and spare.
+  "$PIXSEEK" serve --db "$db" --port "$port" --quiet --threads $((CONNS + 4)) --max-concurrent 256 \
     2>"$work/serve-$mode.log" &
   serve_pid=$!
   pids+=($serve_pid)

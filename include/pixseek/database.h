@@ -116,7 +116,12 @@ class Database {
 
   VectorIndex& index() { return *index_; }
   MetadataStore& store() { return *store_; }
+  // Search results, cleared whenever images are added or removed.
   Cache& cache() { return *cache_; }
+  // Query features by content hash: they depend only on the image and the
+  // model, so a change of the database keeps them and a repeated query after
+  // an upload costs a search, not a forward pass.
+  Cache& feature_cache() { return *feature_cache_; }
 
   // Decode options suited to the model (DCT downscaling to its input size).
   DecodeOptions decode_options() const;
@@ -158,6 +163,7 @@ class Database {
   DiskIndex* disk_index_ = nullptr;  // index_ when it is a disk index
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<Cache> cache_;
+  std::unique_ptr<Cache> feature_cache_;
   std::mutex write_mu_;  // serialises Insert/Remove so the three stores agree
 };
 

@@ -132,15 +132,23 @@ std::string MetadataUrl(const DatabaseOptions& options) {
   return "sqlite://" + (options.dir / "metadata.db").string();
 }
 
-// The cache URL with a key prefix of this database's own when the URL names
-// none: databases sharing one Redis must never see each other's results.
-std::string CacheUrl(const DatabaseOptions& options) {
+// The URL of one of the database's two caches, `kind` "r" (search results,
+// cleared whenever the database changes) or "f" (query features, which do not
+// depend on the stored images and so survive those changes). In Redis each
+// gets a key prefix of this database's own (after the URL's prefix, if any):
+// databases sharing one Redis must never see each other's results, and a
+// Clear of the results must not drop the features.
+std::string CacheUrl(const DatabaseOptions& options, const std::string& kind) {
   const std::string& url = options.cache_url;
-  if (!url.starts_with("redis") || url.find("prefix=") != std::string::npos) return url;
+  if (!url.starts_with("redis")) return url;
+  if (auto at = url.find("prefix="); at != std::string::npos) {
+    const size_t end = std::min(url.find('&', at), url.size());
+    return url.substr(0, end) + kind + ":" + url.substr(end);
+  }
   const std::string dir = options.dir.string();
   const std::string id = Sha256Hex({reinterpret_cast<const uint8_t*>(dir.data()), dir.size()});
   return url + (url.find('?') == std::string::npos ? "?" : "&") + "prefix=pixseek:" +
-         id.substr(0, 16) + ":";
+         id.substr(0, 16) + ":" + kind + ":";
 }
 
 // What the manifest records of a metadata URL: "sqlite" for the database's own
@@ -311,7 +319,9 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
   manifest.metadata_store = store;
   PIXSEEK_ASSIGN_OR_RETURN(db->store_, OpenMetadataStore(MetadataUrl(db->options_)));
   PIXSEEK_ASSIGN_OR_RETURN(db->cache_,
-                           OpenCache(CacheUrl(db->options_), options.cache_bytes));
+                           OpenCache(CacheUrl(db->options_, "r"), options.cache_bytes));
+  PIXSEEK_ASSIGN_OR_RETURN(db->feature_cache_,
+                           OpenCache(CacheUrl(db->options_, "f"), options.cache_bytes / 4));
 
   if (!exists) {
     PIXSEEK_RETURN_IF_ERROR(db->store_->SetSetting("model", manifest.model));

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "core/hash.h"
@@ -49,14 +50,24 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   const auto start = std::chrono::steady_clock::now();
   PIXSEEK_RETURN_IF_ERROR(ValidateParams(params));
   if (bytes.empty()) return Status::InvalidArgument("empty file");
-  const std::string key = "search:" + db_.model_name() + ":" + Sha256Hex(bytes) + ":" +
+  const std::string digest = Sha256Hex(bytes);
+  const std::string key = "search:" + db_.model_name() + ":" + digest + ":" +
                           std::to_string(params.top_k) + ":" + std::to_string(params.min_score);
   if (auto cached = db_.cache().Get(key)) return Join(DecodeHits(*cached), true, start);
 
-  PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, db_.decode_options()));
+  // The results are stale or new; the query's feature may still be known.
   std::vector<float> feature(static_cast<size_t>(db_.dimension()));
-  const Image* images[] = {&decoded.image};
-  PIXSEEK_RETURN_IF_ERROR(db_.Embed(images, feature.data()));
+  const size_t feature_bytes = feature.size() * sizeof(float);
+  const std::string feature_key = "feature:" + db_.model_name() + ":" + digest;
+  if (auto known = db_.feature_cache().Get(feature_key); known && known->size() == feature_bytes) {
+    std::memcpy(feature.data(), known->data(), feature_bytes);
+  } else {
+    PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, db_.decode_options()));
+    const Image* images[] = {&decoded.image};
+    PIXSEEK_RETURN_IF_ERROR(db_.Embed(images, feature.data()));
+    db_.feature_cache().Put(feature_key,
+                            std::string(reinterpret_cast<const char*>(feature.data()), feature_bytes));
+  }
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<SearchHit> hits, Nearest(feature, params));
   db_.cache().Put(key, EncodeHits(hits));
   return Join(hits, false, start);
