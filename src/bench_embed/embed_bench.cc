@@ -1,6 +1,7 @@
 // `pixseek bench embed`: see embed_bench.h. The pixseek pipeline uses only
 // the public Embedder API (Preprocess on worker threads, EmbedPreprocessed on
 // batches), so it measures what the build pipeline can reach.
+#include "core/bounded_queue.h"
 #include "bench_embed/embed_bench.h"
 
 #include <stdio.h>
@@ -104,38 +105,6 @@ struct Item {
   Status status;
 };
 
-// A bounded blocking queue, closed when the producers are done.
-class ItemQueue {
- public:
-  explicit ItemQueue(size_t capacity) : capacity_(capacity) {}
-  void Push(Item item) {
-    std::unique_lock<std::mutex> lock(mu_);
-    not_full_.wait(lock, [&] { return items_.size() < capacity_; });
-    items_.push_back(std::move(item));
-    not_empty_.notify_one();
-  }
-  std::optional<Item> Pop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
-    if (items_.empty()) return std::nullopt;
-    Item item = std::move(items_.front());
-    items_.pop_front();
-    not_full_.notify_one();
-    return item;
-  }
-  void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    not_empty_.notify_all();
-  }
-
- private:
-  const size_t capacity_;
-  std::mutex mu_;
-  std::condition_variable not_full_, not_empty_;
-  std::deque<Item> items_;  // GUARDED_BY(mu_)
-  bool closed_ = false;     // GUARDED_BY(mu_)
-};
 
 // Runs `work(i)` for i in [0, n) on `threads` threads.
 template <typename F>
@@ -202,7 +171,7 @@ Result<double> BenchEndToEnd(Embedder& embedder, const std::vector<fs::path>& fi
   const size_t batch = static_cast<size_t>(embedder.card().max_batch);
   const size_t dim = static_cast<size_t>(embedder.dimension());
   const auto start = Clock::now();
-  ItemQueue queue(2 * batch);
+  BoundedQueue<Item> queue(2 * batch);
   std::thread producers([&] {
     ParallelFor(files.size(), threads, [&](size_t i) {
       Item item;

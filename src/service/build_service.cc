@@ -6,6 +6,7 @@
 #include <optional>
 #include <thread>
 
+#include "core/bounded_queue.h"
 #include "core/hash.h"
 #include "core/progress.h"
 #include "pixseek/services.h"
@@ -21,48 +22,6 @@ struct Prepared {
   std::vector<uint8_t> thumbnail;
 };
 
-// A blocking queue with a capacity, closed when the producers are done.
-class PreparedQueue {
- public:
-  explicit PreparedQueue(size_t capacity) : capacity_(capacity) {}
-  void Push(Prepared item) {
-    std::unique_lock<std::mutex> lock(mu_);
-    not_full_.wait(lock, [&] { return items_.size() < capacity_; });
-    items_.push_back(std::move(item));
-    not_empty_.notify_one();
-  }
-  // Empty optional once closed and drained.
-  std::optional<Prepared> Pop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
-    if (items_.empty()) return std::nullopt;
-    Prepared item = std::move(items_.front());
-    items_.pop_front();
-    not_full_.notify_one();
-    return item;
-  }
-  // Non-blocking pop, for filling a batch with what is already ready.
-  std::optional<Prepared> TryPop() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (items_.empty()) return std::nullopt;
-    Prepared item = std::move(items_.front());
-    items_.pop_front();
-    not_full_.notify_one();
-    return item;
-  }
-  void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    not_empty_.notify_all();
-  }
-
- private:
-  const size_t capacity_;
-  std::mutex mu_;
-  std::condition_variable not_full_, not_empty_;
-  std::deque<Prepared> items_;  // GUARDED_BY(mu_)
-  bool closed_ = false;         // GUARDED_BY(mu_)
-};
 
 }  // namespace
 
@@ -98,7 +57,7 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
     if (options.on_progress) options.on_progress(done, report.total, report.failed.size());
   };
 
-  PreparedQueue queue(batch_size * 2);
+  BoundedQueue<Prepared> queue(batch_size * 2);
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i = next++; i < files.size() && !cancelled(); i = next++) {
