@@ -56,6 +56,10 @@ keyed_reads = true
 import_roots = ["/srv/import"]
 rate_limit_per_s = 20
 log_format = "json"
+
+[batching]
+max_batch = 8
+max_wait_ms = 1.5
 )");
   Config c;
   ASSERT_TRUE(LoadConfigFile(file, c).ok());
@@ -79,6 +83,8 @@ log_format = "json"
   EXPECT_EQ(c.server.import_roots, (std::vector<std::string>{"/srv/import"}));
   EXPECT_DOUBLE_EQ(c.server.rate_limit_per_s, 20);
   EXPECT_EQ(c.server.log_format, "json");
+  EXPECT_EQ(c.database.batching.max_batch, 8);
+  EXPECT_EQ(c.database.batching.max_wait, std::chrono::microseconds(1500));
 }
 
 TEST(ConfigTest, AbsentKeysKeepTheirValues) {
@@ -111,6 +117,8 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
       {"port = 80\n", "'port' must be a [section]"},
       {"[server\nport = 80\n", "pixseek.toml:1"},
       {"[server]\nkeyed_reads = 1\n", "keyed_reads must be true or false"},
+      {"[batching]\nmax_batch = -1\n", "max_batch must be an integer in [0, 4096]"},
+      {"[batching]\nmax_wait_ms = 5000\n", "max_wait_ms must be a number in"},
   };
   for (const auto& c : cases) {
     TempDir tmp;

@@ -4,13 +4,16 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "embed/embed_batcher.h"
 #include "pixseek/embedder.h"
 #include "pixseek/model_registry.h"
 #include "test_util.h"
@@ -268,6 +271,129 @@ TEST_F(TinyModelTest, MaxBatchSmallerThanInput) {
   ASSERT_EQ(a.size(), 7u * kDim);
   EXPECT_LT(MaxAbsDiff(a.data(), b.data(), static_cast<int>(a.size())), 1e-5);
   EXPECT_EQ(std::count(a.begin(), a.end(), -7.0f), 0);  // every row written
+}
+
+// ------------------------------------------------------- dynamic batching
+
+// Embeds images[i] on thread i through `batcher`, all at once.
+std::vector<Status> EmbedConcurrently(EmbedBatcher& batcher, const std::vector<Image>& images,
+                                      std::vector<float>* out, int dim) {
+  out->assign(images.size() * dim, -7.0f);
+  std::vector<Status> statuses(images.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < images.size(); ++i) {
+    threads.emplace_back([&, i] { statuses[i] = batcher.Embed(images[i], out->data() + i * dim); });
+  }
+  for (auto& t : threads) t.join();
+  return statuses;
+}
+
+TEST_F(TinyModelTest, BatcherGroupsConcurrentCallersAndMatchesSingleImages) {
+  auto e = Open(card_);
+  ASSERT_NE(e, nullptr);
+  std::vector<Image> images;
+  for (int i = 0; i < 12; ++i) images.push_back(PatternImage(200 + 10 * i, 240, i));
+  std::vector<std::vector<float>> expected;
+  for (const Image& img : images) expected.push_back(EmbedOne(*e, img));
+
+  std::mutex embedder_mu;
+  EmbedBatchingOptions options;
+  options.max_batch = 16;
+  options.max_wait = std::chrono::milliseconds(5);
+  EmbedBatcher batcher(*e, embedder_mu, options);
+  std::vector<float> out(images.size() * kDim, -7.0f);
+  std::vector<Status> statuses(images.size());
+  std::vector<std::thread> threads;
+  {
+    // Hold the network, as a long forward pass would, until every caller has
+    // queued: the batcher then runs at most the one batch it had taken, and
+    // one more with everyone else.
+    std::lock_guard<std::mutex> busy(embedder_mu);
+    for (size_t i = 0; i < images.size(); ++i) {
+      threads.emplace_back(
+          [&, i] { statuses[i] = batcher.Embed(images[i], out.data() + i * kDim); });
+    }
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (batcher.waiting() < static_cast<int>(images.size()) &&
+           std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(batcher.waiting(), static_cast<int>(images.size()));
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < images.size(); ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].ToString();
+    EXPECT_LT(MaxAbsDiff(out.data() + i * kDim, expected[i].data(), kDim), 1e-5) << "image " << i;
+  }
+  const EmbedBatcherStats stats = batcher.stats();
+  EXPECT_EQ(stats.images, 12u);
+  EXPECT_LE(stats.batches, 2u);
+  EXPECT_GE(stats.max_seen, 6u);
+  EXPECT_EQ(batcher.waiting(), 0);
+}
+
+TEST_F(TinyModelTest, BatcherNeverExceedsMaxBatch) {
+  auto e = Open(card_);
+  ASSERT_NE(e, nullptr);
+  std::vector<Image> images;
+  for (int i = 0; i < 9; ++i) images.push_back(PatternImage(224, 224, i));
+  std::mutex embedder_mu;
+  EmbedBatcher batcher(*e, embedder_mu, {.max_batch = 3, .max_wait = std::chrono::milliseconds(50)});
+  EXPECT_EQ(batcher.max_batch(), 3);
+  std::vector<float> out;
+  for (const Status& s : EmbedConcurrently(batcher, images, &out, kDim)) EXPECT_TRUE(s.ok());
+  EXPECT_EQ(batcher.stats().images, 9u);
+  EXPECT_GE(batcher.stats().batches, 3u);
+  EXPECT_LE(batcher.stats().max_seen, 3u);
+  EXPECT_EQ(std::count(out.begin(), out.end(), -7.0f), 0);  // every row written
+}
+
+TEST_F(TinyModelTest, BatcherFailsOnlyTheCallerWithABadImage) {
+  auto e = Open(card_);
+  ASSERT_NE(e, nullptr);
+  std::vector<Image> images;
+  for (int i = 0; i < 4; ++i) images.push_back(PatternImage(224, 224, i));
+  images[2] = Image{};  // empty: preprocessing refuses it
+  std::mutex embedder_mu;
+  EmbedBatcher batcher(*e, embedder_mu, {.max_batch = 0, .max_wait = std::chrono::milliseconds(20)});
+  EXPECT_EQ(batcher.max_batch(), card_.max_batch);  // 0 = the card's
+  std::vector<float> out;
+  auto statuses = EmbedConcurrently(batcher, images, &out, kDim);
+  for (size_t i = 0; i < images.size(); ++i) {
+    if (i == 2) {
+      EXPECT_EQ(statuses[i].code(), StatusCode::kInvalidArgument) << statuses[i].ToString();
+    } else {
+      EXPECT_TRUE(statuses[i].ok()) << statuses[i].ToString();
+      EXPECT_LT(MaxAbsDiff(out.data() + i * kDim, EmbedOne(*e, images[i]).data(), kDim), 1e-5);
+    }
+  }
+}
+
+TEST_F(TinyModelTest, BatcherWithoutWaitServesALoneCallerAtOnce) {
+  auto e = Open(card_);
+  ASSERT_NE(e, nullptr);
+  std::mutex embedder_mu;
+  EmbedBatcher batcher(*e, embedder_mu, {.max_batch = 8, .max_wait = std::chrono::microseconds(0)});
+  Image img = PatternImage(300, 200, 1);
+  std::vector<float> v(kDim);
+  ASSERT_TRUE(batcher.Embed(img, v.data()).ok());
+  EXPECT_LT(MaxAbsDiff(v.data(), EmbedOne(*e, img).data(), kDim), 1e-5);
+  EXPECT_EQ(batcher.stats().batches, 1u);
+  EXPECT_EQ(batcher.Embed(img, nullptr).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(TinyModelTest, BatcherDoesNotHoldALoneCallerForMaxWait) {
+  auto e = Open(card_);
+  ASSERT_NE(e, nullptr);
+  std::mutex embedder_mu;
+  // A batch waits only for callers still preprocessing; with none, at once.
+  EmbedBatcher batcher(*e, embedder_mu, {.max_batch = 8, .max_wait = std::chrono::seconds(20)});
+  Image img = PatternImage(300, 200, 1);
+  std::vector<float> v(kDim);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(batcher.Embed(img, v.data()).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  EXPECT_EQ(batcher.stats().batches, 3u);
 }
 
 TEST_F(TinyModelTest, PreprocessingFollowsTheCard) {

@@ -823,7 +823,7 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
   // Every sample line is "name{labels} value" with a numeric value.
   std::istringstream lines(text);
   std::string line;
-  double hits = -1;
+  double hits = -1, passes = -1, embedded = -1;
   while (std::getline(lines, line)) {
     if (line.empty() || line[0] == '#') continue;
     const auto space = line.rfind(' ');
@@ -832,8 +832,16 @@ TEST_F(ServerTest, MetricsInPrometheusFormat) {
     double value = std::stod(line.substr(space + 1), &used);
     EXPECT_EQ(used, line.size() - space - 1) << line;
     if (line.starts_with("pixseek_cache_hits_total ")) hits = value;
+    if (line.starts_with("pixseek_embed_batches_total ")) passes = value;
+    if (line.starts_with("pixseek_embed_batched_images_total ")) embedded = value;
   }
   EXPECT_GE(hits, 1);
+  // The upload and the first search each needed a forward pass (through the
+  // dynamic batcher); the repeated search did not.
+  EXPECT_GE(embedded, 1);
+  EXPECT_LE(embedded, 2);
+  EXPECT_GE(passes, 1);
+  EXPECT_LE(passes, embedded);
 }
 
 // Jobs survive a restart: finished ones are still listed, and one that was

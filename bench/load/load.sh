@@ -6,18 +6,22 @@
 # starts `pixseek serve`, and drives searches with wrk (CONNS connections for
 # DURATION seconds) while a second client uploads one new image a second.
 # Two runs per mode: cache "cold" (every query a different image that is not
-# in the database) and "warm" (the same query again and again). Prints one
-# JSON object per run:
+# in the database) and "warm" (the same query again and again); then the same
+# two with LATENCY_CONNS connections (default 1) for LATENCY_DURATION seconds:
+# below saturation, latency is the request's own, not queueing behind the
+# other clients. Prints one JSON object per run:
 #   {"mode","cache","connections","duration_s","rps","p50_ms","p90_ms","p99_ms",
 #    "max_ms","errors","non_2xx","uploads","upload_errors","rss_before_kb",
-#    "rss_after_kb"}
+#    "rss_after_kb","forward_passes","embedded_images"}
 # and last a {"forward_ms_per_image": ...} row: the model's forward time, to
 # compare the cold p50 with.
 #
 # Needs: wrk (Debian wrk), and for server mode mariadb-server and
 # redis-server. Usage (from the repository root, after `make build`):
 #   bench/load/load.sh [--duration 60] [--conns 16] [--modes "embedded server"]
+#                      [--latency-conns 1] [--latency-duration 20]
 #                      [--db-images DIR] [--query-images DIR...]
+# (--latency-conns 0 skips the latency runs.)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,6 +29,8 @@ PIXSEEK=${PIXSEEK:-$root/build/src/cli/pixseek}
 MODEL=${MODEL:-$root/../shared/models/mobilenetv2-12-int8/mobilenetv2-12-int8.onnx}
 DURATION=60
 CONNS=16
+LATENCY_CONNS=1
+LATENCY_DURATION=20
 MODES="embedded server"
 DB_IMAGES=$root/../shared/data/pacs/photo
 QUERY_IMAGES=("$root/../shared/data/pacs/art_painting" "$root/../shared/data/pacs/cartoon"
@@ -34,6 +40,8 @@ while (($#)); do
     --duration) DURATION=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --modes) MODES=$2; shift 2 ;;
+    --latency-conns) LATENCY_CONNS=$2; shift 2 ;;
+    --latency-duration) LATENCY_DURATION=$2; shift 2 ;;
     --db-images) DB_IMAGES=$2; shift 2 ;;
     --query-images) QUERY_IMAGES=("$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -57,6 +65,13 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 log() { echo "load.sh: $*" >&2; }
+# Forward passes and images embedded so far (dynamic batching), from /metrics.
+embed_counts() {
+  curl -s "http://127.0.0.1:$1/metrics" | awk '
+    $1 == "pixseek_embed_batches_total" {b = $2}
+    $1 == "pixseek_embed_batched_images_total" {i = $2}
+    END {printf "%d %d\n", b, i}'
+}
 
 export PIXSEEK_HOME=$work/home
 "$PIXSEEK" model import "$MODEL" >/dev/null
@@ -116,21 +131,30 @@ for mode in $MODES; do
   serve_pid=$!
   pids+=($serve_pid)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-  for cache in cold warm; do
+  runs=("$CONNS:$DURATION:cold" "$CONNS:$DURATION:warm")
+  if ((LATENCY_CONNS > 0)); then
+    runs+=("$LATENCY_CONNS:$LATENCY_DURATION:cold" "$LATENCY_CONNS:$LATENCY_DURATION:warm")
+  fi
+  for run in "${runs[@]}"; do
+    IFS=: read -r conns duration cache <<< "$run"
+    threads=$((conns < 2 ? conns : 2))  # wrk needs a connection per thread
     rss_before=$(rss_kb $serve_pid)
+    read -r passes_before images_before < <(embed_counts "$port")
     rm -f "$work/stop"
     uploader "$port" "$work/stop" "$work/uploads" &
     up_pid=$!
     row=$(QUERY_LIST=$work/cold.txt QUERY_MODE=$([[ $cache == warm ]] && echo same || echo distinct) \
-      WRK_THREADS=2 wrk -t2 -c"$CONNS" -d"${DURATION}s" --timeout 30s \
+      WRK_THREADS=$threads wrk -t"$threads" -c"$conns" -d"${duration}s" --timeout 30s \
       -s "$root/bench/load/search.lua" "http://127.0.0.1:$port" | tail -n 1)
     touch "$work/stop"
     wait $up_pid
     read -r up_ok up_bad < "$work/uploads"
     rss_after=$(rss_kb $serve_pid)
     kill -0 $serve_pid || { echo "pixseek serve died" >&2; exit 1; }
-    echo "{\"mode\":\"$mode\",\"cache\":\"$cache\",\"connections\":$CONNS,${row#\{}" |
-      sed "s/}\$/,\"uploads\":$up_ok,\"upload_errors\":$up_bad,\"rss_before_kb\":$rss_before,\"rss_after_kb\":$rss_after}/"
+    read -r passes_after images_after < <(embed_counts "$port")
+    batching="\"forward_passes\":$((passes_after - passes_before)),\"embedded_images\":$((images_after - images_before))"
+    echo "{\"mode\":\"$mode\",\"cache\":\"$cache\",\"connections\":$conns,${row#\{}" |
+      sed "s/}\$/,\"uploads\":$up_ok,\"upload_errors\":$up_bad,\"rss_before_kb\":$rss_before,\"rss_after_kb\":$rss_after,$batching}/"
   done
   kill $serve_pid; wait $serve_pid 2>/dev/null || true
 done

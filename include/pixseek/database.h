@@ -37,6 +37,8 @@
 
 namespace pixseek {
 
+class EmbedBatcher;
+
 struct DatabaseOptions {
   std::filesystem::path dir;
   // Model name for a new database; empty = DefaultModelName(). For an existing
@@ -71,6 +73,10 @@ struct DatabaseOptions {
   std::string cache_url;
   size_t cache_bytes = 64u << 20;
   int threads = 0;  // 0 = all cores
+  // Dynamic batching of the single images that searches and uploads embed
+  // (EmbedOne). Embedders that cannot split preprocessing from the network
+  // (sift-vlad) embed one at a time whatever this says.
+  EmbedBatchingOptions batching;
   // Open for reading only (query, eval, stats): works while another process
   // (a running server) writes the database, and sees its state as of the
   // open. Insert/Remove fail with FailedPrecondition.
@@ -128,6 +134,12 @@ class Database {
 
   // Embeds images (serialised across threads). out: images.size()*dimension().
   Status Embed(std::span<const Image* const> images, float* out);
+  // Embeds one image, sharing a forward pass with other threads' images
+  // (dynamic batching, options().batching) where the embedder allows.
+  // out: dimension() floats.
+  Status EmbedOne(const Image& image, float* out);
+  // Dynamic batching counters; all zero when it is off.
+  EmbedBatcherStats batcher_stats() const;
 
   // Stores one image: metadata, thumbnail, vector, in that order, then clears
   // the cache. On failure nothing of it remains. Returns the new id.
@@ -159,6 +171,9 @@ class Database {
   std::string model_name_;
   std::unique_ptr<Embedder> embedder_;
   std::mutex embed_mu_;  // serialises embedder_
+  // Groups EmbedOne calls; null when batching is off or the embedder cannot
+  // batch. Declared after embedder_ so it stops before the embedder goes.
+  std::unique_ptr<EmbedBatcher> batcher_;
   std::unique_ptr<VectorIndex> index_;
   DiskIndex* disk_index_ = nullptr;  // index_ when it is a disk index
   std::unique_ptr<MetadataStore> store_;

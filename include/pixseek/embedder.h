@@ -3,6 +3,8 @@
 #define PIXSEEK_EMBEDDER_H_
 
 #include <array>
+#include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <filesystem>
 #include <memory>
@@ -100,6 +102,26 @@ class Embedder {
   }
   // Threads one forward pass may use (intra-op); 0 = the core count.
   virtual void SetThreads(int /*threads*/) {}
+};
+
+// Dynamic batching of single-image embeddings (EmbedBatcher): concurrent
+// searches and uploads share forward passes.
+struct EmbedBatchingOptions {
+  // Most images one forward pass takes; 0 = the model card's max_batch,
+  // 1 = no batching (each caller runs its own pass).
+  int max_batch = 0;
+  // How long a batch may wait for images still being preprocessed by other
+  // callers (a caller alone never waits). Images that queue up while the
+  // network is busy form the next batch at once. 0 = take what is queued.
+  std::chrono::microseconds max_wait{2000};
+};
+
+// Counters since construction, for /metrics.
+struct EmbedBatcherStats {
+  uint64_t batches = 0;    // forward passes run
+  uint64_t images = 0;     // images embedded (sum of batch sizes)
+  uint64_t max_seen = 0;   // largest batch so far
+  uint64_t waiting = 0;    // now: images queued for, or in, a forward pass
 };
 
 // Opens the model described by `card`, whose file is `model_file`. Checks the

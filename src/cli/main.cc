@@ -46,6 +46,8 @@ struct DbFlags {
   uint64_t max_pixels = DecodeLimits{}.max_pixels;
   std::string index_kind;
   DiskIndexParams disk;
+  int batch_max = 0;
+  double batch_wait_ms = 0;
   std::string config_file;  // parsed before the flags (ConfigFileFromArgs)
 
   explicit DbFlags(const DatabaseOptions& from)
@@ -58,7 +60,9 @@ struct DbFlags {
         max_bytes(from.limits.max_bytes),
         max_pixels(from.limits.max_pixels),
         index_kind(from.index_kind),
-        disk(from.disk_params) {}
+        disk(from.disk_params),
+        batch_max(from.batching.max_batch),
+        batch_wait_ms(static_cast<double>(from.batching.max_wait.count()) / 1000.0) {}
 };
 
 // The disk index's parameters; each overrides the default chosen from the
@@ -113,6 +117,8 @@ DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_o
   o.limits.max_pixels = f.max_pixels;
   o.index_kind = f.index_kind;
   o.disk_params = f.disk;
+  o.batching.max_batch = f.batch_max;
+  o.batching.max_wait = std::chrono::microseconds(static_cast<int64_t>(f.batch_wait_ms * 1000.0));
   return o;
 }
 
@@ -489,6 +495,13 @@ int main(int argc, char** argv) {
   serve->add_option("--rate-limit", server_options.rate_limit_per_s,
                     "Requests per second per client (0 = no limit); over it: 429");
   serve->add_option("--rate-burst", server_options.rate_burst, "Burst allowed by --rate-limit");
+  serve->add_option("--batch-max", flags.batch_max,
+                    "Dynamic batching: most concurrent query images in one forward pass "
+                    "(0 = the model card's max_batch, 1 = off)")
+      ->check(CLI::Range(0, 4096));
+  serve->add_option("--batch-wait-ms", flags.batch_wait_ms,
+                    "Dynamic batching: how long a query may wait for others to join its batch")
+      ->check(CLI::Range(0.0, 1000.0));
   serve->add_flag("--keyed-reads", server_options.keyed_reads,
                   "Searches and reads need an API key too (keys: $PIXSEEK_API_KEYS or "
                   "api_keys in the config file, never on the command line)");

@@ -179,6 +179,14 @@ Status ReadIndex(SectionReader& r, DatabaseOptions& d) {
   return r.Finish();
 }
 
+Status ReadBatching(SectionReader& r, EmbedBatchingOptions& b) {
+  r.Int("max_batch", b.max_batch, 0, 4096);
+  double wait_ms = static_cast<double>(b.max_wait.count()) / 1000.0;
+  r.Real("max_wait_ms", wait_ms, 0.0, 1000.0);
+  b.max_wait = std::chrono::microseconds(static_cast<int64_t>(wait_ms * 1000.0));
+  return r.Finish();
+}
+
 Status ReadServer(SectionReader& r, ServerOptions& s) {
   r.String("host", s.host);
   r.Int("port", s.port, 0, 65535);
@@ -230,7 +238,7 @@ Status LoadConfigFile(const std::filesystem::path& file, Config& config) {
     if (!node.is_table()) {
       return Status::InvalidArgument(name + ":" + std::to_string(node.source().begin.line) +
                                      ": '" + section +
-                                     "' must be a [section] (database, index or server)");
+                                     "' must be a [section] (database, index, server or batching)");
     }
     SectionReader reader(name, section, node.as_table());
     if (section == "database") {
@@ -239,10 +247,12 @@ Status LoadConfigFile(const std::filesystem::path& file, Config& config) {
       PIXSEEK_RETURN_IF_ERROR(ReadIndex(reader, next.database));
     } else if (section == "server") {
       PIXSEEK_RETURN_IF_ERROR(ReadServer(reader, next.server));
+    } else if (section == "batching") {
+      PIXSEEK_RETURN_IF_ERROR(ReadBatching(reader, next.database.batching));
     } else {
       return Status::InvalidArgument(name + ":" + std::to_string(node.source().begin.line) +
                                      ": unknown section [" + section +
-                                     "] (expected database, index or server)");
+                                     "] (expected database, index, server or batching)");
     }
   }
   config = std::move(next);

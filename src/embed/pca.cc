@@ -69,6 +69,21 @@ class PcaEmbedder final : public Embedder {
     return Status::Ok();
   }
 
+  // Preprocessing is the inner model's; the PCA follows its network.
+  size_t preprocessed_size() const override { return inner_->preprocessed_size(); }
+  Status Preprocess(const Image& image, float* dst) const override {
+    return inner_->Preprocess(image, dst);
+  }
+  Status EmbedPreprocessed(const float* input, size_t n, float* out) override {
+    if (n == 0) return Status::Ok();
+    if (out == nullptr) return Status::InvalidArgument("EmbedPreprocessed: null buffer");
+    scratch_.resize(n * static_cast<size_t>(inner_->dimension()));
+    PIXSEEK_RETURN_IF_ERROR(inner_->EmbedPreprocessed(input, n, scratch_.data()));
+    pca_.Apply(scratch_.data(), n, out);
+    return Status::Ok();
+  }
+  void SetThreads(int threads) override { inner_->SetThreads(threads); }
+
  private:
   std::unique_ptr<Embedder> inner_;
   PcaTransform pca_;

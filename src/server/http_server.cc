@@ -565,6 +565,18 @@ std::string HttpServer::Impl::RenderMetrics() {
                      lookups > 0 ? static_cast<double>(cache.hits) / lookups : 0});
   samples.push_back({"pixseek_queue_depth", "Connections waiting or being served.", "gauge",
                      static_cast<double>(queue_depth->load())});
+  const EmbedBatcherStats batching = db.batcher_stats();
+  samples.push_back({"pixseek_embed_batches_total",
+                     "Forward passes run for searches and uploads (dynamic batching).", "counter",
+                     static_cast<double>(batching.batches)});
+  samples.push_back({"pixseek_embed_batched_images_total",
+                     "Images those forward passes embedded; over batches, the mean batch size.",
+                     "counter", static_cast<double>(batching.images)});
+  samples.push_back({"pixseek_embed_batch_size_max", "Largest batch so far.", "gauge",
+                     static_cast<double>(batching.max_seen)});
+  samples.push_back({"pixseek_embed_queue_depth",
+                     "Images waiting for, or in, a forward pass.", "gauge",
+                     static_cast<double>(batching.waiting)});
   double builds_pending = 0;
   for (const auto& job : builds.List()) {
     builds_pending += job.state == "queued" || job.state == "running";

@@ -10,6 +10,7 @@
 #include "core/files.h"
 #include "core/hash.h"
 #include "core/url.h"
+#include "embed/embed_batcher.h"
 #include "pixseek/model_registry.h"
 #include "service/fit.h"
 
@@ -251,6 +252,11 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     PIXSEEK_ASSIGN_OR_RETURN(db->embedder_, OpenEmbedder(model.card, model.model_file));
   }
   db->model_name_ = manifest.model;
+  const int max_batch = options.batching.max_batch > 0 ? options.batching.max_batch
+                                                       : db->embedder_->card().max_batch;
+  if (max_batch > 1 && EmbedBatcher::Supports(*db->embedder_)) {
+    db->batcher_ = std::make_unique<EmbedBatcher>(*db->embedder_, db->embed_mu_, options.batching);
+  }
 
   if (exists) {
     if (manifest.dimension != db->embedder_->dimension()) {
@@ -370,6 +376,16 @@ DecodeOptions Database::decode_options() const {
 Status Database::Embed(std::span<const Image* const> images, float* out) {
   std::lock_guard<std::mutex> lock(embed_mu_);
   return embedder_->Embed(images, out);
+}
+
+Status Database::EmbedOne(const Image& image, float* out) {
+  if (batcher_) return batcher_->Embed(image, out);
+  const Image* images[] = {&image};
+  return Embed(images, out);
+}
+
+EmbedBatcherStats Database::batcher_stats() const {
+  return batcher_ ? batcher_->stats() : EmbedBatcherStats{};
 }
 
 std::filesystem::path Database::ThumbnailPath(int64_t id) const {

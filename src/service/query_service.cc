@@ -63,8 +63,7 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
     std::memcpy(feature.data(), known->data(), feature_bytes);
   } else {
     PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, db_.decode_options()));
-    const Image* images[] = {&decoded.image};
-    PIXSEEK_RETURN_IF_ERROR(db_.Embed(images, feature.data()));
+    PIXSEEK_RETURN_IF_ERROR(db_.EmbedOne(decoded.image, feature.data()));
     db_.feature_cache().Put(feature_key,
                             std::string(reinterpret_cast<const char*>(feature.data()), feature_bytes));
   }
