@@ -53,7 +53,7 @@ TEST(KnownModelsTest, DefaultIsMobilenet) {
   EXPECT_EQ(m.card.file, "mobilenetv2-12-int8.onnx");
   EXPECT_EQ(m.card.dimension, 1280);
   EXPECT_EQ(m.card.output_layer, "onnx_node!627_DequantizeLinear");
-  EXPECT_EQ(m.card.max_batch, 16);
+  EXPECT_EQ(m.card.max_batch, 4);
   EXPECT_TRUE(m.card.Validate().ok());
   EXPECT_NE(m.url.find("mobilenetv2-12-int8.onnx"), std::string::npos);
 }

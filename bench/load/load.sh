@@ -75,8 +75,17 @@ embed_counts() {
 
 export PIXSEEK_HOME=$work/home
 "$PIXSEEK" model import "$MODEL" >/dev/null
-find "${QUERY_IMAGES[@]}" -type f | sort > "$work/cold.txt"
-log "$(wc -l < "$work/cold.txt") cold query images"
+# Disjoint image lists, so that no cold query was seen before in any run:
+# the uploader takes the last 500, the CONNS runs the first half of the
+# rest, the latency runs the second half.
+find "${QUERY_IMAGES[@]}" -type f | sort > "$work/all.txt"
+total=$(wc -l < "$work/all.txt")
+((total >= 1000)) || { echo "need at least 1,000 query images, found $total" >&2; exit 2; }
+tail -n 500 "$work/all.txt" > "$work/upload.txt"
+half=$(((total - 500) / 2))
+head -n "$half" "$work/all.txt" > "$work/cold-load.txt"
+sed -n "$((half + 1)),$((total - 500))p" "$work/all.txt" > "$work/cold-latency.txt"
+log "$total query images: $half for the loaded runs, $((total - 500 - half)) for the latency runs, 500 to upload"
 
 start_servers() {
   local maria_port redis_port
@@ -106,7 +115,7 @@ start_servers() {
 # Uploads one new image a second until the file $1 exists; counts answers.
 uploader() {
   local port=$1 stop=$2 out=$3 ok=0 bad=0 i=0
-  mapfile -t files < <(tail -n 500 "$work/cold.txt")
+  mapfile -t files < "$work/upload.txt"
   while [[ ! -e $stop ]]; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -F "image=@${files[i % ${#files[@]}]}" \
       "http://127.0.0.1:$port/api/v1/images" || echo 000)
@@ -131,19 +140,19 @@ for mode in $MODES; do
   serve_pid=$!
   pids+=($serve_pid)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
-  runs=("$CONNS:$DURATION:cold" "$CONNS:$DURATION:warm")
+  runs=("$CONNS:$DURATION:cold:load" "$CONNS:$DURATION:warm:load")
   if ((LATENCY_CONNS > 0)); then
-    runs+=("$LATENCY_CONNS:$LATENCY_DURATION:cold" "$LATENCY_CONNS:$LATENCY_DURATION:warm")
+    runs+=("$LATENCY_CONNS:$LATENCY_DURATION:cold:latency" "$LATENCY_CONNS:$LATENCY_DURATION:warm:latency")
   fi
   for run in "${runs[@]}"; do
-    IFS=: read -r conns duration cache <<< "$run"
+    IFS=: read -r conns duration cache list <<< "$run"
     threads=$((conns < 2 ? conns : 2))  # wrk needs a connection per thread
     rss_before=$(rss_kb $serve_pid)
     read -r passes_before images_before < <(embed_counts "$port")
     rm -f "$work/stop"
     uploader "$port" "$work/stop" "$work/uploads" &
     up_pid=$!
-    row=$(QUERY_LIST=$work/cold.txt QUERY_MODE=$([[ $cache == warm ]] && echo same || echo distinct) \
+    row=$(QUERY_LIST=$work/cold-$list.txt QUERY_MODE=$([[ $cache == warm ]] && echo same || echo distinct) \
       WRK_THREADS=$threads wrk -t"$threads" -c"$conns" -d"${duration}s" --timeout 30s \
       -s "$root/bench/load/search.lua" "http://127.0.0.1:$port" | tail -n 1)
     touch "$work/stop"

@@ -134,6 +134,13 @@ class Database {
 
   // Embeds images (serialised across threads). out: images.size()*dimension().
   Status Embed(std::span<const Image* const> images, float* out);
+  // Embed in two steps, for pipelines that preprocess on worker threads while
+  // the network runs: preprocessed_size() floats per image (0 when the
+  // embedder cannot split; then only Embed works), Preprocess (thread-safe,
+  // no lock) and EmbedPreprocessed (serialised like Embed).
+  size_t preprocessed_size() const { return embedder_->preprocessed_size(); }
+  Status Preprocess(const Image& image, float* dst) const { return embedder_->Preprocess(image, dst); }
+  Status EmbedPreprocessed(const float* input, size_t n, float* out);
   // Embeds one image, sharing a forward pass with other threads' images
   // (dynamic batching, options().batching) where the embedder allows.
   // out: dimension() floats.

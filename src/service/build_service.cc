@@ -15,10 +15,12 @@
 namespace pixseek {
 namespace {
 
-// One file read, hashed and decoded by a worker, waiting to be embedded.
+// One file read, hashed, decoded and (where the embedder splits its work)
+// preprocessed by a worker, waiting for the network.
 struct Prepared {
   ImageRecord record;
-  Image image;
+  Image image;               // only when the embedder cannot preprocess apart
+  std::vector<float> input;  // preprocessed_size() floats, otherwise
   std::vector<uint8_t> thumbnail;
 };
 
@@ -57,6 +59,9 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
     if (options.on_progress) options.on_progress(done, report.total, report.failed.size());
   };
 
+  // Preprocessing (resize, crop, normalise) runs on the workers too, so the
+  // network's thread does nothing but forward passes.
+  const size_t input_floats = db_.preprocessed_size();
   BoundedQueue<Prepared> queue(batch_size * 2);
   std::atomic<size_t> next{0};
   auto worker = [&] {
@@ -79,7 +84,13 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
       auto rel = path.lexically_relative(root);
       if (std::distance(rel.begin(), rel.end()) > 1) p.record.label = rel.begin()->string();
       DescribeImage(*bytes, sha, decoded->info, &p.record);
-      p.image = std::move(decoded->image);
+      if (input_floats > 0) {
+        p.input.resize(input_floats);
+        Status pre = db_.Preprocess(decoded->image, p.input.data());
+        if (!pre.ok()) { fail(pre); continue; }
+      } else {
+        p.image = std::move(decoded->image);
+      }
       p.thumbnail = std::move(*thumb);
       queue.Push(std::move(p));
     }
@@ -94,6 +105,7 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
   // This thread runs the network on batches of whatever the workers prepared.
   Status fatal;
   std::vector<Prepared> batch;
+  std::vector<float> inputs;
   std::vector<float> features;
   const size_t dim = static_cast<size_t>(db_.dimension());
   while (auto first = queue.Pop()) {
@@ -108,10 +120,19 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
       for (auto& p : batch) finish_one(BuildFailure{p.record.path, "not processed: " + fatal.ToString()}, false);
       continue;
     }
-    std::vector<const Image*> images;
-    for (const auto& p : batch) images.push_back(&p.image);
     features.resize(batch.size() * dim);
-    Status s = db_.Embed(images, features.data());
+    Status s;
+    if (input_floats > 0) {
+      inputs.resize(batch.size() * input_floats);
+      for (size_t i = 0; i < batch.size(); ++i) {
+        std::copy(batch[i].input.begin(), batch[i].input.end(), inputs.begin() + i * input_floats);
+      }
+      s = db_.EmbedPreprocessed(inputs.data(), batch.size(), features.data());
+    } else {
+      std::vector<const Image*> images;
+      for (const auto& p : batch) images.push_back(&p.image);
+      s = db_.Embed(images, features.data());
+    }
     for (size_t i = 0; i < batch.size(); ++i) {
       auto& p = batch[i];
       if (!s.ok()) { finish_one(BuildFailure{p.record.path, s.ToString()}, false); continue; }

@@ -378,6 +378,11 @@ Status Database::Embed(std::span<const Image* const> images, float* out) {
   return embedder_->Embed(images, out);
 }
 
+Status Database::EmbedPreprocessed(const float* input, size_t n, float* out) {
+  std::lock_guard<std::mutex> lock(embed_mu_);
+  return embedder_->EmbedPreprocessed(input, n, out);
+}
+
 Status Database::EmbedOne(const Image& image, float* out) {
   if (batcher_) return batcher_->Embed(image, out);
   const Image* images[] = {&image};
