@@ -323,6 +323,48 @@ TEST_F(CliIntegrationTest, ClearErrors) {
   EXPECT_EQ(eval["per_label"].size(), 2u);
 }
 
+// Queries from another folder (the cross-domain protocol: sketches against
+// photos): labels come from the query folder's own first level.
+TEST_F(CliIntegrationTest, EvalWithQueriesFromAnotherFolder) {
+  BuildJson();
+  const auto queries = tmp_.path() / "queries";
+  std::filesystem::create_directories(queries / "red");
+  std::filesystem::create_directories(queries / "blue");
+  std::filesystem::create_directories(queries / "green");
+  for (int i = 0; i < 3; ++i) {
+    WriteBytes(queries / "red" / ("q" + std::to_string(i) + ".jpg"),
+               SyntheticImage(".jpg", 260, 260, 200, 40, 40, 500 + i));
+    WriteBytes(queries / "blue" / ("q" + std::to_string(i) + ".jpg"),
+               SyntheticImage(".jpg", 240, 300, 40, 50, 200, 600 + i));
+  }
+  WriteBytes(queries / "green" / "g.jpg", SyntheticImage(".jpg", 200, 200, 30, 200, 30, 700));
+  WriteBytes(queries / "blue" / "garbage.jpg", std::vector<uint8_t>(3000, 0x11));
+  WriteBytes(queries / "unlabelled.jpg", SyntheticImage(".jpg", 200, 200, 200, 40, 40, 800));
+
+  auto r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--queries",
+                    queries.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json eval = json::parse(r.out);
+  EXPECT_EQ(eval["protocol"], "queries");
+  EXPECT_EQ(eval["images"], 12);  // the gallery: the stored, labelled images
+  EXPECT_EQ(eval["failed_queries"], 1);
+  EXPECT_NE(r.err.find("1 query images could not be read"), std::string::npos) << r.err;
+  EXPECT_EQ(eval["overall"]["queries"], 7);  // 3 red, 3 blue, 1 green; not the unlabelled one
+  EXPECT_EQ(eval["per_label"]["red"]["queries"], 3);
+  EXPECT_GT(eval["per_label"]["red"]["map"].get<double>(), 0.8) << eval.dump(2);
+  EXPECT_GT(eval["per_label"]["blue"]["map"].get<double>(), 0.8) << eval.dump(2);
+  // No stored image is green: nothing relevant to find.
+  EXPECT_EQ(eval["per_label"]["green"]["map"].get<double>(), 0.0);
+  EXPECT_NEAR(eval["macro"]["map"].get<double>(),
+              (eval["per_label"]["red"]["map"].get<double>() +
+               eval["per_label"]["blue"]["map"].get<double>()) / 3.0, 1e-9);
+
+  r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--queries",
+               (tmp_.path() / "nowhere").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not a directory"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace pixseek
 

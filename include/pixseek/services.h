@@ -169,7 +169,8 @@ struct EvalReport {
   EvalMetrics overall;                     // mean over all queries
   EvalMetrics macro;                       // mean over labels of per-label means
   std::map<std::string, EvalMetrics> per_label;
-  uint64_t images = 0;
+  uint64_t images = 0;          // gallery: labelled stored images
+  uint64_t failed_queries = 0;  // query files that could not be read or decoded
   double seconds = 0;
 };
 
@@ -178,6 +179,23 @@ struct EvalReport {
 // query against all the others; relevant = same label. FailedPrecondition
 // when fewer than two labelled images are found.
 Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root);
+
+struct EvalQueryOptions {
+  int decode_threads = 0;  // 0 = one per core
+  bool show_progress = false;
+  std::FILE* progress_out = stderr;
+};
+
+// Cross-folder retrieval quality (e.g. sketch queries against photos): every
+// image in a labelled folder under `query_root` (label = its first folder
+// level) is decoded, embedded and searched against the stored images under
+// `root`; relevant = gallery images with the same label. Query files that
+// cannot be decoded are counted in failed_queries, not fatal.
+// FailedPrecondition when the gallery has fewer than two labelled images or
+// there are no labelled queries; NotFound when query_root is not a folder.
+Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& root,
+                                   const std::filesystem::path& query_root,
+                                   const EvalQueryOptions& options = {});
 
 }  // namespace pixseek
 

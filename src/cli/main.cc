@@ -276,11 +276,19 @@ json MetricsJson(const EvalMetrics& m) {
           {"p_at_10", m.p_at_10}, {"r_at_10", m.r_at_10}};
 }
 
-int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json) {
+int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir,
+            const std::string& query_dir, bool as_json) {
   auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
-  auto report = Evaluate(**db, dir);
+  EvalQueryOptions query_options;
+  query_options.show_progress = true;  // on stderr, as build does
+  auto report = query_dir.empty() ? Evaluate(**db, dir)
+                                  : EvaluateQueries(**db, dir, query_dir, query_options);
   if (!report.ok()) return Fail(report.status());
+  if (report->failed_queries > 0) {
+    std::fprintf(stderr, "warning: %llu query images could not be read or decoded (skipped)\n",
+                 static_cast<unsigned long long>(report->failed_queries));
+  }
   if (as_json) {
     json labels = json::object();
     for (const auto& [label, m] : report->per_label) labels[label] = MetricsJson(m);
@@ -288,6 +296,8 @@ int RunEval(const std::string& home, const DbFlags& flags, const std::string& di
                       {"macro", MetricsJson(report->macro)},
                       {"per_label", labels},
                       {"images", report->images},
+                      {"protocol", query_dir.empty() ? "leave-one-out" : "queries"},
+                      {"failed_queries", report->failed_queries},
                       {"model", (*db)->model_name()},
                       {"seconds", report->seconds}}
                      .dump()
@@ -512,8 +522,12 @@ int main(int argc, char** argv) {
   eval->add_option("DIR", dir, "Folder the database was built from")->required();
   AddDbFlags(eval, flags, false);
   AddIndexFlags(eval, flags);
+  std::string eval_queries;
+  eval->add_option("--queries", eval_queries,
+                   "Query images from this folder (labels = its first folder level) instead "
+                   "of leave-one-out, e.g. sketches against photos");
   eval->add_flag("--json", as_json, "Print JSON");
-  eval->callback([&] { rc = RunEval(home, flags, dir, as_json); });
+  eval->callback([&] { rc = RunEval(home, flags, dir, eval_queries, as_json); });
 
   auto* compact = app.add_subcommand(
       "compact", "Merge the disk index's recent changes into a new disk graph");
