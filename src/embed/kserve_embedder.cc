@@ -179,26 +179,7 @@ class KServeEmbedder final : public Embedder {
   }
 
   Status Embed(std::span<const Image* const> images, float* out) override {
-    if (images.empty()) return Status::Ok();
-    if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
-    for (size_t i = 0; i < images.size(); ++i) {
-      PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(images[i], i));
-    }
-    const size_t per_image = preprocessed_size();
-    const size_t batch = BatchSize();
-    for (size_t start = 0; start < images.size(); start += batch) {
-      const size_t n = std::min(batch, images.size() - start);
-      input_.resize(n * per_image);
-      try {
-        for (size_t i = 0; i < n; ++i) {
-          PreprocessImage(card_, *images[start + i], input_.data() + i * per_image);
-        }
-      } catch (const std::exception& e) {
-        return Status::Internal(std::string("preprocessing failed: ") + e.what());
-      }
-      PIXSEEK_RETURN_IF_ERROR(RunBatch(input_.data(), n, out + start * Dim()));
-    }
-    return Status::Ok();
+    return EmbedInBatches(*this, images, out, input_);
   }
 
   Status EmbedPreprocessed(const float* input, size_t n, float* out) override {

@@ -45,18 +45,7 @@ class OnnxEmbedder final : public Embedder {
   const ModelCard& card() const override { return card_; }
 
   Status Embed(std::span<const Image* const> images, float* out) override {
-    if (images.empty()) return Status::Ok();
-    if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
-    for (size_t i = 0; i < images.size(); ++i) {
-      PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(images[i], i));
-    }
-    const size_t batch = static_cast<size_t>(card_.max_batch);
-    for (size_t start = 0; start < images.size(); start += batch) {
-      size_t n = std::min(batch, images.size() - start);
-      PIXSEEK_RETURN_IF_ERROR(
-          RunBatch(images.subspan(start, n), out + start * static_cast<size_t>(card_.dimension)));
-    }
-    return Status::Ok();
+    return EmbedInBatches(*this, images, out, input_);
   }
 
   size_t preprocessed_size() const override {
@@ -101,31 +90,10 @@ class OnnxEmbedder final : public Embedder {
     dummy.rgb.assign(static_cast<size_t>(dummy.width) * dummy.height * 3, 128);
     std::vector<float> vec(static_cast<size_t>(card_.dimension));
     const Image* ptr = &dummy;
-    return RunBatch(std::span<const Image* const>(&ptr, 1), vec.data());
+    return Embed(std::span<const Image* const>(&ptr, 1), vec.data());
   }
 
  private:
-  // Runs one forward pass over images.size() <= max_batch checked images and
-  // writes images.size() * dimension floats to `out`.
-  Status RunBatch(std::span<const Image* const> images, float* out) {
-    const int n = static_cast<int>(images.size());
-    const int iw = card_.input_width;
-    const int ih = card_.input_height;
-    try {
-      const int shape[4] = {n, 3, ih, iw};
-      blob_.create(4, shape, CV_32F);
-      const size_t per_image = 3 * static_cast<size_t>(iw) * ih;
-      for (int i = 0; i < n; ++i) {
-        PreprocessImage(card_, *images[i], blob_.ptr<float>() + i * per_image);
-      }
-    } catch (const cv::Exception& e) {
-      return Status::Internal("preprocessing failed: " + CvMessage(e));
-    } catch (const std::exception& e) {
-      return Status::Internal(std::string("preprocessing failed: ") + e.what());
-    }
-    return Forward(blob_, n, out);
-  }
-
   // One forward pass over the n images in `blob` and the pooling.
   Status Forward(const cv::Mat& blob, int n, float* out) {
     try {
@@ -150,7 +118,7 @@ class OnnxEmbedder final : public Embedder {
 
   const ModelCard card_;
   cv::dnn::Net net_;
-  cv::Mat blob_;  // reused input blob
+  std::vector<float> input_;  // Embed's preprocessed batch
 };
 
 Result<std::unique_ptr<Embedder>> OpenOnnx(const ModelCard& card,

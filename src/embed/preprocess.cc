@@ -42,6 +42,27 @@ Status CheckEmbedImage(const Image* image, size_t index) {
   return Status::Ok();
 }
 
+Status EmbedInBatches(Embedder& embedder, std::span<const Image* const> images, float* out,
+                      std::vector<float>& scratch) {
+  if (images.empty()) return Status::Ok();
+  if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
+  for (size_t i = 0; i < images.size(); ++i) {
+    PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(images[i], i));
+  }
+  const size_t per_image = embedder.preprocessed_size();
+  const size_t dim = static_cast<size_t>(embedder.dimension());
+  const size_t batch = static_cast<size_t>(std::max(1, embedder.card().max_batch));
+  for (size_t start = 0; start < images.size(); start += batch) {
+    const size_t n = std::min(batch, images.size() - start);
+    scratch.resize(n * per_image);
+    for (size_t i = 0; i < n; ++i) {
+      PIXSEEK_RETURN_IF_ERROR(embedder.Preprocess(*images[start + i], scratch.data() + i * per_image));
+    }
+    PIXSEEK_RETURN_IF_ERROR(embedder.EmbedPreprocessed(scratch.data(), n, out + start * dim));
+  }
+  return Status::Ok();
+}
+
 void PreprocessImage(const ModelCard& card, const Image& image, float* dst) {
   // Image is RGB interleaved with packed rows: wrap it without copying.
   // OpenCV only reads from it, so the const_cast is safe.

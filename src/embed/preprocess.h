@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "pixseek/embedder.h"
 #include "pixseek/image.h"
@@ -25,6 +26,13 @@ Status CheckEmbedImage(const Image* image, size_t index);
 // input_height x input_width floats). `image` must have passed
 // CheckEmbedImage. May throw cv::Exception (callers catch at their boundary).
 void PreprocessImage(const ModelCard& card, const Image& image, float* dst);
+
+// Embedder::Embed for embedders that split preprocessing from the network
+// (preprocessed_size() > 0): checks every image, then preprocesses them
+// card().max_batch at a time into `scratch` and runs EmbedPreprocessed on
+// each batch. Serves the ONNX, TorchScript and KServe embedders alike.
+Status EmbedInBatches(Embedder& embedder, std::span<const Image* const> images, float* out,
+                      std::vector<float>& scratch);
 
 // "[2,1280,7,7]".
 std::string ShapeToString(std::span<const int64_t> shape);

@@ -82,23 +82,7 @@ class TorchEmbedder final : public Embedder {
   }
 
   Status Embed(std::span<const Image* const> images, float* out) override {
-    if (images.empty()) return Status::Ok();
-    if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
-    for (size_t i = 0; i < images.size(); ++i) {
-      PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(images[i], i));
-    }
-    const size_t batch = static_cast<size_t>(card_.max_batch);
-    const size_t per_image = preprocessed_size();
-    for (size_t start = 0; start < images.size(); start += batch) {
-      const size_t n = std::min(batch, images.size() - start);
-      input_.resize(n * per_image);
-      for (size_t i = 0; i < n; ++i) {
-        PIXSEEK_RETURN_IF_ERROR(Preprocess(*images[start + i], input_.data() + i * per_image));
-      }
-      PIXSEEK_RETURN_IF_ERROR(
-          Forward(input_.data(), n, out + start * static_cast<size_t>(card_.dimension)));
-    }
-    return Status::Ok();
+    return EmbedInBatches(*this, images, out, input_);
   }
 
   Status EmbedPreprocessed(const float* input, size_t n, float* out) override {
