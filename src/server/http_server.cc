@@ -49,9 +49,11 @@ constexpr size_t kMaxThumbnailBytes = 16u << 20;
 constexpr char kJson[] = "application/json";
 
 // Start of the request being handled on this worker thread (set by the
-// pre-routing handler, read by the logger). httplib handles one request at a
-// time per worker thread, from routing to logging.
+// pre-routing handler, read by the post-routing handler), and its duration
+// until the answer was ready (read by the logger). httplib handles one
+// request at a time per worker thread, from routing to logging.
 thread_local std::optional<Clock::time_point> tls_request_start;
+thread_local std::optional<double> tls_request_ms;
 // Set on a worker thread while it serves a connection that arrived when the
 // queue was over the limit: its requests are answered 503 at once.
 thread_local bool tls_overloaded = false;
@@ -310,17 +312,25 @@ void HttpServer::Impl::InstallRoutes() {
     ReplyError(res, Status::Internal("unexpected error: " + what));
   });
 
-  // After every answer: metrics, then the log line (never the
-  // Authorization header or the query string, which may carry secrets).
+  // Metrics are counted once the answer is ready and before it is written,
+  // so that a client that has its answer finds it counted in /metrics (the
+  // logger runs only after the write). The log line follows the write (never
+  // the Authorization header or the query string, which may carry secrets).
+  auto observe = [this](const Request& req, const Response& res) {
+    if (!tls_request_start) return;
+    const double ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - *tls_request_start).count();
+    tls_request_start.reset();
+    tls_request_ms = ms;
+    metrics.Observe(req.method, req.path, res.status, ms / 1000.0);
+  };
+  svr.set_post_routing_handler([observe](const Request& req, Response& res) { observe(req, res); });
   const bool log = options.log_requests;
   const bool json_log = options.log_format == "json";
-  svr.set_logger([this, log, json_log](const Request& req, const Response& res) {
-    double ms = -1;
-    if (tls_request_start) {
-      ms = std::chrono::duration<double, std::milli>(Clock::now() - *tls_request_start).count();
-      tls_request_start.reset();
-      metrics.Observe(req.method, req.path, res.status, ms / 1000.0);
-    }
+  svr.set_logger([observe, log, json_log](const Request& req, const Response& res) {
+    observe(req, res);  // counts an answer the post-routing handler did not see
+    const double ms = tls_request_ms.value_or(-1);
+    tls_request_ms.reset();
     if (!log) return;
     if (json_log) {
       json line = {{"ts", static_cast<int64_t>(std::time(nullptr))},
