@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/files.h"
+#include "core/parallel.h"
 #include "pixseek/embedder.h"
 #include "pixseek/image.h"
 #include "pixseek/model_registry.h"
@@ -105,19 +106,6 @@ struct Item {
   Status status;
 };
 
-
-// Runs `work(i)` for i in [0, n) on `threads` threads.
-template <typename F>
-void ParallelFor(size_t n, int threads, F work) {
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&] {
-      for (size_t i = next++; i < n; i = next++) work(i);
-    });
-  }
-  for (auto& th : pool) th.join();
-}
 
 Status ReadAndDecode(const fs::path& path, const DecodeOptions& decode, Image* image) {
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,

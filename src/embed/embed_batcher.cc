@@ -9,7 +9,7 @@ EmbedBatcher::EmbedBatcher(Embedder& embedder, std::mutex& embedder_mu,
                            EmbedBatchingOptions options)
     : embedder_(embedder),
       embedder_mu_(embedder_mu),
-      max_batch_(std::max(1, options.max_batch > 0 ? options.max_batch : embedder.card().max_batch)),
+      max_batch_(EffectiveMaxBatch(embedder, options)),
       max_wait_(std::max(std::chrono::microseconds(0), options.max_wait)),
       input_floats_(embedder.preprocessed_size()),
       dimension_(static_cast<size_t>(embedder.dimension())),

@@ -10,6 +10,7 @@
 #ifndef PIXSEEK_EMBED_EMBED_BATCHER_H_
 #define PIXSEEK_EMBED_EMBED_BATCHER_H_
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -36,6 +37,11 @@ class EmbedBatcher {
   EmbedBatcher& operator=(const EmbedBatcher&) = delete;
 
   static bool Supports(const Embedder& embedder) { return embedder.preprocessed_size() > 0; }
+  // The batch size `options` give for `embedder`: options.max_batch, or the
+  // card's when that is 0; at least 1. Batching is worth a thread above 1.
+  static int EffectiveMaxBatch(const Embedder& embedder, const EmbedBatchingOptions& options) {
+    return std::max(1, options.max_batch > 0 ? options.max_batch : embedder.card().max_batch);
+  }
 
   // Embeds one image into out[0..dimension()). Preprocessing errors are the
   // caller's own; a failed forward pass fails every image of its batch.

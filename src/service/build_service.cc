@@ -8,6 +8,7 @@
 
 #include "core/bounded_queue.h"
 #include "core/hash.h"
+#include "core/parallel.h"
 #include "core/progress.h"
 #include "pixseek/services.h"
 #include "service/indexing.h"
@@ -42,9 +43,7 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
   report.total = files.size();
   const DecodeOptions decode = db_.decode_options();
   const size_t batch_size = static_cast<size_t>(std::max(1, db_.card().max_batch));
-  int threads = options.decode_threads > 0
-                    ? options.decode_threads
-                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = ThreadCount(options.decode_threads);
 
   std::mutex mu;  // guards report.failed, report.skipped, done
   uint64_t done = 0;

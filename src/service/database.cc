@@ -252,9 +252,8 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     PIXSEEK_ASSIGN_OR_RETURN(db->embedder_, OpenEmbedder(model.card, model.model_file));
   }
   db->model_name_ = manifest.model;
-  const int max_batch = options.batching.max_batch > 0 ? options.batching.max_batch
-                                                       : db->embedder_->card().max_batch;
-  if (max_batch > 1 && EmbedBatcher::Supports(*db->embedder_)) {
+  if (EmbedBatcher::Supports(*db->embedder_) &&
+      EmbedBatcher::EffectiveMaxBatch(*db->embedder_, options.batching) > 1) {
     db->batcher_ = std::make_unique<EmbedBatcher>(*db->embedder_, db->embed_mu_, options.batching);
   }
 

@@ -1,11 +1,10 @@
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <optional>
-#include <thread>
 #include <unordered_map>
 
 #include "pixseek/services.h"
+#include "core/parallel.h"
 #include "core/progress.h"
 #include "service/indexing.h"
 
@@ -117,18 +116,18 @@ void Summarise(const std::map<std::string, EvalMetrics>& sums, EvalReport& repor
   report.macro.queries = overall_sum.queries;
 }
 
-Result<std::vector<Labelled>> GalleryUnder(Database& db, const std::filesystem::path& root_arg,
-                                           std::filesystem::path* root) {
+// The labelled stored images under `root`, the gallery of an evaluation.
+Result<Gallery> GalleryUnder(Database& db, const std::filesystem::path& root_arg) {
   std::error_code ec;
-  *root = std::filesystem::weakly_canonical(std::filesystem::absolute(root_arg), ec);
+  const auto root = std::filesystem::weakly_canonical(std::filesystem::absolute(root_arg), ec);
   if (ec) return Status::NotFound("cannot resolve " + root_arg.string());
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<Labelled> items, LabelledImages(db.store(), *root));
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<Labelled> items, LabelledImages(db.store(), root));
   if (items.size() < 2) {
     return Status::FailedPrecondition(
-        "fewer than two stored images lie in labelled folders under " + root->string() +
+        "fewer than two stored images lie in labelled folders under " + root.string() +
         " (build the database from that folder first)");
   }
-  return items;
+  return Gallery(std::move(items));
 }
 
 }  // namespace
@@ -137,9 +136,7 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
                                    const std::filesystem::path& query_root_arg,
                                    const EvalQueryOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  std::filesystem::path root;
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<Labelled> items, GalleryUnder(db, root_arg, &root));
-  const Gallery gallery(std::move(items));
+  PIXSEEK_ASSIGN_OR_RETURN(const Gallery gallery, GalleryUnder(db, root_arg));
 
   std::error_code ec;
   if (!std::filesystem::is_directory(query_root_arg, ec)) {
@@ -167,9 +164,7 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
   const size_t dim = static_cast<size_t>(db.dimension());
   const size_t k_all = db.index().size();
   const DecodeOptions decode = db.decode_options();
-  const int threads = options.decode_threads > 0
-                          ? options.decode_threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = ThreadCount(options.decode_threads);
   constexpr size_t kChunk = 64;
   std::map<std::string, EvalMetrics> sums;
   std::vector<std::vector<SearchHit>> results;
@@ -178,18 +173,9 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
     const size_t n = std::min(kChunk, queries.size() - begin);
     // Read and decode the chunk on worker threads; failures are counted.
     std::vector<std::optional<Image>> decoded(n);
-    std::atomic<size_t> next{0};
-    auto worker = [&] {
-      for (size_t i = next++; i < n; i = next++) {
-        auto bytes = ReadFileLimited(queries[begin + i].path, decode.limits.max_bytes);
-        if (!bytes.ok()) continue;
-        auto image = DecodeImage(*bytes, decode);
-        if (image.ok()) decoded[i] = std::move(image->image);
-      }
-    };
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-    for (auto& t : pool) t.join();
+    ParallelFor(n, threads, [&](size_t i) {
+      decoded[i] = DecodeFile(queries[begin + i].path, decode);
+    });
 
     std::vector<const Image*> images;
     std::vector<size_t> which;  // chunk positions of `images`
@@ -220,9 +206,7 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
 
 Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root_arg) {
   const auto start = std::chrono::steady_clock::now();
-  std::filesystem::path root;
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<Labelled> items, GalleryUnder(db, root_arg, &root));
-  const Gallery gallery(std::move(items));
+  PIXSEEK_ASSIGN_OR_RETURN(const Gallery gallery, GalleryUnder(db, root_arg));
 
   const size_t dim = static_cast<size_t>(db.dimension());
   const size_t k_all = db.index().size();  // full ranking; other images are filtered out

@@ -8,6 +8,7 @@
 #include <optional>
 #include <thread>
 
+#include "core/parallel.h"
 #include "service/indexing.h"
 
 namespace pixseek {
@@ -25,34 +26,6 @@ constexpr size_t kDescriptorBudget = 200000;
 // eigenvalues half-way to their mean only recovered 0.482 and 0.225 (see
 // bench/RESULTS.md). Plain PCA is used instead, with a note.
 constexpr size_t kWhitenImagesPerDimension = 10;
-
-int ThreadCount(int threads) {
-  return threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-}
-
-// Runs fn(i) for i in [0, n) on `threads` threads.
-template <typename Fn>
-void ParallelFor(size_t n, int threads, Fn&& fn) {
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < n; i = next++) fn(i);
-  };
-  std::vector<std::thread> pool;
-  const int extra = std::min<int>(threads, static_cast<int>(n)) - 1;
-  for (int t = 0; t < extra; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-}
-
-// Reads and decodes one file; nullopt when it is not a usable image (the
-// build reports it later).
-std::optional<Image> Decode(const std::filesystem::path& path, const DecodeOptions& decode) {
-  auto bytes = ReadFileLimited(path, decode.limits.max_bytes);
-  if (!bytes.ok()) return std::nullopt;
-  auto decoded = DecodeImage(*bytes, decode);
-  if (!decoded.ok()) return std::nullopt;
-  return std::move(decoded->image);
-}
 
 // Up to `max` files spread evenly over the sorted list, so that every folder
 // (label) of the collection is represented.
@@ -73,7 +46,7 @@ Result<std::string> LearnCodebook(const ModelCard& card,
   const size_t per_image = std::max<size_t>(16, kDescriptorBudget / sample.size());
   std::vector<std::vector<float>> kept(sample.size());
   ParallelFor(sample.size(), threads, [&](size_t i) {
-    auto image = Decode(sample[i], decode);
+    auto image = DecodeFile(sample[i], decode);
     if (!image) return;
     auto desc = RootSiftDescriptors(card, *image);
     if (!desc.ok()) return;
@@ -116,7 +89,7 @@ Result<PcaTransform> LearnPca(Embedder& embedder, const std::vector<std::filesys
   for (size_t begin = 0; begin < sample.size(); begin += chunk) {
     const size_t n = std::min(chunk, sample.size() - begin);
     images.assign(n, std::nullopt);
-    ParallelFor(n, threads, [&](size_t i) { images[i] = Decode(sample[begin + i], decode); });
+    ParallelFor(n, threads, [&](size_t i) { images[i] = DecodeFile(sample[begin + i], decode); });
     std::vector<const Image*> batch;
     for (const auto& image : images) {
       if (image) batch.push_back(&*image);

@@ -49,6 +49,14 @@ bool HasImageExtension(const std::filesystem::path& p) {
 
 }  // namespace
 
+std::optional<Image> DecodeFile(const std::filesystem::path& path, const DecodeOptions& decode) {
+  auto bytes = ReadFileLimited(path, decode.limits.max_bytes);
+  if (!bytes.ok()) return std::nullopt;
+  auto decoded = DecodeImage(*bytes, decode);
+  if (!decoded.ok()) return std::nullopt;
+  return std::move(decoded->image);
+}
+
 Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root) {
   std::vector<std::filesystem::path> files;
   std::error_code ec;

@@ -33,6 +33,10 @@ Result<int64_t> StoreDecoded(Database& db, std::span<const uint8_t> bytes,
                              const std::string& sha256, const DecodedImage& decoded,
                              ImageRecord record);
 
+// Reads and decodes one file; nullopt when it is not a usable image (callers
+// count or report it).
+std::optional<Image> DecodeFile(const std::filesystem::path& path, const DecodeOptions& decode);
+
 // Image files under `root` (recursively, following no symlinked directories),
 // sorted so that runs are repeatable. Hidden files and folders are skipped.
 // NotFound when root cannot be read.
