@@ -8,7 +8,7 @@ pkgs=(build-essential cmake pkg-config ccache
       libopencv-dev libturbojpeg0-dev libjpeg62-turbo-dev libexif-dev libsqlite3-dev
       libcpp-httplib-dev nlohmann-json3-dev libcli11-dev libssl-dev zlib1g-dev
       libgif-dev libfaiss-dev liburing-dev libxxhash-dev libhnswlib-dev
-      libtorch-dev libmariadb-dev libhiredis-dev libtomlplusplus-dev liburiparser-dev
+      libtorch-dev libonnx-dev libmariadb-dev libhiredis-dev libtomlplusplus-dev liburiparser-dev
       # An optimised BLAS: installing it switches libblas.so.3 (Debian
       # alternatives) from the reference BLAS that libtorch, FAISS and numpy
       # otherwise use. ViT-B/16's linear layers: 0.14 -> 2.6 images/s.
@@ -17,7 +17,7 @@ if [[ $what == test ]]; then
   # Real servers and a real browser for the tests (started by the tests
   # themselves on 127.0.0.1), torchvision to export test models, OpenCV's
   # Python bindings for bench embed's Python pipeline of ONNX models.
-  pkgs+=(libgtest-dev curl mariadb-server redis-server chromium python3-torchvision python3-opencv)
+  pkgs+=(libgtest-dev curl mariadb-server redis-server chromium python3-torchvision python3-opencv python3-onnx)
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     pkgs+=(nodejs npm)
   fi

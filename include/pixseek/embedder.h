@@ -22,6 +22,12 @@ namespace pixseek {
 struct ModelCard {
   std::string name;                 // registry name, e.g. "mobilenetv2"
   std::string runtime = "onnx";     // "onnx", "torchscript", "kserve" or "sift-vlad"
+  // Runtime "onnx" only: what runs the file. "opencv" (OpenCV DNN, any
+  // model it loads), "libtorch" (quantized QLinearConv models translated to
+  // libtorch and run in float, about 4x faster; see docs/model_card.md) or
+  // "auto" (libtorch where the plugin is built and the model translates,
+  // else opencv). An open embedder's card names the engine it uses.
+  std::string engine = "opencv";
   std::string file;                 // model file name, relative to the card
   std::string sha256;               // of the model file; empty = not checked
   int input_width = 224;

@@ -21,11 +21,12 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Runtimes a card may name: "onnx" (OpenCV DNN), "torchscript" (libtorch;
+// Runtimes a card may name: "onnx" (OpenCV DNN, or libtorch; see engine), "torchscript" (libtorch;
 // Unsupported in a build without it), "kserve" (a remote KServe v2 / Triton
 // server) and "sift-vlad" (no network).
 constexpr std::array<std::string_view, 4> kRuntimes = {"onnx", "torchscript", "kserve",
                                                        "sift-vlad"};
+constexpr std::array<std::string_view, 3> kEngines = {"opencv", "libtorch", "auto"};
 constexpr std::array<std::string_view, 2> kCrops = {"center", "none"};
 constexpr std::array<std::string_view, 3> kInterpolations = {"bilinear", "area", "bicubic"};
 constexpr std::array<std::string_view, 2> kChannelOrders = {"RGB", "BGR"};
@@ -209,6 +210,7 @@ Result<ModelCard> ModelCard::FromJson(std::string_view json_text) {
   try {
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "name", &card.name));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "runtime", &card.runtime));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "engine", &card.engine));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "file", &card.file));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "sha256", &card.sha256));
     PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "input_width", &card.input_width));
@@ -250,6 +252,7 @@ std::string ModelCard::ToJson() const {
   nlohmann::ordered_json obj = nlohmann::ordered_json::object();
   obj["name"] = name;
   obj["runtime"] = runtime;
+  if (runtime == "onnx") obj["engine"] = engine;
   obj["file"] = file;
   obj["sha256"] = sha256;
   obj["input_width"] = input_width;
@@ -288,6 +291,7 @@ std::string ModelCard::ToJson() const {
 
 Status ModelCard::Validate() const {
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("runtime", runtime, kRuntimes));
+  PIXSEEK_RETURN_IF_ERROR(CheckEnum("engine", engine, kEngines));
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("crop", crop, kCrops));
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("interpolation", interpolation, kInterpolations));
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("channel_order", channel_order, kChannelOrders));

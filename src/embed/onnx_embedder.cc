@@ -154,7 +154,9 @@ Result<std::unique_ptr<Embedder>> OpenOnnx(const ModelCard& card,
                                      "\" is not a layer of " + model_file.filename().string());
     }
   }
-  auto embedder = std::make_unique<OnnxEmbedder>(card, std::move(net));
+  ModelCard resolved = card;
+  resolved.engine = "opencv";
+  auto embedder = std::make_unique<OnnxEmbedder>(std::move(resolved), std::move(net));
   Status check = embedder->SelfCheck();
   if (!check.ok()) return check.WithContext("model " + model_file.filename().string());
   return std::unique_ptr<Embedder>(std::move(embedder));
@@ -179,6 +181,13 @@ Result<std::unique_ptr<Embedder>> OpenEmbedder(const ModelCard& card,
   }
   if (card.runtime == "torchscript") return OpenTorchScript(card, model_file);
   if (card.runtime == "sift-vlad") return OpenSiftVladEmbedder(card, model_file);
+  if (card.engine == "libtorch") return OpenOnnxOnTorch(card, model_file);
+  if (card.engine == "auto") {
+    // Anything the libtorch engine cannot run (no plugin in this build, an
+    // operator it lacks) runs on OpenCV, whose error a broken file gives.
+    auto on_torch = OpenOnnxOnTorch(card, model_file);
+    if (on_torch.ok()) return on_torch;
+  }
   return OpenOnnx(card, model_file);
 }
 

@@ -17,7 +17,8 @@ namespace pixseek {
 namespace {
 
 constexpr char kPluginName[] = "pixseek_torch.so";
-constexpr char kEntryPoint[] = "PixseekOpenTorchScript";
+constexpr char kTorchScriptEntry[] = "PixseekOpenTorchScript";
+constexpr char kOnnxEntry[] = "PixseekOpenOnnxOnTorch";
 
 using EntryPoint = void (*)(const ModelCard&, const char*,
                             Result<std::unique_ptr<Embedder>>*);
@@ -45,7 +46,8 @@ std::vector<std::filesystem::path> PluginCandidates() {
 }
 
 struct Plugin {
-  EntryPoint open = nullptr;
+  EntryPoint open_torchscript = nullptr;
+  EntryPoint open_onnx = nullptr;
   std::string error;  // why it is not available
 };
 
@@ -66,27 +68,40 @@ const Plugin& LoadPlugin() {
         tried += "\n  " + file.string() + ": " + dlerror();
         continue;
       }
-      plugin.open = reinterpret_cast<EntryPoint>(dlsym(handle, kEntryPoint));
-      if (plugin.open != nullptr) return;
-      tried += "\n  " + file.string() + ": no entry point " + kEntryPoint;
+      plugin.open_torchscript = reinterpret_cast<EntryPoint>(dlsym(handle, kTorchScriptEntry));
+      plugin.open_onnx = reinterpret_cast<EntryPoint>(dlsym(handle, kOnnxEntry));
+      if (plugin.open_torchscript != nullptr && plugin.open_onnx != nullptr) return;
+      plugin.open_torchscript = plugin.open_onnx = nullptr;
+      tried += "\n  " + file.string() + ": entry points missing (a plugin from another build?)";
     }
     plugin.error =
-        "runtime torchscript needs the libtorch plugin " + std::string(kPluginName) +
+        "libtorch models need the plugin " + std::string(kPluginName) +
         ", which was not found (it is built when libtorch-dev is installed: "
         "scripts/install-deps.sh, then re-run cmake). Looked for:" + tried;
   });
   return plugin;
 }
 
+// Calls one entry point of the plugin.
+Result<std::unique_ptr<Embedder>> Open(EntryPoint Plugin::*entry, const ModelCard& card,
+                                       const std::filesystem::path& model_file) {
+  const Plugin& plugin = LoadPlugin();
+  if (plugin.*entry == nullptr) return Status::Unsupported(plugin.error);
+  Result<std::unique_ptr<Embedder>> out = Status::Internal("the torch plugin returned nothing");
+  (plugin.*entry)(card, model_file.c_str(), &out);
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Embedder>> OpenTorchScript(const ModelCard& card,
                                                   const std::filesystem::path& model_file) {
-  const Plugin& plugin = LoadPlugin();
-  if (plugin.open == nullptr) return Status::Unsupported(plugin.error);
-  Result<std::unique_ptr<Embedder>> out = Status::Internal("the torch plugin returned nothing");
-  plugin.open(card, model_file.c_str(), &out);
-  return out;
+  return Open(&Plugin::open_torchscript, card, model_file);
+}
+
+Result<std::unique_ptr<Embedder>> OpenOnnxOnTorch(const ModelCard& card,
+                                                  const std::filesystem::path& model_file) {
+  return Open(&Plugin::open_onnx, card, model_file);
 }
 
 }  // namespace pixseek
