@@ -116,5 +116,36 @@ TEST_F(PacsTest, PhotoDomainMatchesReference) {
   EXPECT_NEAR(eval->overall.p_at_1, 0.974, 0.01);
 }
 
+// A database keeps the engine it was built with: "auto" resolves once, at
+// creation, and is recorded in the manifest; a manifest from before engines
+// existed means OpenCV, which built it.
+TEST_F(PacsTest, DatabaseKeepsTheEngineItWasBuiltWith) {
+  std::string built_with;
+  {
+    auto db = OpenDb();
+    ASSERT_TRUE(db);
+    built_with = db->card().engine;
+    EXPECT_TRUE(built_with == "libtorch" || built_with == "opencv") << built_with;
+  }
+  const auto manifest_file = tmp_.path() / "db" / "pixseek.json";
+  auto text = testing::ReadBytes(manifest_file);
+  std::string manifest(text.begin(), text.end());
+  ASSERT_NE(manifest.find("\"engine\": \"" + built_with + "\""), std::string::npos) << manifest;
+  {
+    auto db = OpenDb();
+    ASSERT_TRUE(db);
+    EXPECT_EQ(db->card().engine, built_with);
+  }
+  // An older manifest, without the field.
+  const auto at = manifest.find("\"engine\"");
+  const auto end = manifest.find('\n', at);
+  manifest.erase(at, end - at + 1);
+  ASSERT_EQ(manifest.find("engine"), std::string::npos);
+  testing::WriteBytes(manifest_file, std::vector<uint8_t>(manifest.begin(), manifest.end()));
+  auto db = OpenDb();
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->card().engine, "opencv");
+}
+
 }  // namespace
 }  // namespace pixseek

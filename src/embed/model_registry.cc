@@ -35,6 +35,11 @@ ModelCard MobilenetCard() {
   ModelCard card;
   card.name = "mobilenetv2";
   card.runtime = "onnx";
+  // libtorch where this build has it: the int8 graph translated and run in
+  // float is 4-6x faster than OpenCV DNN's int8 layers on AVX-512 (about 220
+  // against 35-50 images/s on 2 cores) and as good (PACS photo mAP 0.870
+  // against 0.866). OpenCV otherwise.
+  card.engine = "auto";
   card.file = "mobilenetv2-12-int8.onnx";
   card.sha256 = "83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f";
   card.input_width = 224;

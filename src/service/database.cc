@@ -40,6 +40,10 @@ struct Manifest {
   // PCA learned at creation (pca.bin; 0 = none): dimension is its output.
   int pca_dimension = 0;
   bool pca_whiten = false;
+  // What ran an ONNX model ("opencv" or "libtorch"; their vectors differ
+  // slightly, so a database keeps the one it was built with). Absent in
+  // databases from before the libtorch engine: they are "opencv".
+  std::string engine;
 };
 
 Result<Manifest> ReadManifest(const std::filesystem::path& file) {
@@ -56,6 +60,7 @@ Result<Manifest> ReadManifest(const std::filesystem::path& file) {
     m.pca_dimension = j.value("pca_dimension", 0);
     m.pca_whiten = j.value("pca_whiten", false);
     m.metadata_store = j.value("metadata_store", "sqlite");
+    m.engine = j.value("engine", "");
     if (auto it = j.find("disk_params"); it != j.end()) {
       auto params = DiskIndexParams::FromJson(it->dump());
       if (!params.ok()) {
@@ -82,6 +87,7 @@ Status WriteManifest(const std::filesystem::path& file, const Manifest& m) {
                       {"index_kind", m.index_kind},         {"created_at", m.created_at},
                       {"metadata_store", m.metadata_store}};
   if (m.disk_params) j["disk_params"] = nlohmann::json::parse(m.disk_params->ToJson());
+  if (!m.engine.empty()) j["engine"] = m.engine;
   if (m.pca_dimension > 0) {
     j["pca_dimension"] = m.pca_dimension;
     j["pca_whiten"] = m.pca_whiten;
@@ -228,6 +234,9 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     found = FindModel(registry, manifest.model, false, dir);
   }
   PIXSEEK_ASSIGN_OR_RETURN(InstalledModel model, std::move(found));
+  if (exists && model.card.runtime == "onnx") {
+    model.card.engine = manifest.engine.empty() ? "opencv" : manifest.engine;
+  }
   // Parts learned from the collection (codebook, PCA): reopened from dir, or
   // learned now for a new database and written below, before the manifest.
   std::vector<std::pair<std::string, std::string>> fitted_files;
@@ -276,6 +285,7 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
       PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(dir / name, bytes));
     }
     manifest.model_sha256 = model.card.sha256;
+    if (model.card.runtime == "onnx") manifest.engine = db->embedder_->card().engine;
     manifest.dimension = db->embedder_->dimension();
     manifest.created_at = static_cast<int64_t>(std::time(nullptr));
   }
