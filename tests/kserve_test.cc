@@ -466,7 +466,10 @@ TEST_F(KServeTest, TestServerFollowsTheProtocol) {
 TEST_F(KServeTest, RealMobileNetV2MatchesLocal) {
   auto file = testing::SharedMobilenet();
   if (!file) GTEST_SKIP() << "../shared/models/mobilenetv2-12-int8 not found";
-  const ModelCard local = KnownModels().front().card;
+  // The test server runs the network with OpenCV DNN: compare with the
+  // same engine locally.
+  ModelCard local = KnownModels().front().card;
+  local.engine = "opencv";
   KServeModelSpec spec;
   spec.name = "mobilenetv2";
   spec.onnx_file = *file;
