@@ -195,6 +195,35 @@ TEST_F(RegistryTest, ImportSharedMobilenetWithoutCard) {
   EXPECT_EQ(found->card.output_layer, "onnx_node!627_DequantizeLinear");
 }
 
+// A card written by an earlier pixseek (no engine field, max_batch 16) for
+// the registry's own file reads as today's registry card.
+TEST_F(RegistryTest, AKnownModelUsesTodaysCard) {
+  auto file = SharedMobilenet();
+  if (!file) GTEST_SKIP() << "../shared/models not found";
+  ASSERT_TRUE(registry_.Import(*file, std::nullopt, std::nullopt).ok());
+  const auto card_file = registry_.models_dir() / "mobilenetv2" / "card.json";
+  ModelCard old = KnownModels().front().card;
+  old.engine = "opencv";
+  old.max_batch = 16;
+  WriteBytes(card_file, [&] {
+    std::string json = old.ToJson();
+    return std::vector<uint8_t>(json.begin(), json.end());
+  }());
+  auto found = registry_.Find("mobilenetv2");
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(found->card.engine, KnownModels().front().card.engine);
+  EXPECT_EQ(found->card.max_batch, KnownModels().front().card.max_batch);
+  // Not for another file under the same name.
+  old.sha256 = std::string(64, '0');
+  WriteBytes(card_file, [&] {
+    std::string json = old.ToJson();
+    return std::vector<uint8_t>(json.begin(), json.end());
+  }());
+  found = registry_.Find("mobilenetv2");
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(found->card.engine, "opencv");
+}
+
 // A real HTTP server on 127.0.0.1, on a port the OS picks.
 class LocalServer {
  public:

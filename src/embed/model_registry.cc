@@ -276,6 +276,15 @@ Result<InstalledModel> ModelRegistry::Find(const std::string& name) const {
                             card.status().message() + "; import or pull it again");
   }
   installed.card = std::move(card).value();
+  // A known model's card is this pixseek's, not the one written when it was
+  // installed: improvements (MobileNetV2's libtorch engine, its batch size)
+  // reach earlier installs. Only for the very file the registry knows.
+  for (const KnownModel& known : KnownModels()) {
+    if (known.name == name && !known.sha256.empty() && installed.card.sha256 == known.sha256 &&
+        installed.card.file == known.card.file) {
+      installed.card = known.card;
+    }
+  }
   installed.card.name = name;  // the directory is the source of truth
   if (installed.card.file.empty()) {
     return Status::DataLoss("model '" + name + "' has no file in " + card_path.string());
