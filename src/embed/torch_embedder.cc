@@ -60,9 +60,13 @@ std::string ShapeOf(const torch::Tensor& t) {
 // A forward pass allocates and frees tens of MB of activations. By default
 // glibc hands such blocks back to the kernel on free (mmap above 32 MB,
 // heap trimming above 2x the adaptive threshold), and the next pass
-// page-faults them in again: MobileNetV2 at batch 8 ran at 45 img/s instead
-// of 210. Keeping freed memory in the heap costs the peak working set in RSS,
-// which a process that runs a network keeps needing anyway.
+// page-faults them in again. Measured forward rates on 2 cores, without and
+// with these settings: MobileNetV2 (libtorch engine, batch 4) 30-36 -> 188-222
+// images/s, ResNet-50 (batch 8) 22 -> 34-37. Keeping freed memory in the heap
+// costs the peak working set in RSS, which a process that runs a network
+// keeps needing anyway. (32 MB is glibc's ceiling for the mmap threshold:
+// MobileNetV2 at batch 8, whose first activations are 38 MB, still runs at
+// 60-80 images/s, hence its card's batch of 4.)
 void KeepFreedMemoryForReuse() {
   static std::once_flag once;
   std::call_once(once, [] {
