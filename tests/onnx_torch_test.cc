@@ -174,6 +174,25 @@ TEST_F(QuantizedOnnxTest, UnknownOutputAndWrongDimensionAreInvalidArgument) {
   EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << e.status().ToString();
 }
 
+// bf16 where the CPU has it (the card then says so), else fp32 with a
+// warning: either way close to the known answers.
+TEST_F(QuantizedOnnxTest, Bf16IsCloseToTheKnownAnswers) {
+  ModelCard card = QCard("libtorch", kBatch);
+  card.precision = "bf16";
+  auto e = OpenEmbedder(card, model());
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  const std::string ran = (*e)->card().precision;
+  EXPECT_TRUE(ran == "bf16" || ran == "fp32") << ran;
+  const auto out = Run(**e);
+  for (int i = 0; i < kBatch; ++i) {
+    for (int c = 0; c < kDim; ++c) {
+      const double want = expected_["float"][i][c].get<double>();
+      EXPECT_NEAR(out[static_cast<size_t>(i * kDim + c)], want, ran == "bf16" ? 0.02 * std::abs(want) + 0.02 : 1e-4)
+          << "image " << i << " dim " << c << " (" << ran << ")";
+    }
+  }
+}
+
 TEST(ModelCardEngineTest, ParsedValidatedAndPrinted) {
   auto card = ModelCard::FromJson(R"({"dimension": 8, "engine": "libtorch"})");
   ASSERT_TRUE(card.ok()) << card.status().ToString();
@@ -183,6 +202,19 @@ TEST(ModelCardEngineTest, ParsedValidatedAndPrinted) {
   auto bad = ModelCard::FromJson(R"({"dimension": 8, "engine": "tensorrt"})");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("engine"), std::string::npos);
+  // precision: fp32 (default, not printed) or bf16, which needs libtorch.
+  EXPECT_EQ(card->precision, "fp32");
+  EXPECT_EQ(card->ToJson().find("precision"), std::string::npos);
+  auto bf16 = ModelCard::FromJson(R"({"dimension": 8, "runtime": "torchscript", "precision": "bf16"})");
+  ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();
+  EXPECT_NE(bf16->ToJson().find("\"precision\": \"bf16\""), std::string::npos);
+  for (const char* json : {R"({"dimension": 8, "precision": "fp16"})",
+                           R"({"dimension": 8, "engine": "opencv", "precision": "bf16"})",
+                           R"({"dimension": 8, "runtime": "sift-vlad", "precision": "bf16"})"}) {
+    auto rejected = ModelCard::FromJson(json);
+    ASSERT_FALSE(rejected.ok()) << json;
+    EXPECT_NE(rejected.status().message().find("precision"), std::string::npos) << rejected.status().message();
+  }
 }
 
 }  // namespace

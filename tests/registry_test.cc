@@ -205,23 +205,45 @@ TEST_F(RegistryTest, AKnownModelUsesTodaysCard) {
   ModelCard old = KnownModels().front().card;
   old.engine = "opencv";
   old.max_batch = 16;
+  // As written before cards had an engine: no such line.
+  auto without_engine = [](std::string json) {
+    const size_t at = json.find("  \"engine\"");
+    json.erase(at, json.find('\n', at) - at + 1);
+    return json;
+  };
   WriteBytes(card_file, [&] {
-    std::string json = old.ToJson();
+    std::string json = without_engine(old.ToJson());
     return std::vector<uint8_t>(json.begin(), json.end());
   }());
   auto found = registry_.Find("mobilenetv2");
   ASSERT_TRUE(found.ok()) << found.status().ToString();
   EXPECT_EQ(found->card.engine, KnownModels().front().card.engine);
   EXPECT_EQ(found->card.max_batch, KnownModels().front().card.max_batch);
-  // Not for another file under the same name.
-  old.sha256 = std::string(64, '0');
+  // Choices written in card.json stay: engine, precision.
   WriteBytes(card_file, [&] {
-    std::string json = old.ToJson();
+    ModelCard chosen = KnownModels().front().card;
+    chosen.engine = "opencv";
+    chosen.max_batch = 16;
+    std::string json = chosen.ToJson();
+    json.insert(json.rfind('}'), ", \"precision\": \"bf16\"");
+    json.replace(json.find("\"engine\": \"opencv\""), 18, "\"engine\": \"libtorch\"");
     return std::vector<uint8_t>(json.begin(), json.end());
   }());
   found = registry_.Find("mobilenetv2");
   ASSERT_TRUE(found.ok()) << found.status().ToString();
-  EXPECT_EQ(found->card.engine, "opencv");
+  EXPECT_EQ(found->card.engine, "libtorch");
+  EXPECT_EQ(found->card.precision, "bf16");
+  EXPECT_EQ(found->card.max_batch, KnownModels().front().card.max_batch);
+  // Not for another file under the same name.
+  old.sha256 = std::string(64, '0');
+  WriteBytes(card_file, [&] {
+    std::string json = without_engine(old.ToJson());
+    return std::vector<uint8_t>(json.begin(), json.end());
+  }());
+  found = registry_.Find("mobilenetv2");
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_EQ(found->card.engine, "opencv");  // the default for a card without one
+  EXPECT_EQ(found->card.max_batch, 16);
 }
 
 // A real HTTP server on 127.0.0.1, on a port the OS picks.

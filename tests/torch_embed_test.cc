@@ -205,6 +205,26 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Any batch size, and the split Preprocess + EmbedPreprocessed path, give
 // the same vectors as one image at a time.
+// precision bf16: the same model within cosine 0.99 of the fp32 reference
+// where the CPU computes bf16 (the card then says bf16), exact otherwise.
+TEST(TorchEmbedTest, Bf16IsCloseToTheReference) {
+  SKIP_WITHOUT_TORCH();
+  for (const char* arch : {"tiny_cnn", "tiny_vit"}) {
+    Exported e = Export(arch, {"--pooling", std::string(arch) == "tiny_cnn" ? "gap" : "cls"});
+    e.card.precision = "bf16";
+    auto embedder = OpenEmbedder(e.card, e.model);
+    ASSERT_TRUE(embedder.ok()) << embedder.status().ToString();
+    const std::string ran = (*embedder)->card().precision;
+    Image image = DecodeFile(ModelCacheDir() / "reference.png");
+    std::vector<float> out(static_cast<size_t>(e.card.dimension));
+    const Image* images[] = {&image};
+    ASSERT_TRUE((*embedder)->Embed(images, out.data()).ok());
+    double dot = 0;
+    for (size_t i = 0; i < out.size(); ++i) dot += static_cast<double>(out[i]) * e.reference[i];
+    EXPECT_GT(dot, ran == "bf16" ? 0.99 : 0.99999) << arch << " " << ran;
+  }
+}
+
 TEST(TorchEmbedTest, BatchesAndSplitPathAgree) {
   SKIP_WITHOUT_TORCH();
   Exported e = Export("tiny_vit", {"--pooling", "mean_tokens"});

@@ -27,6 +27,7 @@ using Json = nlohmann::json;
 constexpr std::array<std::string_view, 4> kRuntimes = {"onnx", "torchscript", "kserve",
                                                        "sift-vlad"};
 constexpr std::array<std::string_view, 3> kEngines = {"opencv", "libtorch", "auto"};
+constexpr std::array<std::string_view, 2> kPrecisions = {"fp32", "bf16"};
 constexpr std::array<std::string_view, 2> kCrops = {"center", "none"};
 constexpr std::array<std::string_view, 3> kInterpolations = {"bilinear", "area", "bicubic"};
 constexpr std::array<std::string_view, 2> kChannelOrders = {"RGB", "BGR"};
@@ -211,6 +212,7 @@ Result<ModelCard> ModelCard::FromJson(std::string_view json_text) {
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "name", &card.name));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "runtime", &card.runtime));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "engine", &card.engine));
+    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "precision", &card.precision));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "file", &card.file));
     PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "sha256", &card.sha256));
     PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "input_width", &card.input_width));
@@ -253,6 +255,7 @@ std::string ModelCard::ToJson() const {
   obj["name"] = name;
   obj["runtime"] = runtime;
   if (runtime == "onnx") obj["engine"] = engine;
+  if (precision != "fp32") obj["precision"] = precision;
   obj["file"] = file;
   obj["sha256"] = sha256;
   obj["input_width"] = input_width;
@@ -292,6 +295,12 @@ std::string ModelCard::ToJson() const {
 Status ModelCard::Validate() const {
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("runtime", runtime, kRuntimes));
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("engine", engine, kEngines));
+  PIXSEEK_RETURN_IF_ERROR(CheckEnum("precision", precision, kPrecisions));
+  if (precision == "bf16" && runtime != "torchscript" && !(runtime == "onnx" && engine != "opencv")) {
+    return Status::InvalidArgument(
+        "model card: precision \"bf16\" needs runtime \"torchscript\" or an \"onnx\" model on "
+        "engine \"libtorch\" or \"auto\"");
+  }
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("crop", crop, kCrops));
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("interpolation", interpolation, kInterpolations));
   PIXSEEK_RETURN_IF_ERROR(CheckEnum("channel_order", channel_order, kChannelOrders));

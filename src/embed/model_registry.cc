@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "core/files.h"
 #include "core/hash.h"
@@ -278,11 +279,16 @@ Result<InstalledModel> ModelRegistry::Find(const std::string& name) const {
   installed.card = std::move(card).value();
   // A known model's card is this pixseek's, not the one written when it was
   // installed: improvements (MobileNetV2's libtorch engine, its batch size)
-  // reach earlier installs. Only for the very file the registry knows.
+  // reach earlier installs. Only for the very file the registry knows, and
+  // the choices a user may make in card.json (engine, precision) stay.
   for (const KnownModel& known : KnownModels()) {
     if (known.name == name && !known.sha256.empty() && installed.card.sha256 == known.sha256 &&
         installed.card.file == known.card.file) {
-      installed.card = known.card;
+      const auto written = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+      ModelCard current = known.card;
+      if (written.contains("engine")) current.engine = installed.card.engine;
+      if (written.contains("precision")) current.precision = installed.card.precision;
+      installed.card = std::move(current);
     }
   }
   installed.card.name = name;  // the directory is the source of truth

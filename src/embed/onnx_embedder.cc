@@ -156,6 +156,7 @@ Result<std::unique_ptr<Embedder>> OpenOnnx(const ModelCard& card,
   }
   ModelCard resolved = card;
   resolved.engine = "opencv";
+  resolved.precision = "fp32";  // OpenCV's engine has no bf16 path
   auto embedder = std::make_unique<OnnxEmbedder>(std::move(resolved), std::move(net));
   Status check = embedder->SelfCheck();
   if (!check.ok()) return check.WithContext("model " + model_file.filename().string());

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -85,7 +87,10 @@ int DefaultThreads() { return static_cast<int>(std::max(1u, std::thread::hardwar
 class TorchEmbedder final : public Embedder {
  public:
   TorchEmbedder(ModelCard card, torch::jit::Module module)
-      : card_(std::move(card)), module_(std::move(module)), threads_(DefaultThreads()) {}
+      : card_(std::move(card)),
+        module_(std::move(module)),
+        bf16_(card_.precision == "bf16"),
+        threads_(DefaultThreads()) {}
 
   const ModelCard& card() const override { return card_; }
 
@@ -149,6 +154,7 @@ class TorchEmbedder final : public Embedder {
       torch::Tensor x = torch::from_blob(const_cast<float*>(input),
                                          {batch, 3, card_.input_height, card_.input_width},
                                          torch::kFloat);
+      if (bf16_) x = x.to(torch::kBFloat16);
       std::vector<torch::jit::IValue> inputs{x};
       torch::jit::IValue result = module_.forward(inputs);
       if (result.isTuple() && !result.toTupleRef().elements().empty()) {
@@ -234,9 +240,44 @@ class TorchEmbedder final : public Embedder {
 
   const ModelCard card_;
   torch::jit::Module module_;
+  const bool bf16_;           // the module's weights are bfloat16: so is the input
   int threads_;               // intra-op threads of a forward pass
   std::vector<float> input_;  // Embed's reused input batch
 };
+
+// Whether the CPU computes in bfloat16 natively (AVX512_BF16 or AMX);
+// elsewhere libtorch emulates it, more slowly than fp32.
+bool CpuHasBf16() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    line += ' ';
+    return line.find(" avx512_bf16 ") != std::string::npos ||
+           line.find(" amx_bf16 ") != std::string::npos;
+  }
+  return false;
+}
+
+// The card's precision applied to `module` (whose weights become bfloat16
+// for "bf16"); the card as run, with "fp32" where the CPU lacks bf16.
+Result<ModelCard> ApplyPrecision(ModelCard card, torch::jit::Module& module) {
+  if (card.precision != "bf16") return card;
+  if (!CpuHasBf16()) {
+    std::fprintf(stderr,
+                 "pixseek: warning: model '%s' asks for precision bf16, but this CPU has "
+                 "neither AVX512_BF16 nor AMX; running it in fp32\n",
+                 card.name.c_str());
+    card.precision = "fp32";
+    return card;
+  }
+  try {
+    module.to(torch::kBFloat16);
+  } catch (const c10::Error& e) {
+    return Status::Internal("cannot convert the model to bf16: " + TorchMessage(e));
+  }
+  return card;
+}
 
 // The embedder for a loaded module, checked by one forward pass.
 Result<std::unique_ptr<Embedder>> MakeEmbedder(const ModelCard& card, torch::jit::Module module,
@@ -263,6 +304,7 @@ Result<std::unique_ptr<Embedder>> OpenTorchScript(const ModelCard& card,
     return Status::Internal("libtorch cannot load model " + model_file.string() + ": " +
                             e.what());
   }
+  PIXSEEK_ASSIGN_OR_RETURN(ModelCard run_card, ApplyPrecision(card, module));
   // Freezing (weights become constants, batch norm folded into the convs)
   // and conversion to oneDNN ops: measured 10x faster for ResNet-50 on this
   // CPU, since Debian's libtorch otherwise runs convolutions through the
@@ -271,13 +313,16 @@ Result<std::unique_ptr<Embedder>> OpenTorchScript(const ModelCard& card,
     module = torch::jit::optimize_for_inference(module);
   } catch (const std::exception&) {
   }
-  return MakeEmbedder(card, std::move(module), model_file);
+  return MakeEmbedder(run_card, std::move(module), model_file);
 }
 
 Result<std::unique_ptr<Embedder>> OpenOnnxOnTorch(const ModelCard& card,
                                                   const std::filesystem::path& model_file) {
   PIXSEEK_ASSIGN_OR_RETURN(torch::jit::Module module,
                            TranslateQuantizedOnnx(model_file, card.output_layer, /*channels_last=*/true));
+  ModelCard resolved = card;
+  resolved.engine = "libtorch";
+  PIXSEEK_ASSIGN_OR_RETURN(resolved, ApplyPrecision(std::move(resolved), module));
   // Freezing makes the weights constants of the graph. (Not
   // optimize_for_inference: libtorch 1.13's oneDNN pass computes wrong
   // values for this graph, cosine 0.24 to the unoptimised module, where
@@ -288,8 +333,6 @@ Result<std::unique_ptr<Embedder>> OpenOnnxOnTorch(const ModelCard& card,
     return Status::Internal("libtorch cannot freeze the translated " + model_file.filename().string() +
                             ": " + TorchMessage(e));
   }
-  ModelCard resolved = card;
-  resolved.engine = "libtorch";
   return MakeEmbedder(resolved, std::move(module), model_file);
 }
 
