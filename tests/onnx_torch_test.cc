@@ -24,15 +24,11 @@ namespace pixseek {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::Python;
 using testing::RunCommand;
 using testing::TempDir;
 
 constexpr int kBatch = 3, kSide = 8, kDim = 4;
-
-std::string Python() {
-  if (const char* env = std::getenv("PIXSEEK_PYTHON"); env != nullptr && env[0] != '\0') return env;
-  return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-}
 
 // The card of the test network: raw pooled features (no L2), so the values
 // compare directly with the script's.

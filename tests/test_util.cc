@@ -50,6 +50,13 @@ std::optional<std::filesystem::path> SharedMobilenet() {
   return file;
 }
 
+std::string Python() {
+  if (const char* env = std::getenv("PIXSEEK_PYTHON"); env != nullptr && env[0] != '\0') {
+    return env;
+  }
+  return std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+}
+
 std::vector<uint8_t> ReadBytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});

@@ -30,6 +30,11 @@ std::optional<std::filesystem::path> SharedDir();
 // The MobileNetV2 ONNX file from ../shared/models, when present.
 std::optional<std::filesystem::path> SharedMobilenet();
 
+// The Python that has Debian's torch and onnx: $PIXSEEK_PYTHON, else
+// /usr/bin/python3 (a python3 earlier on PATH, e.g. pyenv's, usually lacks
+// them).
+std::string Python();
+
 std::vector<uint8_t> ReadBytes(const std::filesystem::path& path);
 void WriteBytes(const std::filesystem::path& path, const std::vector<uint8_t>& bytes);
 

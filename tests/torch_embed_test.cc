@@ -35,14 +35,7 @@ using testing::RunCommand;
 
 const fs::path kScript = fs::path(PIXSEEK_SOURCE_DIR) / "tools" / "export_model.py";
 
-// The Python that has Debian's torch: $PIXSEEK_PYTHON, else /usr/bin/python3
-// (a python3 earlier on PATH, e.g. pyenv's, usually lacks it).
-std::string Python() {
-  if (const char* env = std::getenv("PIXSEEK_PYTHON"); env != nullptr && env[0] != '\0') {
-    return env;
-  }
-  return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-}
+using testing::Python;
 
 bool HaveTorchvision() {
   static const bool have =
