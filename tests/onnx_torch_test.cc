@@ -156,6 +156,31 @@ TEST_F(QuantizedOnnxTest, AFileThatIsNotOnnxIsInvalidArgument) {
   EXPECT_FALSE(e.ok());
 }
 
+// Weights whose data does not fit their shape (cut short; a shape of 2^62
+// values): errors naming the initializer, nothing allocated for the claim.
+TEST_F(QuantizedOnnxTest, DamagedWeightsAreInvalidArgument) {
+  const std::string script = R"(
+import sys, onnx
+m = onnx.load(sys.argv[1])
+w = next(i for i in m.graph.initializer if i.name == "c1_w")
+if sys.argv[3] == "short":
+    w.raw_data = w.raw_data[:-5]
+else:
+    del w.dims[:]
+    w.dims.extend([1 << 31, 1 << 31])
+onnx.save(m, sys.argv[2])
+)";
+  for (const char* how : {"short", "huge"}) {
+    const fs::path damaged = dir_.path() / (std::string(how) + ".onnx");
+    auto r = RunCommand({Python(), "-c", script, model().string(), damaged.string(), how});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto e = OpenEmbedder(QCard("libtorch", kBatch), damaged);
+    ASSERT_FALSE(e.ok()) << how;
+    EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument) << how << ": " << e.status().ToString();
+    EXPECT_NE(e.status().message().find("c1_w"), std::string::npos) << e.status().message();
+  }
+}
+
 TEST_F(QuantizedOnnxTest, UnknownOutputAndWrongDimensionAreInvalidArgument) {
   ModelCard card = QCard("libtorch", kBatch);
   card.output_layer = "onnx_node!no_such_layer";

@@ -64,11 +64,13 @@ std::string NodeLabel(const onnx::NodeProto& node) {
   return node.op_type() + " node '" + name + "'";
 }
 
-// Element count of dims; -1 for a negative dimension.
+// Element count of dims; -1 for a negative dimension or a count past 2^40
+// (a damaged file), checked before anything is allocated.
 int64_t Numel(const onnx::TensorProto& t) {
+  constexpr int64_t kMax = int64_t{1} << 40;
   int64_t n = 1;
   for (int64_t d : t.dims()) {
-    if (d < 0) return -1;
+    if (d < 0 || (d > 0 && n > kMax / d)) return -1;
     n *= d;
   }
   return n;
@@ -82,18 +84,20 @@ Result<torch::Tensor> ToFloatTensor(const onnx::TensorProto& t) {
                                "' is stored in an external data file, which is not supported");
   }
   const int64_t n = Numel(t);
-  if (n < 0) return Status::InvalidArgument("initializer '" + t.name() + "' has a negative dimension");
+  if (n < 0) return Status::InvalidArgument("initializer '" + t.name() + "' has an impossible shape");
   std::vector<int64_t> dims(t.dims().begin(), t.dims().end());
-  std::vector<float> values(static_cast<size_t>(n));
   const bool raw = t.has_raw_data();
   const std::string& bytes = t.raw_data();
   auto wrong_size = [&] {
     return Status::InvalidArgument("initializer '" + t.name() + "' holds the wrong number of values for its shape " +
                                    IntList(dims));
   };
+  // Sizes are checked against the data the file holds before allocating.
+  std::vector<float> values;
   auto from_raw = [&](auto sample) -> Status {
     using T = decltype(sample);
     if (bytes.size() != static_cast<size_t>(n) * sizeof(T)) return wrong_size();
+    values.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
       T v;
       std::memcpy(&v, bytes.data() + i * sizeof(T), sizeof(T));
@@ -103,6 +107,7 @@ Result<torch::Tensor> ToFloatTensor(const onnx::TensorProto& t) {
   };
   auto from_field = [&](const auto& field) -> Status {
     if (field.size() != n) return wrong_size();
+    values.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = static_cast<float>(field.Get(i));
     return Status::Ok();
   };
@@ -494,6 +499,9 @@ Result<torch::jit::Module> TranslateQuantizedOnnx(const std::filesystem::path& m
   } catch (const c10::Error& e) {
     return Status::Internal(std::string("translating ") + model_file.filename().string() +
                             " failed: " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("translating ") + model_file.filename().string() +
+                            " failed: " + e.what());
   }
 }
 
