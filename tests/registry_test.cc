@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,6 +57,25 @@ TEST(KnownModelsTest, DefaultIsMobilenet) {
   EXPECT_EQ(m.card.max_batch, 4);
   EXPECT_TRUE(m.card.Validate().ok());
   EXPECT_NE(m.url.find("mobilenetv2-12-int8.onnx"), std::string::npos);
+}
+
+// Every entry: a valid card named like the entry; a downloadable one has an
+// https URL ending in its file and a sha256 the card repeats.
+TEST(KnownModelsTest, EveryEntryIsConsistent) {
+  std::set<std::string> names;
+  for (const KnownModel& k : KnownModels()) {
+    SCOPED_TRACE(k.name);
+    EXPECT_TRUE(names.insert(k.name).second) << "duplicate name";
+    EXPECT_EQ(k.card.name, k.name);
+    Status valid = k.card.Validate();
+    EXPECT_TRUE(valid.ok()) << valid.ToString();
+    if (k.url.empty()) continue;
+    EXPECT_EQ(k.url.rfind("https://", 0), 0u) << k.url;
+    EXPECT_EQ(k.url.substr(k.url.size() - k.card.file.size()), k.card.file);
+    EXPECT_EQ(k.sha256.size(), 64u);
+    EXPECT_EQ(k.card.sha256, k.sha256);
+  }
+  EXPECT_EQ(names.count("resnet50-int8"), 1u);
 }
 
 TEST(DefaultHomeTest, FollowsEnvironment) {

@@ -32,6 +32,36 @@ namespace {
 
 constexpr char kCardFile[] = "card.json";
 
+// The Model Zoo's int8 ResNet-50 v1 (MXNet-trained, quantized by Intel
+// Neural Compressor in the same QOperator form as the MobileNetV2 above).
+// The embedding is the global average pool's output, the value
+// "resnetv17_pool1_fwd_quantized" ([N,2048,1,1]): a value name, which only
+// the libtorch engine resolves (OpenCV wants layer names), hence engine
+// "libtorch" rather than "auto". Preprocessing as the Zoo's README gives it.
+ModelCard Resnet50Int8Card() {
+  ModelCard card;
+  card.name = "resnet50-int8";
+  card.runtime = "onnx";
+  card.engine = "libtorch";
+  card.file = "resnet50-v1-12-int8.onnx";
+  card.sha256 = "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0";
+  card.input_width = 224;
+  card.input_height = 224;
+  card.resize_shorter = 256;
+  card.crop = "center";
+  card.interpolation = "bilinear";
+  card.scale = 1.0f / 255.0f;
+  card.mean = {0.485f, 0.456f, 0.406f};
+  card.std = {0.229f, 0.224f, 0.225f};
+  card.channel_order = "RGB";
+  card.output_layer = "resnetv17_pool1_fwd_quantized";
+  card.pooling = "gap";
+  card.dimension = 2048;
+  card.l2_normalize = true;
+  card.max_batch = 8;
+  return card;
+}
+
 ModelCard MobilenetCard() {
   ModelCard card;
   card.name = "mobilenetv2";
@@ -239,6 +269,20 @@ const std::vector<KnownModel>& KnownModels() {
         "each collection at build time; the fallback when no network model is available";
     sift.card = SiftVladCard();
     models->push_back(std::move(sift));
+    KnownModel resnet;
+    resnet.name = "resnet50-int8";
+    resnet.url =
+        "https://github.com/onnx/models/raw/main/validated/vision/classification/resnet/"
+        "model/resnet50-v1-12-int8.onnx";
+    // From the Model Zoo's Git LFS pointer for that file (an LFS oid is the
+    // SHA-256 of the content; size 25,816,052 bytes).
+    resnet.sha256 = "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0";
+    resnet.description =
+        "ResNet-50 v1 (ImageNet, int8, ONNX Model Zoo, Apache-2.0): 2048-d global-average-pooled "
+        "features, 25.8 MB, on the libtorch engine. Its card has not been run against the file "
+        "in pixseek's tests (no network there)";
+    resnet.card = Resnet50Int8Card();
+    models->push_back(std::move(resnet));
     return models;
   }();
   return *kModels;
