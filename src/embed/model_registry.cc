@@ -32,19 +32,15 @@ namespace {
 
 constexpr char kCardFile[] = "card.json";
 
-// The Model Zoo's int8 ResNet-50 v1 (MXNet-trained, quantized by Intel
-// Neural Compressor in the same QOperator form as the MobileNetV2 above).
-// The embedding is the global average pool's output, the value
-// "resnetv17_pool1_fwd_quantized" ([N,2048,1,1]): a value name, which only
-// the libtorch engine resolves (OpenCV wants layer names), hence engine
-// "libtorch" rather than "auto". Preprocessing as the Zoo's README gives it.
-ModelCard Resnet50Int8Card() {
+// An ImageNet classifier from the ONNX Model Zoo, preprocessed as the Zoo's
+// READMEs give it: shorter side to 256, centre crop 224, RGB in [0,1]
+// normalised by the ImageNet mean and std; pooled and L2-normalised.
+ModelCard ImageNetOnnxCard(std::string name, std::string file, std::string sha256) {
   ModelCard card;
-  card.name = "resnet50-int8";
+  card.name = std::move(name);
   card.runtime = "onnx";
-  card.engine = "libtorch";
-  card.file = "resnet50-v1-12-int8.onnx";
-  card.sha256 = "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0";
+  card.file = std::move(file);
+  card.sha256 = std::move(sha256);
   card.input_width = 224;
   card.input_height = 224;
   card.resize_shorter = 256;
@@ -54,44 +50,43 @@ ModelCard Resnet50Int8Card() {
   card.mean = {0.485f, 0.456f, 0.406f};
   card.std = {0.229f, 0.224f, 0.225f};
   card.channel_order = "RGB";
-  card.output_layer = "resnetv17_pool1_fwd_quantized";
   card.pooling = "gap";
-  card.dimension = 2048;
   card.l2_normalize = true;
-  card.max_batch = 8;
   return card;
 }
 
 ModelCard MobilenetCard() {
-  ModelCard card;
-  card.name = "mobilenetv2";
-  card.runtime = "onnx";
+  ModelCard card = ImageNetOnnxCard("mobilenetv2", "mobilenetv2-12-int8.onnx",
+                                    "83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f");
   // libtorch where this build has it: the int8 graph translated and run in
   // float is 4-6x faster than OpenCV DNN's int8 layers on AVX-512 (about 220
   // against 35-50 images/s on 2 cores) and as good (PACS photo mAP 0.870
   // against 0.866). OpenCV otherwise.
   card.engine = "auto";
-  card.file = "mobilenetv2-12-int8.onnx";
-  card.sha256 = "83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f";
-  card.input_width = 224;
-  card.input_height = 224;
-  card.resize_shorter = 256;
-  card.crop = "center";
-  card.interpolation = "bilinear";
-  card.scale = 1.0f / 255.0f;
-  card.mean = {0.485f, 0.456f, 0.406f};
-  card.std = {0.229f, 0.224f, 0.225f};
-  card.channel_order = "RGB";
   // The last feature map before the classifier. OpenCV 4.6 runs this layer
   // for any batch size, whereas the full net ("output") only for batch 1.
   card.output_layer = "onnx_node!627_DequantizeLinear";
-  card.pooling = "gap";
   card.dimension = 1280;
-  card.l2_normalize = true;
-  // OpenCV DNN's int8 layers on this kind of CPU (2-core EPYC): 20 ms per
-  // image at batch 1, 19 at 4, 25 at 16, 43 at 32 (larger batches fall out
-  // of the caches). A 301-image build took 6.8 s at 4 against 9.1 s at 16.
+  // Fastest on both engines (2-core EPYC). OpenCV's int8 layers: 20 ms per
+  // image at batch 1, 19 at 4, 25 at 16, 43 at 32. libtorch: 139 images/s at
+  // 1, 207-235 at 4, 61-79 at 8 (see KeepFreedMemoryForReuse).
   card.max_batch = 4;
+  return card;
+}
+
+// The Model Zoo's int8 ResNet-50 v1 (MXNet-trained, quantized by Intel
+// Neural Compressor in the same QOperator form as the MobileNetV2 above).
+// The embedding is the global average pool's output, the value
+// "resnetv17_pool1_fwd_quantized" ([N,2048,1,1]): a value name, which only
+// the libtorch engine resolves (OpenCV wants layer names), hence engine
+// "libtorch" rather than "auto".
+ModelCard Resnet50Int8Card() {
+  ModelCard card = ImageNetOnnxCard("resnet50-int8", "resnet50-v1-12-int8.onnx",
+                                    "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0");
+  card.engine = "libtorch";
+  card.output_layer = "resnetv17_pool1_fwd_quantized";
+  card.dimension = 2048;
+  card.max_batch = 8;
   return card;
 }
 
