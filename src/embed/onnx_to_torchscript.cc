@@ -285,20 +285,24 @@ class Translator {
     return q;
   }
 
-  // A quantized operand must arrive with the quantization the node declares
-  // for it (requantizing between layers is not implemented).
-  Status CheckSameQuantization(const onnx::NodeProto& node, const Value& in, const Value& declared) const {
-    if (!in.quantized) {
+  // The quantized operand at input `index`, whose scale and zero point
+  // follow it. It must arrive with the quantization the node declares for it
+  // (requantizing between layers is not implemented), so its variable's
+  // dequantized values are what the node expects.
+  Result<const Value*> QuantizedInput(const onnx::NodeProto& node, int index) const {
+    PIXSEEK_ASSIGN_OR_RETURN(const Value* in, Activation(node, index));
+    PIXSEEK_ASSIGN_OR_RETURN(Value declared, Quantization(node, index + 1));
+    if (!in->quantized) {
       return Status::InvalidArgument(NodeLabel(node) + ": input is not a quantized tensor");
     }
-    const bool same = std::abs(in.scale - declared.scale) <= 1e-6 * declared.scale &&
-                      in.zero_point == declared.zero_point && in.qmin == declared.qmin;
+    const bool same = std::abs(in->scale - declared.scale) <= 1e-6 * declared.scale &&
+                      in->zero_point == declared.zero_point && in->qmin == declared.qmin;
     if (!same) {
       return Status::Unsupported(NodeLabel(node) +
                                  ": its input is quantized differently from the tensor that feeds it "
                                  "(requantization is not supported)");
     }
-    return Status::Ok();
+    return in;
   }
 
   Result<std::vector<int64_t>> Ints(const onnx::NodeProto& node, const char* name,
@@ -360,9 +364,7 @@ class Translator {
 
   Status Dequantize(const onnx::NodeProto& node) {
     PIXSEEK_RETURN_IF_ERROR(NeedInputs(node, 2));
-    PIXSEEK_ASSIGN_OR_RETURN(const Value* x, Activation(node, 0));
-    PIXSEEK_ASSIGN_OR_RETURN(Value declared, Quantization(node, 1));
-    PIXSEEK_RETURN_IF_ERROR(CheckSameQuantization(node, *x, declared));
+    PIXSEEK_ASSIGN_OR_RETURN(const Value* x, QuantizedInput(node, 0));
     Value out = *x;  // already holds the dequantized values
     out.quantized = false;
     values_[node.output(0)] = out;
@@ -372,9 +374,7 @@ class Translator {
   // y = conv(x, (w - w_zp) * w_scale) + bias * x_scale * w_scale, in y's range.
   Status Conv(const onnx::NodeProto& node) {
     PIXSEEK_RETURN_IF_ERROR(NeedInputs(node, 8));
-    PIXSEEK_ASSIGN_OR_RETURN(const Value* x, Activation(node, 0));
-    PIXSEEK_ASSIGN_OR_RETURN(Value x_q, Quantization(node, 1));
-    PIXSEEK_RETURN_IF_ERROR(CheckSameQuantization(node, *x, x_q));
+    PIXSEEK_ASSIGN_OR_RETURN(const Value* x, QuantizedInput(node, 0));
     PIXSEEK_ASSIGN_OR_RETURN(torch::Tensor w, Constant(node, 3));
     PIXSEEK_ASSIGN_OR_RETURN(torch::Tensor w_scale, Constant(node, 4));
     PIXSEEK_ASSIGN_OR_RETURN(torch::Tensor w_zp, Constant(node, 5));
@@ -398,7 +398,7 @@ class Translator {
         return Status::InvalidArgument(NodeLabel(node) + ": bias has " + std::to_string(b.numel()) +
                                        " entries for " + std::to_string(m) + " output channels");
       }
-      bias = Buffer(b.reshape({m}) * ws.reshape({-1}).expand({m}) * static_cast<float>(x_q.scale));
+      bias = Buffer(b.reshape({m}) * ws.reshape({-1}).expand({m}) * static_cast<float>(x->scale));
     }
     PIXSEEK_ASSIGN_OR_RETURN(auto kernel, Ints(node, "kernel_shape", {w.size(2), w.size(3)}));
     if (kernel != std::vector<int64_t>{w.size(2), w.size(3)}) {
@@ -422,12 +422,8 @@ class Translator {
   // com.microsoft QLinearAdd: C = A + B in C's range.
   Status Add(const onnx::NodeProto& node) {
     PIXSEEK_RETURN_IF_ERROR(NeedInputs(node, 7));
-    PIXSEEK_ASSIGN_OR_RETURN(const Value* a, Activation(node, 0));
-    PIXSEEK_ASSIGN_OR_RETURN(const Value* b, Activation(node, 3));
-    PIXSEEK_ASSIGN_OR_RETURN(Value a_q, Quantization(node, 1));
-    PIXSEEK_ASSIGN_OR_RETURN(Value b_q, Quantization(node, 4));
-    PIXSEEK_RETURN_IF_ERROR(CheckSameQuantization(node, *a, a_q));
-    PIXSEEK_RETURN_IF_ERROR(CheckSameQuantization(node, *b, b_q));
+    PIXSEEK_ASSIGN_OR_RETURN(const Value* a, QuantizedInput(node, 0));
+    PIXSEEK_ASSIGN_OR_RETURN(const Value* b, QuantizedInput(node, 3));
     PIXSEEK_ASSIGN_OR_RETURN(Value c_q, Quantization(node, 6));
     EmitQuantized(node, a->var + " + " + b->var, c_q);
     return Status::Ok();
@@ -439,9 +435,7 @@ class Translator {
     if (Int(node, "channels_last", 0) != 0) {
       return Status::Unsupported(NodeLabel(node) + ": channels_last = 1 is not supported");
     }
-    PIXSEEK_ASSIGN_OR_RETURN(const Value* x, Activation(node, 0));
-    PIXSEEK_ASSIGN_OR_RETURN(Value x_q, Quantization(node, 1));
-    PIXSEEK_RETURN_IF_ERROR(CheckSameQuantization(node, *x, x_q));
+    PIXSEEK_ASSIGN_OR_RETURN(const Value* x, QuantizedInput(node, 0));
     PIXSEEK_ASSIGN_OR_RETURN(Value y_q, Quantization(node, 3));
     EmitQuantized(node, "torch.mean(" + x->var + ", [2, 3], True)", y_q);
     return Status::Ok();
