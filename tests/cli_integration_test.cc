@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "pixseek/vector_index.h"
 #include "subprocess.h"
 #include "test_images.h"
 #include "test_util.h"
@@ -257,9 +258,9 @@ TEST_F(CliIntegrationTest, ConfigFileEnvironmentAndFlags) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::ifstream manifest_file(db_ / "pixseek.json");
   json manifest = json::parse(manifest_file);
-  EXPECT_EQ(manifest["disk_params"]["max_degree"], 24);        // the file
-  EXPECT_EQ(manifest["disk_params"]["storage"], "fp32");       // the flag beat the file
-  EXPECT_EQ(manifest["disk_params"]["build_list"], 100);       // the default, recorded
+  EXPECT_EQ(manifest["index_params"]["max_degree"], 24);        // the file
+  EXPECT_EQ(manifest["index_params"]["storage"], "fp32");       // the flag beat the file
+  EXPECT_EQ(manifest["index_params"]["build_list"], 100);       // the default, recorded
   EXPECT_EQ(manifest["metadata_store"], "sqlite");
 
   // The environment names the database; PIXSEEK_CONFIG the file.
@@ -321,6 +322,67 @@ TEST_F(CliIntegrationTest, ClearErrors) {
   EXPECT_EQ(eval["images"], 12);
   EXPECT_GT(eval["overall"]["map"].get<double>(), 0.8) << eval.dump(2);
   EXPECT_EQ(eval["per_label"].size(), 2u);
+}
+
+// Index parameters come from one table: a flag is offered only where it acts,
+// the others name themselves and where they act; a creation-time parameter
+// cannot change an existing database; a config value out of range fails at
+// once with the file, line and key.
+TEST_F(CliIntegrationTest, IndexParameterFlagsActOnlyWhereTheyHaveAnEffect) {
+  BuildJson();
+  const auto image = (images_ / "red" / "r0.jpg").string();
+  auto r = Pixseek({"query", image, "--db", db_.string(), "--storage", "int8"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--storage"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("pixseek build"), std::string::npos) << r.err;
+  r = Pixseek({"add", image, "--db", db_.string(), "--search-list", "80"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--search-list has no effect on `pixseek add`"), std::string::npos)
+      << r.err;
+  r = Pixseek({"stats", "--db", db_.string(), "--index", "flat"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--index"), std::string::npos) << r.err;
+  // A run-time parameter is taken, and checked against its range.
+  r = Pixseek({"query", image, "--db", db_.string(), "--search-list", "80", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"query", image, "--db", db_.string(), "--beam-width", "65"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("beam_width must be an integer in [1, 64]"), std::string::npos) << r.err;
+
+  // Building again with the recorded value resumes; another value is refused.
+  r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "tiny", "--storage",
+               "fp16", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "tiny", "--storage",
+               "int8"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("storage = int8 (--storage) cannot change an existing database"),
+            std::string::npos)
+      << r.err;
+
+  // compact_ratio = 0 in the file: refused before anything runs.
+  const auto config = tmp_.path() / "bad.toml";
+  std::ofstream(config) << "[index]\nstorage = \"fp16\"\ncompact_ratio = 0\n";
+  r = Pixseek({"build", images_.string(), "--db", (tmp_.path() / "new.db").string(), "--model",
+               "tiny", "--config", config.string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(config.string() + ":3: [index] compact_ratio must be a number in (0, 100]"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() / "new.db"));
+
+  // The table the docs print is the one the code uses.
+  r = Pixseek({"index-params"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const IndexParamSpec& spec : AllIndexParams()) {
+    EXPECT_NE(r.out.find(std::string("| `") + spec.name + "` | `" + ParamFlag(spec) + "` |"),
+              std::string::npos)
+        << spec.name;
+  }
+  std::ifstream docs(std::filesystem::path(PIXSEEK_SOURCE_DIR) / "docs" / "configuration.md");
+  const std::string text((std::istreambuf_iterator<char>(docs)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find(r.out), std::string::npos)
+      << "docs/configuration.md must hold the output of `pixseek index-params` verbatim";
 }
 
 // Queries from another folder (the cross-domain protocol: sketches against

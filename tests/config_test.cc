@@ -8,6 +8,8 @@
 #include <map>
 
 #include "core/url.h"
+#include "pixseek/disk_index.h"
+#include "pixseek/index_params.h"
 #include "test_util.h"
 
 namespace pixseek {
@@ -71,11 +73,14 @@ max_wait_ms = 1.5
   EXPECT_EQ(c.database.threads, 2);
   EXPECT_EQ(c.database.limits.max_pixels, 50000000u);
   EXPECT_EQ(c.database.index_kind, "disk");
-  EXPECT_EQ(c.database.disk_params.ram_budget, 500000000u);
-  EXPECT_EQ(c.database.disk_params.storage, "int8");
-  EXPECT_FLOAT_EQ(c.database.disk_params.alpha.value(), 1.3f);
-  EXPECT_EQ(c.database.disk_params.search_list, 80);
-  EXPECT_FALSE(c.database.disk_params.max_degree.has_value());  // not set: not overridden
+  const IndexParams& ip = c.database.index_params;
+  EXPECT_EQ(ip.Int("ram_budget", 0), 500000000);
+  EXPECT_EQ(ip.String("storage", ""), "int8");
+  EXPECT_DOUBLE_EQ(ip.Real("alpha", 0), 1.3);
+  EXPECT_EQ(ip.Int("search_list", 0), 80);
+  EXPECT_EQ(ip.Find("max_degree"), nullptr);  // not set: not overridden
+  ASSERT_NE(ip.Find("storage"), nullptr);
+  EXPECT_EQ(ip.Find("storage")->source, file.string() + ":14");  // where it was set
   EXPECT_EQ(c.server.host, "0.0.0.0");
   EXPECT_EQ(c.server.port, 9000);
   EXPECT_EQ(c.server.api_keys, (std::vector<std::string>{"a", "b"}));
@@ -109,7 +114,9 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
       {"[database]\ncache_byts = 5\n", ":2: [database] cache_byts is not a known key"},
       {"[server]\nport = \"80\"\n", ":2: [server] port must be an integer"},
       {"[server]\nport = 70000\n", "port must be an integer in [0, 65535]"},
-      {"[index]\nstorage = \"fp8\"\n", "storage must be one of fp32, fp16, int8"},
+      {"[index]\nstorage = \"fp8\"\n", "storage must be fp32, fp16 or int8"},
+      {"[index]\ncompact_ratio = 0\n", ":2: [index] compact_ratio must be a number in (0, 100]"},
+      {"[index]\nmax_degree = 2.5\n", ":2: [index] max_degree must be an integer"},
       {"[index]\nalpha = 0.5\n", "alpha must be a number in"},
       {"[server]\napi_keys = \"k\"\n", "api_keys must be an array of strings"},
       {"[server]\napi_keys = [1, 2]\n", "api_keys must be an array of strings"},
@@ -204,25 +211,90 @@ TEST(StoreUrlTest, ParsesAndRedacts) {
   EXPECT_EQ(garbage.status().message().find("secret"), std::string::npos);
 }
 
-TEST(DiskIndexParamsTest, JsonRoundTripAndRanges) {
-  DiskIndexParams p;
-  p.max_degree = 32;
-  p.storage = "int8";
-  p.alpha = 1.5f;
-  auto back = DiskIndexParams::FromJson(p.ToJson());
+TEST(IndexParamsTest, JsonRoundTripAndRanges) {
+  const auto specs = DiskIndexParamSpecs();
+  IndexParams p;
+  p.Set("max_degree", int64_t{32}, "test");
+  p.Set("storage", std::string("int8"), "test");
+  p.Set("alpha", 1.5, "test");
+  auto back = IndexParams::FromJson(p.ToJson(), specs, "json");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
-  EXPECT_EQ(back->max_degree, 32);
-  EXPECT_EQ(back->storage, "int8");
-  EXPECT_FLOAT_EQ(back->alpha.value(), 1.5f);
-  EXPECT_FALSE(back->build_list.has_value());
-  DiskIndexOptions o;
-  back->ApplyTo(o);
+  EXPECT_EQ(back->Int("max_degree", 0), 32);
+  EXPECT_EQ(back->String("storage", ""), "int8");
+  EXPECT_DOUBLE_EQ(back->Real("alpha", 0), 1.5);
+  EXPECT_EQ(back->Find("build_list"), nullptr);
+  DiskIndexOptions o = DiskIndexOptionsFrom(*back);
   EXPECT_EQ(o.max_degree, 32);
+  EXPECT_FLOAT_EQ(o.alpha, 1.5f);
   EXPECT_EQ(o.build_list, DiskIndexOptions{}.build_list);
-  EXPECT_FALSE(DiskIndexParams::FromJson(R"({"max_degree": 0})").ok());
-  EXPECT_FALSE(DiskIndexParams::FromJson(R"({"max_degree": "big"})").ok());
-  EXPECT_FALSE(DiskIndexParams::FromJson(R"({"degree": 3})").ok());
-  EXPECT_FALSE(DiskIndexParams::FromJson(R"({"storage": "fp64"})").ok());
+  EXPECT_FALSE(IndexParams::FromJson(R"({"max_degree": 0})", specs, "json").ok());
+  EXPECT_FALSE(IndexParams::FromJson(R"({"max_degree": "big"})", specs, "json").ok());
+  EXPECT_FALSE(IndexParams::FromJson(R"({"degree": 3})", specs, "json").ok());
+  EXPECT_FALSE(IndexParams::FromJson(R"({"storage": "fp64"})", specs, "json").ok());
+  EXPECT_FALSE(IndexParams::FromJson(R"({"compact_ratio": 0})", specs, "json").ok());
+}
+
+// The table's defaults are DiskIndexOptions' defaults: a database created
+// with no parameter set records what an index opened with {} uses.
+TEST(IndexParamsTest, TableDefaultsAreTheOptionsDefaults) {
+  auto merged = MergeParams("disk", DiskIndexParamSpecs(), {}, {}, /*existing=*/false);
+  ASSERT_TRUE(merged.ok()) << merged.status().ToString();
+  const DiskIndexOptions from_table = DiskIndexOptionsFrom(*merged);
+  const DiskIndexOptions defaults;
+  EXPECT_EQ(from_table.max_degree, defaults.max_degree);
+  EXPECT_EQ(from_table.build_list, defaults.build_list);
+  EXPECT_FLOAT_EQ(from_table.alpha, defaults.alpha);
+  EXPECT_EQ(from_table.build_passes, defaults.build_passes);
+  EXPECT_EQ(from_table.storage, defaults.storage);
+  EXPECT_EQ(from_table.pq_bytes, defaults.pq_bytes);
+  EXPECT_EQ(from_table.ram_budget, defaults.ram_budget);
+  EXPECT_EQ(from_table.build_ram_budget, defaults.build_ram_budget);
+  EXPECT_EQ(from_table.search_list, defaults.search_list);
+  EXPECT_EQ(from_table.beam_width, defaults.beam_width);
+  EXPECT_DOUBLE_EQ(from_table.compact_ratio, defaults.compact_ratio);
+  EXPECT_EQ(merged->values().size(), DiskIndexParamSpecs().size());
+}
+
+TEST(IndexParamsTest, MergeKeepsCreationParametersOfAnExistingDatabase) {
+  const auto specs = DiskIndexParamSpecs();
+  IndexParams recorded;
+  recorded.Set("storage", std::string("fp16"), "the manifest");
+  recorded.Set("search_list", int64_t{50}, "the manifest");
+  IndexParams given;
+  given.Set("search_list", int64_t{90}, "--search-list");  // a run-time one: applies
+  auto merged = MergeParams("disk", specs, recorded, given, /*existing=*/true);
+  ASSERT_TRUE(merged.ok()) << merged.status().ToString();
+  EXPECT_EQ(merged->Int("search_list", 0), 90);
+  EXPECT_EQ(merged->String("storage", ""), "fp16");
+
+  given.Set("storage", std::string("fp16"), "--storage");  // the same value: fine (a resumed build)
+  EXPECT_TRUE(MergeParams("disk", specs, recorded, given, true).ok());
+  given.Set("storage", std::string("int8"), "--storage");
+  auto changed = MergeParams("disk", specs, recorded, given, true);
+  ASSERT_FALSE(changed.ok());
+  EXPECT_EQ(changed.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(changed.status().message().find("--storage"), std::string::npos);
+  EXPECT_NE(changed.status().message().find("fp16"), std::string::npos);
+  // A new database takes it.
+  EXPECT_TRUE(MergeParams("disk", specs, {}, given, /*existing=*/false).ok());
+
+  IndexParams foreign;
+  foreign.Set("max_degree", int64_t{8}, "--max-degree");
+  auto flat = MergeParams("flat", {}, {}, foreign, false);
+  ASSERT_FALSE(flat.ok());
+  EXPECT_NE(flat.status().message().find("flat"), std::string::npos);
+}
+
+TEST(IndexParamsTest, ConfigFileRangeErrorNamesFileLineAndKey) {
+  TempDir tmp;
+  const auto file = WriteToml(tmp, "[index]\nkind = \"disk\"\ncompact_ratio = 0\n");
+  Config c;
+  Status s = LoadConfigFile(file, c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find(file.string() + ":3"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("compact_ratio"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("(0, 100]"), std::string::npos) << s.message();
 }
 
 }  // namespace

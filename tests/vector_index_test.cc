@@ -29,6 +29,9 @@
 namespace pixseek {
 namespace {
 
+// Whether the index holds a vector for `id`.
+bool Has(const VectorIndex& index, int64_t id) { return index.Get(id).ok(); }
+
 namespace fs = std::filesystem;
 using pixseek::testing::ReadBytes;
 using pixseek::testing::TempDir;
@@ -41,13 +44,24 @@ using pixseek::testing::WriteBytes;
 //   kMinRecall  for approximate indexes: recall@k against the flat index
 //   Open(dir, dimension)  opens (creating when absent) an index kept in dir
 
+// Through the registry, as a database opens its index: the kind's defaults.
+Result<std::unique_ptr<VectorIndex>> OpenRegistered(const char* kind, const fs::path& dir,
+                                                    int dimension, int threads) {
+  PIXSEEK_ASSIGN_OR_RETURN(const VectorIndexKind* k, FindVectorIndexKind(kind));
+  VectorIndexSpec spec;
+  spec.kind = kind;
+  spec.dir = dir;
+  spec.dimension = dimension;
+  spec.threads = threads;
+  PIXSEEK_ASSIGN_OR_RETURN(spec.params, MergeParams(kind, k->params, {}, {}, false));
+  return OpenVectorIndex(spec);
+}
+
 struct FlatFactory {
   static constexpr bool kExact = true;
   static constexpr double kMinRecall = 1.0;
   static Result<std::unique_ptr<VectorIndex>> Open(const fs::path& dir, int dimension) {
-    FlatIndexOptions options;
-    options.num_threads = 4;
-    return OpenFlatIndex(dir / "vectors.flat", dimension, options);
+    return OpenRegistered("flat", dir, dimension, 4);
   }
 };
 
@@ -57,10 +71,7 @@ struct DiskFactory {
   static constexpr bool kExact = false;
   static constexpr double kMinRecall = 0.95;
   static Result<std::unique_ptr<VectorIndex>> Open(const fs::path& dir, int dimension) {
-    DiskIndexOptions options;
-    options.num_threads = 2;
-    PIXSEEK_ASSIGN_OR_RETURN(auto index, OpenDiskIndex(dir / "disk", dimension, options));
-    return std::unique_ptr<VectorIndex>(std::move(index));
+    return OpenRegistered("disk", dir, dimension, 2);
   }
 };
 
@@ -82,6 +93,27 @@ struct CompactingDiskFactory {
 };
 
 using IndexFactories = ::testing::Types<FlatFactory, DiskFactory, CompactingDiskFactory>;
+
+TEST(VectorIndexRegistryTest, KindsAndErrors) {
+  ASSERT_FALSE(VectorIndexKinds().empty());
+  EXPECT_STREQ(VectorIndexKinds().front().name, "disk");  // the default for new databases
+  auto unknown = FindVectorIndexKind("hnsw");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(unknown.status().message().find("disk, flat"), std::string::npos);
+  VectorIndexSpec spec;
+  spec.kind = "hnsw";
+  EXPECT_EQ(OpenVectorIndex(spec).status().code(), StatusCode::kInvalidArgument);
+  // A parameter out of range never reaches the index.
+  TempDir dir;
+  spec.kind = "disk";
+  spec.dir = dir.path();
+  spec.dimension = 8;
+  spec.params.Set("beam_width", int64_t{0}, "test");
+  auto bad = OpenVectorIndex(spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("beam_width"), std::string::npos);
+}
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -238,7 +270,7 @@ TYPED_TEST(VectorIndexTest, EmptyIndex) {
   EXPECT_EQ(index->dimension(), 16);
   EXPECT_EQ(index->size(), 0u);
   EXPECT_TRUE(index->Ids().empty());
-  EXPECT_FALSE(index->Contains(0));
+  EXPECT_FALSE(Has(*index, 0));
   EXPECT_EQ(index->Get(0).status().code(), StatusCode::kNotFound);
   auto q = RandomUnitVectors(2, 16, 1);
   std::vector<std::vector<SearchHit>> results;
@@ -281,6 +313,35 @@ TYPED_TEST(VectorIndexTest, MatchesBruteForce) {
       this->CheckSearch(*index, stored, queries, c.dim, k);
     }
   }
+}
+
+// What callers once downcast for goes through the interface: a per-query
+// search list, compaction and the index's figures.
+TYPED_TEST(VectorIndexTest, SearchParamsCompactAndStats) {
+  const size_t n = 300, dim = 32;
+  auto index = this->Open(dim);
+  ASSERT_NE(index, nullptr);
+  auto data = RandomUnitVectors(n, dim, 21);
+  std::vector<int64_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int64_t>(i);
+  ASSERT_TRUE(index->Add(n, ids.data(), data.data()).ok());
+  std::vector<std::vector<SearchHit>> wide, narrow;
+  SearchParams large;
+  large.search_list = 200;
+  SearchParams small;
+  small.search_list = 10;
+  ASSERT_TRUE(index->Search(1, data.data(), 10, large, &wide).ok());
+  ASSERT_TRUE(index->Search(1, data.data(), 10, small, &narrow).ok());
+  ASSERT_EQ(wide[0].size(), 10u);
+  ASSERT_EQ(narrow[0].size(), 10u);
+  EXPECT_EQ(wide[0][0].id, 0);
+  EXPECT_EQ(narrow[0][0].id, 0);
+  ASSERT_TRUE(index->Compact().ok());
+  ASSERT_TRUE(index->CompactIfNeeded().ok());
+  EXPECT_EQ(index->size(), n);
+  ASSERT_TRUE(index->Search(1, data.data(), 10, large, &wide).ok());
+  EXPECT_EQ(wide[0][0].id, 0);
+  for (const IndexStat& stat : index->Stats()) EXPECT_FALSE(stat.name.empty());
 }
 
 TYPED_TEST(VectorIndexTest, SelfQueryFindsItselfFirst) {
@@ -357,9 +418,9 @@ TYPED_TEST(VectorIndexTest, RemoveExcludesFromSearch) {
   }
   for (int64_t id : removed) stored.erase(id);
   EXPECT_EQ(index->size(), stored.size());
-  EXPECT_FALSE(index->Contains(0));
-  EXPECT_FALSE(index->Contains(3));
-  EXPECT_TRUE(index->Contains(4));
+  EXPECT_FALSE(Has(*index, 0));
+  EXPECT_FALSE(Has(*index, 3));
+  EXPECT_TRUE(Has(*index, 4));
   EXPECT_EQ(index->Get(3).status().code(), StatusCode::kNotFound);
 
   // Queries equal to removed vectors must not return them.
@@ -394,13 +455,13 @@ TYPED_TEST(VectorIndexTest, GetContainsIds) {
   std::sort(sorted.begin(), sorted.end());
   EXPECT_EQ(index->Ids(), sorted);
   for (size_t i = 0; i < ids.size(); ++i) {
-    EXPECT_TRUE(index->Contains(ids[i]));
+    EXPECT_TRUE(Has(*index, ids[i]));
     auto v = index->Get(ids[i]);
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     ASSERT_EQ(v->size(), dim);
     EXPECT_EQ(std::memcmp(v->data(), data.data() + i * dim, dim * sizeof(float)), 0);
   }
-  EXPECT_FALSE(index->Contains(1));
+  EXPECT_FALSE(Has(*index, 1));
 }
 
 TYPED_TEST(VectorIndexTest, DuplicateIdsAddNothing) {
@@ -495,7 +556,7 @@ TYPED_TEST(VectorIndexTest, ConcurrentSearchesWhileAdding) {
             if (h.id < 0 || h.id >= static_cast<int64_t>(batches * per_batch)) ++bad;
           }
         }
-        (void)index->Contains(3);
+        (void)Has(*index, 3);
         (void)index->size();
         ++searches;
       }

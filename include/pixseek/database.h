@@ -30,14 +30,14 @@
 #include "pixseek/embedder.h"
 #include "pixseek/feature_fit.h"
 #include "pixseek/image.h"
+#include "pixseek/index_params.h"
 #include "pixseek/metadata_store.h"
-#include "pixseek/disk_index.h"
 #include "pixseek/status.h"
 #include "pixseek/vector_index.h"
 
 namespace pixseek {
 
-class EmbedBatcher;
+class EmbeddingEngine;
 
 struct DatabaseOptions {
   std::filesystem::path dir;
@@ -81,15 +81,18 @@ struct DatabaseOptions {
   // (a running server) writes the database, and sees its state as of the
   // open. Insert/Remove fail with FailedPrecondition.
   bool read_only = false;
-  // Vector index of a new database: "disk" (the disk graph index) or "flat"
-  // (exact search, all vectors in RAM). Empty = "disk". An existing database
-  // keeps the kind it was created with.
+  // Vector index of a new database: a VectorIndexKinds() name ("disk", the
+  // disk graph index, or "flat", exact search with every vector in RAM).
+  // Empty = the first kind ("disk"). An existing database keeps its kind.
   std::string index_kind;
-  // Parameters of the disk index (read_only and num_threads come from the
-  // fields above): the defaults, then what the manifest recorded when the
-  // database was created, then disk_params (what the user set for this run).
-  DiskIndexOptions disk;
-  DiskIndexParams disk_params;
+  // The index parameters set for this run (include/pixseek/index_params.h):
+  // over the defaults and what the manifest recorded at creation. A
+  // creation-time parameter that differs from the recorded one is
+  // FailedPrecondition; one the index kind lacks is InvalidArgument.
+  IndexParams index_params;
+  // Compact the index on a background thread after writes (a server);
+  // otherwise the owner calls Compact/CompactIfNeeded.
+  bool background_compaction = false;
 };
 
 struct DatabaseStats {
@@ -97,8 +100,8 @@ struct DatabaseStats {
   int dimension = 0;
   std::string model;
   std::string index_kind;
-  // The disk index's state (kind "disk" only).
-  std::optional<DiskIndexStats> disk;
+  // The index's own figures (VectorIndex::Stats).
+  std::vector<IndexStat> index;
 };
 
 // Owns the parts of one database. Thread-safety: every method may be called
@@ -117,8 +120,8 @@ class Database {
   const DatabaseOptions& options() const { return options_; }
   const std::filesystem::path& dir() const { return options_.dir; }
   const std::string& model_name() const { return model_name_; }
-  int dimension() const { return embedder_->dimension(); }
-  const ModelCard& card() const { return embedder_->card(); }
+  int dimension() const;
+  const ModelCard& card() const;
 
   VectorIndex& index() { return *index_; }
   MetadataStore& store() { return *store_; }
@@ -138,8 +141,8 @@ class Database {
   // the network runs: preprocessed_size() floats per image (0 when the
   // embedder cannot split; then only Embed works), Preprocess (thread-safe,
   // no lock) and EmbedPreprocessed (serialised like Embed).
-  size_t preprocessed_size() const { return embedder_->preprocessed_size(); }
-  Status Preprocess(const Image& image, float* dst) const { return embedder_->Preprocess(image, dst); }
+  size_t preprocessed_size() const;
+  Status Preprocess(const Image& image, float* dst) const;
   Status EmbedPreprocessed(const float* input, size_t n, float* out);
   // Embeds one image, sharing a forward pass with other threads' images
   // (dynamic batching, options().batching) where the embedder allows.
@@ -162,27 +165,29 @@ class Database {
 
   Result<DatabaseStats> Stats() const;
 
-  // Merges the disk index's in-memory changes into a new disk graph
-  // (DiskIndex::Compact); OK and nothing to do for the flat index.
+  // VectorIndex::Compact: folds the index's pending changes into its
+  // long-term form (the disk index's new disk graph); OK and nothing to do
+  // for the flat index.
   Status Compact();
-  // Compact() only when the changes exceed the disk index's compact_ratio.
+  // Compact() only when the changes exceed the index's threshold.
   Status CompactIfNeeded();
 
  private:
   Database() = default;
+  // The steps of Open.
+  struct Opening;
+  Status ResolveIndex(Opening& o);
+  Status OpenEmbedding(Opening& o);
+  Status OpenIndexAndStores(Opening& o);
+  Status Create(Opening& o);
   // Repairs what a crash between the steps of Insert/Remove can leave:
   // vectors without metadata are removed, metadata without a vector is removed.
   Status Reconcile();
 
   DatabaseOptions options_;
   std::string model_name_;
-  std::unique_ptr<Embedder> embedder_;
-  std::mutex embed_mu_;  // serialises embedder_
-  // Groups EmbedOne calls; null when batching is off or the embedder cannot
-  // batch. Declared after embedder_ so it stops before the embedder goes.
-  std::unique_ptr<EmbedBatcher> batcher_;
+  std::unique_ptr<EmbeddingEngine> embedding_;
   std::unique_ptr<VectorIndex> index_;
-  DiskIndex* disk_index_ = nullptr;  // index_ when it is a disk index
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<Cache> feature_cache_;

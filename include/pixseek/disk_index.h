@@ -14,9 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <optional>
 #include <string>
-#include <string_view>
 
 #include "pixseek/status.h"
 #include "pixseek/vector_index.h"
@@ -61,35 +59,6 @@ struct DiskIndexOptions {
   bool background_compaction = false;
 };
 
-// The disk-index parameters a user may set (flags, config file, environment).
-// A database records the effective values when it is created (in its
-// manifest), so later commands build and search it the same way; a value set
-// here overrides the recorded one for that run. Unset fields change nothing.
-struct DiskIndexParams {
-  std::optional<int> max_degree;
-  std::optional<int> build_list;
-  std::optional<float> alpha;
-  std::optional<int> build_passes;
-  std::optional<std::string> storage;
-  std::optional<int> pq_bytes;
-  std::optional<uint64_t> ram_budget;
-  std::optional<uint64_t> build_ram_budget;
-  std::optional<int> search_list;
-  std::optional<int> beam_width;
-  std::optional<double> compact_ratio;
-
-  // Copies the set fields into `options`.
-  void ApplyTo(DiskIndexOptions& options) const;
-  // Every field, from `options` (what a new database records).
-  static DiskIndexParams From(const DiskIndexOptions& options);
-  // A JSON object of the set fields, and back. FromJson: InvalidArgument
-  // naming the field that has the wrong type or an out-of-range value.
-  std::string ToJson() const;
-  static Result<DiskIndexParams> FromJson(std::string_view json_text);
-  // Ranges: InvalidArgument naming the first bad field.
-  Status Validate() const;
-};
-
 struct DiskIndexStats {
   size_t base_vectors = 0;      // nodes in the disk graph (deleted included)
   size_t base_deleted = 0;      // tombstoned base nodes
@@ -101,17 +70,20 @@ struct DiskIndexStats {
   std::string last_compaction_error;
 };
 
+// Compact() merges the in-memory changes into a new base (a full rebuild of
+// the live vectors, under build_ram_budget) and swaps it in; searches and
+// writes go on meanwhile. No-op when there is nothing to merge. Waits for a
+// background compaction that is already running instead of starting one.
+// CompactIfNeeded() compacts when the changes exceed compact_ratio.
 class DiskIndex : public VectorIndex {
  public:
-  // Merges the in-memory changes into a new base (a full rebuild of the live
-  // vectors, under build_ram_budget) and swaps it in; searches and writes go
-  // on meanwhile. No-op when there is nothing to merge. Waits for a
-  // background compaction that is already running instead of starting one.
-  virtual Status Compact() = 0;
-  // Compact() when the changes exceed compact_ratio.
-  virtual Status CompactIfNeeded() = 0;
   virtual DiskIndexStats stats() const = 0;
 };
+
+// The user-settable parameters (include/pixseek/index_params.h) and the
+// options they set, over `defaults`.
+std::span<const IndexParamSpec> DiskIndexParamSpecs();
+DiskIndexOptions DiskIndexOptionsFrom(const IndexParams& params, DiskIndexOptions defaults = {});
 
 // Opens (creating when absent and writable) the disk index in `dir`.
 // NotFound when absent and read-only; InvalidArgument when it holds another

@@ -1,5 +1,6 @@
-// Vector storage and nearest-neighbour search: the VectorIndex interface and
-// the exact (flat) index that every approximate index is measured against.
+// Vector storage and nearest-neighbour search: the VectorIndex interface, the
+// registry of index kinds (OpenVectorIndex) and the exact (flat) index that
+// every approximate index is measured against.
 //
 // Vectors are L2-normalised floats; the score is the inner product (cosine
 // similarity), higher is better. Ids are caller-assigned 64-bit integers (the
@@ -15,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include <variant>
+
+#include "pixseek/index_params.h"
 #include "pixseek/status.h"
 
 namespace pixseek {
@@ -22,6 +26,21 @@ namespace pixseek {
 struct SearchHit {
   int64_t id = 0;
   float score = 0.0f;  // cosine similarity, in [-1, 1]
+};
+
+// Per-query search settings; each 0 means the index's own default (an exact
+// index ignores them).
+struct SearchParams {
+  // Candidate list size of a graph search (DiskANN's L): larger finds more
+  // of the true neighbours, slower. 0 = the index's search_list parameter.
+  int search_list = 0;
+};
+
+// One figure of an index's state for `pixseek stats` and /api/v1/stats
+// ("delta_vectors": 12).
+struct IndexStat {
+  std::string name;
+  std::variant<int64_t, double, bool, std::string> value;
 };
 
 // Thread-safety: implementations are safe for concurrent Search calls, and
@@ -42,8 +61,6 @@ class VectorIndex {
   // Removes the given ids; unknown ids are ignored. Durable when OK.
   virtual Status Remove(std::span<const int64_t> ids) = 0;
 
-  virtual bool Contains(int64_t id) const = 0;
-
   // Copies the stored vector of `id`. NotFound if absent.
   virtual Result<std::vector<float>> Get(int64_t id) const = 0;
 
@@ -52,9 +69,66 @@ class VectorIndex {
 
   // For each of the n queries (row-major), the k best hits, best first (ties
   // broken by smaller id). Fewer than k when the index holds fewer vectors.
-  virtual Status Search(size_t n, const float* queries, size_t k,
+  virtual Status Search(size_t n, const float* queries, size_t k, const SearchParams& params,
                         std::vector<std::vector<SearchHit>>* results) const = 0;
+  Status Search(size_t n, const float* queries, size_t k,
+                std::vector<std::vector<SearchHit>>* results) const {
+    return Search(n, queries, k, SearchParams{}, results);
+  }
+
+  // Folds pending changes into the index's long-term form (the disk index
+  // merges its in-memory inserts and tombstones into a new disk graph).
+  // Searches and writes go on meanwhile. OK and nothing to do for indexes
+  // that have no such step. FailedPrecondition when opened read-only.
+  virtual Status Compact() { return Status::Ok(); }
+  // Compact() only when the pending changes are large enough to be worth it.
+  virtual Status CompactIfNeeded() { return Status::Ok(); }
+
+  // The index's state as named figures (sizes, RAM and disk bytes, ...).
+  virtual std::vector<IndexStat> Stats() const { return {}; }
 };
+
+// What OpenVectorIndex needs to open (or create) one database's index.
+struct VectorIndexSpec {
+  std::string kind;                // a VectorIndexKinds() name: "disk", "flat"
+  std::filesystem::path dir;       // the database directory; the kind names its files
+  int dimension = 0;
+  // Read-only: nothing is created, locked or repaired; Add/Remove fail with
+  // FailedPrecondition. For one-shot readers while a server writes.
+  bool read_only = false;
+  int threads = 0;  // 0 = all cores
+  // Run compaction on a background thread after writes (a server), rather
+  // than when the owner calls Compact/CompactIfNeeded.
+  bool background_compaction = false;
+  // Every parameter of the kind (MergeParams fills the defaults).
+  IndexParams params;
+};
+
+// One kind of vector index: its name, its parameter table and how to open it.
+// Adding a backend is one new file and one line in the registry
+// (src/index/index_registry.cc).
+struct VectorIndexKind {
+  const char* name;
+  const char* summary;  // one line for --help
+  std::span<const IndexParamSpec> params;
+  Result<std::unique_ptr<VectorIndex>> (*open)(const VectorIndexSpec& spec);
+  // The files or directories the kind keeps in the database directory.
+  const char* files;
+};
+
+// Every registered kind; the first is the default for new databases.
+std::span<const VectorIndexKind> VectorIndexKinds();
+// The kind named `name`; InvalidArgument listing the known kinds otherwise.
+Result<const VectorIndexKind*> FindVectorIndexKind(std::string_view name);
+// Every parameter of every kind (a name shared by two kinds appears once:
+// its first spec).
+std::vector<IndexParamSpec> AllIndexParams();
+
+// Opens spec.kind's index in spec.dir (creating it when absent and
+// writable). The kind's own errors: NotFound when absent and read-only,
+// InvalidArgument for another dimension or bad parameters, Unavailable when
+// another writer holds it, DataLoss when a file is damaged.
+Result<std::unique_ptr<VectorIndex>> OpenVectorIndex(const VectorIndexSpec& spec);
 
 struct FlatIndexOptions {
   // Threads used to scan the vectors for one batch of queries; 0 = all cores.

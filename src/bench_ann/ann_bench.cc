@@ -346,7 +346,6 @@ void RegisterCandidate(std::string name, CandidateFactory factory) {
   Registry::Get().Set(std::move(name), std::move(factory));
 }
 
-std::vector<std::string> RegisteredCandidates() { return Registry::Get().Names(); }
 
 Status RunAnnBench(const AnnBenchOptions& options, std::ostream& rows) {
   PIXSEEK_RETURN_IF_ERROR(CheckOptions(options));

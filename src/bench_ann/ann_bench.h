@@ -146,9 +146,6 @@ using CandidateFactory = std::function<std::unique_ptr<AnnCandidate>(const AnnBe
 // candidates are registered from the start.
 void RegisterCandidate(std::string name, CandidateFactory factory);
 
-// The registered names, sorted.
-std::vector<std::string> RegisteredCandidates();
-
 // Runs the benchmark and writes one JSON object per line to `rows`.
 // InvalidArgument for bad options (k, L, threads, unknown candidate names, a
 // dimension mismatch between base and queries, ground truth that does not fit

@@ -9,10 +9,12 @@
 #include <csignal>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -23,10 +25,11 @@
 #include "bench_embed/embed_bench.h"
 #include "pixseek/config.h"
 #include "pixseek/database.h"
+#include "pixseek/disk_index.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/server.h"
 #include "pixseek/services.h"
-#include "server/api_json.h"
+#include "pixseek/vector_index.h"
 
 namespace pixseek {
 namespace {
@@ -45,7 +48,9 @@ struct DbFlags {
   size_t max_bytes = DecodeLimits{}.max_bytes;
   uint64_t max_pixels = DecodeLimits{}.max_pixels;
   std::string index_kind;
-  DiskIndexParams disk;
+  // Index parameters given as flags: name -> value, parsed and checked
+  // against the parameter table when given.
+  std::map<std::string, ParamValue> index_params;
   int batch_max = 0;
   double batch_wait_ms = 0;
   std::string config_file;  // parsed before the flags (ConfigFileFromArgs)
@@ -60,30 +65,68 @@ struct DbFlags {
         max_bytes(from.limits.max_bytes),
         max_pixels(from.limits.max_pixels),
         index_kind(from.index_kind),
-        disk(from.disk_params),
         batch_max(from.batching.max_batch),
         batch_wait_ms(static_cast<double>(from.batching.max_wait.count()) / 1000.0) {}
 };
 
-// The disk index's parameters; each overrides the default chosen from the
-// data size and RAM budget.
-void AddIndexFlags(CLI::App* cmd, DbFlags& f) {
-  cmd->add_option("--index", f.index_kind, "Vector index of a new database: disk (default) or flat")
-      ->check(CLI::IsMember({"disk", "flat"}));
-  DiskIndexParams& d = f.disk;
-  cmd->add_option("--ram-budget", d.ram_budget,
-                  "Disk index: bytes of RAM for PQ codes and node cache (0 = 10% of the vectors)");
-  cmd->add_option("--build-ram-budget", d.build_ram_budget,
-                  "Disk index: peak bytes of RAM for a graph build (0 = 4 GiB)");
-  cmd->add_option("--storage", d.storage, "Disk index: full-vector storage on disk")
-      ->check(CLI::IsMember({"fp32", "fp16", "int8"}));
-  cmd->add_option("--max-degree", d.max_degree, "Disk index: graph degree R")->check(CLI::Range(1, 512));
-  cmd->add_option("--build-list", d.build_list, "Disk index: build list L")->check(CLI::Range(1, 4096));
-  cmd->add_option("--alpha", d.alpha, "Disk index: pruning alpha")->check(CLI::Range(1.0, 4.0));
-  cmd->add_option("--pq-bytes", d.pq_bytes, "Disk index: PQ code bytes (0 = from the RAM budget)");
-  cmd->add_option("--search-list", d.search_list, "Disk index: search list L (0 = max(64, 2k))");
-  cmd->add_option("--beam-width", d.beam_width, "Disk index: reads per search step")
-      ->check(CLI::Range(1, 64));
+// Why an index parameter's flag does nothing for a command that does not
+// offer it.
+std::string MisplacedFlagMessage(const IndexParamSpec& spec, const std::string& command) {
+  const std::string flag = ParamFlag(spec);
+  if (spec.phase == ParamPhase::kCreate) {
+    return flag + " has no effect on `pixseek " + command +
+           "`: it is fixed when a database is created (pixseek build)";
+  }
+  return flag + " has no effect on `pixseek " + command + "`; it applies to " +
+         ParamCommandList(spec.commands);
+}
+
+// The index parameters' flags from the parameter table
+// (include/pixseek/index_params.h): the ones that act on `command` are
+// offered, the others are hidden and refused with a message that says where
+// they act. `build` also chooses the kind of a new database.
+void AddIndexFlags(CLI::App* cmd, DbFlags& f, ParamCommand command) {
+  const std::string name = cmd->get_name();
+  if (command == kCmdBuild) {
+    std::vector<std::string> kinds;
+    std::string help = "Vector index of a new database:";
+    for (const VectorIndexKind& kind : VectorIndexKinds()) {
+      kinds.push_back(kind.name);
+      help += std::string(kinds.size() == 1 ? " " : "; ") + kind.name + " (" + kind.summary +
+              (kinds.size() == 1 ? ", the default)" : ")");
+    }
+    cmd->add_option("--index", f.index_kind, help)->check(CLI::IsMember(kinds));
+  } else {
+    cmd->add_option_function<std::string>(
+           "--index",
+           [name](const std::string&) {
+             throw CLI::ValidationError("--index", "has no effect on `pixseek " + name +
+                                                       "`: a database's index kind is chosen "
+                                                       "when it is created (pixseek build)");
+           })
+        ->group("");
+  }
+  for (const IndexParamSpec& spec : AllIndexParams()) {
+    const std::string flag = ParamFlag(spec);
+    if ((spec.commands & command) == 0) {
+      const std::string why = MisplacedFlagMessage(spec, name);
+      cmd->add_option_function<std::string>(
+             flag, [why](const std::string&) { throw CLI::ValidationError(why); })
+          ->group("");
+      continue;
+    }
+    std::string help = spec.doc;
+    help += std::string(" (") + (spec.phase == ParamPhase::kCreate ? "new database; " : "") +
+            "default " + spec.default_value + ")";
+    cmd->add_option_function<std::string>(
+        flag,
+        [&f, spec](const std::string& text) {
+          auto value = ParseParam(spec, text);
+          if (!value.ok()) throw CLI::ValidationError(ParamFlag(spec), value.status().message());
+          f.index_params[spec.name] = *value;
+        },
+        help);
+  }
 }
 
 void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
@@ -116,7 +159,11 @@ DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_o
   o.limits.max_bytes = f.max_bytes;
   o.limits.max_pixels = f.max_pixels;
   o.index_kind = f.index_kind;
-  o.disk_params = f.disk;
+  for (const auto& [name, value] : f.index_params) {
+    std::string flag = "--" + name;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    o.index_params.Set(name, value, flag);
+  }
   o.batching.max_batch = f.batch_max;
   o.batching.max_wait = std::chrono::microseconds(static_cast<int64_t>(f.batch_wait_ms * 1000.0));
   return o;
@@ -182,11 +229,7 @@ int RunQuery(const std::string& home, const DbFlags& flags, const std::string& i
   auto response = QueryService(**db).SearchImage(*bytes, params);
   if (!response.ok()) return Fail(response.status().WithContext(image));
   if (as_json) {
-    json results = json::array();
-    for (const auto& h : response->hits) {
-      results.push_back({{"id", h.id}, {"path", h.record.path}, {"score", h.score}});
-    }
-    std::cout << json{{"results", results}, {"took_ms", response->took_ms}}.dump() << std::endl;
+    std::cout << SearchResponseToJson(*response) << std::endl;
   } else {
     std::printf("%-4s %-7s %-8s %s\n", "rank", "score", "id", "path");
     int rank = 0;
@@ -244,7 +287,7 @@ int RunServe(const std::string& home, const DbFlags& flags, ServerOptions server
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   DatabaseOptions options = ToOptions(flags, home);
-  options.disk.background_compaction = true;  // uploads must not wait for it
+  options.background_compaction = true;  // uploads must not wait for it
   auto db = Database::Open(options, false);
   if (!db.ok()) return Fail(db.status());
   HttpServer server(**db, server_options);
@@ -316,7 +359,7 @@ int RunStats(const std::string& home, const DbFlags& flags) {
   if (!db.ok()) return Fail(db.status());
   auto s = (*db)->Stats();
   if (!s.ok()) return Fail(s.status());
-  std::cout << server::StatsJson(*s).dump() << std::endl;
+  std::cout << StatsToJson(*s) << std::endl;
   return 0;
 }
 
@@ -327,12 +370,12 @@ int RunCompact(const std::string& home, const DbFlags& flags) {
   if (!s.ok()) return Fail(s);
   auto stats = (*db)->Stats();
   if (!stats.ok()) return Fail(stats.status());
-  std::cout << server::StatsJson(*stats).dump() << std::endl;
+  std::cout << StatsToJson(*stats) << std::endl;
   return 0;
 }
 
 json CardJson(const InstalledModel& m) {
-  return json{{"name", m.card.name},       {"runtime", m.card.runtime},
+  return json{{"name", m.card.name},       {"runtime", std::string(ToString(m.card.runtime))},
               {"dimension", m.card.dimension}, {"sha256", m.card.sha256},
               {"file", m.model_file.string()}};
 }
@@ -354,7 +397,7 @@ int RunModelList(const std::string& home) {
   std::printf("installed in %s:\n", registry.models_dir().c_str());
   if (installed.empty()) std::printf("  (none)\n");
   for (const auto& m : installed) {
-    std::printf("  %-16s %-6s %5d-d  %s\n", m.card.name.c_str(), m.card.runtime.c_str(),
+    std::printf("  %-16s %-6s %5d-d  %s\n", m.card.name.c_str(), ToString(m.card.runtime).data(),
                 m.card.dimension, m.model_file.c_str());
   }
   std::printf("known (pixseek model pull NAME):\n");
@@ -416,6 +459,267 @@ int RunBenchEmbed(const std::string& home, EmbedBenchOptions options) {
   return s.ok() ? 0 : Fail(s);
 }
 
+// What every command's flags bind to, and the exit code its callback sets.
+// Commands' own arguments live in a state object their callback holds.
+struct Cli {
+  explicit Cli(const Config& config)
+      : home(config.database.home.string()), flags(config.database), server(config.server) {}
+  std::string home;
+  DbFlags flags;
+  ServerOptions server;
+  bool as_json = false;
+  int rc = 0;
+};
+
+void AddBuildCommand(CLI::App& app, Cli& cli) {
+  struct State {
+    std::string dir;
+    PcaOptions pca;
+    size_t fit_sample = DatabaseOptions{}.fit_sample;
+  };
+  auto st = std::make_shared<State>();
+  auto* cmd = app.add_subcommand("build", "Index every image under DIR into a database");
+  cmd->add_option("DIR", st->dir, "Folder of images (walked recursively)")->required();
+  AddDbFlags(cmd, cli.flags, true);
+  AddIndexFlags(cmd, cli.flags, kCmdBuild);
+  cmd->add_flag("--json", cli.as_json, "Print a JSON summary");
+  cmd->add_option("--pca", st->pca.dimension,
+                  "New database: reduce vectors to DIM with PCA learned from the images")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--whiten", st->pca.whiten, "With --pca: PCA-whitening (shrunk; see --shrinkage)");
+  cmd->add_option("--shrinkage", st->pca.shrinkage,
+                  "With --whiten: 0 = plain whitening .. 1 = none (default " +
+                      std::to_string(PcaOptions{}.shrinkage).substr(0, 4) + ")")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--fit-sample", st->fit_sample,
+                  "New database: images sampled to learn the codebook (sift-vlad) and PCA")
+      ->check(CLI::Range(1, 1 << 30));
+  cmd->callback([&cli, st] {
+    cli.rc = RunBuild(cli.home, cli.flags, st->dir, cli.as_json, st->pca, st->fit_sample);
+  });
+}
+
+void AddQueryCommand(CLI::App& app, Cli& cli) {
+  struct State {
+    std::string image;
+    QueryParams params;
+  };
+  auto st = std::make_shared<State>();
+  auto* cmd = app.add_subcommand("query", "Find the stored images most similar to IMAGE");
+  cmd->add_option("IMAGE", st->image, "Query image file")->required();
+  AddDbFlags(cmd, cli.flags, false);
+  AddIndexFlags(cmd, cli.flags, kCmdQuery);
+  cmd->add_option("-k,--top-k", st->params.top_k, "Number of results")
+      ->check(CLI::Range(size_t{1}, kMaxTopK));
+  cmd->add_option("--min-score", st->params.min_score,
+                  "Drop results below this cosine similarity");
+  cmd->add_flag("--json", cli.as_json, "Print JSON");
+  cmd->callback(
+      [&cli, st] { cli.rc = RunQuery(cli.home, cli.flags, st->image, st->params, cli.as_json); });
+}
+
+void AddWriteCommands(CLI::App& app, Cli& cli) {
+  auto files = std::make_shared<std::vector<std::string>>();
+  auto* add = app.add_subcommand("add", "Add image files to a database");
+  add->add_option("FILE", *files, "Image files")->required();
+  AddDbFlags(add, cli.flags, false);
+  AddIndexFlags(add, cli.flags, kCmdAdd);
+  add->add_flag("--json", cli.as_json, "Print JSON");
+  add->callback([&cli, files] { cli.rc = RunAdd(cli.home, cli.flags, *files, cli.as_json); });
+
+  auto ids = std::make_shared<std::vector<int64_t>>();
+  auto* remove = app.add_subcommand("remove", "Remove images by id");
+  remove->add_option("ID", *ids, "Image ids")->required();
+  AddDbFlags(remove, cli.flags, false);
+  AddIndexFlags(remove, cli.flags, kCmdRemove);
+  remove->callback([&cli, ids] { cli.rc = RunRemove(cli.home, cli.flags, *ids); });
+
+  auto* compact = app.add_subcommand(
+      "compact", "Fold the index's recent changes into its long-term form (a new disk graph)");
+  AddDbFlags(compact, cli.flags, false);
+  AddIndexFlags(compact, cli.flags, kCmdCompact);
+  compact->callback([&cli] { cli.rc = RunCompact(cli.home, cli.flags); });
+}
+
+void AddServeCommand(CLI::App& app, Cli& cli) {
+  ServerOptions& so = cli.server;
+  DbFlags& flags = cli.flags;
+  auto* cmd = app.add_subcommand("serve", "Serve the HTTP API and web page");
+  AddDbFlags(cmd, flags, false);
+  AddIndexFlags(cmd, flags, kCmdServe);
+  cmd->add_option("--host", so.host, "Address to bind");
+  cmd->add_option("--port", so.port, "Port (0 = any free port)");
+  cmd->add_option("--max-request-bytes", so.max_request_bytes, "Largest request body");
+  cmd->add_option("--import-root", so.import_roots,
+                  "Folder under which POST /api/v1/builds may index (repeatable); "
+                  "without one, builds over HTTP are refused");
+  cmd->add_flag("--quiet", [&so](int64_t) { so.log_requests = false; },
+                "Do not log each request");
+  cmd->add_option("--log-format", so.log_format, "Request log: text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  cmd->add_option("--max-concurrent", so.max_concurrent_requests,
+                  "Requests handled at once before answering 503 (0 = 4 x threads)");
+  cmd->add_option("--rate-limit", so.rate_limit_per_s,
+                  "Requests per second per client (0 = no limit); over it: 429");
+  cmd->add_option("--rate-burst", so.rate_burst, "Burst allowed by --rate-limit");
+  cmd->add_option("--batch-max", flags.batch_max,
+                  "Dynamic batching: most concurrent query images in one forward pass "
+                  "(0 = the model card's max_batch, 1 = off)")
+      ->check(CLI::Range(0, 4096));
+  cmd->add_option("--batch-wait-ms", flags.batch_wait_ms,
+                  "Dynamic batching: how long a query may wait for others to join its batch")
+      ->check(CLI::Range(0.0, 1000.0));
+  cmd->add_flag("--keyed-reads", so.keyed_reads,
+                "Searches and reads need an API key too (keys: $PIXSEEK_API_KEYS or "
+                "api_keys in the config file, never on the command line)");
+  cmd->callback([&cli] { cli.rc = RunServe(cli.home, cli.flags, cli.server); });
+}
+
+void AddReadCommands(CLI::App& app, Cli& cli) {
+  struct State {
+    std::string dir;
+    std::string queries;
+  };
+  auto st = std::make_shared<State>();
+  auto* eval = app.add_subcommand(
+      "eval", "Leave-one-out retrieval quality (labels = first folder level under DIR)");
+  eval->add_option("DIR", st->dir, "Folder the database was built from")->required();
+  AddDbFlags(eval, cli.flags, false);
+  AddIndexFlags(eval, cli.flags, kCmdEval);
+  eval->add_option("--queries", st->queries,
+                   "Query images from this folder (labels = its first folder level) instead "
+                   "of leave-one-out, e.g. sketches against photos");
+  eval->add_flag("--json", cli.as_json, "Print JSON");
+  eval->callback([&cli, st] {
+    cli.rc = RunEval(cli.home, cli.flags, st->dir, st->queries, cli.as_json);
+  });
+
+  auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");
+  AddDbFlags(stats, cli.flags, false);
+  AddIndexFlags(stats, cli.flags, ParamCommand{0});
+  stats->callback([&cli] { cli.rc = RunStats(cli.home, cli.flags); });
+
+  auto kind = std::make_shared<std::string>();
+  auto* params = app.add_subcommand(
+      "index-params", "Print the index parameters as a Markdown table (docs/configuration.md)");
+  params->add_option("--kind", *kind, "One index kind (default: all)");
+  params->callback([&cli, kind] {
+    for (const VectorIndexKind& k : VectorIndexKinds()) {
+      if (!kind->empty() && *kind != k.name) continue;
+      std::cout << "### " << k.name << ": " << k.summary << "\n\n";
+      if (k.params.empty()) {
+        std::cout << "No parameters.\n\n";
+      } else {
+        std::cout << ParamsMarkdown(k.params) << "\n";
+      }
+    }
+    cli.rc = 0;
+  });
+}
+
+void AddModelCommands(CLI::App& app, Cli& cli) {
+  struct State {
+    std::string arg;
+    std::optional<std::string> url, card, name;
+  };
+  auto st = std::make_shared<State>();
+  auto* model = app.add_subcommand("model", "Manage feature-extraction models");
+  model->require_subcommand(1);
+  model->add_subcommand("list", "List installed and known models")->callback([&cli] {
+    cli.rc = RunModelList(cli.home);
+  });
+  auto* pull = model->add_subcommand("pull", "Download a known model and check its sha256");
+  pull->add_option("NAME", st->arg)->required();
+  pull->add_option("--url", st->url, "Download from this URL instead (a mirror)");
+  pull->callback([&cli, st] { cli.rc = RunModelPull(cli.home, st->arg, st->url); });
+  auto* import = model->add_subcommand("import", "Register a local model file");
+  import->add_option("FILE", st->arg)->required();
+  import->add_option("--card", st->card, "Model card JSON (not needed for known models)");
+  import->add_option("--name", st->name, "Name to register it under");
+  import->callback(
+      [&cli, st] { cli.rc = RunModelImport(cli.home, st->arg, st->card, st->name); });
+  auto* info = model->add_subcommand("info", "Print an installed model's card");
+  info->add_option("NAME", st->arg)->required();
+  info->callback([&cli, st] { cli.rc = RunModelInfo(cli.home, st->arg); });
+}
+
+void AddBenchAnnCommand(CLI::App* bench, Cli& cli) {
+  struct State {
+    AnnBenchOptions ann;
+    std::string base, queries, gt, workdir;
+  };
+  auto st = std::make_shared<State>();
+  AnnBenchOptions& ann = st->ann;
+  auto* cmd = bench->add_subcommand(
+      "ann", "Compare approximate nearest-neighbour indexes on a big-ann data set (JSON rows)");
+  cmd->add_option("--base", st->base, "Base vectors (.fbin)")->required();
+  cmd->add_option("--queries", st->queries, "Query vectors (.fbin)")->required();
+  cmd->add_option("--gt", st->gt, "Ground truth (.ibin); default: exact search");
+  cmd->add_option("--k", ann.k, "Neighbours per query")->check(CLI::Range(1, 1000));
+  cmd->add_option("--L", ann.L, "Search list sweep, comma-separated")->delimiter(',');
+  cmd->add_option("--threads", ann.threads, "Query (and build) threads")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_option("--peers", ann.peers,
+                  "Peers run besides disk and exact, comma-separated (default: "
+                  "hnswlib,faiss-hnsw,faiss-ivfpq)")
+      ->delimiter(',');
+  cmd->add_option("--ram-budget", ann.ram_budget, "RAM budget in bytes (0 = none)");
+  cmd->add_option("--workdir", st->workdir, "Where index files go (default: a temp dir)");
+  cmd->add_option("--limit-base", ann.limit_base,
+                  "Use only the first N base vectors (ground truth then computed)");
+  auto& disk = ann.disk;
+  cmd->add_option("--disk-R", disk.max_degree, "Disk index: graph degree R");
+  cmd->add_option("--disk-build-L", disk.build_list, "Disk index: build list L");
+  cmd->add_option("--disk-alpha", disk.alpha, "Disk index: pruning alpha");
+  cmd->add_option("--disk-passes", disk.passes, "Disk index: build passes (1 or 2)");
+  const IndexParamSpec* storage = FindParam(DiskIndexParamSpecs(), "storage");
+  cmd->add_option("--disk-storage", disk.storage, std::string("Disk index: ") + storage->doc)
+      ->check(CLI::IsMember(std::vector<std::string>(storage->choices.begin(),
+                                                     storage->choices.end())));
+  cmd->add_option("--disk-pq-bytes", disk.pq_bytes, "Disk index: PQ bytes (0 = from budget)");
+  cmd->add_option("--build-ram-budget", disk.build_ram_budget,
+                  "Disk index: peak build RAM in bytes (0 = 4 GiB)");
+  cmd->add_option("--disk-W", disk.beam_width, "Disk index: beam width");
+  cmd->add_option("--disk-in-flight", disk.queries_in_flight,
+                  "Disk index: queries in flight per thread");
+  cmd->add_flag("--disk-reuse", disk.reuse,
+                "Disk index: reuse the index file already in --workdir");
+  cmd->callback([&cli, st] {
+    st->ann.base = st->base;
+    st->ann.queries = st->queries;
+    st->ann.gt = st->gt;
+    st->ann.workdir = st->workdir;
+    cli.rc = RunBenchAnn(st->ann);
+  });
+}
+
+void AddBenchEmbedCommand(CLI::App* bench, Cli& cli) {
+  struct State {
+    EmbedBenchOptions options;
+    std::string images, script;
+  };
+  auto st = std::make_shared<State>();
+  EmbedBenchOptions& eb = st->options;
+  auto* cmd = bench->add_subcommand(
+      "embed", "Feature-extraction throughput: pixseek's pipeline against plain Python");
+  cmd->add_option("--model", eb.model, "Installed model name or card JSON")->required();
+  cmd->add_option("--images", st->images, "Folder of images (recursive)")->required();
+  cmd->add_option("--threads", eb.threads, "Decode workers and forward threads")
+      ->check(CLI::Range(1, 256));
+  cmd->add_option("--limit", eb.limit, "First N images (0 = all)");
+  cmd->add_flag("--no-python", [&eb](int64_t) { eb.python = false; },
+                "Skip the Python pipeline");
+  cmd->add_option("--python", eb.python_bin,
+                  "Python interpreter (default $PIXSEEK_PYTHON or /usr/bin/python3)");
+  cmd->add_option("--python-script", st->script,
+                  "The Python pipeline (default tools/bench_embed.py of the source tree)");
+  cmd->callback([&cli, st] {
+    st->options.images = st->images;
+    st->options.python_script = st->script;
+    cli.rc = RunBenchEmbed(cli.home, st->options);
+  });
+}
+
 }  // namespace
 }  // namespace pixseek
 
@@ -432,199 +736,20 @@ int main(int argc, char** argv) {
 
   CLI::App app{"pixseek: self-hosted content-based image retrieval"};
   app.require_subcommand(1);
-  std::string home = config.database.home.string();
-  app.add_option("--home", home, "Where models live (default $PIXSEEK_HOME or ~/.local/share/pixseek)");
-  bool as_json = false;
-  DbFlags flags(config.database);
-  int rc = 0;
-
-  auto* build = app.add_subcommand("build", "Index every image under DIR into a database");
-  std::string dir;
-  build->add_option("DIR", dir, "Folder of images (walked recursively)")->required();
-  AddDbFlags(build, flags, true);
-  AddIndexFlags(build, flags);
-  build->add_flag("--json", as_json, "Print a JSON summary");
-  PcaOptions pca;
-  size_t fit_sample = DatabaseOptions{}.fit_sample;
-  build->add_option("--pca", pca.dimension,
-                    "New database: reduce vectors to DIM with PCA learned from the images")
-      ->check(CLI::Range(1, 1 << 20));
-  build->add_flag("--whiten", pca.whiten, "With --pca: PCA-whitening (shrunk; see --shrinkage)");
-  build->add_option("--shrinkage", pca.shrinkage,
-                    "With --whiten: 0 = plain whitening .. 1 = none (default " +
-                        std::to_string(PcaOptions{}.shrinkage).substr(0, 4) + ")")
-      ->check(CLI::Range(0.0, 1.0));
-  build->add_option("--fit-sample", fit_sample,
-                    "New database: images sampled to learn the codebook (sift-vlad) and PCA")
-      ->check(CLI::Range(1, 1 << 30));
-  build->callback([&] { rc = RunBuild(home, flags, dir, as_json, pca, fit_sample); });
-
-  auto* query = app.add_subcommand("query", "Find the stored images most similar to IMAGE");
-  std::string image;
-  QueryParams params;
-  query->add_option("IMAGE", image, "Query image file")->required();
-  AddDbFlags(query, flags, false);
-  AddIndexFlags(query, flags);
-  query->add_option("-k,--top-k", params.top_k, "Number of results")->check(CLI::Range(1, 1000));
-  query->add_option("--min-score", params.min_score, "Drop results below this cosine similarity");
-  query->add_flag("--json", as_json, "Print JSON");
-  query->callback([&] { rc = RunQuery(home, flags, image, params, as_json); });
-
-  auto* add = app.add_subcommand("add", "Add image files to a database");
-  std::vector<std::string> files;
-  add->add_option("FILE", files, "Image files")->required();
-  AddDbFlags(add, flags, false);
-  AddIndexFlags(add, flags);
-  add->add_flag("--json", as_json, "Print JSON");
-  add->callback([&] { rc = RunAdd(home, flags, files, as_json); });
-
-  auto* remove = app.add_subcommand("remove", "Remove images by id");
-  std::vector<int64_t> ids;
-  remove->add_option("ID", ids, "Image ids")->required();
-  AddDbFlags(remove, flags, false);
-  AddIndexFlags(remove, flags);
-  remove->callback([&] { rc = RunRemove(home, flags, ids); });
-
-  auto* serve = app.add_subcommand("serve", "Serve the HTTP API and web page");
-  ServerOptions server_options = config.server;
-  AddDbFlags(serve, flags, false);
-  AddIndexFlags(serve, flags);
-  serve->add_option("--host", server_options.host, "Address to bind");
-  serve->add_option("--port", server_options.port, "Port (0 = any free port)");
-  serve->add_option("--max-request-bytes", server_options.max_request_bytes,
-                    "Largest request body");
-  serve->add_option("--import-root", server_options.import_roots,
-                    "Folder under which POST /api/v1/builds may index (repeatable); "
-                    "without one, builds over HTTP are refused");
-  serve->add_flag("--quiet", [&](int64_t) { server_options.log_requests = false; },
-                  "Do not log each request");
-  serve->add_option("--log-format", server_options.log_format, "Request log: text or json")
-      ->check(CLI::IsMember({"text", "json"}));
-  serve->add_option("--max-concurrent", server_options.max_concurrent_requests,
-                    "Requests handled at once before answering 503 (0 = 4 x threads)");
-  serve->add_option("--rate-limit", server_options.rate_limit_per_s,
-                    "Requests per second per client (0 = no limit); over it: 429");
-  serve->add_option("--rate-burst", server_options.rate_burst, "Burst allowed by --rate-limit");
-  serve->add_option("--batch-max", flags.batch_max,
-                    "Dynamic batching: most concurrent query images in one forward pass "
-                    "(0 = the model card's max_batch, 1 = off)")
-      ->check(CLI::Range(0, 4096));
-  serve->add_option("--batch-wait-ms", flags.batch_wait_ms,
-                    "Dynamic batching: how long a query may wait for others to join its batch")
-      ->check(CLI::Range(0.0, 1000.0));
-  serve->add_flag("--keyed-reads", server_options.keyed_reads,
-                  "Searches and reads need an API key too (keys: $PIXSEEK_API_KEYS or "
-                  "api_keys in the config file, never on the command line)");
-  serve->callback([&] { rc = RunServe(home, flags, server_options); });
-
-  auto* eval = app.add_subcommand(
-      "eval", "Leave-one-out retrieval quality (labels = first folder level under DIR)");
-  eval->add_option("DIR", dir, "Folder the database was built from")->required();
-  AddDbFlags(eval, flags, false);
-  AddIndexFlags(eval, flags);
-  std::string eval_queries;
-  eval->add_option("--queries", eval_queries,
-                   "Query images from this folder (labels = its first folder level) instead "
-                   "of leave-one-out, e.g. sketches against photos");
-  eval->add_flag("--json", as_json, "Print JSON");
-  eval->callback([&] { rc = RunEval(home, flags, dir, eval_queries, as_json); });
-
-  auto* compact = app.add_subcommand(
-      "compact", "Merge the disk index's recent changes into a new disk graph");
-  AddDbFlags(compact, flags, false);
-  AddIndexFlags(compact, flags);
-  compact->callback([&] { rc = RunCompact(home, flags); });
-
-  auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");
-  AddDbFlags(stats, flags, false);
-  stats->callback([&] { rc = RunStats(home, flags); });
-
-  auto* model = app.add_subcommand("model", "Manage feature-extraction models");
-  model->require_subcommand(1);
-  std::string model_arg;
-  std::optional<std::string> url, card, name;
-  model->add_subcommand("list", "List installed and known models")->callback([&] {
-    rc = RunModelList(home);
-  });
-  auto* pull = model->add_subcommand("pull", "Download a known model and check its sha256");
-  pull->add_option("NAME", model_arg)->required();
-  pull->add_option("--url", url, "Download from this URL instead (a mirror)");
-  pull->callback([&] { rc = RunModelPull(home, model_arg, url); });
-  auto* import = model->add_subcommand("import", "Register a local model file");
-  import->add_option("FILE", model_arg)->required();
-  import->add_option("--card", card, "Model card JSON (not needed for known models)");
-  import->add_option("--name", name, "Name to register it under");
-  import->callback([&] { rc = RunModelImport(home, model_arg, card, name); });
-  auto* info = model->add_subcommand("info", "Print an installed model's card");
-  info->add_option("NAME", model_arg)->required();
-  info->callback([&] { rc = RunModelInfo(home, model_arg); });
-
+  Cli cli(config);
+  app.add_option("--home", cli.home,
+                 "Where models live (default $PIXSEEK_HOME or ~/.local/share/pixseek)");
+  AddBuildCommand(app, cli);
+  AddQueryCommand(app, cli);
+  AddWriteCommands(app, cli);
+  AddServeCommand(app, cli);
+  AddReadCommands(app, cli);
+  AddModelCommands(app, cli);
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
-  auto* bench_ann = bench->add_subcommand(
-      "ann", "Compare approximate nearest-neighbour indexes on a big-ann data set (JSON rows)");
-  AnnBenchOptions ann;
-  std::string ann_base, ann_queries, ann_gt, ann_workdir;
-  bench_ann->add_option("--base", ann_base, "Base vectors (.fbin)")->required();
-  bench_ann->add_option("--queries", ann_queries, "Query vectors (.fbin)")->required();
-  bench_ann->add_option("--gt", ann_gt, "Ground truth (.ibin); default: exact search");
-  bench_ann->add_option("--k", ann.k, "Neighbours per query")->check(CLI::Range(1, 1000));
-  bench_ann->add_option("--L", ann.L, "Search list sweep, comma-separated")->delimiter(',');
-  bench_ann->add_option("--threads", ann.threads, "Query (and build) threads")
-      ->check(CLI::Range(1, 1024));
-  bench_ann->add_option("--peers", ann.peers,
-                        "Peers run besides disk and exact, comma-separated (default: "
-                        "hnswlib,faiss-hnsw,faiss-ivfpq)")
-      ->delimiter(',');
-  bench_ann->add_option("--ram-budget", ann.ram_budget, "RAM budget in bytes (0 = none)");
-  bench_ann->add_option("--workdir", ann_workdir, "Where index files go (default: a temp dir)");
-  bench_ann->add_option("--limit-base", ann.limit_base,
-                        "Use only the first N base vectors (ground truth then computed)");
-  auto& disk = ann.disk;
-  bench_ann->add_option("--disk-R", disk.max_degree, "Disk index: graph degree R");
-  bench_ann->add_option("--disk-build-L", disk.build_list, "Disk index: build list L");
-  bench_ann->add_option("--disk-alpha", disk.alpha, "Disk index: pruning alpha");
-  bench_ann->add_option("--disk-passes", disk.passes, "Disk index: build passes (1 or 2)");
-  bench_ann->add_option("--disk-storage", disk.storage, "Disk index: fp32, fp16 or int8")
-      ->check(CLI::IsMember({"fp32", "fp16", "int8"}));
-  bench_ann->add_option("--disk-pq-bytes", disk.pq_bytes, "Disk index: PQ bytes (0 = from budget)");
-  bench_ann->add_option("--build-ram-budget", disk.build_ram_budget,
-                        "Disk index: peak build RAM in bytes (0 = 4 GiB)");
-  bench_ann->add_option("--disk-W", disk.beam_width, "Disk index: beam width");
-  bench_ann->add_option("--disk-in-flight", disk.queries_in_flight,
-                        "Disk index: queries in flight per thread");
-  bench_ann->add_flag("--disk-reuse", disk.reuse,
-                      "Disk index: reuse the index file already in --workdir");
-  bench_ann->callback([&] {
-    ann.base = ann_base;
-    ann.queries = ann_queries;
-    ann.gt = ann_gt;
-    ann.workdir = ann_workdir;
-    rc = RunBenchAnn(ann);
-  });
-
-  auto* bench_embed = bench->add_subcommand(
-      "embed", "Feature-extraction throughput: pixseek's pipeline against plain Python");
-  EmbedBenchOptions embed_bench;
-  std::string embed_images, embed_script;
-  bench_embed->add_option("--model", embed_bench.model, "Installed model name or card JSON")
-      ->required();
-  bench_embed->add_option("--images", embed_images, "Folder of images (recursive)")->required();
-  bench_embed->add_option("--threads", embed_bench.threads, "Decode workers and forward threads")
-      ->check(CLI::Range(1, 256));
-  bench_embed->add_option("--limit", embed_bench.limit, "First N images (0 = all)");
-  bench_embed->add_flag("--no-python", [&](int64_t) { embed_bench.python = false; },
-                        "Skip the Python pipeline");
-  bench_embed->add_option("--python", embed_bench.python_bin,
-                          "Python interpreter (default $PIXSEEK_PYTHON or /usr/bin/python3)");
-  bench_embed->add_option("--python-script", embed_script,
-                          "The Python pipeline (default tools/bench_embed.py of the source tree)");
-  bench_embed->callback([&] {
-    embed_bench.images = embed_images;
-    embed_bench.python_script = embed_script;
-    rc = RunBenchEmbed(home, embed_bench);
-  });
+  AddBenchAnnCommand(bench, cli);
+  AddBenchEmbedCommand(bench, cli);
 
   CLI11_PARSE(app, argc, argv);
-  return rc;
+  return cli.rc;
 }

@@ -1,7 +1,11 @@
 // The configuration file (TOML, read with toml++) and environment variables.
 #include "pixseek/config.h"
 
+#include "pixseek/vector_index.h"
+
 #include <toml++/toml.h>
+
+#include <algorithm>
 
 #include <cstdlib>
 #include <cstring>
@@ -110,6 +114,35 @@ class SectionReader {
     out = std::move(values);
   }
 
+  // An index parameter: a TOML value of the spec's type, in its range, kept
+  // with "FILE:LINE" as its source.
+  void Param(const IndexParamSpec& spec, IndexParams& out) {
+    const toml::node* node = Find(spec.name);
+    if (node == nullptr) return;
+    ParamValue value;
+    if (auto i = node->value_exact<int64_t>()) {
+      value = *i;
+    } else if (auto d = node->value_exact<double>()) {
+      value = *d;
+    } else if (auto str = node->value_exact<std::string>()) {
+      value = *str;
+    } else {
+      return Fail(*node, spec.name, "must be a number or a string");
+    }
+    if (spec.type == ParamType::kReal) {
+      if (const auto* i = std::get_if<int64_t>(&value)) value = static_cast<double>(*i);
+    }
+    Status valid = ValidateParam(spec, value);
+    if (!valid.ok()) {
+      // The message starts with the key; Fail puts the key first itself.
+      std::string what = valid.message();
+      if (what.rfind(spec.name, 0) == 0) what = what.substr(std::strlen(spec.name) + 1);
+      return Fail(*node, spec.name, what);
+    }
+    out.Set(spec.name, std::move(value),
+            file_ + ":" + std::to_string(node->source().begin.line));
+  }
+
   // Reports the first key of the section that no reader call asked for.
   Status Finish() {
     if (!status_.ok() || table_ == nullptr) return status_;
@@ -162,20 +195,13 @@ Status ReadDatabase(SectionReader& r, DatabaseOptions& d) {
   return r.Finish();
 }
 
+// [index]: the kind and every parameter of the index kinds' tables
+// (include/pixseek/index_params.h), checked as the table says.
 Status ReadIndex(SectionReader& r, DatabaseOptions& d) {
-  DiskIndexParams& p = d.disk_params;
-  r.String("kind", d.index_kind, {"disk", "flat"});
-  r.Int("max_degree", p.max_degree, 1, 512);
-  r.Int("build_list", p.build_list, 1, 4096);
-  r.Real("alpha", p.alpha, 1.0, 4.0);
-  r.Int("build_passes", p.build_passes, 1, 2);
-  r.String("storage", p.storage, {"fp32", "fp16", "int8"});
-  r.Int("pq_bytes", p.pq_bytes, 0, 4096);
-  r.Int("ram_budget", p.ram_budget, 0, kMaxI64);
-  r.Int("build_ram_budget", p.build_ram_budget, 0, kMaxI64);
-  r.Int("search_list", p.search_list, 0, 100000);
-  r.Int("beam_width", p.beam_width, 1, 64);
-  r.Real("compact_ratio", p.compact_ratio, 0.0, 100.0);
+  std::vector<std::string> kinds;
+  for (const VectorIndexKind& kind : VectorIndexKinds()) kinds.push_back(kind.name);
+  r.String("kind", d.index_kind, kinds);
+  for (const IndexParamSpec& spec : AllIndexParams()) r.Param(spec, d.index_params);
   return r.Finish();
 }
 

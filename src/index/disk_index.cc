@@ -36,6 +36,7 @@
 #include "index/delta_graph.h"
 #include "index/disk_graph.h"
 #include "index/flat_log.h"
+#include "index/index_kinds.h"
 #include "index/rw_mutex.h"
 #include "index/vecs_io.h"
 #include "pixseek/disk_index.h"
@@ -193,11 +194,6 @@ class DiskIndexImpl final : public DiskIndex {
     return locations_.size();
   }
 
-  bool Contains(int64_t id) const override {
-    std::shared_lock lock(mu_);
-    return locations_.count(id) > 0;
-  }
-
   std::vector<int64_t> Ids() const override {
     std::shared_lock lock(mu_);
     std::vector<int64_t> ids;
@@ -268,7 +264,8 @@ class DiskIndexImpl final : public DiskIndex {
     return Status::Ok();
   }
 
-  Status Search(size_t n, const float* queries, size_t k,
+  using VectorIndex::Search;
+  Status Search(size_t n, const float* queries, size_t k, const SearchParams& params,
                 std::vector<std::vector<SearchHit>>* results) const override {
     if (results == nullptr) return Status::InvalidArgument("null results");
     if (queries == nullptr && n > 0) return Status::InvalidArgument("null queries");
@@ -278,9 +275,8 @@ class DiskIndexImpl final : public DiskIndex {
     results->assign(n, {});
     if (k == 0 || n == 0) return Status::Ok();
     std::shared_lock lock(mu_);
-    const int list = options_.search_list > 0
-                         ? options_.search_list
-                         : static_cast<int>(std::max<size_t>(64, 2 * k));
+    const int configured = params.search_list > 0 ? params.search_list : options_.search_list;
+    const int list = configured > 0 ? configured : static_cast<int>(std::max<size_t>(64, 2 * k));
     std::vector<std::vector<SearchHit>> base_hits;
     if (base_ != nullptr) {
       DiskSearchParams p;
@@ -325,6 +321,22 @@ class DiskIndexImpl final : public DiskIndex {
   Status CompactIfNeeded() override {
     if (options_.read_only || !NeedsCompaction()) return Status::Ok();
     return Compact();
+  }
+
+  std::vector<IndexStat> Stats() const override {
+    const DiskIndexStats d = stats();
+    auto count = [](uint64_t v) { return static_cast<int64_t>(v); };
+    std::vector<IndexStat> out = {{"base_vectors", count(d.base_vectors)},
+                                  {"base_deleted", count(d.base_deleted)},
+                                  {"delta_vectors", count(d.delta_vectors)},
+                                  {"ram_bytes", count(d.ram_bytes)},
+                                  {"disk_bytes", count(d.disk_bytes)},
+                                  {"generation", count(d.generation)},
+                                  {"compacting", d.compacting}};
+    if (!d.last_compaction_error.empty()) {
+      out.push_back({"last_compaction_error", d.last_compaction_error});
+    }
+    return out;
   }
 
   DiskIndexStats stats() const override {
@@ -750,13 +762,14 @@ class DiskIndexImpl final : public DiskIndex {
 Result<std::unique_ptr<DiskIndex>> OpenDiskIndex(const fs::path& dir, int dimension,
                                                  const DiskIndexOptions& options) {
   if (dimension < 1) return Status::InvalidArgument("disk index dimension must be >= 1");
-  if (options.max_degree < 1 || options.build_list < 1 || !(options.alpha >= 1.0f) ||
-      (options.build_passes != 1 && options.build_passes != 2) || options.beam_width < 1 ||
-      options.beam_width > 64 || options.compact_ratio <= 0) {
-    return Status::InvalidArgument("disk index: bad parameters (need R, L >= 1, alpha >= 1, "
-                                   "passes 1 or 2, beam width in [1, 64], compact ratio > 0)");
+  // The same checks as the parameter table's, for callers that fill
+  // DiskIndexOptions themselves (tests, bench ann).
+  const IndexParams params = DiskIndexParamsOf(options);
+  for (const IndexParamSpec& spec : DiskIndexParamSpecs()) {
+    if (const auto* entry = params.Find(spec.name)) {
+      PIXSEEK_RETURN_IF_ERROR(ValidateParam(spec, entry->value).WithContext("disk index"));
+    }
   }
-  PIXSEEK_RETURN_IF_ERROR(ParseStorage(options.storage).status());
   if (options.pq_bytes < 0 || (options.pq_bytes > 0 && dimension % options.pq_bytes != 0)) {
     return Status::InvalidArgument("disk index: pq_bytes must divide the dimension " +
                                    std::to_string(dimension));
@@ -764,6 +777,15 @@ Result<std::unique_ptr<DiskIndex>> OpenDiskIndex(const fs::path& dir, int dimens
   auto index = std::make_unique<DiskIndexImpl>(dir, dimension, options);
   PIXSEEK_RETURN_IF_ERROR(index->Open());
   return std::unique_ptr<DiskIndex>(std::move(index));
+}
+
+Result<std::unique_ptr<VectorIndex>> OpenDiskIndexFromSpec(const VectorIndexSpec& spec) {
+  DiskIndexOptions options = DiskIndexOptionsFrom(spec.params);
+  options.read_only = spec.read_only;
+  options.num_threads = spec.threads;
+  options.background_compaction = spec.background_compaction;
+  PIXSEEK_ASSIGN_OR_RETURN(auto index, OpenDiskIndex(spec.dir / "index", spec.dimension, options));
+  return std::unique_ptr<VectorIndex>(std::move(index));
 }
 
 }  // namespace pixseek

@@ -1,130 +1,103 @@
-// DiskIndexParams: the user-settable disk-index parameters, their JSON form
-// (recorded in a database's manifest) and their ranges.
-#include <nlohmann/json.hpp>
+// The disk index's parameter table: every user-settable DiskIndexOptions
+// field, declared once with its type, range, default, when it applies, the
+// commands that take it and its doc line (see include/pixseek/index_params.h).
+#include <variant>
 
+#include "index/index_kinds.h"
 #include "pixseek/disk_index.h"
 
 namespace pixseek {
 namespace {
 
-using nlohmann::json;
+constexpr double kMaxBytes = 9.0e18;  // below INT64_MAX, exact enough for a range
+constexpr const char* kStorages[] = {"fp32", "fp16", "int8"};
 
-// Calls f(name, member) for every field, so the JSON reader, writer and
-// validator cannot disagree on the list.
-template <typename Params, typename F>
-void ForEachField(Params& p, F&& f) {
-  f("max_degree", p.max_degree);
-  f("build_list", p.build_list);
-  f("alpha", p.alpha);
-  f("build_passes", p.build_passes);
-  f("storage", p.storage);
-  f("pq_bytes", p.pq_bytes);
-  f("ram_budget", p.ram_budget);
-  f("build_ram_budget", p.build_ram_budget);
-  f("search_list", p.search_list);
-  f("beam_width", p.beam_width);
-  f("compact_ratio", p.compact_ratio);
+constexpr unsigned kSearching = kCmdQuery | kCmdEval | kCmdServe;
+constexpr unsigned kCompacting = kCmdBuild | kCmdServe | kCmdCompact;
+
+const IndexParamSpec kSpecs[] = {
+    {"max_degree", ParamType::kInt, 1, 512, false, {}, "64", ParamPhase::kCreate, kCmdBuild,
+     "Graph degree R: more edges find neighbours in fewer steps, cost disk and build time"},
+    {"build_list", ParamType::kInt, 1, 4096, false, {}, "100", ParamPhase::kCreate, kCmdBuild,
+     "Candidate list L while building the graph: larger builds a better graph, slower"},
+    {"alpha", ParamType::kReal, 1, 4, false, {}, "1.2", ParamPhase::kCreate, kCmdBuild,
+     "Pruning alpha: above 1 keeps long edges that shorten searches"},
+    {"build_passes", ParamType::kInt, 1, 2, false, {}, "1", ParamPhase::kCreate, kCmdBuild,
+     "Insertion passes (2: the paper's alpha = 1 pass first, twice the build time)"},
+    {"storage", ParamType::kString, 0, 0, false, kStorages, "fp16", ParamPhase::kCreate, kCmdBuild,
+     "Full-vector storage in the disk nodes, used to re-rank"},
+    {"pq_bytes", ParamType::kInt, 0, 4096, false, {}, "0", ParamPhase::kCreate, kCmdBuild,
+     "PQ code bytes per vector, a divisor of the dimension (0 = sized from ram_budget)"},
+    {"ram_budget", ParamType::kBytes, 0, kMaxBytes, false, {}, "0", ParamPhase::kOpen,
+     kCmdBuild | kSearching | kCmdCompact,
+     "RAM for PQ codes and the node cache (0 = 10% of the raw vector bytes, at least 64 MiB)"},
+    {"build_ram_budget", ParamType::kBytes, 0, kMaxBytes, false, {}, "0", ParamPhase::kOpen,
+     kCompacting, "Peak RAM for building a disk graph; more data is built in shards (0 = 4 GiB)"},
+    {"search_list", ParamType::kInt, 0, 100000, false, {}, "0", ParamPhase::kOpen, kSearching,
+     "Search list L: larger finds more true neighbours, slower (0 = max(64, 2k))"},
+    {"beam_width", ParamType::kInt, 1, 64, false, {}, "4", ParamPhase::kOpen, kSearching,
+     "Node reads issued together per search step"},
+    {"compact_ratio", ParamType::kReal, 0, 100, true, {}, "0.1", ParamPhase::kOpen, kCompacting,
+     "Merge the in-memory changes into a new disk graph when they exceed this fraction of it"},
+};
+
+// The DiskIndexOptions field each parameter sets, in kSpecs' order.
+using Field = std::variant<int DiskIndexOptions::*, float DiskIndexOptions::*,
+                           double DiskIndexOptions::*, uint64_t DiskIndexOptions::*,
+                           std::string DiskIndexOptions::*>;
+const Field kFields[] = {
+    &DiskIndexOptions::max_degree,   &DiskIndexOptions::build_list,
+    &DiskIndexOptions::alpha,        &DiskIndexOptions::build_passes,
+    &DiskIndexOptions::storage,      &DiskIndexOptions::pq_bytes,
+    &DiskIndexOptions::ram_budget,   &DiskIndexOptions::build_ram_budget,
+    &DiskIndexOptions::search_list,  &DiskIndexOptions::beam_width,
+    &DiskIndexOptions::compact_ratio,
+};
+static_assert(std::size(kFields) == std::size(kSpecs), "one field per parameter");
+
+// One field to and from a parameter value.
+void ReadField(const IndexParams& params, const char* name, std::string& field) {
+  field = params.String(name, field);
+}
+void ReadField(const IndexParams& params, const char* name, float& field) {
+  field = static_cast<float>(params.Real(name, field));
+}
+void ReadField(const IndexParams& params, const char* name, double& field) {
+  field = params.Real(name, field);
+}
+template <typename Int>
+void ReadField(const IndexParams& params, const char* name, Int& field) {
+  field = static_cast<Int>(params.Int(name, static_cast<int64_t>(field)));
 }
 
-template <typename T>
-void Set(std::optional<T>& field, const T& value) {
-  field = value;
-}
-
-template <typename T>
-void Copy(const std::optional<T>& from, T& to) {
-  if (from) to = *from;
-}
-
-template <typename T>
-Status CheckRange(const char* name, const std::optional<T>& v, T lo, T hi) {
-  if (v && (*v < lo || *v > hi)) {
-    return Status::InvalidArgument("disk index parameter " + std::string(name) + " must be in [" +
-                                   std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                                   std::to_string(*v));
-  }
-  return Status::Ok();
+ParamValue FieldValue(const std::string& field) { return field; }
+ParamValue FieldValue(float field) { return static_cast<double>(field); }
+ParamValue FieldValue(double field) { return field; }
+template <typename Int>
+ParamValue FieldValue(Int field) {
+  return static_cast<int64_t>(field);
 }
 
 }  // namespace
 
-void DiskIndexParams::ApplyTo(DiskIndexOptions& o) const {
-  Copy(max_degree, o.max_degree);
-  Copy(build_list, o.build_list);
-  Copy(alpha, o.alpha);
-  Copy(build_passes, o.build_passes);
-  Copy(storage, o.storage);
-  Copy(pq_bytes, o.pq_bytes);
-  Copy(ram_budget, o.ram_budget);
-  Copy(build_ram_budget, o.build_ram_budget);
-  Copy(search_list, o.search_list);
-  Copy(beam_width, o.beam_width);
-  Copy(compact_ratio, o.compact_ratio);
-}
-
-DiskIndexParams DiskIndexParams::From(const DiskIndexOptions& o) {
-  DiskIndexParams p;
-  Set(p.max_degree, o.max_degree);
-  Set(p.build_list, o.build_list);
-  Set(p.alpha, o.alpha);
-  Set(p.build_passes, o.build_passes);
-  Set(p.storage, o.storage);
-  Set(p.pq_bytes, o.pq_bytes);
-  Set(p.ram_budget, o.ram_budget);
-  Set(p.build_ram_budget, o.build_ram_budget);
-  Set(p.search_list, o.search_list);
-  Set(p.beam_width, o.beam_width);
-  Set(p.compact_ratio, o.compact_ratio);
-  return p;
-}
-
-std::string DiskIndexParams::ToJson() const {
-  json j = json::object();
-  ForEachField(*this, [&](const char* name, const auto& field) {
-    if (field) j[name] = *field;
-  });
-  return j.dump();
-}
-
-Result<DiskIndexParams> DiskIndexParams::FromJson(std::string_view text) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return Status::InvalidArgument("disk index parameters must be a JSON object");
-  DiskIndexParams p;
-  std::string error;
-  ForEachField(p, [&](const char* name, auto& field) {
-    auto it = j.find(name);
-    if (it == j.end() || !error.empty()) return;
-    using T = typename std::remove_reference_t<decltype(field)>::value_type;
-    try {
-      field = it->template get<T>();
-    } catch (const json::exception&) {
-      error = std::string("disk index parameter ") + name + " has the wrong type: " + it->dump();
-    }
-  });
-  if (!error.empty()) return Status::InvalidArgument(error);
-  for (const auto& [key, value] : j.items()) {
-    bool known = false;
-    ForEachField(p, [&](const char* name, const auto&) { known = known || key == name; });
-    if (!known) return Status::InvalidArgument("unknown disk index parameter '" + key + "'");
+IndexParams DiskIndexParamsOf(const DiskIndexOptions& options) {
+  IndexParams params;
+  for (size_t i = 0; i < std::size(kSpecs); ++i) {
+    std::visit([&](auto member) { params.Set(kSpecs[i].name, FieldValue(options.*member),
+                                             "DiskIndexOptions"); },
+               kFields[i]);
   }
-  PIXSEEK_RETURN_IF_ERROR(p.Validate());
-  return p;
+  return params;
 }
 
-Status DiskIndexParams::Validate() const {
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("max_degree", max_degree, 1, 512));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("build_list", build_list, 1, 4096));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("alpha", alpha, 1.0f, 4.0f));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("build_passes", build_passes, 1, 2));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("pq_bytes", pq_bytes, 0, 4096));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("search_list", search_list, 0, 100000));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("beam_width", beam_width, 1, 64));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("compact_ratio", compact_ratio, 0.0, 100.0));
-  if (storage && *storage != "fp32" && *storage != "fp16" && *storage != "int8") {
-    return Status::InvalidArgument("disk index parameter storage must be fp32, fp16 or int8, got '" +
-                                   *storage + "'");
+std::span<const IndexParamSpec> DiskIndexParamSpecs() { return kSpecs; }
+
+DiskIndexOptions DiskIndexOptionsFrom(const IndexParams& params, DiskIndexOptions options) {
+  for (size_t i = 0; i < std::size(kSpecs); ++i) {
+    std::visit([&](auto member) { ReadField(params, kSpecs[i].name, options.*member); },
+               kFields[i]);
   }
-  return Status::Ok();
+  return options;
 }
 
 }  // namespace pixseek

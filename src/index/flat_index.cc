@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "index/flat_log.h"
+#include "index/index_kinds.h"
 #include "index/inner_product.h"
 #include "index/rw_mutex.h"
 #include "index/top_k.h"
@@ -123,11 +124,6 @@ class FlatIndex final : public VectorIndex {
     return Status::Ok();
   }
 
-  bool Contains(int64_t id) const override {
-    std::shared_lock lock(mu_);
-    return slots_.count(id) != 0;
-  }
-
   Result<std::vector<float>> Get(int64_t id) const override {
     std::shared_lock lock(mu_);
     auto it = slots_.find(id);
@@ -146,7 +142,9 @@ class FlatIndex final : public VectorIndex {
     return ids;
   }
 
-  Status Search(size_t n, const float* queries, size_t k,
+  using VectorIndex::Search;
+  // Exact: every stored vector is scored, so SearchParams change nothing.
+  Status Search(size_t n, const float* queries, size_t k, const SearchParams& /*params*/,
                 std::vector<std::vector<SearchHit>>* results) const override {
     if (results == nullptr) return Status::InvalidArgument("Search: null results");
     if (n > 0 && queries == nullptr) return Status::InvalidArgument("Search: null queries");
@@ -299,6 +297,13 @@ Result<std::unique_ptr<VectorIndex>> OpenFlatIndex(const std::filesystem::path& 
     return Status::ResourceExhausted("not enough memory to load " + file.string());
   }
   return std::unique_ptr<VectorIndex>(std::move(index));
+}
+
+Result<std::unique_ptr<VectorIndex>> OpenFlatIndexFromSpec(const VectorIndexSpec& spec) {
+  FlatIndexOptions options;
+  options.num_threads = spec.threads;
+  options.read_only = spec.read_only;
+  return OpenFlatIndex(spec.dir / "vectors.flat", spec.dimension, options);
 }
 
 }  // namespace pixseek

@@ -312,6 +312,5 @@ void PqScoreBatch(const float* tables, size_t m, const uint8_t* codes, const uin
   Get().pq(tables, m, codes, nodes, count, out);
 }
 
-const char* StorageKernelsIsa() { return Get().isa; }
 
 }  // namespace pixseek

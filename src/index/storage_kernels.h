@@ -42,9 +42,6 @@ float InnerProductStored(VectorStorage storage, const float* q, const uint8_t* i
 void PqScoreBatch(const float* tables, size_t m, const uint8_t* codes, const uint32_t* nodes,
                   size_t count, float* out);
 
-// The kernels the dispatch picked: "avx512", "avx2+f16c" or "scalar".
-const char* StorageKernelsIsa();
-
 }  // namespace pixseek
 
 #endif  // PIXSEEK_INDEX_STORAGE_KERNELS_H_

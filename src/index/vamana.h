@@ -99,9 +99,6 @@ class VamanaGraph {
   size_t size() const { return n_; }
   // The stored vector of `node` (< size()), dimension() floats.
   const float* vector(uint32_t node) const { return vectors_.data() + size_t{node} * dim_; }
-  // Frees the vectors (vector() must not be called afterwards): a disk build
-  // keeps only the adjacency of a finished shard.
-  void ReleaseVectors() { std::vector<float>().swap(vectors_); }
 
  private:
   VamanaGraph() = default;

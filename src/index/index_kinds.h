@@ -1,0 +1,23 @@
+// The index kinds' openers for the registry (index_registry.cc), each
+// defined beside its index.
+#ifndef PIXSEEK_INDEX_INDEX_KINDS_H_
+#define PIXSEEK_INDEX_INDEX_KINDS_H_
+
+#include <memory>
+
+#include "pixseek/disk_index.h"
+#include "pixseek/vector_index.h"
+
+namespace pixseek {
+
+// "flat": DIR/vectors.flat (flat_index.cc).
+Result<std::unique_ptr<VectorIndex>> OpenFlatIndexFromSpec(const VectorIndexSpec& spec);
+// "disk": DIR/index/ (disk_index.cc).
+Result<std::unique_ptr<VectorIndex>> OpenDiskIndexFromSpec(const VectorIndexSpec& spec);
+
+// Every table parameter of `options` (disk_params.cc).
+IndexParams DiskIndexParamsOf(const DiskIndexOptions& options);
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_INDEX_INDEX_KINDS_H_

@@ -1,0 +1,55 @@
+// A database's manifest (DB/pixseek.json): what the database was made with,
+// written once when it is created and checked on every open so that vectors
+// of one model, index or store are never mixed with another's.
+#ifndef PIXSEEK_SERVICE_MANIFEST_H_
+#define PIXSEEK_SERVICE_MANIFEST_H_
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "pixseek/index_params.h"
+#include "pixseek/status.h"
+
+namespace pixseek {
+
+inline constexpr char kManifestFileName[] = "pixseek.json";
+
+struct DatabaseManifest {
+  static constexpr int kFormatVersion = 1;
+
+  int format_version = kFormatVersion;
+  std::string model;
+  std::string model_sha256;  // empty = not recorded (not checked)
+  int dimension = 0;
+  // Databases made before the disk index existed have no index_kind: flat.
+  std::string index_kind = "flat";
+  // The index's parameters as chosen at creation: every parameter of its
+  // kind ("index_params"; databases of the first disk-index releases have
+  // "disk_params", read the same way; older ones have none: the defaults).
+  IndexParams index_params;
+  // The metadata store without its password ("sqlite" for the database's own
+  // SQLite file, the default).
+  std::string metadata_store = "sqlite";
+  int64_t created_at = 0;
+  // PCA learned at creation (pca.bin; 0 = none): dimension is its output.
+  int pca_dimension = 0;
+  bool pca_whiten = false;
+  // What ran an ONNX model ("opencv" or "libtorch"; their vectors differ
+  // slightly, so a database keeps the one it was built with). Absent in
+  // databases from before the libtorch engine: they are "opencv".
+  std::string engine;
+};
+
+// DataLoss names the file when it is not a manifest; FailedPrecondition for
+// another format version or an index kind this pixseek does not know.
+Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file);
+// Written atomically (a crash leaves the old file or the new one).
+Status WriteManifest(const std::filesystem::path& file, const DatabaseManifest& manifest);
+
+// "PCA-whitening to 256-d" / "no PCA", for messages.
+std::string DescribePca(const DatabaseManifest& manifest);
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_SERVICE_MANIFEST_H_

@@ -1,0 +1,239 @@
+// The Database and the service layer in one process: creation and reopening
+// through the manifest (model, index kind and parameters, store), the upload,
+// query and build services over both index kinds, and the checks that keep a
+// database from being opened with parts it was not made with.
+#include "pixseek/database.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "pixseek/model_registry.h"
+#include "pixseek/services.h"
+#include "pixseek/vector_index.h"
+#include "test_images.h"
+#include "test_util.h"
+#include "tiny_onnx.h"
+
+namespace pixseek {
+namespace {
+
+using testing::TempDir;
+
+constexpr int kDim = 16;
+
+class DatabaseTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    home_ = tmp_.path() / "home";
+    const auto model_file = tmp_.path() / "tiny.onnx";
+    const auto card_file = tmp_.path() / "tiny.json";
+    testing::WriteBytes(model_file, testing::MakeTinyOnnxModel(kDim, 5));
+    const std::string card = testing::TinyModelCardJson(kDim, "tiny.onnx");
+    testing::WriteBytes(card_file, std::vector<uint8_t>(card.begin(), card.end()));
+    auto installed = ModelRegistry(home_).Import(model_file, card_file, std::string("tiny"));
+    ASSERT_TRUE(installed.ok()) << installed.status().ToString();
+    images_ = tmp_.path() / "images";
+    // Two labelled folders of clearly different colours.
+    for (int i = 0; i < 6; ++i) {
+      const bool red = i % 2 == 0;
+      const auto dir = images_ / (red ? "red" : "blue");
+      std::filesystem::create_directories(dir);
+      testing::WriteBytes(dir / ("img" + std::to_string(i) + ".png"),
+                          testing::SyntheticImage(".png", 64, 48, red ? 220 : 20, 30,
+                                                  red ? 20 : 220, static_cast<uint32_t>(i)));
+    }
+  }
+
+  DatabaseOptions Options() const {
+    DatabaseOptions o;
+    o.dir = tmp_.path() / "db";
+    o.model = "tiny";
+    o.home = home_;
+    o.index_kind = GetParam();
+    o.threads = 2;
+    return o;
+  }
+
+  Result<std::unique_ptr<Database>> Create() const { return Database::Open(Options(), true); }
+
+  nlohmann::json Manifest() const {
+    std::ifstream in(tmp_.path() / "db" / "pixseek.json");
+    return nlohmann::json::parse(in);
+  }
+
+  TempDir tmp_;
+  std::filesystem::path home_;
+  std::filesystem::path images_;
+};
+
+TEST_P(DatabaseTest, BuildQueryUploadRemoveAndReopen) {
+  auto db = Create();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  EXPECT_EQ((*db)->index().kind(), GetParam());
+  auto report = BuildService(**db).Build(images_, {});
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->indexed, 6u);
+
+  // The query service finds an image itself first, and its own colour next.
+  const auto query_file = images_ / "red" / "img0.png";
+  const std::vector<uint8_t> bytes = testing::ReadBytes(query_file);
+  QueryParams params;
+  params.top_k = 3;
+  auto response = QueryService(**db).SearchImage(bytes, params);
+  ASSERT_TRUE(response.ok()) << response.status().ToString();
+  ASSERT_EQ(response->hits.size(), 3u);
+  EXPECT_EQ(response->hits[0].record.path, query_file.string());
+  EXPECT_NEAR(response->hits[0].score, 1.0f, 1e-4);
+  EXPECT_EQ(response->hits[1].record.label, "red");
+  EXPECT_EQ(response->hits[2].record.label, "red");
+  // A repeated query comes from the cache, and an upload clears it.
+  auto again = QueryService(**db).SearchImage(bytes, params);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->cached);
+
+  const auto extra = testing::SyntheticImage(".png", 40, 40, 230, 30, 10, 99);
+  auto id = UploadService(**db).AddBytes(extra, "extra.png");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto after = QueryService(**db).SearchImage(bytes, params);
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(after->cached);
+  auto stats = (*db)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->count, 7);
+  EXPECT_EQ(stats->index_kind, GetParam());
+  if (GetParam() == "disk") {
+    bool has_delta = false;
+    for (const IndexStat& s : stats->index) has_delta = has_delta || s.name == "delta_vectors";
+    EXPECT_TRUE(has_delta) << "the disk index reports its figures through VectorIndex::Stats";
+  }
+  ASSERT_TRUE((*db)->Remove(*id).ok());
+  EXPECT_EQ((*db)->Remove(*id).code(), StatusCode::kNotFound);
+  ASSERT_TRUE((*db)->Compact().ok());
+  db->reset();
+
+  // Reopened read-only beside nothing: the same answers.
+  DatabaseOptions ro = Options();
+  ro.read_only = true;
+  ro.index_kind.clear();
+  auto reader = Database::Open(ro, false);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  EXPECT_EQ((*reader)->index().size(), 6u);
+  auto read = QueryService(**reader).SearchImage(bytes, params);
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->hits[0].record.path, query_file.string());
+  EXPECT_EQ((*reader)->Remove(1).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_P(DatabaseTest, ManifestRecordsKindAndParameters) {
+  DatabaseOptions o = Options();
+  if (GetParam() == "disk") o.index_params.Set("max_degree", int64_t{24}, "--max-degree");
+  auto db = Database::Open(o, true);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  db->reset();
+  const nlohmann::json m = Manifest();
+  EXPECT_EQ(m["model"], "tiny");
+  EXPECT_EQ(m["dimension"], kDim);
+  EXPECT_EQ(m["index_kind"], GetParam());
+  if (GetParam() == "disk") {
+    EXPECT_EQ(m["index_params"]["max_degree"], 24);
+    EXPECT_EQ(m["index_params"]["storage"], "fp16");  // a default, recorded
+  } else {
+    EXPECT_FALSE(m.contains("index_params"));  // the flat index has none
+  }
+}
+
+TEST_P(DatabaseTest, RefusesWhatTheManifestFixed) {
+  ASSERT_TRUE(Create().ok());
+  DatabaseOptions o = Options();
+
+  o.model = "other";
+  auto s = Database::Open(o, false).status();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+
+  o = Options();
+  o.index_kind = GetParam() == "disk" ? "flat" : "disk";
+  s = Database::Open(o, false).status();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("index"), std::string::npos) << s.ToString();
+
+  o = Options();
+  o.metadata_url = "sqlite://" + (tmp_.path() / "elsewhere.db").string();
+  s = Database::Open(o, false).status();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+
+  o = Options();
+  o.index_params.Set("storage", std::string("int8"), "--storage");
+  s = Database::Open(o, false).status();
+  if (GetParam() == "disk") {
+    EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+    EXPECT_NE(s.message().find("--storage"), std::string::npos) << s.ToString();
+    // From a configuration file the recorded value stays, with a warning.
+    o.index_params.Set("storage", std::string("int8"), "pixseek.toml:3");
+    EXPECT_TRUE(Database::Open(o, false).ok());
+    // A run-time parameter applies to this run.
+    o = Options();
+    o.index_params.Set("search_list", int64_t{30}, "--search-list");
+    EXPECT_TRUE(Database::Open(o, false).ok());
+  } else {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("flat"), std::string::npos) << s.ToString();
+  }
+
+  // A damaged manifest is DataLoss, and nothing is rewritten.
+  const auto manifest = tmp_.path() / "db" / "pixseek.json";
+  std::ofstream(manifest) << "{ not json";
+  s = Database::Open(Options(), false).status();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  std::ifstream in(manifest);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "{ not json");
+}
+
+// A manifest written before the parameter table ("disk_params") still opens
+// with its recorded values.
+TEST_P(DatabaseTest, ReadsTheEarlierManifestKey) {
+  if (GetParam() != "disk") GTEST_SKIP() << "disk_params belongs to the disk index";
+  ASSERT_TRUE(Create().ok());
+  nlohmann::json m = Manifest();
+  m["disk_params"] = m["index_params"];
+  m["disk_params"]["storage"] = "fp32";
+  m.erase("index_params");
+  std::ofstream(tmp_.path() / "db" / "pixseek.json") << m.dump(2);
+  DatabaseOptions o = Options();
+  o.index_params.Set("storage", std::string("fp16"), "--storage");
+  auto s = Database::Open(o, false).status();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("fp32"), std::string::npos) << s.ToString();
+}
+
+TEST(DatabaseOpenTest, ClearErrorsBeforeAnythingIsCreated) {
+  TempDir tmp;
+  DatabaseOptions o;
+  EXPECT_EQ(Database::Open(o, true).status().code(), StatusCode::kInvalidArgument);
+  o.dir = tmp.path() / "missing";
+  EXPECT_EQ(Database::Open(o, false).status().code(), StatusCode::kNotFound);
+  // A non-empty directory that is not a database is never taken over.
+  std::filesystem::create_directories(tmp.path() / "full");
+  std::ofstream(tmp.path() / "full" / "keep.txt") << "mine";
+  o.dir = tmp.path() / "full";
+  EXPECT_EQ(Database::Open(o, true).status().code(), StatusCode::kInvalidArgument);
+  // An unknown index kind is named.
+  o.dir = tmp.path() / "new";
+  o.index_kind = "hnsw";
+  o.home = tmp.path() / "home";
+  o.model = "not-installed";
+  auto s = Database::Open(o, true).status();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("'hnsw'"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() / "new" / "pixseek.json"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, DatabaseTest, ::testing::Values("disk", "flat"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace pixseek
