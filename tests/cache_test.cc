@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "redis_server.h"
+#include "test_util.h"
 
 namespace pixseek {
 namespace {
@@ -141,6 +142,84 @@ TYPED_TEST(CacheTest, Clear) {
   cache->Clear();
   cache->Clear();  // twice in a row is fine
   EXPECT_FALSE(cache->Get("k3").has_value());
+}
+
+// A value computed before a Clear and stored after it is dropped: it was
+// computed from data the Clear made stale.
+TYPED_TEST(CacheTest, PutIfCurrentAfterAClearIsDropped) {
+  auto cache = this->NewCache();
+  const CacheGeneration before = cache->generation();
+  EXPECT_FALSE(before.token.empty());
+  EXPECT_EQ(cache->generation(), before) << "no Clear, the same generation";
+  cache->PutIfCurrent("fresh", "v", before);
+  EXPECT_EQ(cache->Get("fresh"), "v");
+
+  const CacheGeneration stale = cache->generation();
+  cache->Clear();
+  const CacheGeneration after = cache->generation();
+  EXPECT_NE(after, stale);
+  cache->PutIfCurrent("k", "stale", stale);
+  EXPECT_FALSE(cache->Get("k").has_value());
+  if (TypeParam::kExactSizes) {
+    EXPECT_EQ(cache->stats().entries, 0u);
+  }
+
+  // A value computed after the Clear is stored, and a stale Put does not
+  // replace it.
+  cache->PutIfCurrent("k", "current", after);
+  EXPECT_EQ(cache->Get("k"), "current");
+  cache->PutIfCurrent("k", "stale", stale);
+  EXPECT_EQ(cache->Get("k"), "current");
+  // Each Clear makes a new generation, also one with nothing stored.
+  cache->Clear();
+  cache->Clear();
+  cache->PutIfCurrent("k", "stale", after);
+  EXPECT_FALSE(cache->Get("k").has_value());
+  // A generation nobody read is unknown: nothing is stored under it.
+  cache->PutIfCurrent("k", "v", CacheGeneration{});
+  EXPECT_FALSE(cache->Get("k").has_value());
+}
+
+// Searches that run while another thread clears: whatever one of them
+// stores, it was computed after the last Clear before it was read back.
+TYPED_TEST(CacheTest, ConcurrentClearsNeverKeepStaleValues) {
+  auto cache = this->NewCache();
+  // `version` stands for the database: Clear follows each change, as in
+  // Database::Add; a value records the version it was computed from.
+  std::atomic<int> version{0};
+  std::atomic<bool> stop{false};
+  std::atomic<int> stale{0};
+  std::thread writer([&] {
+    while (!stop) {
+      ++version;
+      cache->Clear();
+      std::this_thread::yield();
+    }
+  });
+  const int ops = TypeParam::kConcurrentOps / 4;
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      for (int i = 0; i < ops; ++i) {
+        const std::string key = "q" + std::to_string((i + t) % 10);
+        const int now = version.load();
+        if (auto v = cache->Get(key)) {
+          // A hit may only be older than the version read just before it if
+          // a Clear is under way, never by two changes or more.
+          if (std::stoi(*v) < now - 1) ++stale;
+          continue;
+        }
+        const CacheGeneration seen = cache->generation();
+        const int computed_from = version.load();
+        std::this_thread::yield();  // the search itself, during which Clears may come
+        cache->PutIfCurrent(key, std::to_string(computed_from), seen);
+      }
+    });
+  }
+  for (auto& r : readers) r.join();
+  stop = true;
+  writer.join();
+  EXPECT_EQ(stale.load(), 0);
 }
 
 TYPED_TEST(CacheTest, LargeValues) {
@@ -392,15 +471,25 @@ class RedisCacheTest : public ::testing::Test {
 
   // Puts and gets a fresh key until the cache answers from Redis again.
   // Returns the milliseconds it took, or -1 after `limit_ms`.
-  static double WaitUntilCaching(Cache* cache, double limit_ms) {
+  static double WaitUntilCaching(Cache* cache, int limit_ms) {
     auto start = Clock::now();
-    for (int i = 0; MillisSince(start) < limit_ms; ++i) {
-      std::string key = "probe" + std::to_string(i);
-      cache->Put(key, "p");
-      if (cache->Get(key) == "p") return MillisSince(start);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return -1;
+    int probe = 0;
+    const bool caching = testing::WaitFor(
+        [&] {
+          const std::string key = "probe" + std::to_string(probe++);
+          cache->Put(key, "p");
+          return cache->Get(key) == "p";
+        },
+        std::chrono::milliseconds(limit_ms), std::chrono::milliseconds(20));
+    return caching ? MillisSince(start) : -1;
+  }
+
+  // How many writes Redis has refused for want of memory (INFO errorstats).
+  int OutOfMemoryRefusals() {
+    const std::string info = server_.Cli({"INFO", "errorstats"});
+    const std::string field = "errorstat_OOM:count=";
+    const size_t at = info.find(field);
+    return at == std::string::npos ? 0 : std::stoi(info.substr(at + field.size()));
   }
 
   static int CountLines(const std::string& text, const std::string& a, const std::string& b) {
@@ -447,11 +536,10 @@ TEST_F(RedisCacheTest, EntriesExpire) {
   auto put_at = Clock::now();
   cache->Put("k", "v");
   ASSERT_EQ(cache->Get("k"), "v");
-  while (cache->Get("k").has_value() && MillisSince(put_at) < 4000) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const bool expired = testing::WaitFor([&] { return !cache->Get("k").has_value(); },
+                                        std::chrono::seconds(4), std::chrono::milliseconds(50));
   double gone_after = MillisSince(put_at);
-  EXPECT_FALSE(cache->Get("k").has_value()) << "still there after " << gone_after << " ms";
+  EXPECT_TRUE(expired) << "still there after " << gone_after << " ms";
   EXPECT_GE(gone_after, 900);
 }
 
@@ -478,6 +566,29 @@ TEST_F(RedisCacheTest, CachesSharingRedisSeeEachOthersClear) {
   EXPECT_FALSE(a->Get("k2").has_value());
   b->Put("k2", "new");
   EXPECT_EQ(a->Get("k2"), "new");
+}
+
+// A value computed before another process's Clear and stored after it is
+// not seen, though the object that stores it has not seen that Clear yet.
+TEST_F(RedisCacheTest, PutIfCurrentAfterAnotherProcesssClearIsNotSeen) {
+  auto a = NewRedisCache(Options());
+  auto b = NewRedisCache(Options());
+  const CacheGeneration seen = a->generation();
+  EXPECT_EQ(b->generation(), seen) << "one generation, shared";
+  b->Clear();
+  a->PutIfCurrent("k", "stale", seen);
+  EXPECT_FALSE(b->Get("k").has_value());
+  EXPECT_FALSE(a->Get("k").has_value());
+  // The Get showed `a` the Clear: it now reads b's generation.
+  EXPECT_EQ(a->generation(), b->generation());
+  a->PutIfCurrent("k", "fresh", a->generation());
+  EXPECT_EQ(b->Get("k"), "fresh");
+  // Likewise when the generation key is lost (eviction, a Redis restart).
+  const CacheGeneration before_loss = a->generation();
+  server_.Cli({"DEL", "pixseek:generation"});
+  a->PutIfCurrent("k2", "stale", before_loss);
+  EXPECT_FALSE(b->Get("k2").has_value());
+  EXPECT_FALSE(a->Get("k2").has_value());
 }
 
 TEST_F(RedisCacheTest, PrefixesAndDatabasesKeepCachesApart) {
@@ -631,8 +742,17 @@ TEST_F(RedisCacheTest, RefusedClearIsAppliedLater) {
   ASSERT_EQ(server_.Cli({"CONFIG", "SET", "maxmemory", "1"}), "OK");
   a->Clear();
   EXPECT_FALSE(a->Get("k").has_value());  // stale otherwise
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
-  EXPECT_FALSE(a->Get("k").has_value());  // the retry is refused too
+  EXPECT_GE(OutOfMemoryRefusals(), 1);
+  // Calls are misses until the retry interval has passed; then one call
+  // tries the Clear again, which is refused too.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        EXPECT_FALSE(a->Get("k").has_value());
+        return OutOfMemoryRefusals() >= 2;
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(20)))
+      << "the Clear was not tried again";
+  EXPECT_FALSE(a->Get("k").has_value());
   ASSERT_EQ(server_.Cli({"CONFIG", "SET", "maxmemory", "0"}), "OK");
   double back_after = WaitUntilCaching(a.get(), 5000);
   std::string log = ::testing::internal::GetCapturedStderr();

@@ -41,18 +41,18 @@ TEST(ModelCardTest, ParsesAFullCard) {
   ASSERT_TRUE(card.ok()) << card.status().ToString();
   EXPECT_EQ(card->name, "m");
   EXPECT_EQ(card->file, "m.onnx");
-  EXPECT_EQ(card->input_width, 160);
-  EXPECT_EQ(card->input_height, 128);
-  EXPECT_EQ(card->resize_shorter, 180);
-  EXPECT_EQ(card->interpolation, "bicubic");
-  EXPECT_FLOAT_EQ(card->scale, 1.0f);
-  EXPECT_FLOAT_EQ(card->mean[2], 3.0f);
-  EXPECT_FLOAT_EQ(card->std[0], 4.0f);
-  EXPECT_EQ(card->channel_order, "BGR");
-  EXPECT_EQ(card->output_layer, "feat");
-  EXPECT_EQ(card->pooling, "gmp");
+  EXPECT_EQ(card->preprocess.input_width, 160);
+  EXPECT_EQ(card->preprocess.input_height, 128);
+  EXPECT_EQ(card->preprocess.resize_shorter, 180);
+  EXPECT_EQ(card->preprocess.interpolation, Interpolation::kBicubic);
+  EXPECT_FLOAT_EQ(card->preprocess.scale, 1.0f);
+  EXPECT_FLOAT_EQ(card->preprocess.mean[2], 3.0f);
+  EXPECT_FLOAT_EQ(card->preprocess.std[0], 4.0f);
+  EXPECT_EQ(card->preprocess.channel_order, ChannelOrder::kBgr);
+  EXPECT_EQ(card->onnx.output_layer, "feat");
+  EXPECT_EQ(card->output.pooling, Pooling::kGmp);
   EXPECT_EQ(card->dimension, 64);
-  EXPECT_FALSE(card->l2_normalize);
+  EXPECT_FALSE(card->output.l2_normalize);
   EXPECT_EQ(card->max_batch, 4);
 }
 
@@ -60,16 +60,16 @@ TEST(ModelCardTest, MissingFieldsTakeDefaults) {
   auto card = ModelCard::FromJson(R"({"dimension": 10})");
   ASSERT_TRUE(card.ok()) << card.status().ToString();
   ModelCard defaults;
-  EXPECT_EQ(card->runtime, "onnx");
-  EXPECT_EQ(card->input_width, defaults.input_width);
-  EXPECT_EQ(card->resize_shorter, 256);
-  EXPECT_EQ(card->crop, "center");
-  EXPECT_EQ(card->interpolation, "bilinear");
-  EXPECT_FLOAT_EQ(card->scale, 1.0f / 255.0f);
-  EXPECT_FLOAT_EQ(card->mean[0], 0.485f);
-  EXPECT_FLOAT_EQ(card->std[2], 0.225f);
-  EXPECT_EQ(card->pooling, "gap");
-  EXPECT_TRUE(card->l2_normalize);
+  EXPECT_EQ(card->runtime, Runtime::kOnnx);
+  EXPECT_EQ(card->preprocess.input_width, defaults.preprocess.input_width);
+  EXPECT_EQ(card->preprocess.resize_shorter, 256);
+  EXPECT_EQ(card->preprocess.crop, Crop::kCenter);
+  EXPECT_EQ(card->preprocess.interpolation, Interpolation::kBilinear);
+  EXPECT_FLOAT_EQ(card->preprocess.scale, 1.0f / 255.0f);
+  EXPECT_FLOAT_EQ(card->preprocess.mean[0], 0.485f);
+  EXPECT_FLOAT_EQ(card->preprocess.std[2], 0.225f);
+  EXPECT_EQ(card->output.pooling, Pooling::kGap);
+  EXPECT_TRUE(card->output.l2_normalize);
   EXPECT_EQ(card->max_batch, 16);
 }
 
@@ -78,9 +78,9 @@ TEST(ModelCardTest, RoundTripsThroughJson) {
   auto again = ModelCard::FromJson(card.ToJson());
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->ToJson(), card.ToJson());
-  EXPECT_EQ(again->output_layer, card.output_layer);
-  EXPECT_EQ(again->scale, card.scale);
-  EXPECT_EQ(again->mean, card.mean);
+  EXPECT_EQ(again->onnx.output_layer, card.onnx.output_layer);
+  EXPECT_EQ(again->preprocess.scale, card.preprocess.scale);
+  EXPECT_EQ(again->preprocess.mean, card.preprocess.mean);
   EXPECT_EQ(again->sha256, card.sha256);
 }
 
@@ -410,7 +410,7 @@ TEST_F(TinyModelTest, PreprocessingFollowsTheCard) {
   Image red = SolidImage(224, 224, 230, 20, 20);
   auto center = Open(card_);
   ModelCard squeeze_card = card_;
-  squeeze_card.crop = "none";
+  squeeze_card.preprocess.crop = Crop::kNone;
   auto squeeze = Open(squeeze_card);
   ASSERT_NE(center, nullptr);
   ASSERT_NE(squeeze, nullptr);
@@ -422,11 +422,11 @@ TEST_F(TinyModelTest, PreprocessingFollowsTheCard) {
 
   // BGR order swaps the channels the net sees: red looks blue.
   ModelCard bgr_card = card_;
-  bgr_card.channel_order = "BGR";
-  bgr_card.mean = {0.5f, 0.5f, 0.5f};
-  bgr_card.std = {0.25f, 0.25f, 0.25f};
+  bgr_card.preprocess.channel_order = ChannelOrder::kBgr;
+  bgr_card.preprocess.mean = {0.5f, 0.5f, 0.5f};
+  bgr_card.preprocess.std = {0.25f, 0.25f, 0.25f};
   ModelCard rgb_card = bgr_card;
-  rgb_card.channel_order = "RGB";
+  rgb_card.preprocess.channel_order = ChannelOrder::kRgb;
   auto bgr = Open(bgr_card);
   auto rgb = Open(rgb_card);
   ASSERT_NE(bgr, nullptr);
@@ -439,7 +439,7 @@ TEST_F(TinyModelTest, PreprocessingFollowsTheCard) {
 
 TEST_F(TinyModelTest, NoNormalisationAndMaxPooling) {
   ModelCard raw = card_;
-  raw.l2_normalize = false;
+  raw.output.l2_normalize = false;
   auto e = Open(raw);
   ASSERT_NE(e, nullptr);
   auto v = EmbedOne(*e, PatternImage(224, 224, 1));
@@ -483,13 +483,13 @@ TEST_F(TinyModelTest, WrongDimensionFailsAtOpen) {
   EXPECT_NE(e.status().message().find("32"), std::string::npos) << e.status().message();
 
   ModelCard none = card_;
-  none.pooling = "none";  // [N,16,1,1] is accepted as [N,16]
+  none.output.pooling = Pooling::kNone;  // [N,16,1,1] is accepted as [N,16]
   EXPECT_TRUE(OpenEmbedder(none, model_).ok());
 }
 
 TEST_F(TinyModelTest, UnknownOutputLayerIsInvalidArgument) {
   ModelCard card = card_;
-  card.output_layer = "no_such_layer";
+  card.onnx.output_layer = "no_such_layer";
   auto e = OpenEmbedder(card, model_);
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
@@ -538,7 +538,7 @@ TEST_F(TinyModelTest, UnsupportedOperatorIsInternalNamingIt) {
 // a build without libtorch says so (Unsupported); never a crash.
 TEST_F(TinyModelTest, TorchscriptCardOnAnOnnxFileFailsCleanly) {
   ModelCard card = card_;
-  card.runtime = "torchscript";
+  card.runtime = Runtime::kTorchScript;
   auto e = OpenEmbedder(card, model_);
   ASSERT_FALSE(e.ok());
   if (e.status().code() == StatusCode::kUnsupported) {
@@ -551,7 +551,7 @@ TEST_F(TinyModelTest, TorchscriptCardOnAnOnnxFileFailsCleanly) {
 
 TEST_F(TinyModelTest, InvalidCardIsInvalidArgument) {
   ModelCard card = card_;
-  card.pooling = "median";
+  card.output.gem_p = 0.0f;  // must be in 0.1..100
   EXPECT_EQ(OpenEmbedder(card, model_).status().code(), StatusCode::kInvalidArgument);
 }
 
@@ -562,7 +562,7 @@ TEST_F(TinyModelTest, InvalidCardIsInvalidArgument) {
 Result<std::unique_ptr<Embedder>> OpenMobilenet(const std::string& engine,
                                                 const std::filesystem::path& file) {
   ModelCard card = KnownModels().front().card;
-  card.engine = engine;
+  card.onnx.engine = *ParseCardEnum<Engine>(engine);
   return OpenEmbedder(card, file);
 }
 
@@ -577,7 +577,7 @@ class MobilenetTest : public ::testing::TestWithParam<std::string> {
     }
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     embedder_ = std::move(e).value();
-    EXPECT_EQ(embedder_->card().engine, GetParam());
+    EXPECT_EQ(ToString(embedder_->card().onnx.engine), GetParam());
   }
 
   static Image Load(const std::filesystem::path& path) {
@@ -692,7 +692,7 @@ TEST(MobilenetEnginesTest, LibtorchAgreesWithOpencvAndAutoPicksIt) {
   ASSERT_TRUE(on_opencv.ok()) << on_opencv.status().ToString();
   auto automatic = OpenMobilenet("auto", *file);
   ASSERT_TRUE(automatic.ok()) << automatic.status().ToString();
-  EXPECT_EQ((*automatic)->card().engine, "libtorch");
+  EXPECT_EQ((*automatic)->card().onnx.engine, Engine::kLibtorch);
 
   std::vector<Image> images = {PatternImage(320, 240, 0), PatternImage(240, 320, 1),
                                SolidImage(500, 400, 200, 120, 40)};
@@ -723,14 +723,14 @@ TEST(MobilenetEnginesTest, LibtorchAgreesWithOpencvAndAutoPicksIt) {
   // 0.90).
   if (images.size() <= 3) GTEST_SKIP() << "PACS photos not found for the bf16 check";
   ModelCard bf16_card = KnownModels().front().card;
-  bf16_card.engine = "libtorch";
-  bf16_card.precision = "bf16";
+  bf16_card.onnx.engine = Engine::kLibtorch;
+  bf16_card.precision = Precision::kBf16;
   auto on_bf16 = OpenEmbedder(bf16_card, *file);
   ASSERT_TRUE(on_bf16.ok()) << on_bf16.status().ToString();
   auto c = EmbedAll(**on_bf16, ptrs);
   for (size_t i = 3; i < images.size(); ++i) {
     EXPECT_GT(Dot(a.data() + i * 1280, c.data() + i * 1280, 1280), 0.99f)
-        << "image " << i << " (" << (*on_bf16)->card().precision << ")";
+        << "image " << i << " (" << ToString((*on_bf16)->card().precision) << ")";
   }
 }
 

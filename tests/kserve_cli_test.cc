@@ -48,11 +48,11 @@ TEST(KServeCliTest, BuildsAndQueriesThroughTheRemoteModel) {
 
   auto card = ModelCard::FromJson(testing::TinyModelCardJson(16, "tiny.onnx"));
   ASSERT_TRUE(card.ok()) << card.status().ToString();
-  card->runtime = "kserve";
-  card->server_url = server.url();
-  card->remote_model = "tiny";
-  card->input_tensor = "input";
-  card->output_tensor = "features";
+  card->runtime = Runtime::kKServe;
+  card->kserve.server_url = server.url();
+  card->kserve.remote_model = "tiny";
+  card->kserve.input_tensor = "input";
+  card->kserve.output_tensor = "features";
   std::ofstream(tmp.path() / "remote.json") << card->ToJson();
 
   auto pixseek = [&home](std::vector<std::string> args) {

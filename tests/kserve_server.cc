@@ -18,6 +18,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
 
+#include "test_util.h"
+
 namespace pixseek::testing {
 namespace {
 
@@ -322,10 +324,9 @@ std::string KServeTestServer::Start() {
   port_ = im.server.bind_to_any_port("127.0.0.1");
   if (port_ <= 0) return "cannot bind 127.0.0.1";
   im.thread = std::thread([&im] { im.server.listen_after_bind(); });
-  for (int i = 0; i < 500 && !im.server.is_running(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!WaitFor([&im] { return im.server.is_running(); }, std::chrono::seconds(5))) {
+    return "the server did not start";
   }
-  if (!im.server.is_running()) return "the server did not start";
   return "";
 }
 

@@ -106,13 +106,13 @@ class KServeTest : public ::testing::Test {
 
   ModelCard RemoteCard(bool binary, const KServeTestServer& server) const {
     ModelCard c = local_card_;
-    c.runtime = "kserve";
-    c.server_url = server.url();
-    c.remote_model = "tiny";
-    c.input_tensor = "input";
-    c.output_tensor = "features";
-    c.binary_data = binary;
-    c.timeout_ms = 120000;  // JSON tensors are slow under sanitizers on a busy machine
+    c.runtime = Runtime::kKServe;
+    c.kserve.server_url = server.url();
+    c.kserve.remote_model = "tiny";
+    c.kserve.input_tensor = "input";
+    c.kserve.output_tensor = "features";
+    c.kserve.binary_data = binary;
+    c.kserve.timeout_ms = 120000;  // JSON tensors are slow under sanitizers on a busy machine
     return c;
   }
   ModelCard RemoteCard(bool binary) const { return RemoteCard(binary, *server_); }
@@ -221,10 +221,10 @@ TEST_F(KServeTest, FixedBatchModelGetsPaddedBatches) {
 
 TEST_F(KServeTest, ModelVersionIsPartOfThePath) {
   ModelCard card = RemoteCard(false);
-  card.remote_version = "1";
+  card.kserve.remote_version = "1";
   auto remote = OpenEmbedder(card, "");
   ASSERT_TRUE(remote.ok()) << remote.status().ToString();
-  card.remote_version = "2";
+  card.kserve.remote_version = "2";
   std::string m = OpenFails(card, StatusCode::kUnavailable);
   EXPECT_NE(m.find("version '2'"), std::string::npos) << m;
   EXPECT_NE(m.find("not ready"), std::string::npos) << m;
@@ -234,13 +234,13 @@ TEST_F(KServeTest, ModelVersionIsPartOfThePath) {
 
 TEST_F(KServeTest, MetadataMismatchNamesIt) {
   ModelCard card = RemoteCard(true);
-  card.input_tensor = "pixels";
+  card.kserve.input_tensor = "pixels";
   std::string m = OpenFails(card, StatusCode::kFailedPrecondition);
   EXPECT_NE(m.find("'pixels'"), std::string::npos) << m;
   EXPECT_NE(m.find("'input'"), std::string::npos) << m;  // what the model has
 
   card = RemoteCard(true);
-  card.output_tensor = "logits";
+  card.kserve.output_tensor = "logits";
   m = OpenFails(card, StatusCode::kFailedPrecondition);
   EXPECT_NE(m.find("'logits'"), std::string::npos) << m;
   EXPECT_NE(m.find("'features'"), std::string::npos) << m;
@@ -251,13 +251,13 @@ TEST_F(KServeTest, MetadataMismatchNamesIt) {
   EXPECT_NE(m.find("dimension 32"), std::string::npos) << m;
 
   card = RemoteCard(true);
-  card.input_width = card.input_height = 160;
+  card.preprocess.input_width = card.preprocess.input_height = 160;
   m = OpenFails(card, StatusCode::kFailedPrecondition);
   EXPECT_NE(m.find("[-1,3,224,224]"), std::string::npos) << m;
   EXPECT_NE(m.find("[-1,3,160,160]"), std::string::npos) << m;
 
   card = RemoteCard(true);
-  card.pooling = "cls";  // needs [N,T,D], the model gives [N,C,1,1]
+  card.output.pooling = Pooling::kCls;  // needs [N,T,D], the model gives [N,C,1,1]
   m = OpenFails(card, StatusCode::kFailedPrecondition);
   EXPECT_NE(m.find("[N,T,D]"), std::string::npos) << m;
 
@@ -271,7 +271,7 @@ TEST_F(KServeTest, MetadataMismatchNamesIt) {
 
 TEST_F(KServeTest, UnknownModelOrNotReadyIsUnavailable) {
   ModelCard card = RemoteCard(true);
-  card.remote_model = "nosuch";
+  card.kserve.remote_model = "nosuch";
   std::string m = OpenFails(card, StatusCode::kUnavailable);
   EXPECT_NE(m.find("'nosuch'"), std::string::npos) << m;
 
@@ -299,7 +299,7 @@ TEST_F(KServeTest, ServerDownIsUnavailableQuickly) {
 
 TEST_F(KServeTest, SlowServerTimesOut) {
   ModelCard card = RemoteCard(true);
-  card.timeout_ms = 300;
+  card.kserve.timeout_ms = 300;
   auto remote = OpenEmbedder(card, "");
   ASSERT_TRUE(remote.ok()) << remote.status().ToString();
   server_->set_fault(KServeFault::kSlow);
@@ -312,38 +312,38 @@ TEST_F(KServeTest, SlowServerTimesOut) {
 
 TEST_F(KServeTest, InvalidKServeCardsAreRejected) {
   ModelCard card = RemoteCard(true);
-  card.server_url = "localhost:8000";
+  card.kserve.server_url = "localhost:8000";
   auto e = OpenEmbedder(card, "");
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(e.status().message().find("server_url"), std::string::npos);
 
   card = RemoteCard(true);
-  card.input_datatype = "FP16";
+  card.kserve.input_datatype = "FP16";
   EXPECT_EQ(OpenEmbedder(card, "").status().code(), StatusCode::kInvalidArgument);
   card = RemoteCard(true);
-  card.remote_model = "a/b";
+  card.kserve.remote_model = "a/b";
   EXPECT_EQ(OpenEmbedder(card, "").status().code(), StatusCode::kInvalidArgument);
   card = RemoteCard(true);
-  card.output_tensor = "";
+  card.kserve.output_tensor = "";
   EXPECT_EQ(OpenEmbedder(card, "").status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(KServeTest, CardRoundTripsThroughJson) {
   ModelCard card = RemoteCard(false);
-  card.remote_version = "3";
-  card.timeout_ms = 1234;
+  card.kserve.remote_version = "3";
+  card.kserve.timeout_ms = 1234;
   auto again = ModelCard::FromJson(card.ToJson());
   ASSERT_TRUE(again.ok()) << again.status().ToString();
-  EXPECT_EQ(again->runtime, "kserve");
-  EXPECT_EQ(again->server_url, card.server_url);
-  EXPECT_EQ(again->remote_model, "tiny");
-  EXPECT_EQ(again->remote_version, "3");
-  EXPECT_EQ(again->input_tensor, "input");
-  EXPECT_EQ(again->output_tensor, "features");
-  EXPECT_EQ(again->input_datatype, "FP32");
-  EXPECT_FALSE(again->binary_data);
-  EXPECT_EQ(again->timeout_ms, 1234);
+  EXPECT_EQ(again->runtime, Runtime::kKServe);
+  EXPECT_EQ(again->kserve.server_url, card.kserve.server_url);
+  EXPECT_EQ(again->kserve.remote_model, "tiny");
+  EXPECT_EQ(again->kserve.remote_version, "3");
+  EXPECT_EQ(again->kserve.input_tensor, "input");
+  EXPECT_EQ(again->kserve.output_tensor, "features");
+  EXPECT_EQ(again->kserve.input_datatype, "FP32");
+  EXPECT_FALSE(again->kserve.binary_data);
+  EXPECT_EQ(again->kserve.timeout_ms, 1234);
   EXPECT_EQ(again->ToJson(), card.ToJson());
 }
 
@@ -469,27 +469,27 @@ TEST_F(KServeTest, RealMobileNetV2MatchesLocal) {
   // The test server runs the network with OpenCV DNN: compare with the
   // same engine locally.
   ModelCard local = KnownModels().front().card;
-  local.engine = "opencv";
+  local.onnx.engine = Engine::kOpenCv;
   KServeModelSpec spec;
   spec.name = "mobilenetv2";
   spec.onnx_file = *file;
-  spec.output_layer = local.output_layer;  // the embedding layer, as the card says
+  spec.output_layer = local.onnx.output_layer;  // the embedding layer, as the card says
   spec.output_name = "embedding";
   spec.output_shape = {-1, local.dimension, 7, 7};
   auto server = StartServer(spec);
   ASSERT_NE(server, nullptr);
 
   ModelCard card = local;
-  card.runtime = "kserve";
-  card.server_url = server->url();
-  card.remote_model = "mobilenetv2";
-  card.input_tensor = "input";
-  card.output_tensor = "embedding";
+  card.runtime = Runtime::kKServe;
+  card.kserve.server_url = server->url();
+  card.kserve.remote_model = "mobilenetv2";
+  card.kserve.input_tensor = "input";
+  card.kserve.output_tensor = "embedding";
   card.max_batch = 3;
   images_.resize(3);
   for (bool binary : {true, false}) {
     SCOPED_TRACE(binary);
-    card.binary_data = binary;
+    card.kserve.binary_data = binary;
     auto remote = OpenEmbedder(card, "");
     ASSERT_TRUE(remote.ok()) << remote.status().ToString();
     auto onnx = OpenEmbedder(local, *file);

@@ -64,6 +64,9 @@ ALLOWED = {
     ("bench_ann", "index/vecs_io.h"),
     ("bench_ann", "index/storage_kernels.h"),
     ("bench_ann", "index/vamana.h"),
+    # TrainPq learns the disk index's PQ codebooks with the index's own
+    # ProductQuantizer::Train and returns them as the bytes its Save writes.
+    ("train", "index/pq.h"),
     # The CLI runs the benchmarks through their harness headers.
     ("cli", "bench_ann/ann_bench.h"),
     ("cli", "bench_embed/embed_bench.h"),

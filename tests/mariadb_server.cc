@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 namespace pixseek::testing {
 namespace {
@@ -189,15 +188,18 @@ std::string MariadbServer::LogTail() const {
 
 std::string MariadbServer::WaitReady(size_t log_offset) {
   const fs::path log_file = dir_.path() / "run" / "error.log";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::string log = ReadFile(log_file);
-    std::string fresh = log.size() > log_offset ? log.substr(log_offset) : "";
-    if (fresh.find("ready for connections") != std::string::npos) return {};
-    if (fresh.find("[ERROR] Aborting") != std::string::npos) return "mariadbd aborted:\n" + fresh;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return "mariadbd did not become ready in 60 s:\n" + LogTail();
+  std::string fresh;
+  const bool ended = WaitFor(
+      [&] {
+        std::string log = ReadFile(log_file);
+        fresh = log.size() > log_offset ? log.substr(log_offset) : "";
+        return fresh.find("ready for connections") != std::string::npos ||
+               fresh.find("[ERROR] Aborting") != std::string::npos;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(20));
+  if (!ended) return "mariadbd did not become ready in 60 s:\n" + LogTail();
+  if (fresh.find("ready for connections") != std::string::npos) return {};
+  return "mariadbd aborted:\n" + fresh;
 }
 
 std::string MariadbServer::Start() {
@@ -251,22 +253,20 @@ void MariadbServer::Pause() {
   // The stop reaches each thread asynchronously; a thread already running
   // could still answer a query. Wait until every thread shows state T.
   const fs::path tasks = fs::path("/proc") / std::to_string(process_->pid()) / "task";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::chrono::steady_clock::now() < deadline) {
-    bool all_stopped = true;
-    std::error_code ec;
-    for (const auto& task : fs::directory_iterator(tasks, ec)) {
-      std::string stat = ReadFile(task.path() / "stat");
-      // "pid (comm) S ...": the state follows the last ')'.
-      size_t paren = stat.rfind(')');
-      if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') {
-        all_stopped = false;
-        break;
-      }
-    }
-    if (all_stopped) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  WaitFor(
+      [&] {
+        std::error_code ec;
+        for (const auto& task : fs::directory_iterator(tasks, ec)) {
+          std::string stat = ReadFile(task.path() / "stat");
+          // "pid (comm) S ...": the state follows the last ')'.
+          size_t paren = stat.rfind(')');
+          if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') {
+            return false;
+          }
+        }
+        return true;
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(2));
 }
 
 void MariadbServer::Resume() {

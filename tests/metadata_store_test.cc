@@ -462,6 +462,20 @@ class MysqlStoreTest : public ::testing::Test {
     ASSERT_TRUE(error.empty()) << error;
   }
 
+  // Waits until a session of the server sleeps in DO SLEEP: the blockers
+  // below hold their row locks from then on.
+  bool WaitForABlocker() {
+    return pixseek::testing::WaitFor(
+        [&] {
+          std::string sleeping;
+          const std::string error = server_->Admin(
+              "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User sleep'",
+              &sleeping);
+          return error.empty() && sleeping != "0";
+        },
+        std::chrono::seconds(10), std::chrono::milliseconds(10));
+  }
+
   MariadbServer* server_ = nullptr;
   std::string database_;
 };
@@ -609,7 +623,7 @@ TEST_F(MysqlStoreTest, WritesWhoseAnswerWasLostAreNotRepeated) {
     blocker_error = server_->Admin("START TRANSACTION; SELECT COUNT(*) FROM `" + database_ +
                                    "`.images FOR UPDATE; DO SLEEP(3); COMMIT");
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(WaitForABlocker());
   auto second = (*store)->Insert(MakeRecord(2));
   blocker.join();
   ASSERT_EQ(blocker_error, "");
@@ -625,7 +639,7 @@ TEST_F(MysqlStoreTest, WritesWhoseAnswerWasLostAreNotRepeated) {
     blocker_error = server_->Admin("START TRANSACTION; SELECT COUNT(*) FROM `" + database_ +
                                    "`.images FOR UPDATE; DO SLEEP(3); COMMIT");
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(WaitForABlocker());
   Status removed = (*store)->Remove(*first);
   blocker2.join();
   ASSERT_EQ(blocker_error, "");
@@ -709,7 +723,9 @@ TEST(MysqlStoreFailureTest, ServerKilledAndRestarted) {
     std::lock_guard lock(mu);
     return acked.size();
   };
-  while (acked_count() < 200) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const bool writing =
+      pixseek::testing::WaitFor([&] { return acked_count() >= 200; }, std::chrono::seconds(60));
+  EXPECT_TRUE(writing) << "the writers did not get going";
 
   server.Stop(SIGKILL);
   const size_t before_down = acked_count();
@@ -730,16 +746,19 @@ TEST(MysqlStoreFailureTest, ServerKilledAndRestarted) {
     EXPECT_EQ(s.message().find(MariadbServer::kPassword), std::string::npos);
   }
   EXPECT_LT(seconds, 5.0) << "five calls against a dead server";
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The writers go on trying while it is down; none of those tries is
+  // acknowledged (only, at most, the one each had in flight at the kill).
+  const int refused_before = unavailable.load();
+  EXPECT_TRUE(pixseek::testing::WaitFor([&] { return unavailable.load() >= refused_before + 40; },
+                                        std::chrono::seconds(20)))
+      << "the writers stopped trying";
   EXPECT_LE(acked_count(), before_down + 4) << "inserts acknowledged while the server was down";
 
   error = server.Start();
   ASSERT_TRUE(error.empty()) << error;
   // The writers recover by themselves.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (acked_count() < before_down + 200 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  pixseek::testing::WaitFor([&] { return acked_count() >= before_down + 200; },
+                            std::chrono::seconds(20), std::chrono::milliseconds(10));
   stop = true;
   for (auto& w : writers) w.join();
   EXPECT_GE(acked_count(), before_down + 200) << "writers did not recover after the restart";

@@ -35,15 +35,15 @@ constexpr int kBatch = 3, kSide = 8, kDim = 4;
 ModelCard QCard(const std::string& engine, int max_batch) {
   ModelCard card;
   card.name = "qlinear-test";
-  card.runtime = "onnx";
-  card.engine = engine;
+  card.runtime = Runtime::kOnnx;
+  card.onnx.engine = *ParseCardEnum<Engine>(engine);
   card.file = "q.onnx";
-  card.input_width = card.input_height = kSide;
-  card.resize_shorter = kSide;
-  card.output_layer = "onnx_node!features_DequantizeLinear";
-  card.pooling = "gap";
+  card.preprocess.input_width = card.preprocess.input_height = kSide;
+  card.preprocess.resize_shorter = kSide;
+  card.onnx.output_layer = "onnx_node!features_DequantizeLinear";
+  card.output.pooling = Pooling::kGap;
   card.dimension = kDim;
-  card.l2_normalize = false;
+  card.output.l2_normalize = false;
   card.max_batch = max_batch;
   return card;
 }
@@ -85,7 +85,7 @@ class QuantizedOnnxTest : public ::testing::Test {
 TEST_F(QuantizedOnnxTest, MatchesTheKnownAnswers) {
   auto e = OpenEmbedder(QCard("libtorch", kBatch), model());
   ASSERT_TRUE(e.ok()) << e.status().ToString();
-  EXPECT_EQ((*e)->card().engine, "libtorch");
+  EXPECT_EQ((*e)->card().onnx.engine, Engine::kLibtorch);
   const auto out = Run(**e);
   const double step = expected_["output_scale"].get<double>();
   for (int i = 0; i < kBatch; ++i) {
@@ -113,7 +113,7 @@ TEST_F(QuantizedOnnxTest, SameAnswersForEveryBatchSize) {
 // for it (no output_layer), it names the operator; "auto" then tries OpenCV.
 TEST_F(QuantizedOnnxTest, AnUnsupportedOperatorIsNamed) {
   ModelCard card = QCard("libtorch", kBatch);
-  card.output_layer.clear();
+  card.onnx.output_layer.clear();
   auto e = OpenEmbedder(card, model());
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kUnsupported);
@@ -126,15 +126,15 @@ TEST_F(QuantizedOnnxTest, AFloatModelRunsOnOpencvUnderAuto) {
   testing::WriteBytes(tiny, testing::MakeTinyOnnxModel(8, 1));
   auto card = ModelCard::FromJson(testing::TinyModelCardJson(8, "tiny.onnx"));
   ASSERT_TRUE(card.ok());
-  card->engine = "libtorch";
+  card->onnx.engine = Engine::kLibtorch;
   auto strict = OpenEmbedder(*card, tiny);
   ASSERT_FALSE(strict.ok());
   EXPECT_EQ(strict.status().code(), StatusCode::kUnsupported);
   EXPECT_NE(strict.status().message().find("operator "), std::string::npos) << strict.status().message();
-  card->engine = "auto";
+  card->onnx.engine = Engine::kAuto;
   auto fallback = OpenEmbedder(*card, tiny);
   ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
-  EXPECT_EQ((*fallback)->card().engine, "opencv");
+  EXPECT_EQ((*fallback)->card().onnx.engine, Engine::kOpenCv);
 }
 
 TEST_F(QuantizedOnnxTest, AFileThatIsNotOnnxIsInvalidArgument) {
@@ -183,7 +183,7 @@ onnx.save(m, sys.argv[2])
 
 TEST_F(QuantizedOnnxTest, UnknownOutputAndWrongDimensionAreInvalidArgument) {
   ModelCard card = QCard("libtorch", kBatch);
-  card.output_layer = "onnx_node!no_such_layer";
+  card.onnx.output_layer = "onnx_node!no_such_layer";
   auto e = OpenEmbedder(card, model());
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), StatusCode::kInvalidArgument);
@@ -199,10 +199,10 @@ TEST_F(QuantizedOnnxTest, UnknownOutputAndWrongDimensionAreInvalidArgument) {
 // warning: either way close to the known answers.
 TEST_F(QuantizedOnnxTest, Bf16IsCloseToTheKnownAnswers) {
   ModelCard card = QCard("libtorch", kBatch);
-  card.precision = "bf16";
+  card.precision = Precision::kBf16;
   auto e = OpenEmbedder(card, model());
   ASSERT_TRUE(e.ok()) << e.status().ToString();
-  const std::string ran = (*e)->card().precision;
+  const std::string ran(ToString((*e)->card().precision));
   EXPECT_TRUE(ran == "bf16" || ran == "fp32") << ran;
   const auto out = Run(**e);
   for (int i = 0; i < kBatch; ++i) {
@@ -217,14 +217,14 @@ TEST_F(QuantizedOnnxTest, Bf16IsCloseToTheKnownAnswers) {
 TEST(ModelCardEngineTest, ParsedValidatedAndPrinted) {
   auto card = ModelCard::FromJson(R"({"dimension": 8, "engine": "libtorch"})");
   ASSERT_TRUE(card.ok()) << card.status().ToString();
-  EXPECT_EQ(card->engine, "libtorch");
+  EXPECT_EQ(card->onnx.engine, Engine::kLibtorch);
   EXPECT_NE(card->ToJson().find("\"engine\": \"libtorch\""), std::string::npos);
-  EXPECT_EQ(ModelCard::FromJson(R"({"dimension": 8})")->engine, "opencv");
+  EXPECT_EQ(ModelCard::FromJson(R"({"dimension": 8})")->onnx.engine, Engine::kOpenCv);
   auto bad = ModelCard::FromJson(R"({"dimension": 8, "engine": "tensorrt"})");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("engine"), std::string::npos);
   // precision: fp32 (default, not printed) or bf16, which needs libtorch.
-  EXPECT_EQ(card->precision, "fp32");
+  EXPECT_EQ(card->precision, Precision::kFp32);
   EXPECT_EQ(card->ToJson().find("precision"), std::string::npos);
   auto bf16 = ModelCard::FromJson(R"({"dimension": 8, "runtime": "torchscript", "precision": "bf16"})");
   ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();

@@ -124,7 +124,7 @@ TEST_F(PacsTest, DatabaseKeepsTheEngineItWasBuiltWith) {
   {
     auto db = OpenDb();
     ASSERT_TRUE(db);
-    built_with = db->card().engine;
+    built_with = ToString(db->card().onnx.engine);
     EXPECT_TRUE(built_with == "libtorch" || built_with == "opencv") << built_with;
   }
   const auto manifest_file = tmp_.path() / "db" / "pixseek.json";
@@ -134,7 +134,7 @@ TEST_F(PacsTest, DatabaseKeepsTheEngineItWasBuiltWith) {
   {
     auto db = OpenDb();
     ASSERT_TRUE(db);
-    EXPECT_EQ(db->card().engine, built_with);
+    EXPECT_EQ(ToString(db->card().onnx.engine), built_with);
   }
   // An older manifest, without the field.
   const auto at = manifest.find("\"engine\"");
@@ -144,7 +144,7 @@ TEST_F(PacsTest, DatabaseKeepsTheEngineItWasBuiltWith) {
   testing::WriteBytes(manifest_file, std::vector<uint8_t>(manifest.begin(), manifest.end()));
   auto db = OpenDb();
   ASSERT_TRUE(db);
-  EXPECT_EQ(db->card().engine, "opencv");
+  EXPECT_EQ(db->card().onnx.engine, Engine::kOpenCv);
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <thread>
 
 namespace pixseek::testing {
 namespace {
@@ -79,10 +78,9 @@ std::string RedisServer::Start() {
     argv.insert(argv.end(),
                 {"--dir", dir, "--unixsocket", unix_socket(), "--logfile", dir + "/redis.log"});
     process_ = std::make_unique<ChildProcess>(argv);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Cli({"PING"}) == "PONG") return "";
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (WaitFor([&] { return Cli({"PING"}) == "PONG"; }, std::chrono::seconds(10),
+                std::chrono::milliseconds(20))) {
+      return "";
     }
     process_->Stop(SIGKILL);
     process_.reset();

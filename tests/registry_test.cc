@@ -53,7 +53,7 @@ TEST(KnownModelsTest, DefaultIsMobilenet) {
   EXPECT_EQ(m.card.sha256, m.sha256);
   EXPECT_EQ(m.card.file, "mobilenetv2-12-int8.onnx");
   EXPECT_EQ(m.card.dimension, 1280);
-  EXPECT_EQ(m.card.output_layer, "onnx_node!627_DequantizeLinear");
+  EXPECT_EQ(m.card.onnx.output_layer, "onnx_node!627_DequantizeLinear");
   EXPECT_EQ(m.card.max_batch, 4);
   EXPECT_TRUE(m.card.Validate().ok());
   EXPECT_NE(m.url.find("mobilenetv2-12-int8.onnx"), std::string::npos);
@@ -212,7 +212,7 @@ TEST_F(RegistryTest, ImportSharedMobilenetWithoutCard) {
   EXPECT_EQ(m->model_file, registry_.models_dir() / "mobilenetv2" / "mobilenetv2-12-int8.onnx");
   auto found = registry_.Find(DefaultModelName());
   ASSERT_TRUE(found.ok()) << found.status().ToString();
-  EXPECT_EQ(found->card.output_layer, "onnx_node!627_DequantizeLinear");
+  EXPECT_EQ(found->card.onnx.output_layer, "onnx_node!627_DequantizeLinear");
 }
 
 // A card written by an earlier pixseek (no engine field, max_batch 16) for
@@ -223,7 +223,7 @@ TEST_F(RegistryTest, AKnownModelUsesTodaysCard) {
   ASSERT_TRUE(registry_.Import(*file, std::nullopt, std::nullopt).ok());
   const auto card_file = registry_.models_dir() / "mobilenetv2" / "card.json";
   ModelCard old = KnownModels().front().card;
-  old.engine = "opencv";
+  old.onnx.engine = Engine::kOpenCv;
   old.max_batch = 16;
   // As written before cards had an engine: no such line.
   auto without_engine = [](std::string json) {
@@ -237,12 +237,12 @@ TEST_F(RegistryTest, AKnownModelUsesTodaysCard) {
   }());
   auto found = registry_.Find("mobilenetv2");
   ASSERT_TRUE(found.ok()) << found.status().ToString();
-  EXPECT_EQ(found->card.engine, KnownModels().front().card.engine);
+  EXPECT_EQ(found->card.onnx.engine, KnownModels().front().card.onnx.engine);
   EXPECT_EQ(found->card.max_batch, KnownModels().front().card.max_batch);
   // Choices written in card.json stay: engine, precision.
   WriteBytes(card_file, [&] {
     ModelCard chosen = KnownModels().front().card;
-    chosen.engine = "opencv";
+    chosen.onnx.engine = Engine::kOpenCv;
     chosen.max_batch = 16;
     std::string json = chosen.ToJson();
     json.insert(json.rfind('}'), ", \"precision\": \"bf16\"");
@@ -251,8 +251,8 @@ TEST_F(RegistryTest, AKnownModelUsesTodaysCard) {
   }());
   found = registry_.Find("mobilenetv2");
   ASSERT_TRUE(found.ok()) << found.status().ToString();
-  EXPECT_EQ(found->card.engine, "libtorch");
-  EXPECT_EQ(found->card.precision, "bf16");
+  EXPECT_EQ(found->card.onnx.engine, Engine::kLibtorch);
+  EXPECT_EQ(found->card.precision, Precision::kBf16);
   EXPECT_EQ(found->card.max_batch, KnownModels().front().card.max_batch);
   // Not for another file under the same name.
   old.sha256 = std::string(64, '0');
@@ -262,7 +262,7 @@ TEST_F(RegistryTest, AKnownModelUsesTodaysCard) {
   }());
   found = registry_.Find("mobilenetv2");
   ASSERT_TRUE(found.ok()) << found.status().ToString();
-  EXPECT_EQ(found->card.engine, "opencv");  // the default for a card without one
+  EXPECT_EQ(found->card.onnx.engine, Engine::kOpenCv);  // the default for a card without one
   EXPECT_EQ(found->card.max_batch, 16);
 }
 

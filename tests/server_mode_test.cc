@@ -122,13 +122,13 @@ TEST_F(ServerModeTest, RedisDownSearchGoesOnWithoutTheCache) {
 
   ASSERT_EQ(redis.Start(), "");
   // Within a couple of retry intervals the cache is used again.
-  bool hit = false;
-  for (int i = 0; i < 40 && !hit; ++i) {
-    const uint64_t before = (*db)->cache().stats().hits;
-    Search(client, query);
-    hit = (*db)->cache().stats().hits > before;
-    if (!hit) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const bool hit = testing::WaitFor(
+      [&] {
+        const uint64_t before = (*db)->cache().stats().hits;
+        Search(client, query);
+        return (*db)->cache().stats().hits > before;
+      },
+      std::chrono::seconds(10), std::chrono::milliseconds(20));
   EXPECT_TRUE(hit) << "the cache is used again once Redis is back";
 }
 
@@ -215,7 +215,8 @@ void KillDuringUploads(const std::filesystem::path& root, const std::filesystem:
   auto [server, port] = serve();
   ASSERT_GT(port, 0);
 
-  std::vector<int64_t> acknowledged;
+  std::vector<int64_t> acknowledged;  // read once the uploader has ended
+  std::atomic<size_t> acknowledged_count{0};
   std::atomic<bool> stop{false};
   std::thread uploader([&, port = port] {
     httplib::Client client("127.0.0.1", port);
@@ -224,13 +225,12 @@ void KillDuringUploads(const std::filesystem::path& root, const std::filesystem:
       if (!res) break;  // the server is gone
       if (res->status == 201) {
         acknowledged.push_back(json::parse(res->body)["ids"][0].get<int64_t>());
+        ++acknowledged_count;
       }
     }
   });
   // Let some uploads land, then kill mid-stream.
-  for (int i = 0; i < 200 && acknowledged.size() < 15; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  testing::WaitFor([&] { return acknowledged_count >= 15; }, std::chrono::seconds(10));
   server->Stop(SIGKILL);
   stop = true;
   uploader.join();

@@ -5,9 +5,12 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <opencv2/core.hpp>
@@ -31,6 +34,7 @@
 #include "pixseek/database.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/services.h"
+#include "server/request_guard.h"
 #include "test_util.h"
 #include "tiny_onnx.h"
 
@@ -39,6 +43,7 @@ namespace {
 
 using nlohmann::json;
 using testing::TempDir;
+using namespace std::chrono_literals;
 
 constexpr size_t kMaxRequestBytes = 256 * 1024;
 constexpr int kDim = 8;
@@ -554,12 +559,15 @@ TEST(HttpServerLifecycleTest, StartStopWaitAndBindFailure) {
   Status bound = second.Start();
   EXPECT_EQ(bound.code(), StatusCode::kUnavailable) << bound.ToString();
 
-  std::thread stopper([&first] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    first.Stop();
+  std::atomic<bool> waited{false};
+  std::thread waiter([&] {
+    first.Wait();
+    waited = true;
   });
-  first.Wait();  // returns once Stop ran
-  stopper.join();
+  // Likely (not certain) to catch a Wait that returns at once.
+  EXPECT_FALSE(waited) << "Wait returned while the server runs";
+  first.Stop();
+  waiter.join();  // Wait returns once Stop ran
   httplib::Client client("127.0.0.1", options.port);
   client.set_connection_timeout(1, 0);
   EXPECT_FALSE(client.Get("/healthz"));  // nothing listens any more
@@ -616,14 +624,16 @@ TEST(ServerBuildTest, BuildJobUnderImportRootCompletes) {
   ASSERT_EQ(res->status, 202) << res->body;
   const int64_t id = json::parse(res->body)["id"].get<int64_t>();
   json job;
-  for (int i = 0; i < 600; ++i) {
-    res = client.Get("/api/v1/builds/" + std::to_string(id));
-    ASSERT_TRUE(res);
-    ASSERT_EQ(res->status, 200) << res->body;
-    job = json::parse(res->body);
-    if (job["state"] == "done" || job["state"] == "failed") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  testing::WaitFor(
+      [&] {
+        res = client.Get("/api/v1/builds/" + std::to_string(id));
+        if (!res || res->status != 200) return true;  // reported below
+        job = json::parse(res->body);
+        return job["state"] == "done" || job["state"] == "failed";
+      },
+      60s, 20ms);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
   ASSERT_EQ(job["state"], "done") << job.dump(2);
   EXPECT_EQ(job["total"], 9);
   EXPECT_EQ(job["processed"], 9);
@@ -665,6 +675,80 @@ struct PolicyServer {
   }
   httplib::Client Client() const { return httplib::Client("127.0.0.1", server->port()); }
 };
+
+// A socket connected to 127.0.0.1:port, or -1.
+int ConnectLoopback(int port) {
+  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (sock >= 0 && ::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    return sock;
+  }
+  if (sock >= 0) ::close(sock);
+  return -1;
+}
+
+int LocalPort(int sock) {
+  sockaddr_in addr{};
+  socklen_t size = sizeof(addr);
+  if (::getsockname(sock, reinterpret_cast<sockaddr*>(&addr), &size) != 0) return -1;
+  return ntohs(addr.sin_port);
+}
+
+// One IPv4 TCP socket of this machine, as /proc/net/tcp shows it.
+struct TcpSocket {
+  int local_port = 0;
+  int remote_port = 0;
+  int state = 0;            // 0x01 connected, 0x0A listening
+  long unacknowledged = 0;  // bytes sent that the peer has not acknowledged
+  long unread = 0;          // bytes received that the process has not read
+};
+
+// What the kernel knows of every IPv4 TCP socket. It lets a test wait for
+// what the server in this process did with a connection, which no answer
+// shows (has it read the bytes sent, does it still listen), instead of
+// sleeping a guessed time.
+std::vector<TcpSocket> TcpSockets() {
+  std::vector<TcpSocket> sockets;
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // the column names
+  while (std::getline(in, line)) {
+    // "   0: 0100007F:1F90 0100007F:C350 01 00000000:00000000 ..."
+    unsigned local_port = 0, remote_port = 0, state = 0;
+    unsigned long tx = 0, rx = 0;
+    if (std::sscanf(line.c_str(), " %*d: %*x:%x %*x:%x %x %lx:%lx", &local_port, &remote_port,
+                    &state, &tx, &rx) == 5) {
+      sockets.push_back({static_cast<int>(local_port), static_cast<int>(remote_port),
+                         static_cast<int>(state), static_cast<long>(tx), static_cast<long>(rx)});
+    }
+  }
+  return sockets;
+}
+
+bool Listening(int port) {
+  const auto sockets = TcpSockets();
+  return std::any_of(sockets.begin(), sockets.end(), [port](const TcpSocket& t) {
+    return t.local_port == port && t.state == 0x0A;
+  });
+}
+
+// True once the server on `server_port` has read everything sent so far on
+// the connection `client` (nothing unacknowledged on the client's side,
+// nothing unread on the server's).
+bool ServerReadAll(int server_port, int client) {
+  const int client_port = LocalPort(client);
+  bool delivered = false, read = false;
+  for (const TcpSocket& t : TcpSockets()) {
+    if (t.local_port == client_port && t.remote_port == server_port) {
+      delivered = t.unacknowledged == 0;
+    }
+    if (t.local_port == server_port && t.remote_port == client_port) read = t.unread == 0;
+  }
+  return delivered && read;
+}
 
 httplib::Result UploadWith(httplib::Client& client, const std::string& key, int kind) {
   httplib::Headers headers;
@@ -746,9 +830,31 @@ TEST(ServerPolicyTest, KeyedReadsProtectTheApiButNotThePage) {
   EXPECT_EQ(client.Get("/api/v1/openapi.json")->status, 200);
 }
 
-TEST(ServerPolicyTest, RateLimitAnswers429WithRetryAfter) {
+// The token bucket on a clock of the test's own: the burst, the refill at
+// the rate, the wait it reports, and one bucket per client.
+TEST(RequestGuardTest, TokenBucketRefillsAtTheRate) {
   ServerOptions options;
   options.rate_limit_per_s = 0.5;  // one token every 2 s
+  options.rate_burst = 3;
+  server::RequestGuard guard(options);
+  const auto t0 = server::RequestGuard::Clock::now();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(guard.TakeToken("a", t0), 0) << i;
+  EXPECT_DOUBLE_EQ(guard.TakeToken("a", t0), 2.0);
+  EXPECT_EQ(guard.TakeToken("b", t0), 0) << "another client has a bucket of its own";
+  EXPECT_DOUBLE_EQ(guard.TakeToken("a", t0 + 1s), 1.0) << "half a token is back";
+  EXPECT_EQ(guard.TakeToken("a", t0 + 2s), 0) << "a refused request used nothing up";
+  EXPECT_DOUBLE_EQ(guard.TakeToken("a", t0 + 2s), 2.0);
+  // A long pause refills the bucket to the burst, not beyond.
+  const auto later = t0 + 1h;
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(guard.TakeToken("a", later), 0) << i;
+  EXPECT_GT(guard.TakeToken("a", later), 0);
+}
+
+TEST(ServerPolicyTest, RateLimitAnswers429WithRetryAfter) {
+  ServerOptions options;
+  // One token every 500 ms: the four requests below take far less, and the
+  // wait for the next token stays short.
+  options.rate_limit_per_s = 2;
   options.rate_burst = 3;
   PolicyServer s(options);
   ASSERT_TRUE(s.server);
@@ -756,44 +862,82 @@ TEST(ServerPolicyTest, RateLimitAnswers429WithRetryAfter) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(client.Get("/api/v1/stats")->status, 200) << i;
   EXPECT_EQ(client.Get("/healthz")->status, 200) << "health checks are never limited";
   auto res = client.Get("/api/v1/stats");
+  const auto refused = std::chrono::steady_clock::now();
   ExpectError(res, 429, "RESOURCE_EXHAUSTED");
   const int retry = std::stoi(res->get_header_value("Retry-After"));
-  EXPECT_GE(retry, 1);
-  EXPECT_LE(retry, 2);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
-  EXPECT_EQ(client.Get("/api/v1/stats")->status, 200);
+  EXPECT_EQ(retry, 1);  // half a second, rounded up
+  // The client is served again once a token is back, within Retry-After
+  // (with room for a slow machine).
+  const bool served = testing::WaitFor(
+      [&] {
+        auto again = client.Get("/api/v1/stats");
+        return again && again->status == 200;
+      },
+      10s, 20ms);
+  ASSERT_TRUE(served);
+  EXPECT_LT(std::chrono::steady_clock::now() - refused, std::chrono::seconds(retry) + 2s);
 }
 
-// With one worker and room for one connection, a second connection that
-// arrives while the first holds the worker is answered 503 (not queued).
+// Asks `s` for GET `path` while another connection, which has sent half a
+// request, holds the one place the server admits (max_concurrent_requests =
+// 1): the answer is an overloaded server's quick 503. `s` needs a second
+// worker thread to give it.
+httplib::Result GetWhileOverloaded(const PolicyServer& s, const std::string& path) {
+  // Connections are accepted in the order they were made, so the blocker
+  // holds the place before the request below arrives.
+  const int blocker = ConnectLoopback(s.server->port());
+  EXPECT_GE(blocker, 0);
+  const char partial[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+  EXPECT_GT(::send(blocker, partial, sizeof(partial) - 1, 0), 0);
+  auto client = s.Client();
+  auto res = client.Get(path);
+  ::close(blocker);
+  return res;
+}
+
+// With room for one connection, a second connection that arrives while the
+// first holds it is answered 503 at once (not queued).
 TEST(ServerPolicyTest, OverloadAnswers503WithRetryAfter) {
   ServerOptions options;
-  options.threads = 1;
+  options.threads = 2;  // one held by the blocker, one to answer 503
   options.max_concurrent_requests = 1;
   options.retry_after_s = 7;
   PolicyServer s(options);
   ASSERT_TRUE(s.server);
-  // The first connection sends half a request and holds the only worker.
-  int blocker = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(s.server->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(blocker, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const char partial[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
-  ASSERT_GT(::send(blocker, partial, sizeof(partial) - 1, 0), 0);
-  std::thread closer([blocker] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    ::close(blocker);
-  });
-  auto client = s.Client();
-  auto res = client.Get("/api/v1/stats");
-  closer.join();
+  auto res = GetWhileOverloaded(s, "/api/v1/stats");
   ExpectError(res, 503, "UNAVAILABLE");
   EXPECT_EQ(res->get_header_value("Retry-After"), "7");
   // Once the backlog is gone, requests are served again.
   auto again = s.Client();
-  EXPECT_EQ(again.Get("/api/v1/stats")->status, 200);
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        auto next = again.Get("/api/v1/stats");
+        return next && next->status == 200;
+      },
+      10s));
+}
+
+// Two servers in one process: each 503 carries its own server's
+// retry_after_s, not the last one started.
+TEST(ServerPolicyTest, EachServerAnswersItsOwnRetryAfter) {
+  ServerOptions options;
+  options.threads = 2;
+  options.max_concurrent_requests = 1;
+  options.retry_after_s = 7;
+  PolicyServer first(options);
+  options.retry_after_s = 11;
+  PolicyServer second(options);
+  ASSERT_TRUE(first.server);
+  ASSERT_TRUE(second.server);
+  auto res = GetWhileOverloaded(first, "/api/v1/stats");
+  ExpectError(res, 503, "UNAVAILABLE");
+  EXPECT_EQ(res->get_header_value("Retry-After"), "7");
+  res = GetWhileOverloaded(second, "/api/v1/stats");
+  ExpectError(res, 503, "UNAVAILABLE");
+  EXPECT_EQ(res->get_header_value("Retry-After"), "11");
+  res = GetWhileOverloaded(first, "/api/v1/images");
+  ExpectError(res, 503, "UNAVAILABLE");
+  EXPECT_EQ(res->get_header_value("Retry-After"), "7");
 }
 
 TEST_F(ServerTest, MetricsInPrometheusFormat) {
@@ -869,11 +1013,12 @@ TEST(ServerBuildTest, BuildJobsSurviveARestart) {
   {
     BuildJobs jobs(**db, {root});
     BuildJobStatus job;
-    for (int i = 0; i < 600; ++i) {
-      job = jobs.Get(7).value();
-      if (job.state == "done") break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    testing::WaitFor(
+        [&] {
+          job = jobs.Get(7).value();
+          return job.state == "done";
+        },
+        30s, 20ms);
     EXPECT_EQ(job.state, "done");
     EXPECT_EQ(job.indexed, 4u);
     EXPECT_EQ(jobs.Get(6).value().state, "done");
@@ -885,6 +1030,14 @@ TEST(ServerBuildTest, BuildJobsSurviveARestart) {
   EXPECT_EQ(again.Get(7).value().indexed, 4u);
   ASSERT_TRUE(again.Get(8).ok());
   EXPECT_EQ((*db)->store().Count().value(), 4);
+  // Job 8 may still run (again, after the restart); when it ends it saves
+  // the file, which must not overwrite the damaged one below.
+  EXPECT_TRUE(testing::WaitFor(
+      [&] {
+        const std::string state = again.Get(8).value().state;
+        return state == "done" || state == "failed";
+      },
+      30s, 20ms));
 
   // A damaged file is reported and ignored, never fatal.
   testing::WriteBytes((*db)->dir() / "build_jobs.json", std::vector<uint8_t>{'{', 'x'});
@@ -905,21 +1058,23 @@ TEST(ServerPolicyTest, StopFinishesTheRequestInFlight) {
   const std::string head = "POST /api/v1/images HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                            "Content-Type: multipart/form-data; boundary=" + boundary +
                            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
-  int sock = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(s.server->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int port = s.server->port();
+  const int sock = ConnectLoopback(port);
+  ASSERT_GE(sock, 0);
   const std::string first = head + body.substr(0, body.size() / 2);
   ASSERT_EQ(::send(sock, first.data(), first.size(), 0), static_cast<ssize_t>(first.size()));
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the worker is reading it
+  // A worker is inside the request once it has read all that was sent.
+  ASSERT_TRUE(testing::WaitFor([&] { return ServerReadAll(port, sock); }, 10s));
   std::atomic<bool> stopped{false};
+  int64_t stored_when_stopped = -1;
   std::thread stopper([&] {
     s.server->Stop();
+    stored_when_stopped = s.db->store().Count().value();
     stopped = true;
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Stop has begun once the server no longer listens; it must not return
+  // before the request's answer, which needs the rest of the body.
+  EXPECT_TRUE(testing::WaitFor([&] { return !Listening(port); }, 10s));
   EXPECT_FALSE(stopped) << "Stop must wait for the request in flight";
   const std::string rest = body.substr(body.size() / 2);
   ASSERT_EQ(::send(sock, rest.data(), rest.size(), 0), static_cast<ssize_t>(rest.size()));
@@ -929,7 +1084,7 @@ TEST(ServerPolicyTest, StopFinishesTheRequestInFlight) {
   ::close(sock);
   stopper.join();
   EXPECT_TRUE(answer.starts_with("HTTP/1.1 201")) << answer;
-  EXPECT_EQ(s.db->store().Count().value(), 1);
+  EXPECT_EQ(stored_when_stopped, 1) << "Stop returned before the request in flight was done";
 }
 
 // An upload clears the cached results but not the query's feature: the

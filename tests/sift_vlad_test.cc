@@ -21,6 +21,7 @@
 #include "pixseek/feature_fit.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/services.h"
+#include "pixseek/train.h"
 #include "subprocess.h"
 #include "test_util.h"
 
@@ -113,11 +114,12 @@ std::vector<float> Descriptors(const ModelCard& card, const std::vector<Image>& 
 
 std::unique_ptr<Embedder> Trained(const ModelCard& card, const std::vector<Image>& images,
                                   std::string* codebook_out = nullptr) {
-  auto codebook = TrainSiftVladCodebook(card, Descriptors(card, images));
-  EXPECT_TRUE(codebook.ok()) << codebook.status().ToString();
-  if (!codebook.ok()) return nullptr;
-  if (codebook_out != nullptr) *codebook_out = *codebook;
-  auto embedder = OpenSiftVlad(card, *codebook, "test codebook");
+  auto learned = TrainSiftVladCodebook(card, Descriptors(card, images));
+  EXPECT_TRUE(learned.ok()) << learned.status().ToString();
+  if (!learned.ok()) return nullptr;
+  const std::string codebook = learned->Serialize();
+  if (codebook_out != nullptr) *codebook_out = codebook;
+  auto embedder = OpenSiftVlad(card, codebook, "test codebook");
   EXPECT_TRUE(embedder.ok()) << embedder.status().ToString();
   return embedder.ok() ? std::move(*embedder) : nullptr;
 }
@@ -135,7 +137,7 @@ TEST(RootSiftTest, RowsOf128WithUnitL2Norm) {
   ASSERT_FALSE(d->empty());
   ASSERT_EQ(d->size() % kSiftDimension, 0u);
   const size_t rows = d->size() / kSiftDimension;
-  EXPECT_LE(rows, static_cast<size_t>(card.max_keypoints));
+  EXPECT_LE(rows, static_cast<size_t>(card.sift_vlad.max_keypoints));
   for (size_t r = 0; r < rows; ++r) {
     const float* row = d->data() + r * kSiftDimension;
     // sqrt of an L1-normalised non-negative vector has unit L2 norm.
@@ -146,7 +148,7 @@ TEST(RootSiftTest, RowsOf128WithUnitL2Norm) {
 
 TEST(RootSiftTest, KeypointCapAndFlatImage) {
   ModelCard card = SmallCard();
-  card.max_keypoints = 5;
+  card.sift_vlad.max_keypoints = 5;
   auto d = RootSiftDescriptors(card, Textured(8, 640, 480));
   ASSERT_TRUE(d.ok());
   EXPECT_LE(d->size() / kSiftDimension, 5u);
@@ -292,7 +294,7 @@ TEST(PcaTest, SaveLoadRoundTripAndNormalised) {
   std::vector<float> x = Anisotropic(n, d, 1);
   PcaOptions options;
   options.dimension = 8;
-  auto pca = PcaTransform::Fit(x, d, options);
+  auto pca = TrainPca(x, d, options);
   ASSERT_TRUE(pca.ok()) << pca.status().ToString();
   EXPECT_EQ(pca->input_dimension(), d);
   EXPECT_EQ(pca->output_dimension(), 8);
@@ -316,10 +318,10 @@ TEST(PcaTest, SaveLoadRoundTripAndNormalised) {
   EXPECT_EQ(PcaTransform::Load(file).status().code(), StatusCode::kDataLoss);
 
   options.dimension = d + 1;
-  EXPECT_EQ(PcaTransform::Fit(x, d, options).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainPca(x, d, options).status().code(), StatusCode::kInvalidArgument);
   options.dimension = 8;
   std::vector<float> few(8 * d, 1.0f);
-  EXPECT_EQ(PcaTransform::Fit(few, d, options).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(TrainPca(few, d, options).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(PcaTest, WhiteningEqualisesVarianceAndShrinkageOneIsPlainPca) {
@@ -333,9 +335,9 @@ TEST(PcaTest, WhiteningEqualisesVarianceAndShrinkageOneIsPlainPca) {
   white.shrinkage = 0.0f;
   PcaOptions none = white;
   none.shrinkage = 1.0f;
-  auto p = PcaTransform::Fit(x, d, plain);
-  auto w = PcaTransform::Fit(x, d, white);
-  auto s1 = PcaTransform::Fit(x, d, none);
+  auto p = TrainPca(x, d, plain);
+  auto w = TrainPca(x, d, white);
+  auto s1 = TrainPca(x, d, none);
   ASSERT_TRUE(p.ok() && w.ok() && s1.ok());
   std::vector<float> yp(n * k), yw(n * k), ys(n * k);
   p->Apply(x.data(), n, yp.data());

@@ -50,7 +50,7 @@ bool TorchBuilt() {
     testing::TempDir tmp;
     std::ofstream(tmp.path() / "x.pt") << "not a model";
     ModelCard card;
-    card.runtime = "torchscript";
+    card.runtime = Runtime::kTorchScript;
     card.dimension = 16;
     auto e = OpenEmbedder(card, tmp.path() / "x.pt");
     return e.status().code() != StatusCode::kUnsupported;
@@ -166,8 +166,8 @@ TEST_P(TorchPoolingTest, MatchesPythonReference) {
   const Variant& v = GetParam();
   Exported e = Export(v.arch, v.flags);
   ASSERT_FALSE(e.model.empty());
-  EXPECT_EQ(e.card.runtime, "torchscript");
-  EXPECT_EQ(e.card.pooling, v.pooling);
+  EXPECT_EQ(e.card.runtime, Runtime::kTorchScript);
+  EXPECT_EQ(ToString(e.card.output.pooling), v.pooling);
   EXPECT_EQ(e.card.dimension, v.dimension);
   auto embedder = OpenEmbedder(e.card, e.model);
   ASSERT_TRUE(embedder.ok()) << embedder.status().ToString();
@@ -204,10 +204,10 @@ TEST(TorchEmbedTest, Bf16IsCloseToTheReference) {
   SKIP_WITHOUT_TORCH();
   for (const char* arch : {"tiny_cnn", "tiny_vit"}) {
     Exported e = Export(arch, {"--pooling", std::string(arch) == "tiny_cnn" ? "gap" : "cls"});
-    e.card.precision = "bf16";
+    e.card.precision = Precision::kBf16;
     auto embedder = OpenEmbedder(e.card, e.model);
     ASSERT_TRUE(embedder.ok()) << embedder.status().ToString();
-    const std::string ran = (*embedder)->card().precision;
+    const std::string ran(ToString((*embedder)->card().precision));
     Image image = DecodeFile(ModelCacheDir() / "reference.png");
     std::vector<float> out(static_cast<size_t>(e.card.dimension));
     const Image* images[] = {&image};
@@ -295,18 +295,18 @@ TEST(TorchEmbedTest, CardThatDoesNotFitTheModelIsRejectedAtOpen) {
   EXPECT_NE(s.message().find("dimension"), std::string::npos) << s.ToString();
 
   card = cnn.card;
-  card.pooling = "cls";  // a conv map has no tokens
+  card.output.pooling = Pooling::kCls;  // a conv map has no tokens
   s = OpenEmbedder(card, cnn.model).status();
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   EXPECT_NE(s.message().find("[N,T,D]"), std::string::npos) << s.ToString();
 
   Exported vit = Export("tiny_vit", {"--pooling", "cls"});
   card = vit.card;
-  card.pooling = "gap";  // tokens are not a conv map
+  card.output.pooling = Pooling::kGap;  // tokens are not a conv map
   EXPECT_EQ(OpenEmbedder(card, vit.model).status().code(), StatusCode::kInvalidArgument);
   card = vit.card;
-  card.input_width = card.input_height = 48;  // the traced ViT only takes 32 x 32
-  card.resize_shorter = 48;
+  card.preprocess.input_width = card.preprocess.input_height = 48;  // the traced ViT only takes 32 x 32
+  card.preprocess.resize_shorter = 48;
   s = OpenEmbedder(card, vit.model).status();
   EXPECT_EQ(s.code(), StatusCode::kInternal) << s.ToString();
   EXPECT_NE(s.message().find("TorchScript forward failed"), std::string::npos) << s.ToString();

@@ -21,6 +21,13 @@ struct CacheStats {
   size_t bytes = 0;
 };
 
+// Names what a cache held between two Clears. Opaque: two generations read
+// from the same cache are equal exactly when no Clear came between the reads.
+struct CacheGeneration {
+  std::string token;  // empty = unknown (nothing is stored under it)
+  bool operator==(const CacheGeneration&) const = default;
+};
+
 // A string-to-string cache. Keys are built by the query service from the
 // content hash and the query parameters. A cache never fails: a miss is
 // always a correct answer.
@@ -30,7 +37,20 @@ class Cache {
  public:
   virtual ~Cache() = default;
   virtual std::optional<std::string> Get(const std::string& key) = 0;
+  // Stores `value` whatever Clears came before; only for values that no
+  // Clear makes stale (e.g. an image's feature). A value computed from data
+  // that a Clear invalidates goes through generation() and PutIfCurrent.
   virtual void Put(const std::string& key, std::string value) = 0;
+  // The generation now. Read it before computing a value to store with
+  // PutIfCurrent.
+  virtual CacheGeneration generation() = 0;
+  // Put, unless the cache was cleared (by any process sharing it) since
+  // `seen` was read: then `value` was computed from data the Clear made
+  // stale, and it is dropped. Without this, a search that started before an
+  // upload and stored its results after the upload's Clear would answer
+  // without the new image until the next Clear.
+  virtual void PutIfCurrent(const std::string& key, std::string value,
+                            const CacheGeneration& seen) = 0;
   // Drops every entry (called when the database changes).
   virtual void Clear() = 0;
   virtual CacheStats stats() const = 0;

@@ -2,7 +2,9 @@
 // database is built, rather than downloaded: the SIFT-VLAD codebook (runtime
 // "sift-vlad") and PCA or PCA-whitening applied after any model. Both are
 // stored as checksummed files in the database directory and applied
-// identically at query time. FAISS and OpenCV stay inside src/embed.
+// identically at query time. This header is the applying side (src/embed);
+// the learning is in src/train (pixseek/train.h). FAISS and OpenCV stay inside
+// the .cc files.
 #ifndef PIXSEEK_FEATURE_FIT_H_
 #define PIXSEEK_FEATURE_FIT_H_
 
@@ -37,12 +39,16 @@ bool LearnsPerCollection(const ModelCard& card);
 // an empty image; Internal for an OpenCV failure.
 Result<std::vector<float>> RootSiftDescriptors(const ModelCard& card, const Image& image);
 
-// Learns the codebook of `card` (dimension / 128 centroids) by k-means
-// (FAISS, single-threaded, fixed seed) on `descriptors` (rows of 128) and
-// returns the bytes of a codebook file that OpenEmbedder(card, file) reads.
-// InvalidArgument when there are fewer descriptors than centroids.
-Result<std::string> TrainSiftVladCodebook(const ModelCard& card, std::span<const float> descriptors,
-                                          uint32_t seed = 1234);
+// A SIFT-VLAD codebook (TrainSiftVladCodebook learns one): clusters()
+// centroids of kSiftDimension floats, row-major.
+struct SiftVladCodebook {
+  std::vector<float> centroids;
+
+  int clusters() const { return static_cast<int>(centroids.size() / kSiftDimension); }
+  // The bytes of its checksummed codebook file, which OpenEmbedder(card, file)
+  // and OpenSiftVlad read.
+  std::string Serialize() const;
+};
 
 // The embedder of a sift-vlad `card` over a codebook given as the bytes of
 // its file (OpenEmbedder(card, file) reads the file and calls this). DataLoss
@@ -61,15 +67,26 @@ struct PcaOptions {
   float shrinkage = 0.5f;
 };
 
-// A learned affine map y = A x + b (FAISS PCAMatrix) followed by L2
-// normalisation. Cheap to copy (shares the immutable matrix).
+// What a PCA learned (TrainPca in pixseek/train.h computes it): y = A x + b.
+struct PcaParameters {
+  PcaOptions options;  // options.dimension is the output dimension
+  int input_dimension = 0;
+  uint64_t trained_on = 0;         // rows it was learned from
+  std::vector<float> eigenvalues;  // of the kept components, largest first
+  // output_dimension x input_dimension, row-major, whitening (if any)
+  // folded into its rows.
+  std::vector<float> a;
+  std::vector<float> b;  // output_dimension
+};
+
+// A learned affine map y = A x + b followed by L2 normalisation. Cheap to
+// copy (shares the immutable matrix).
 // Thread-safety: Apply may be called concurrently.
 class PcaTransform {
  public:
-  // Learns from n = vectors.size() / input_dimension rows. InvalidArgument
-  // when options.dimension is not in 1..min(n, input_dimension).
-  static Result<PcaTransform> Fit(std::span<const float> vectors, int input_dimension,
-                                  const PcaOptions& options);
+  // The transform of learned parameters. InvalidArgument when their sizes
+  // do not agree.
+  static Result<PcaTransform> FromParameters(PcaParameters parameters);
   // Reads a file written from Serialize(). DataLoss when it is damaged.
   static Result<PcaTransform> Load(const std::filesystem::path& file);
   static Result<PcaTransform> Parse(std::string_view bytes, const std::string& what);

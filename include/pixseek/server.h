@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pixseek/database.h"
+#include "pixseek/services.h"
 #include "pixseek/status.h"
 
 namespace pixseek {
@@ -44,6 +45,13 @@ struct ServerOptions {
   // Seconds a 503 answer asks the client to wait (Retry-After).
   int retry_after_s = 5;
 };
+
+// The API's JSON documents as text (docs/openapi.json's schemas), for the
+// other interfaces, so that `pixseek query --json` and GET /api/v1/search
+// answer in one shape: SearchResponse {"results": [...], "took_ms", "cached"}
+// and Stats {"count", "dimension", "model", "index_kind", "index"}.
+std::string SearchResponseToJson(const QueryResponse& response);
+std::string StatsToJson(const DatabaseStats& stats);
 
 // HTTP status for a Status code (400, 401, 403, 404, 409, 413, 415, 500, 503).
 int HttpStatusFor(StatusCode code);

@@ -103,8 +103,11 @@ class BuildJobs {
 
 // ---- Query service -------------------------------------------------------
 
+// The most results one search returns (CLI, HTTP and QueryService alike).
+inline constexpr size_t kMaxTopK = 1000;
+
 struct QueryParams {
-  size_t top_k = 10;        // 1..1000
+  size_t top_k = 10;        // 1..kMaxTopK
   float min_score = -1.0f;  // hits below are dropped
 };
 

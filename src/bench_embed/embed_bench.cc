@@ -94,8 +94,8 @@ Result<ResolvedModel> ResolveModel(const EmbedBenchOptions& options) {
 // what preprocessing needs.
 DecodeOptions DecodeFor(const ModelCard& c) {
   DecodeOptions o;
-  int need = std::min(c.input_width, c.input_height);
-  if (c.crop == "center") need = std::max(need, c.resize_shorter);
+  int need = std::min(c.preprocess.input_width, c.preprocess.input_height);
+  if (c.preprocess.crop == Crop::kCenter) need = std::max(need, c.preprocess.resize_shorter);
   o.min_short_side = need;
   return o;
 }
@@ -267,7 +267,7 @@ Status RunEmbedBench(const EmbedBenchOptions& options, std::ostream& out) {
   PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<Embedder> embedder,
                            OpenEmbedder(model.card, model.model_file));
   if (embedder->preprocessed_size() == 0) {
-    return Status::Unsupported("runtime " + model.card.runtime +
+    return Status::Unsupported("runtime " + std::string(ToString(model.card.runtime)) +
                                " has no separate preprocessing step to benchmark");
   }
   embedder->SetThreads(options.threads);

@@ -33,8 +33,44 @@ class LruCache final : public Cache {
   }
 
   void Put(const std::string& key, std::string value) override {
-    const size_t cost = key.size() + value.size();
     std::lock_guard lock(mu_);
+    PutLocked(key, std::move(value));
+  }
+
+  CacheGeneration generation() override {
+    std::lock_guard lock(mu_);
+    return {std::to_string(clears_)};
+  }
+
+  void PutIfCurrent(const std::string& key, std::string value,
+                    const CacheGeneration& seen) override {
+    std::lock_guard lock(mu_);
+    if (seen.token != std::to_string(clears_)) return;
+    PutLocked(key, std::move(value));
+  }
+
+  // Drops the entries; the hit and miss counters keep counting.
+  void Clear() override {
+    std::lock_guard lock(mu_);
+    entries_.clear();
+    index_.clear();
+    bytes_ = 0;
+    ++clears_;
+  }
+
+  CacheStats stats() const override {
+    std::lock_guard lock(mu_);
+    return CacheStats{hits_, misses_, entries_.size(), bytes_};
+  }
+
+ private:
+  using Entry = std::pair<std::string, std::string>;
+
+  static size_t Cost(const Entry& e) { return e.first.size() + e.second.size(); }
+
+  // Put with mu_ held.
+  void PutLocked(const std::string& key, std::string value) {
+    const size_t cost = key.size() + value.size();
     auto it = index_.find(key);
     if (it != index_.end()) {
       bytes_ -= Cost(*it->second);
@@ -56,24 +92,6 @@ class LruCache final : public Cache {
     }
   }
 
-  // Drops the entries; the hit and miss counters keep counting.
-  void Clear() override {
-    std::lock_guard lock(mu_);
-    entries_.clear();
-    index_.clear();
-    bytes_ = 0;
-  }
-
-  CacheStats stats() const override {
-    std::lock_guard lock(mu_);
-    return CacheStats{hits_, misses_, entries_.size(), bytes_};
-  }
-
- private:
-  using Entry = std::pair<std::string, std::string>;
-
-  static size_t Cost(const Entry& e) { return e.first.size() + e.second.size(); }
-
   const size_t capacity_;
   mutable std::mutex mu_;
   std::list<Entry> entries_;  // GUARDED_BY(mu_): most recently used first
@@ -81,6 +99,7 @@ class LruCache final : public Cache {
   size_t bytes_ = 0;          // GUARDED_BY(mu_)
   uint64_t hits_ = 0;         // GUARDED_BY(mu_)
   uint64_t misses_ = 0;       // GUARDED_BY(mu_)
+  uint64_t clears_ = 0;       // GUARDED_BY(mu_): Clear calls; the generation
 };
 
 }  // namespace

@@ -16,6 +16,13 @@
 // generation key lost to eviction or a Redis restart can never bring an old
 // generation (and its stale entries) back.
 //
+// A search result computed before a Clear and stored after it must not
+// survive the Clear. The caller reads generation() before computing and
+// passes it to PutIfCurrent, which writes under that generation: after a
+// Clear by any process the write lands in a dead generation, with no WATCH
+// or script needed (and is skipped when this object already knows of the
+// Clear).
+//
 // A Clear that cannot reach Redis stays pending: this object answers nothing
 // from Redis until it has stored a new generation (other processes see stale
 // entries until then; nothing better is possible while Redis is unreachable).
@@ -158,7 +165,37 @@ class RedisCache final : public Cache {
   }
 
   void Put(const std::string& key, std::string value) override {
-    Run([&](redisContext* c) { return PutOn(c, key, value); });
+    Run([&](redisContext* c) {
+      std::string generation = Generation();
+      if (generation.empty()) {
+        Outcome o = EnsureGeneration(c, &generation);
+        if (o != Outcome::kOk) return o;
+      }
+      return PutOn(c, key, value, generation);
+    });
+  }
+
+  // The generation this object saw last: no round trip, except before the
+  // first call that reached Redis. One that is already stale (another
+  // process cleared since) only costs the PutIfCurrent that uses it.
+  CacheGeneration generation() override {
+    std::string generation = Generation();
+    if (generation.empty()) {
+      Run([&](redisContext* c) { return EnsureGeneration(c, &generation); });
+    }
+    return {generation};
+  }
+
+  void PutIfCurrent(const std::string& key, std::string value,
+                    const CacheGeneration& seen) override {
+    if (seen.token.empty()) return;
+    Run([&](redisContext* c) {
+      // A Clear that this object saw (its own, or another process's) drops
+      // the value here; one it has not seen yet leaves it under the dead
+      // generation `seen`, unreachable.
+      if (Generation() != seen.token) return Outcome::kOk;
+      return PutOn(c, key, value, seen.token);
+    });
   }
 
   void Clear() override {
@@ -429,15 +466,12 @@ class RedisCache final : public Cache {
     return Outcome::kOk;
   }
 
-  Outcome PutOn(redisContext* c, const std::string& key, const std::string& value) {
-    std::string generation = Generation();
-    if (generation.empty()) {
-      Outcome o = EnsureGeneration(c, &generation);
-      if (o != Outcome::kOk) return o;
-    }
-    // The entry goes under the generation this object knows; if another
-    // process cleared meanwhile, it lands in a dead generation and expires
-    // unread, which is right: it was computed before that Clear.
+  // Stores the entry under `generation`. If that is no longer the current
+  // one (another process cleared meanwhile), the entry lands in a dead
+  // generation and expires unread, which is right: it was computed before
+  // that Clear.
+  Outcome PutOn(redisContext* c, const std::string& key, const std::string& value,
+                const std::string& generation) {
     const std::string ttl = std::to_string(options_.ttl_seconds);
     Append(c, {"GET", generation_key_});
     if (options_.ttl_seconds > 0) {

@@ -1,7 +1,7 @@
 // The KServe v2 embedder: a client of the Open Inference Protocol's HTTP/REST
 // API (health, model readiness, model metadata, infer), with JSON tensors or
 // Triton's binary tensor data extension. Images are preprocessed here exactly
-// as for ONNX (embed/preprocess.h), sent as one [N,3,H,W] FP32 tensor per
+// as for ONNX (embed/network_embedder.h), sent as one [N,3,H,W] FP32 tensor per
 // batch, and the returned output is pooled and normalised here too, so a
 // remote model gives the vectors the same network gives locally.
 //
@@ -26,6 +26,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "embed/network_embedder.h"
 #include "embed/preprocess.h"
 
 namespace pixseek {
@@ -142,72 +143,37 @@ struct Tensor {
 
 // An Embedder whose network runs on a KServe v2 server.
 //
-// Thread-safety: Embed and EmbedPreprocessed from one thread at a time (they
-// share the HTTP client and scratch buffers); Preprocess is const and may run
-// on any number of threads. Owns its HTTP client; holds no connection open
-// between requests.
-class KServeEmbedder final : public Embedder {
+// Thread-safety: as NetworkEmbedder (Embed and EmbedPreprocessed share the
+// HTTP client and scratch buffers). Owns its HTTP client; holds no
+// connection open between requests.
+class KServeEmbedder final : public NetworkEmbedder {
  public:
   explicit KServeEmbedder(ModelCard card)
-      : card_(std::move(card)),
-        client_(card_.server_url),
-        model_path_("/v2/models/" + card_.remote_model +
-                    (card_.remote_version.empty() ? "" : "/versions/" + card_.remote_version)),
-        where_("KServe server " + card_.server_url + ", model '" + card_.remote_model +
-               (card_.remote_version.empty() ? "" : "' version '" + card_.remote_version) +
-               "'") {
-    const int connect_ms = std::min(card_.timeout_ms, kMaxConnectTimeoutMs);
+      : NetworkEmbedder(std::move(card)),
+        k_(this->card().kserve),
+        client_(k_.server_url),
+        model_path_("/v2/models/" + k_.remote_model +
+                    (k_.remote_version.empty() ? "" : "/versions/" + k_.remote_version)),
+        where_("KServe server " + k_.server_url + ", model '" + k_.remote_model +
+               (k_.remote_version.empty() ? "" : "' version '" + k_.remote_version) + "'") {
+    const int connect_ms = std::min(k_.timeout_ms, kMaxConnectTimeoutMs);
     client_.set_connection_timeout(connect_ms / 1000, (connect_ms % 1000) * 1000);
-    client_.set_read_timeout(card_.timeout_ms / 1000, (card_.timeout_ms % 1000) * 1000);
-    client_.set_write_timeout(card_.timeout_ms / 1000, (card_.timeout_ms % 1000) * 1000);
-  }
-
-  const ModelCard& card() const override { return card_; }
-
-  size_t preprocessed_size() const override {
-    return 3 * static_cast<size_t>(card_.input_width) * static_cast<size_t>(card_.input_height);
-  }
-
-  Status Preprocess(const Image& image, float* dst) const override {
-    PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(&image, 0));
-    try {
-      PreprocessImage(card_, image, dst);
-    } catch (const std::exception& e) {
-      return Status::Internal(std::string("preprocessing failed: ") + e.what());
-    }
-    return Status::Ok();
-  }
-
-  Status Embed(std::span<const Image* const> images, float* out) override {
-    return EmbedInBatches(*this, images, out, input_);
-  }
-
-  Status EmbedPreprocessed(const float* input, size_t n, float* out) override {
-    if (n == 0) return Status::Ok();
-    if (input == nullptr || out == nullptr) {
-      return Status::InvalidArgument("EmbedPreprocessed: null buffer");
-    }
-    const size_t batch = BatchSize();
-    for (size_t start = 0; start < n; start += batch) {
-      const size_t m = std::min(batch, n - start);
-      PIXSEEK_RETURN_IF_ERROR(
-          RunBatch(input + start * preprocessed_size(), m, out + start * Dim()));
-    }
-    return Status::Ok();
+    client_.set_read_timeout(k_.timeout_ms / 1000, (k_.timeout_ms % 1000) * 1000);
+    client_.set_write_timeout(k_.timeout_ms / 1000, (k_.timeout_ms % 1000) * 1000);
   }
 
   // GET /v2/health/ready, GET /v2/models/{name}[/versions/{v}]/ready and the
   // model metadata, checked against the card.
   Status Connect() {
     if (!client_.is_valid()) {
-      return Status::InvalidArgument("model card: server_url \"" + card_.server_url +
+      return Status::InvalidArgument("model card: server_url \"" + k_.server_url +
                                      "\" is not a usable URL");
     }
     {
       httplib::Result res = client_.Get("/v2/health/ready");
       PIXSEEK_RETURN_IF_ERROR(Transport(res, "the server readiness check"));
       if (res->status != 200) {
-        return Status::Unavailable("KServe server " + card_.server_url +
+        return Status::Unavailable("KServe server " + k_.server_url +
                                    " is not ready (GET /v2/health/ready answered HTTP " +
                                    std::to_string(res->status) + ErrorSuffix(res->body) + ")");
       }
@@ -233,30 +199,18 @@ class KServeEmbedder final : public Embedder {
     return CheckMetadata(meta);
   }
 
-  // Embeds a mid-grey image once, which checks that inference runs and that
-  // the pooled output has card.dimension entries.
-  Status SelfCheck() {
-    Image dummy;
-    dummy.width = card_.input_width;
-    dummy.height = card_.input_height;
-    dummy.rgb.assign(static_cast<size_t>(dummy.width) * dummy.height * 3, 128);
-    std::vector<float> vec(Dim());
-    const Image* ptr = &dummy;
-    return Embed(std::span<const Image* const>(&ptr, 1), vec.data());
-  }
-
  private:
-  size_t Dim() const { return static_cast<size_t>(card_.dimension); }
+  size_t Dim() const { return static_cast<size_t>(card().dimension); }
 
   // A model with a fixed batch dimension takes exactly that many images.
-  size_t BatchSize() const {
+  size_t batch_size() const override {
     return fixed_batch_ > 0 ? static_cast<size_t>(fixed_batch_)
-                            : static_cast<size_t>(card_.max_batch);
+                            : static_cast<size_t>(card().max_batch);
   }
 
   Status Transport(const httplib::Result& res, const std::string& what) const {
     if (res) return Status::Ok();
-    return Status::Unavailable("KServe server " + card_.server_url + " did not answer " + what +
+    return Status::Unavailable("KServe server " + k_.server_url + " did not answer " + what +
                                ": " + TransportError(res.error()));
   }
 
@@ -328,45 +282,45 @@ class KServeEmbedder final : public Embedder {
   Status CheckMetadata(const Json& meta) {
     if (!meta.is_object()) return Status::DataLoss(where_ + ": model metadata is not an object");
     PIXSEEK_ASSIGN_OR_RETURN(const Json* in,
-                             FindTensor(meta, "inputs", card_.input_tensor, "input"));
-    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*in, "input", card_.input_tensor, card_.input_datatype));
+                             FindTensor(meta, "inputs", k_.input_tensor, "input"));
+    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*in, "input", k_.input_tensor, k_.input_datatype));
     std::vector<int64_t> shape;
     if (!ReadShape(*in, &shape)) {
-      return Status::DataLoss(where_ + ": input '" + card_.input_tensor + "' has no valid shape");
+      return Status::DataLoss(where_ + ": input '" + k_.input_tensor + "' has no valid shape");
     }
-    const std::vector<int64_t> want = {-1, 3, card_.input_height, card_.input_width};
+    const std::vector<int64_t> want = {-1, 3, card().preprocess.input_height, card().preprocess.input_width};
     bool fits = shape.size() == 4 && shape[0] != 0;
     for (size_t d = 1; fits && d < 4; ++d) fits = shape[d] == -1 || shape[d] == want[d];
     if (!fits) {
       return Status::FailedPrecondition(
-          where_ + ": input '" + card_.input_tensor + "' has shape " + DimsString(shape) +
+          where_ + ": input '" + k_.input_tensor + "' has shape " + DimsString(shape) +
           ", but the card sends [N,3,input_height,input_width] = " + DimsString(want));
     }
     fixed_batch_ = shape[0] > 0 ? shape[0] : 0;
 
     PIXSEEK_ASSIGN_OR_RETURN(const Json* out,
-                             FindTensor(meta, "outputs", card_.output_tensor, "output"));
-    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*out, "output", card_.output_tensor, "FP32"));
+                             FindTensor(meta, "outputs", k_.output_tensor, "output"));
+    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*out, "output", k_.output_tensor, "FP32"));
     if (!ReadShape(*out, &shape)) {
-      return Status::DataLoss(where_ + ": output '" + card_.output_tensor +
+      return Status::DataLoss(where_ + ": output '" + k_.output_tensor +
                               "' has no valid shape");
     }
     // Which axis holds the feature dimension, and which ranks the card's
     // pooling accepts ([N,C,H,W], [N,D] or [N,T,D]).
-    const std::string& p = card_.pooling;
+    const Pooling p = card().output.pooling;
     size_t axis = 1;
     bool rank_ok = false;
     std::string expected;
-    if (p == "none") {
+    if (p == Pooling::kNone) {
       rank_ok = shape.size() == 2 ||
                 (shape.size() == 4 && (shape[2] == 1 || shape[2] == -1) &&
                  (shape[3] == 1 || shape[3] == -1));
       expected = "[N,D]";
-    } else if (p == "cls" || p == "mean_tokens") {
+    } else if (p == Pooling::kCls || p == Pooling::kMeanTokens) {
       rank_ok = shape.size() == 3;
       axis = 2;
       expected = "[N,T,D]";
-    } else if (p == "gem") {
+    } else if (p == Pooling::kGem) {
       rank_ok = shape.size() == 4 || shape.size() == 3;
       axis = shape.size() == 3 ? 2 : 1;
       expected = "[N,C,H,W] or [N,T,D]";
@@ -375,22 +329,22 @@ class KServeEmbedder final : public Embedder {
       expected = "[N,C,H,W]";
     }
     if (!rank_ok) {
-      return Status::FailedPrecondition(where_ + ": output '" + card_.output_tensor +
+      return Status::FailedPrecondition(where_ + ": output '" + k_.output_tensor +
                                         "' has shape " + DimsString(shape) + ", but pooling \"" +
-                                        p + "\" needs " + expected);
+                                        std::string(ToString(p)) + "\" needs " + expected);
     }
-    if (shape[axis] != -1 && shape[axis] != card_.dimension) {
+    if (shape[axis] != -1 && shape[axis] != card().dimension) {
       return Status::FailedPrecondition(
-          where_ + ": output '" + card_.output_tensor + "' has shape " + DimsString(shape) +
+          where_ + ": output '" + k_.output_tensor + "' has shape " + DimsString(shape) +
           ", whose feature dimension " + std::to_string(shape[axis]) +
-          " is not the card's dimension " + std::to_string(card_.dimension));
+          " is not the card's dimension " + std::to_string(card().dimension));
     }
     return Status::Ok();
   }
 
-  // Runs n <= BatchSize() preprocessed images at `input` and writes n pooled
+  // Runs n <= batch_size() preprocessed images at `input` and writes n pooled
   // vectors to `out`. A model with a fixed batch gets zero images as padding.
-  Status RunBatch(const float* input, size_t n, float* out) {
+  Status RunBatch(const float* input, size_t n, float* out) override {
     const size_t per_image = preprocessed_size();
     size_t sent = n;
     if (fixed_batch_ > 0 && n != static_cast<size_t>(fixed_batch_)) {
@@ -406,7 +360,7 @@ class KServeEmbedder final : public Embedder {
                               std::to_string(sent));
     }
     pooled_.resize(sent * Dim());
-    Status pooled = PoolFeatures(card_, result.data.data(), result.shape,
+    Status pooled = PoolFeatures(card(), result.data.data(), result.shape,
                                  static_cast<int>(sent), pooled_.data());
     if (!pooled.ok()) return Status::DataLoss(where_ + ": infer reply: " + pooled.message());
     std::copy(pooled_.begin(), pooled_.begin() + n * Dim(), out);
@@ -416,15 +370,15 @@ class KServeEmbedder final : public Embedder {
   // POST /v2/models/{name}[/versions/{v}]/infer with one [n,3,H,W] input.
   Result<Tensor> Infer(const float* input, size_t n) {
     const size_t count = n * preprocessed_size();
-    Json in = {{"name", card_.input_tensor},
-               {"shape", {static_cast<int64_t>(n), 3, card_.input_height, card_.input_width}},
-               {"datatype", card_.input_datatype}};
-    Json out = {{"name", card_.output_tensor}};
+    Json in = {{"name", k_.input_tensor},
+               {"shape", {static_cast<int64_t>(n), 3, card().preprocess.input_height, card().preprocess.input_width}},
+               {"datatype", k_.input_datatype}};
+    Json out = {{"name", k_.output_tensor}};
     std::string body;
     std::string content_type;
     httplib::Headers headers;
     try {
-      if (card_.binary_data) {
+      if (k_.binary_data) {
         in["parameters"] = {{"binary_data_size", static_cast<int64_t>(count * sizeof(float))}};
         out["parameters"] = {{"binary_data", true}};
         body = Json{{"inputs", Json::array({in})}, {"outputs", Json::array({out})}}.dump();
@@ -492,7 +446,7 @@ class KServeEmbedder final : public Embedder {
         size = s.get<int64_t>();
       }
       if (o.contains("name") && o["name"].is_string() &&
-          o["name"].get<std::string>() == card_.output_tensor) {
+          o["name"].get<std::string>() == k_.output_tensor) {
         found = &o;
         found_offset = offset;
         found_size = size;
@@ -505,14 +459,14 @@ class KServeEmbedder final : public Embedder {
                               std::to_string(offset));
     }
     if (found == nullptr) {
-      return Status::Internal(where_ + ": infer reply has no output '" + card_.output_tensor +
+      return Status::Internal(where_ + ": infer reply has no output '" + k_.output_tensor +
                               "'; it has " + JoinNames(reply["outputs"]));
     }
-    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*found, "output", card_.output_tensor, "FP32"));
+    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*found, "output", k_.output_tensor, "FP32"));
     Tensor t;
     if (!ReadShape(*found, &t.shape) ||
         std::any_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; })) {
-      return Status::DataLoss(where_ + ": infer reply output '" + card_.output_tensor +
+      return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
                               "' has no valid shape");
     }
     uint64_t elements = 1;
@@ -529,7 +483,7 @@ class KServeEmbedder final : public Embedder {
     }
     if (found_size >= 0) {
       if (static_cast<uint64_t>(found_size) != elements * sizeof(float)) {
-        return Status::DataLoss(where_ + ": infer reply output '" + card_.output_tensor +
+        return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
                                 "' has shape " + DimsString(t.shape) + " (" +
                                 std::to_string(elements * sizeof(float)) +
                                 " bytes of FP32) but binary_data_size " +
@@ -540,12 +494,12 @@ class KServeEmbedder final : public Embedder {
     } else {
       auto data = found->find("data");
       if (data == found->end() || !data->is_array()) {
-        return Status::DataLoss(where_ + ": infer reply output '" + card_.output_tensor +
+        return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
                                 "' has neither \"data\" nor binary_data_size");
       }
       t.data.reserve(elements);
       if (!FlattenData(*data, 0, elements, &t.data) || t.data.size() != elements) {
-        return Status::DataLoss(where_ + ": infer reply output '" + card_.output_tensor +
+        return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
                                 "' has shape " + DimsString(t.shape) + " (" +
                                 std::to_string(elements) +
                                 " numbers) but its \"data\" does not hold that many numbers");
@@ -554,12 +508,11 @@ class KServeEmbedder final : public Embedder {
     return t;
   }
 
-  const ModelCard card_;
+  const KServeSection& k_;  // card().kserve
   httplib::Client client_;
   const std::string model_path_;  // "/v2/models/{name}[/versions/{v}]"
   const std::string where_;       // names server and model in messages
   int64_t fixed_batch_ = 0;       // > 0: the model's input has this fixed batch size
-  std::vector<float> input_;      // scratch: one preprocessed batch
   std::vector<float> padded_;     // scratch: a batch padded to fixed_batch_
   std::vector<float> pooled_;     // scratch: pooled vectors of one batch
 };
@@ -568,8 +521,9 @@ class KServeEmbedder final : public Embedder {
 
 Result<std::unique_ptr<Embedder>> OpenKServeEmbedder(const ModelCard& card) {
   PIXSEEK_RETURN_IF_ERROR(card.Validate());
-  if (card.runtime != "kserve") {
-    return Status::InvalidArgument("OpenKServeEmbedder: card runtime is " + card.runtime);
+  if (card.runtime != Runtime::kKServe) {
+    return Status::InvalidArgument("OpenKServeEmbedder: card runtime is " +
+                                   std::string(ToString(card.runtime)));
   }
   try {
     auto embedder = std::make_unique<KServeEmbedder>(card);

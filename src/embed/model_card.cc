@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -21,45 +22,9 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Runtimes a card may name: "onnx" (OpenCV DNN, or libtorch; see engine), "torchscript" (libtorch;
-// Unsupported in a build without it), "kserve" (a remote KServe v2 / Triton
-// server) and "sift-vlad" (no network).
-constexpr std::array<std::string_view, 4> kRuntimes = {"onnx", "torchscript", "kserve",
-                                                       "sift-vlad"};
-constexpr std::array<std::string_view, 3> kEngines = {"opencv", "libtorch", "auto"};
-constexpr std::array<std::string_view, 2> kPrecisions = {"fp32", "bf16"};
-constexpr std::array<std::string_view, 2> kCrops = {"center", "none"};
-constexpr std::array<std::string_view, 3> kInterpolations = {"bilinear", "area", "bicubic"};
-constexpr std::array<std::string_view, 2> kChannelOrders = {"RGB", "BGR"};
-constexpr std::array<std::string_view, 6> kPoolings = {"gap", "gmp", "gem", "cls",
-                                                       "mean_tokens", "none"};
-
 constexpr int kMaxInputSide = 4096;
 constexpr int kMaxDimension = 1 << 20;
 constexpr int kMaxBatch = 1024;
-
-template <size_t N>
-bool OneOf(const std::string& value, const std::array<std::string_view, N>& allowed) {
-  return std::find(allowed.begin(), allowed.end(), value) != allowed.end();
-}
-
-template <size_t N>
-std::string Choices(const std::array<std::string_view, N>& allowed) {
-  std::string out;
-  for (size_t i = 0; i < N; ++i) {
-    if (i > 0) out += ", ";
-    out += "\"" + std::string(allowed[i]) + "\"";
-  }
-  return out;
-}
-
-template <size_t N>
-Status CheckEnum(const char* field, const std::string& value,
-                 const std::array<std::string_view, N>& allowed) {
-  if (OneOf(value, allowed)) return Status::Ok();
-  return Status::InvalidArgument("model card: unknown " + std::string(field) + " \"" + value +
-                                 "\" (expected one of " + Choices(allowed) + ")");
-}
 
 Status CheckRange(const char* field, int64_t value, int64_t lo, int64_t hi) {
   if (value >= lo && value <= hi) return Status::Ok();
@@ -154,45 +119,189 @@ double ShortestDouble(float f) {
 
 // The fields of runtime "kserve". Names go into URL paths, so they are kept to
 // the characters Triton's model repository names use in practice.
-Status ValidateKServeFields(const ModelCard& card) {
-  if (card.server_url.rfind("http://", 0) != 0 && card.server_url.rfind("https://", 0) != 0) {
+Status ValidateKServeSection(const KServeSection& k) {
+  if (k.server_url.rfind("http://", 0) != 0 && k.server_url.rfind("https://", 0) != 0) {
     return Status::InvalidArgument(
         "model card: server_url must be http://HOST:PORT or https://HOST:PORT, got \"" +
-        card.server_url + "\"");
+        k.server_url + "\"");
   }
-  const size_t host_start = card.server_url.find("://") + 3;
-  if (host_start >= card.server_url.size() ||
-      card.server_url.find_first_of("/?#", host_start) != std::string::npos) {
+  const size_t host_start = k.server_url.find("://") + 3;
+  if (host_start >= k.server_url.size() ||
+      k.server_url.find_first_of("/?#", host_start) != std::string::npos) {
     return Status::InvalidArgument("model card: server_url must be scheme://HOST[:PORT] with no "
-                                   "path, got \"" + card.server_url + "\"");
+                                   "path, got \"" + k.server_url + "\"");
   }
   auto path_safe = [](const std::string& s) {
     return std::all_of(s.begin(), s.end(), [](char c) {
       return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
     });
   };
-  if (card.remote_model.empty() || !path_safe(card.remote_model) || card.remote_model == "." ||
-      card.remote_model == "..") {
+  if (k.remote_model.empty() || !path_safe(k.remote_model) || k.remote_model == "." ||
+      k.remote_model == "..") {
     return Status::InvalidArgument("model card: remote_model must be a model name (letters, "
-                                   "digits, '_', '-', '.'), got \"" + card.remote_model + "\"");
+                                   "digits, '_', '-', '.'), got \"" + k.remote_model + "\"");
   }
-  if (!path_safe(card.remote_version) || card.remote_version == "." ||
-      card.remote_version == "..") {
+  if (!path_safe(k.remote_version) || k.remote_version == "." || k.remote_version == "..") {
     return Status::InvalidArgument("model card: remote_version must be empty or a version "
                                    "(letters, digits, '_', '-', '.'), got \"" +
-                                   card.remote_version + "\"");
+                                   k.remote_version + "\"");
   }
-  if (card.input_tensor.empty()) {
+  if (k.input_tensor.empty()) {
     return Status::InvalidArgument("model card: input_tensor must name the model's input");
   }
-  if (card.output_tensor.empty()) {
+  if (k.output_tensor.empty()) {
     return Status::InvalidArgument("model card: output_tensor must name the model's output");
   }
-  if (card.input_datatype != "FP32") {
+  if (k.input_datatype != "FP32") {
     return Status::InvalidArgument("model card: input_datatype must be \"FP32\", got \"" +
-                                   card.input_datatype + "\"");
+                                   k.input_datatype + "\"");
   }
-  return CheckRange("timeout_ms", card.timeout_ms, 1, 3'600'000);
+  return CheckRange("timeout_ms", k.timeout_ms, 1, 3'600'000);
+}
+
+// bf16 is a libtorch precision: runtime "torchscript", or "onnx" on an
+// engine that may be libtorch.
+Status CheckPrecision(const ModelCard& card) {
+  if (card.precision == Precision::kBf16 && card.runtime != Runtime::kTorchScript &&
+      !(card.runtime == Runtime::kOnnx && card.onnx.engine != Engine::kOpenCv)) {
+    return Status::InvalidArgument(
+        "model card: precision \"bf16\" needs runtime \"torchscript\" or an \"onnx\" model on "
+        "engine \"libtorch\" or \"auto\"");
+  }
+  return Status::Ok();
+}
+
+// Parses an enumeration's name into *out; an absent name keeps the default.
+template <typename E>
+Status ParseEnumField(const std::optional<std::string>& name, E* out) {
+  if (!name.has_value()) return Status::Ok();
+  PIXSEEK_ASSIGN_OR_RETURN(*out, ParseCardEnum<E>(*name));
+  return Status::Ok();
+}
+
+Status ReadOptionalString(const Json& obj, const char* key, std::optional<std::string>* out) {
+  if (!obj.contains(key)) return Status::Ok();
+  std::string value;
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, key, &value));
+  *out = std::move(value);
+  return Status::Ok();
+}
+
+// The enumerations of a card as written, parsed after every field is read
+// (a wrong type anywhere is reported first, as before enumerations were
+// parsed) and in the order Validate checked them when they were strings.
+struct EnumNames {
+  std::optional<std::string> runtime, engine, precision, crop, interpolation, channel_order,
+      pooling;
+
+  Status Read(const Json& obj) {
+    PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "runtime", &runtime));
+    PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "engine", &engine));
+    PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "precision", &precision));
+    return Status::Ok();
+  }
+
+  Status Parse(ModelCard* card) const {
+    PIXSEEK_RETURN_IF_ERROR(ParseEnumField(runtime, &card->runtime));
+    PIXSEEK_RETURN_IF_ERROR(ParseEnumField(engine, &card->onnx.engine));
+    PIXSEEK_RETURN_IF_ERROR(ParseEnumField(precision, &card->precision));
+    PIXSEEK_RETURN_IF_ERROR(CheckPrecision(*card));
+    PIXSEEK_RETURN_IF_ERROR(ParseEnumField(crop, &card->preprocess.crop));
+    PIXSEEK_RETURN_IF_ERROR(ParseEnumField(interpolation, &card->preprocess.interpolation));
+    PIXSEEK_RETURN_IF_ERROR(ParseEnumField(channel_order, &card->preprocess.channel_order));
+    return ParseEnumField(pooling, &card->output.pooling);
+  }
+};
+
+// Every field but the enumerations, in the order of card.json.
+Status ReadFields(const Json& obj, ModelCard* card, EnumNames* names) {
+  PreprocessSpec& pre = card->preprocess;
+  KServeSection& k = card->kserve;
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "name", &card->name));
+  PIXSEEK_RETURN_IF_ERROR(names->Read(obj));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "file", &card->file));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "sha256", &card->sha256));
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "input_width", &pre.input_width));
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "input_height", &pre.input_height));
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "resize_shorter", &pre.resize_shorter));
+  PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "crop", &names->crop));
+  PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "interpolation", &names->interpolation));
+  PIXSEEK_RETURN_IF_ERROR(ReadFloat(obj, "scale", &pre.scale));
+  PIXSEEK_RETURN_IF_ERROR(ReadTriple(obj, "mean", &pre.mean));
+  PIXSEEK_RETURN_IF_ERROR(ReadTriple(obj, "std", &pre.std));
+  PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "channel_order", &names->channel_order));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_layer", &card->onnx.output_layer));
+  PIXSEEK_RETURN_IF_ERROR(ReadOptionalString(obj, "pooling", &names->pooling));
+  PIXSEEK_RETURN_IF_ERROR(ReadFloat(obj, "gem_p", &card->output.gem_p));
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "dimension", &card->dimension));
+  PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "l2_normalize", &card->output.l2_normalize));
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "max_batch", &card->max_batch));
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "max_keypoints", &card->sift_vlad.max_keypoints));
+  PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "intra_normalize", &card->sift_vlad.intra_normalize));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "server_url", &k.server_url));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "remote_model", &k.remote_model));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "remote_version", &k.remote_version));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_tensor", &k.input_tensor));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_tensor", &k.output_tensor));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_datatype", &k.input_datatype));
+  PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "binary_data", &k.binary_data));
+  return ReadInt(obj, "timeout_ms", &k.timeout_ms);
+}
+
+Status ValidatePreprocess(const PreprocessSpec& pre) {
+  PIXSEEK_RETURN_IF_ERROR(CheckRange("input_width", pre.input_width, 1, kMaxInputSide));
+  PIXSEEK_RETURN_IF_ERROR(CheckRange("input_height", pre.input_height, 1, kMaxInputSide));
+  PIXSEEK_RETURN_IF_ERROR(CheckRange("resize_shorter", pre.resize_shorter, 1, kMaxInputSide));
+  if (pre.crop == Crop::kCenter && pre.resize_shorter < std::max(pre.input_width, pre.input_height)) {
+    return Status::InvalidArgument(
+        "model card: resize_shorter (" + std::to_string(pre.resize_shorter) +
+        ") must be at least the input size for crop \"center\" (" +
+        std::to_string(std::max(pre.input_width, pre.input_height)) + ")");
+  }
+  return Status::Ok();
+}
+
+Status ValidateNormalisation(const PreprocessSpec& pre) {
+  if (!std::isfinite(pre.scale) || pre.scale <= 0.0f) {
+    return Status::InvalidArgument("model card: scale must be a finite number > 0");
+  }
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(pre.mean[c])) {
+      return Status::InvalidArgument("model card: mean entries must be finite numbers");
+    }
+    if (!std::isfinite(pre.std[c]) || pre.std[c] <= 0.0f) {
+      return Status::InvalidArgument("model card: std entries must be > 0, got " +
+                                     std::to_string(pre.std[c]) + " at index " +
+                                     std::to_string(c));
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateSiftVlad(const ModelCard& card) {
+  PIXSEEK_RETURN_IF_ERROR(
+      CheckRange("max_keypoints", card.sift_vlad.max_keypoints, 1, 1 << 20));
+  if (card.dimension % 128 != 0) {
+    return Status::InvalidArgument(
+        "model card: a sift-vlad dimension must be a multiple of 128 (clusters x 128), got " +
+        std::to_string(card.dimension));
+  }
+  return Status::Ok();
+}
+
+Status ValidateFile(const ModelCard& card) {
+  if (!card.sha256.empty() && !IsLowerHex64(card.sha256)) {
+    return Status::InvalidArgument("model card: sha256 must be 64 lower-case hex digits");
+  }
+  // The file lives beside the card: a bare file name, never a path.
+  const std::string& file = card.file;
+  if (!file.empty() && (file == "." || file == ".." || file.find('/') != std::string::npos ||
+                        file.find('\\') != std::string::npos ||
+                        file.find('\0') != std::string::npos)) {
+    return Status::InvalidArgument("model card: file must be a plain file name, got \"" + file +
+                                   "\"");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -208,154 +317,83 @@ Result<ModelCard> ModelCard::FromJson(std::string_view json_text) {
     return Status::InvalidArgument("model card must be a JSON object, got " + TypeName(obj));
   }
   ModelCard card;
+  EnumNames names;
   try {
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "name", &card.name));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "runtime", &card.runtime));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "engine", &card.engine));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "precision", &card.precision));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "file", &card.file));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "sha256", &card.sha256));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "input_width", &card.input_width));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "input_height", &card.input_height));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "resize_shorter", &card.resize_shorter));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "crop", &card.crop));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "interpolation", &card.interpolation));
-    PIXSEEK_RETURN_IF_ERROR(ReadFloat(obj, "scale", &card.scale));
-    PIXSEEK_RETURN_IF_ERROR(ReadTriple(obj, "mean", &card.mean));
-    PIXSEEK_RETURN_IF_ERROR(ReadTriple(obj, "std", &card.std));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "channel_order", &card.channel_order));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_layer", &card.output_layer));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "pooling", &card.pooling));
-    PIXSEEK_RETURN_IF_ERROR(ReadFloat(obj, "gem_p", &card.gem_p));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "dimension", &card.dimension));
-    PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "l2_normalize", &card.l2_normalize));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "max_batch", &card.max_batch));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "max_keypoints", &card.max_keypoints));
-    PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "intra_normalize", &card.intra_normalize));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "server_url", &card.server_url));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "remote_model", &card.remote_model));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "remote_version", &card.remote_version));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_tensor", &card.input_tensor));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_tensor", &card.output_tensor));
-    PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_datatype", &card.input_datatype));
-    PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "binary_data", &card.binary_data));
-    PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "timeout_ms", &card.timeout_ms));
+    PIXSEEK_RETURN_IF_ERROR(ReadFields(obj, &card, &names));
   } catch (const Json::exception& e) {
     // The readers check types first; this is only a safety net.
     return Status::InvalidArgument(std::string("model card: ") + e.what());
   }
+  PIXSEEK_RETURN_IF_ERROR(names.Parse(&card));
   PIXSEEK_RETURN_IF_ERROR(card.Validate());
   return card;
 }
 
 std::string ModelCard::ToJson() const {
-  // Struct order, and floats printed as their shortest decimal form (0.485,
-  // not 0.48500001430511475), which parses back to the same float.
+  // Fixed key order, and floats printed as their shortest decimal form
+  // (0.485, not 0.48500001430511475), which parses back to the same float.
   nlohmann::ordered_json obj = nlohmann::ordered_json::object();
+  auto str = [](auto value) { return std::string(ToString(value)); };
   obj["name"] = name;
-  obj["runtime"] = runtime;
-  if (runtime == "onnx") obj["engine"] = engine;
-  if (precision != "fp32") obj["precision"] = precision;
+  obj["runtime"] = str(runtime);
+  if (runtime == Runtime::kOnnx) obj["engine"] = str(onnx.engine);
+  if (precision != Precision::kFp32) obj["precision"] = str(precision);
   obj["file"] = file;
   obj["sha256"] = sha256;
-  obj["input_width"] = input_width;
-  obj["input_height"] = input_height;
-  obj["resize_shorter"] = resize_shorter;
-  obj["crop"] = crop;
-  obj["interpolation"] = interpolation;
-  obj["scale"] = ShortestDouble(scale);
+  obj["input_width"] = preprocess.input_width;
+  obj["input_height"] = preprocess.input_height;
+  obj["resize_shorter"] = preprocess.resize_shorter;
+  obj["crop"] = str(preprocess.crop);
+  obj["interpolation"] = str(preprocess.interpolation);
+  obj["scale"] = ShortestDouble(preprocess.scale);
+  const auto& mean = preprocess.mean;
+  const auto& sd = preprocess.std;
   obj["mean"] = {ShortestDouble(mean[0]), ShortestDouble(mean[1]), ShortestDouble(mean[2])};
-  obj["std"] = {ShortestDouble(std[0]), ShortestDouble(std[1]), ShortestDouble(std[2])};
-  obj["channel_order"] = channel_order;
-  obj["output_layer"] = output_layer;
-  obj["pooling"] = pooling;
+  obj["std"] = {ShortestDouble(sd[0]), ShortestDouble(sd[1]), ShortestDouble(sd[2])};
+  obj["channel_order"] = str(preprocess.channel_order);
+  obj["output_layer"] = onnx.output_layer;
+  obj["pooling"] = str(output.pooling);
   // Only where it matters, so the cards of other models read as before.
-  if (pooling == "gem") obj["gem_p"] = ShortestDouble(gem_p);
+  if (output.pooling == Pooling::kGem) obj["gem_p"] = ShortestDouble(output.gem_p);
   obj["dimension"] = dimension;
-  obj["l2_normalize"] = l2_normalize;
+  obj["l2_normalize"] = output.l2_normalize;
   obj["max_batch"] = max_batch;
-  if (runtime == "sift-vlad") {
-    obj["max_keypoints"] = max_keypoints;
-    obj["intra_normalize"] = intra_normalize;
+  if (runtime == Runtime::kSiftVlad) {
+    obj["max_keypoints"] = sift_vlad.max_keypoints;
+    obj["intra_normalize"] = sift_vlad.intra_normalize;
   }
-  if (runtime == "kserve") {
-    obj["server_url"] = server_url;
-    obj["remote_model"] = remote_model;
-    obj["remote_version"] = remote_version;
-    obj["input_tensor"] = input_tensor;
-    obj["output_tensor"] = output_tensor;
-    obj["input_datatype"] = input_datatype;
-    obj["binary_data"] = binary_data;
-    obj["timeout_ms"] = timeout_ms;
+  if (runtime == Runtime::kKServe) {
+    obj["server_url"] = kserve.server_url;
+    obj["remote_model"] = kserve.remote_model;
+    obj["remote_version"] = kserve.remote_version;
+    obj["input_tensor"] = kserve.input_tensor;
+    obj["output_tensor"] = kserve.output_tensor;
+    obj["input_datatype"] = kserve.input_datatype;
+    obj["binary_data"] = kserve.binary_data;
+    obj["timeout_ms"] = kserve.timeout_ms;
   }
   // Replace rather than throw on invalid UTF-8 in a name typed by a user.
   return obj.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 Status ModelCard::Validate() const {
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("runtime", runtime, kRuntimes));
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("engine", engine, kEngines));
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("precision", precision, kPrecisions));
-  if (precision == "bf16" && runtime != "torchscript" && !(runtime == "onnx" && engine != "opencv")) {
-    return Status::InvalidArgument(
-        "model card: precision \"bf16\" needs runtime \"torchscript\" or an \"onnx\" model on "
-        "engine \"libtorch\" or \"auto\"");
-  }
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("crop", crop, kCrops));
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("interpolation", interpolation, kInterpolations));
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("channel_order", channel_order, kChannelOrders));
-  PIXSEEK_RETURN_IF_ERROR(CheckEnum("pooling", pooling, kPoolings));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("input_width", input_width, 1, kMaxInputSide));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("input_height", input_height, 1, kMaxInputSide));
-  PIXSEEK_RETURN_IF_ERROR(CheckRange("resize_shorter", resize_shorter, 1, kMaxInputSide));
-  if (crop == "center" && resize_shorter < std::max(input_width, input_height)) {
-    return Status::InvalidArgument(
-        "model card: resize_shorter (" + std::to_string(resize_shorter) +
-        ") must be at least the input size for crop \"center\" (" +
-        std::to_string(std::max(input_width, input_height)) + ")");
-  }
+  // Enumerations are valid by construction (FromJson parses them); what is
+  // left are their combinations, the ranges and the per-runtime sections.
+  PIXSEEK_RETURN_IF_ERROR(CheckPrecision(*this));
+  PIXSEEK_RETURN_IF_ERROR(ValidatePreprocess(preprocess));
   if (dimension <= 0) {
     return Status::InvalidArgument("model card: dimension must be > 0, got " +
                                    std::to_string(dimension));
   }
   PIXSEEK_RETURN_IF_ERROR(CheckRange("dimension", dimension, 1, kMaxDimension));
   PIXSEEK_RETURN_IF_ERROR(CheckRange("max_batch", max_batch, 1, kMaxBatch));
-  if (runtime == "sift-vlad") {
-    PIXSEEK_RETURN_IF_ERROR(CheckRange("max_keypoints", max_keypoints, 1, 1 << 20));
-    if (dimension % 128 != 0) {
-      return Status::InvalidArgument(
-          "model card: a sift-vlad dimension must be a multiple of 128 (clusters x 128), got " +
-          std::to_string(dimension));
-    }
-  }
-  if (runtime == "kserve") PIXSEEK_RETURN_IF_ERROR(ValidateKServeFields(*this));
-  if (!std::isfinite(gem_p) || gem_p < 0.1f || gem_p > 100.0f) {
+  if (runtime == Runtime::kSiftVlad) PIXSEEK_RETURN_IF_ERROR(ValidateSiftVlad(*this));
+  if (runtime == Runtime::kKServe) PIXSEEK_RETURN_IF_ERROR(ValidateKServeSection(kserve));
+  if (!std::isfinite(output.gem_p) || output.gem_p < 0.1f || output.gem_p > 100.0f) {
     return Status::InvalidArgument("model card: gem_p must be a number in 0.1..100");
   }
-  if (!std::isfinite(scale) || scale <= 0.0f) {
-    return Status::InvalidArgument("model card: scale must be a finite number > 0");
-  }
-  for (int c = 0; c < 3; ++c) {
-    if (!std::isfinite(mean[c])) {
-      return Status::InvalidArgument("model card: mean entries must be finite numbers");
-    }
-    if (!std::isfinite(std[c]) || std[c] <= 0.0f) {
-      return Status::InvalidArgument("model card: std entries must be > 0, got " +
-                                     std::to_string(std[c]) + " at index " +
-                                     std::to_string(c));
-    }
-  }
-  if (!sha256.empty() && !IsLowerHex64(sha256)) {
-    return Status::InvalidArgument("model card: sha256 must be 64 lower-case hex digits");
-  }
-  // The file lives beside the card: a bare file name, never a path.
-  if (!file.empty() && (file == "." || file == ".." || file.find('/') != std::string::npos ||
-                        file.find('\\') != std::string::npos ||
-                        file.find('\0') != std::string::npos)) {
-    return Status::InvalidArgument("model card: file must be a plain file name, got \"" + file +
-                                   "\"");
-  }
-  return Status::Ok();
+  PIXSEEK_RETURN_IF_ERROR(ValidateNormalisation(preprocess));
+  return ValidateFile(*this);
 }
 
 }  // namespace pixseek

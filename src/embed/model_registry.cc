@@ -38,20 +38,21 @@ constexpr char kCardFile[] = "card.json";
 ModelCard ImageNetOnnxCard(std::string name, std::string file, std::string sha256) {
   ModelCard card;
   card.name = std::move(name);
-  card.runtime = "onnx";
+  card.runtime = Runtime::kOnnx;
   card.file = std::move(file);
   card.sha256 = std::move(sha256);
-  card.input_width = 224;
-  card.input_height = 224;
-  card.resize_shorter = 256;
-  card.crop = "center";
-  card.interpolation = "bilinear";
-  card.scale = 1.0f / 255.0f;
-  card.mean = {0.485f, 0.456f, 0.406f};
-  card.std = {0.229f, 0.224f, 0.225f};
-  card.channel_order = "RGB";
-  card.pooling = "gap";
-  card.l2_normalize = true;
+  PreprocessSpec& pre = card.preprocess;
+  pre.input_width = 224;
+  pre.input_height = 224;
+  pre.resize_shorter = 256;
+  pre.crop = Crop::kCenter;
+  pre.interpolation = Interpolation::kBilinear;
+  pre.scale = 1.0f / 255.0f;
+  pre.mean = {0.485f, 0.456f, 0.406f};
+  pre.std = {0.229f, 0.224f, 0.225f};
+  pre.channel_order = ChannelOrder::kRgb;
+  card.output.pooling = Pooling::kGap;
+  card.output.l2_normalize = true;
   return card;
 }
 
@@ -62,10 +63,10 @@ ModelCard MobilenetCard() {
   // float is 4-6x faster than OpenCV DNN's int8 layers on AVX-512 (about 220
   // against 35-50 images/s on 2 cores) and as good (PACS photo mAP 0.870
   // against 0.866). OpenCV otherwise.
-  card.engine = "auto";
+  card.onnx.engine = Engine::kAuto;
   // The last feature map before the classifier. OpenCV 4.6 runs this layer
   // for any batch size, whereas the full net ("output") only for batch 1.
-  card.output_layer = "onnx_node!627_DequantizeLinear";
+  card.onnx.output_layer = "onnx_node!627_DequantizeLinear";
   card.dimension = 1280;
   // Fastest on both engines (2-core EPYC). OpenCV's int8 layers: 20 ms per
   // image at batch 1, 19 at 4, 25 at 16, 43 at 32. libtorch: 139 images/s at
@@ -83,8 +84,8 @@ ModelCard MobilenetCard() {
 ModelCard Resnet50Int8Card() {
   ModelCard card = ImageNetOnnxCard("resnet50-int8", "resnet50-v1-12-int8.onnx",
                                     "c234f30975989788b4405f25253275aae247ab6dbdd34aaa69ab0a59ff76f6d0");
-  card.engine = "libtorch";
-  card.output_layer = "resnetv17_pool1_fwd_quantized";
+  card.onnx.engine = Engine::kLibtorch;
+  card.onnx.output_layer = "resnetv17_pool1_fwd_quantized";
   card.dimension = 2048;
   card.max_batch = 8;
   return card;
@@ -95,20 +96,20 @@ ModelCard Resnet50Int8Card() {
 ModelCard SiftVladCard() {
   ModelCard card;
   card.name = "sift-vlad";
-  card.runtime = "sift-vlad";
+  card.runtime = Runtime::kSiftVlad;
   card.file = "sift-vlad-codebook.bin";
   // The grey image is shrunk to fit 512 x 512 before SIFT.
-  card.input_width = 512;
-  card.input_height = 512;
-  card.resize_shorter = 512;
-  card.crop = "none";
-  card.interpolation = "area";
-  card.pooling = "none";
+  card.preprocess.input_width = 512;
+  card.preprocess.input_height = 512;
+  card.preprocess.resize_shorter = 512;
+  card.preprocess.crop = Crop::kNone;
+  card.preprocess.interpolation = Interpolation::kArea;
+  card.output.pooling = Pooling::kNone;
   card.dimension = 64 * 128;  // k = 64 centroids of 128-d RootSIFT
-  card.l2_normalize = true;
+  card.output.l2_normalize = true;
   card.max_batch = 16;
-  card.max_keypoints = 1000;
-  card.intra_normalize = true;
+  card.sift_vlad.max_keypoints = 1000;
+  card.sift_vlad.intra_normalize = true;
   return card;
 }
 
@@ -325,7 +326,7 @@ Result<InstalledModel> ModelRegistry::Find(const std::string& name) const {
         installed.card.file == known.card.file) {
       const auto written = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
       ModelCard current = known.card;
-      if (written.contains("engine")) current.engine = installed.card.engine;
+      if (written.contains("engine")) current.onnx.engine = installed.card.onnx.engine;
       if (written.contains("precision")) current.precision = installed.card.precision;
       installed.card = std::move(current);
     }

@@ -1,6 +1,6 @@
-// PcaTransform (FAISS PCAMatrix learned on a collection, with optional
-// shrunk whitening), its checksummed file, and the Embedder wrapper that
-// applies it after any model. FAISS stays inside this file.
+// PcaTransform (learned on a collection by TrainPca, src/train), its
+// checksummed file, and the Embedder wrapper that applies it after any
+// model. FAISS (its LinearTransform applies the map) stays inside this file.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -93,63 +93,27 @@ class PcaEmbedder final : public Embedder {
 
 }  // namespace
 
-Result<PcaTransform> PcaTransform::Fit(std::span<const float> vectors, int input_dimension,
-                                       const PcaOptions& options) {
-  if (input_dimension < 1 || vectors.size() % static_cast<size_t>(input_dimension) != 0) {
-    return Status::InvalidArgument("PCA: the vectors do not hold whole rows of " +
-                                   std::to_string(input_dimension));
+Result<PcaTransform> PcaTransform::FromParameters(PcaParameters p) {
+  const int d_in = p.input_dimension;
+  const int d_out = p.options.dimension;
+  if (d_in < 1 || d_out < 1 || d_out > d_in ||
+      p.a.size() != static_cast<size_t>(d_out) * static_cast<size_t>(d_in) ||
+      p.b.size() != static_cast<size_t>(d_out) ||
+      p.eigenvalues.size() != static_cast<size_t>(d_out)) {
+    return Status::InvalidArgument("PCA: parameters of inconsistent sizes");
   }
-  const size_t n = vectors.size() / static_cast<size_t>(input_dimension);
-  const int d_out = options.dimension;
-  if (d_out < 1 || d_out > input_dimension) {
-    return Status::InvalidArgument("PCA dimension must be in 1.." + std::to_string(input_dimension) +
-                                   ", got " + std::to_string(d_out));
-  }
-  // n rows span at most n - 1 directions around their mean.
-  if (n <= static_cast<size_t>(d_out)) {
-    return Status::InvalidArgument("PCA to " + std::to_string(d_out) + " dimensions needs more than " +
-                                   std::to_string(d_out) + " images to learn from, got " +
-                                   std::to_string(n));
-  }
-  if (!(options.shrinkage >= 0.0f && options.shrinkage <= 1.0f)) {
-    return Status::InvalidArgument("PCA whitening shrinkage must be in 0..1");
-  }
-  auto impl = std::make_shared<Impl>(input_dimension, d_out);
-  impl->options = options;
-  impl->trained_on = n;
   try {
-    // Plain PCA (eigen_power 0); whitening is folded in below so that it can
-    // be shrunk, which FAISS's eigen_power alone cannot do.
-    faiss::PCAMatrix pca(input_dimension, d_out, /*eigen_power=*/0.0f, /*random_rotation=*/false);
-    pca.max_points_per_d = std::max<size_t>(pca.max_points_per_d, n / input_dimension + 1);
-    pca.train(static_cast<faiss::Index::idx_t>(n), vectors.data());
-    if (pca.A.size() != static_cast<size_t>(d_out) * input_dimension ||
-        pca.b.size() != static_cast<size_t>(d_out) || pca.eigenvalues.size() < static_cast<size_t>(d_out)) {
-      return Status::Internal("PCA (faiss): unexpected matrix sizes");
-    }
-    impl->eigenvalues.assign(pca.eigenvalues.begin(), pca.eigenvalues.begin() + d_out);
-    std::vector<float> a = pca.A;
-    std::vector<float> b = pca.b;
-    if (options.whiten) {
-      double mean = 0;
-      for (float e : impl->eigenvalues) mean += std::max(0.0f, e);
-      mean /= d_out;
-      const double s = options.shrinkage;
-      for (int i = 0; i < d_out; ++i) {
-        double lambda = (1.0 - s) * std::max(0.0f, impl->eigenvalues[i]) + s * mean;
-        lambda = std::max(lambda, 1e-6 * mean + 1e-30);  // a flat direction is not inflated
-        const float scale = static_cast<float>(1.0 / std::sqrt(lambda));
-        for (int j = 0; j < input_dimension; ++j) a[static_cast<size_t>(i) * input_dimension + j] *= scale;
-        b[i] *= scale;
-      }
-    }
-    impl->transform.A = std::move(a);
-    impl->transform.b = std::move(b);
+    auto impl = std::make_shared<Impl>(d_in, d_out);
+    impl->options = p.options;
+    impl->trained_on = p.trained_on;
+    impl->eigenvalues = std::move(p.eigenvalues);
+    impl->transform.A = std::move(p.a);
+    impl->transform.b = std::move(p.b);
     impl->transform.is_trained = true;
+    return PcaTransform(std::move(impl));
   } catch (const std::exception& e) {
-    return Status::Internal(std::string("PCA (faiss): ") + e.what());
+    return Status::Internal(std::string("PCA: ") + e.what());
   }
-  return PcaTransform(std::move(impl));
 }
 
 std::string PcaTransform::Serialize() const {

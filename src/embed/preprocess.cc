@@ -16,9 +16,12 @@ namespace {
 // Above this many pixels after the shorter-side resize, crop before resizing.
 constexpr int64_t kMaxResizedPixels = 16 << 20;
 
-int InterpolationFlag(const std::string& name) {
-  if (name == "area") return cv::INTER_AREA;
-  if (name == "bicubic") return cv::INTER_CUBIC;
+int InterpolationFlag(Interpolation interpolation) {
+  switch (interpolation) {
+    case Interpolation::kArea: return cv::INTER_AREA;
+    case Interpolation::kBicubic: return cv::INTER_CUBIC;
+    case Interpolation::kBilinear: break;
+  }
   return cv::INTER_LINEAR;
 }
 
@@ -42,38 +45,17 @@ Status CheckEmbedImage(const Image* image, size_t index) {
   return Status::Ok();
 }
 
-Status EmbedInBatches(Embedder& embedder, std::span<const Image* const> images, float* out,
-                      std::vector<float>& scratch) {
-  if (images.empty()) return Status::Ok();
-  if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
-  for (size_t i = 0; i < images.size(); ++i) {
-    PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(images[i], i));
-  }
-  const size_t per_image = embedder.preprocessed_size();
-  const size_t dim = static_cast<size_t>(embedder.dimension());
-  const size_t batch = static_cast<size_t>(std::max(1, embedder.card().max_batch));
-  for (size_t start = 0; start < images.size(); start += batch) {
-    const size_t n = std::min(batch, images.size() - start);
-    scratch.resize(n * per_image);
-    for (size_t i = 0; i < n; ++i) {
-      PIXSEEK_RETURN_IF_ERROR(embedder.Preprocess(*images[start + i], scratch.data() + i * per_image));
-    }
-    PIXSEEK_RETURN_IF_ERROR(embedder.EmbedPreprocessed(scratch.data(), n, out + start * dim));
-  }
-  return Status::Ok();
-}
-
-void PreprocessImage(const ModelCard& card, const Image& image, float* dst) {
+void PreprocessImage(const PreprocessSpec& spec, const Image& image, float* dst) {
   // Image is RGB interleaved with packed rows: wrap it without copying.
   // OpenCV only reads from it, so the const_cast is safe.
   cv::Mat src(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.rgb.data()));
-  const int iw = card.input_width;
-  const int ih = card.input_height;
-  const int interp = InterpolationFlag(card.interpolation);
+  const int iw = spec.input_width;
+  const int ih = spec.input_height;
+  const int interp = InterpolationFlag(spec.interpolation);
 
   cv::Mat resized;
   cv::Mat cropped;
-  if (card.crop == "none") {
+  if (spec.crop == Crop::kNone) {
     if (src.cols == iw && src.rows == ih) {
       cropped = src;
     } else {
@@ -83,7 +65,7 @@ void PreprocessImage(const ModelCard& card, const Image& image, float* dst) {
   } else {
     // Shorter side to resize_shorter, the other in proportion (truncated,
     // like torchvision's Resize), never below the crop size.
-    const int64_t s = card.resize_shorter;
+    const int64_t s = spec.resize_shorter;
     int rw, rh;
     if (src.cols <= src.rows) {
       rw = static_cast<int>(s);
@@ -117,14 +99,14 @@ void PreprocessImage(const ModelCard& card, const Image& image, float* dst) {
 
   cv::Mat channels[3];
   cv::split(cropped, channels);  // R, G, B
-  const bool bgr = card.channel_order == "BGR";
+  const bool bgr = spec.channel_order == ChannelOrder::kBgr;
   const size_t plane = static_cast<size_t>(iw) * ih;
   for (int c = 0; c < 3; ++c) {
     // Model channel c; mean[c] and std[c] are in the model's channel order.
     const cv::Mat& from = channels[bgr ? 2 - c : c];
     cv::Mat to(ih, iw, CV_32F, dst + c * plane);
-    const double alpha = static_cast<double>(card.scale) / card.std[c];
-    const double beta = -static_cast<double>(card.mean[c]) / card.std[c];
+    const double alpha = static_cast<double>(spec.scale) / spec.std[c];
+    const double beta = -static_cast<double>(spec.mean[c]) / spec.std[c];
     from.convertTo(to, CV_32F, alpha, beta);
   }
 }
@@ -146,7 +128,8 @@ Status PoolFeatures(const ModelCard& card, const float* data, std::span<const in
   }
   int64_t channels = 0;
   size_t spatial = 1;
-  if (card.pooling == "none") {
+  const Pooling pooling = card.output.pooling;
+  if (pooling == Pooling::kNone) {
     for (size_t d = 2; d < shape.size(); ++d) spatial *= static_cast<size_t>(shape[d]);
     if (spatial != 1) {
       return Status::InvalidArgument("pooling \"none\" needs an [N,D] output, got " +
@@ -155,7 +138,7 @@ Status PoolFeatures(const ModelCard& card, const float* data, std::span<const in
     channels = shape[1];
   } else {
     if (shape.size() != 4) {
-      return Status::InvalidArgument("pooling \"" + card.pooling +
+      return Status::InvalidArgument("pooling \"" + std::string(ToString(pooling)) +
                                      "\" needs an [N,C,H,W] output, got " + ShapeToString(shape));
     }
     channels = shape[1];
@@ -175,7 +158,7 @@ Status PoolFeatures(const ModelCard& card, const float* data, std::span<const in
     float* row = out + i * d;
     for (size_t c = 0; c < d; ++c) {
       const float* v = data + (i * d + c) * spatial;
-      if (card.pooling == "gmp") {
+      if (pooling == Pooling::kGmp) {
         row[c] = *std::max_element(v, v + spatial);
       } else {
         double sum = 0.0;
@@ -183,7 +166,7 @@ Status PoolFeatures(const ModelCard& card, const float* data, std::span<const in
         row[c] = static_cast<float>(sum / static_cast<double>(spatial));
       }
     }
-    if (card.l2_normalize) {
+    if (card.output.l2_normalize) {
       double norm = 0.0;
       for (size_t c = 0; c < d; ++c) norm += static_cast<double>(row[c]) * row[c];
       norm = std::sqrt(norm);

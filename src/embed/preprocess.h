@@ -21,25 +21,18 @@ namespace pixseek {
 // hold width * height * 3 bytes.
 Status CheckEmbedImage(const Image* image, size_t index);
 
-// Resizes and crops `image` as the card says and writes the normalised
-// channels, in the card's channel order, to three planes at `dst` (each
+// Resizes and crops `image` as `spec` says and writes the normalised
+// channels, in its channel order, to three planes at `dst` (each
 // input_height x input_width floats). `image` must have passed
 // CheckEmbedImage. May throw cv::Exception (callers catch at their boundary).
-void PreprocessImage(const ModelCard& card, const Image& image, float* dst);
-
-// Embedder::Embed for embedders that split preprocessing from the network
-// (preprocessed_size() > 0): checks every image, then preprocesses them
-// card().max_batch at a time into `scratch` and runs EmbedPreprocessed on
-// each batch. Serves the ONNX, TorchScript and KServe embedders alike.
-Status EmbedInBatches(Embedder& embedder, std::span<const Image* const> images, float* out,
-                      std::vector<float>& scratch);
+void PreprocessImage(const PreprocessSpec& spec, const Image& image, float* dst);
 
 // "[2,1280,7,7]".
 std::string ShapeToString(std::span<const int64_t> shape);
 
 // Pools a network output of `shape` ([N,C,H,W] for "gap"/"gmp", [N,D] or
 // [N,D,1,1] for "none") into N rows of card.dimension floats at `out`,
-// L2-normalised when the card says so. `data` holds the product of `shape`
+// L2-normalised when card.output says so. `data` holds the product of `shape`
 // floats, row-major. InvalidArgument names the shape when it does not fit
 // the card or the expected batch `n`.
 Status PoolFeatures(const ModelCard& card, const float* data, std::span<const int64_t> shape,

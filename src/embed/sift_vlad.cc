@@ -1,6 +1,7 @@
-// SIFT-VLAD: RootSIFT descriptors (OpenCV SIFT), a codebook learned by
-// k-means (FAISS) and the embedder that aggregates descriptors with VLAD.
-// OpenCV and FAISS stay inside this file; their exceptions become Status.
+// SIFT-VLAD: RootSIFT descriptors (OpenCV SIFT), the codebook file, and the
+// embedder that aggregates descriptors with VLAD over the codebook (learned
+// by k-means in src/train). OpenCV and FAISS stay inside this file; their
+// exceptions become Status.
 //
 // Vector of one image: each descriptor's residual to its nearest centroid is
 // summed per centroid (k blocks of 128), each block optionally L2-normalised
@@ -20,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
 #include <opencv2/core.hpp>
 #include <opencv2/features2d.hpp>
@@ -36,9 +36,8 @@ namespace {
 constexpr std::string_view kCodebookMagic = "PXVLAD01";
 
 // FAISS parallelises with OpenMP; on this project's small machines its
-// busy-waiting threads make k-means and the small searches here slower than
-// one thread (see src/index/pq.cc), and images are already processed in
-// parallel by the caller.
+// busy-waiting threads make the small searches here slower than one thread
+// (see src/index/pq.cc), and images are already processed in parallel.
 class ScopedOmpThreads {
  public:
   explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
@@ -59,8 +58,8 @@ void ExtractRootSift(const ModelCard& card, const Image& image, std::vector<floa
   cv::cvtColor(rgb, grey, cv::COLOR_RGB2GRAY);
   // Shrink to fit the card's box: SIFT's cost grows with the pixels while
   // the aggregated vector gains little from detail beyond ~512 pixels.
-  const double scale = std::min({1.0, static_cast<double>(card.input_width) / image.width,
-                                 static_cast<double>(card.input_height) / image.height});
+  const double scale = std::min({1.0, static_cast<double>(card.preprocess.input_width) / image.width,
+                                 static_cast<double>(card.preprocess.input_height) / image.height});
   if (scale < 1.0) {
     cv::Mat small;
     cv::resize(grey, small,
@@ -70,7 +69,7 @@ void ExtractRootSift(const ModelCard& card, const Image& image, std::vector<floa
     grey = small;
   }
   // nfeatures keeps the strongest keypoints by response.
-  cv::Ptr<cv::SIFT> sift = cv::SIFT::create(card.max_keypoints);
+  cv::Ptr<cv::SIFT> sift = cv::SIFT::create(card.sift_vlad.max_keypoints);
   std::vector<cv::KeyPoint> keypoints;
   cv::Mat desc;
   sift->detectAndCompute(grey, cv::noArray(), keypoints, desc);
@@ -79,14 +78,14 @@ void ExtractRootSift(const ModelCard& card, const Image& image, std::vector<floa
   desc.convertTo(desc, CV_32F);
   // nfeatures keeps ties at the cut-off: enforce the cap, strongest first
   // (stable, so the choice is repeatable).
-  if (desc.rows > card.max_keypoints) {
+  if (desc.rows > card.sift_vlad.max_keypoints) {
     std::vector<int> order(static_cast<size_t>(desc.rows));
     for (int i = 0; i < desc.rows; ++i) order[static_cast<size_t>(i)] = i;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
       return keypoints[static_cast<size_t>(a)].response > keypoints[static_cast<size_t>(b)].response;
     });
-    cv::Mat kept(card.max_keypoints, desc.cols, CV_32F);
-    for (int i = 0; i < card.max_keypoints; ++i) desc.row(order[static_cast<size_t>(i)]).copyTo(kept.row(i));
+    cv::Mat kept(card.sift_vlad.max_keypoints, desc.cols, CV_32F);
+    for (int i = 0; i < card.sift_vlad.max_keypoints; ++i) desc.row(order[static_cast<size_t>(i)]).copyTo(kept.row(i));
     desc = kept;
   }
   // RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, then square
@@ -179,7 +178,7 @@ class SiftVladEmbedder final : public Embedder {
       float* block = out + static_cast<size_t>(c) * kSiftDimension;
       for (int j = 0; j < kSiftDimension; ++j) block[j] += d[j] - centre[j];
     }
-    if (card_.intra_normalize) {
+    if (card_.sift_vlad.intra_normalize) {
       for (size_t b = 0; b < dim; b += kSiftDimension) L2Normalize(out + b, kSiftDimension);
     }
     for (size_t j = 0; j < dim; ++j) {
@@ -212,7 +211,7 @@ Result<std::string> ReadWholeFile(const std::filesystem::path& path) {
 
 }  // namespace
 
-bool LearnsPerCollection(const ModelCard& card) { return card.runtime == "sift-vlad"; }
+bool LearnsPerCollection(const ModelCard& card) { return card.runtime == Runtime::kSiftVlad; }
 
 Result<std::vector<float>> RootSiftDescriptors(const ModelCard& card, const Image& image) {
   PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(&image, 0));
@@ -227,43 +226,13 @@ Result<std::vector<float>> RootSiftDescriptors(const ModelCard& card, const Imag
   return out;
 }
 
-Result<std::string> TrainSiftVladCodebook(const ModelCard& card,
-                                          std::span<const float> descriptors, uint32_t seed) {
-  PIXSEEK_RETURN_IF_ERROR(card.Validate());
-  if (!LearnsPerCollection(card)) {
-    return Status::InvalidArgument("model card: runtime " + card.runtime + " has no codebook");
-  }
-  const int k = Clusters(card);
-  const size_t n = descriptors.size() / kSiftDimension;
-  if (descriptors.size() % kSiftDimension != 0) {
-    return Status::InvalidArgument("descriptors: size is not a multiple of 128");
-  }
-  if (n < static_cast<size_t>(k)) {
-    return Status::InvalidArgument(
-        "too few SIFT keypoints to learn a " + std::to_string(k) + "-word codebook: found " +
-        std::to_string(n) + " in the sample (the images are too small, too few or too plain)");
-  }
-  std::vector<float> centroids;
-  try {
-    ScopedOmpThreads one(1);
-    faiss::ClusteringParameters cp;
-    cp.seed = static_cast<int>(seed);
-    cp.niter = 20;
-    // FAISS samples k * 256 points itself; below 39 per centroid it would
-    // print a warning on stderr, which says nothing useful to a user here.
-    cp.min_points_per_centroid = 1;
-    faiss::Clustering clustering(kSiftDimension, k, cp);
-    faiss::IndexFlatL2 index(kSiftDimension);
-    clustering.train(static_cast<faiss::Index::idx_t>(n), descriptors.data(), index);
-    centroids = std::move(clustering.centroids);
-  } catch (const std::exception& e) {
-    return Status::Internal(std::string("k-means (faiss): ") + e.what());
-  }
+std::string SiftVladCodebook::Serialize() const {
   std::string payload;
-  const uint32_t header[2] = {static_cast<uint32_t>(k), static_cast<uint32_t>(kSiftDimension)};
+  const uint32_t header[2] = {static_cast<uint32_t>(clusters()),
+                              static_cast<uint32_t>(kSiftDimension)};
   payload.append(reinterpret_cast<const char*>(header), sizeof header);
   payload.append(reinterpret_cast<const char*>(centroids.data()),
-                 centroids.size() * sizeof(float));
+                 static_cast<size_t>(clusters()) * kSiftDimension * sizeof(float));
   return SealFile(kCodebookMagic, payload);
 }
 
@@ -277,7 +246,8 @@ Result<std::unique_ptr<Embedder>> OpenSiftVlad(const ModelCard& card, std::strin
                                                const std::string& what) {
   PIXSEEK_RETURN_IF_ERROR(card.Validate());
   if (!LearnsPerCollection(card)) {
-    return Status::InvalidArgument("model card: runtime " + card.runtime + " has no codebook");
+    return Status::InvalidArgument("model card: runtime " + std::string(ToString(card.runtime)) +
+                                   " has no codebook");
   }
   PIXSEEK_ASSIGN_OR_RETURN(std::string_view payload, UnsealFile(codebook, kCodebookMagic, what));
   uint32_t header[2];

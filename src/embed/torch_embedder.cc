@@ -1,5 +1,5 @@
 // The TorchScript embedder: any traced or scripted module run by libtorch on
-// the CPU, with the card's preprocessing (shared with ONNX, preprocess.h) and
+// the CPU, with the card's preprocessing (NetworkEmbedder, shared with ONNX) and
 // its pooling ("gap", "gmp", "gem", "cls", "mean_tokens", "none") done here in
 // torch. libtorch stays inside this file: every c10::Error is caught here and
 // becomes a Status. This file is the plugin pixseek_torch.so, loaded only when
@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
+#include "embed/network_embedder.h"
 #include "embed/onnx_to_torchscript.h"
 #include "embed/preprocess.h"
 
@@ -81,68 +82,21 @@ int DefaultThreads() { return static_cast<int>(std::max(1u, std::thread::hardwar
 
 // An Embedder backed by a torch::jit::Module in eval mode.
 //
-// Thread-safety: Embed and EmbedPreprocessed from one thread at a time (the
-// Embedder contract); Preprocess from any number of threads. Owns the module
-// and the input scratch buffer.
-class TorchEmbedder final : public Embedder {
+// Thread-safety: as NetworkEmbedder. Owns the module.
+class TorchEmbedder final : public NetworkEmbedder {
  public:
   TorchEmbedder(ModelCard card, torch::jit::Module module)
-      : card_(std::move(card)),
+      : NetworkEmbedder(std::move(card)),
         module_(std::move(module)),
-        bf16_(card_.precision == "bf16"),
+        bf16_(this->card().precision == Precision::kBf16),
         threads_(DefaultThreads()) {}
-
-  const ModelCard& card() const override { return card_; }
-
-  size_t preprocessed_size() const override {
-    return 3 * static_cast<size_t>(card_.input_width) * static_cast<size_t>(card_.input_height);
-  }
-
-  Status Preprocess(const Image& image, float* dst) const override {
-    PIXSEEK_RETURN_IF_ERROR(CheckEmbedImage(&image, 0));
-    try {
-      PreprocessImage(card_, image, dst);
-    } catch (const std::exception& e) {
-      return Status::Internal(std::string("preprocessing failed: ") + e.what());
-    }
-    return Status::Ok();
-  }
-
-  Status Embed(std::span<const Image* const> images, float* out) override {
-    return EmbedInBatches(*this, images, out, input_);
-  }
-
-  Status EmbedPreprocessed(const float* input, size_t n, float* out) override {
-    if (n == 0) return Status::Ok();
-    if (input == nullptr || out == nullptr) {
-      return Status::InvalidArgument("EmbedPreprocessed: null buffer");
-    }
-    const size_t batch = static_cast<size_t>(card_.max_batch);
-    for (size_t start = 0; start < n; start += batch) {
-      const size_t m = std::min(batch, n - start);
-      PIXSEEK_RETURN_IF_ERROR(Forward(input + start * preprocessed_size(), m,
-                                      out + start * static_cast<size_t>(card_.dimension)));
-    }
-    return Status::Ok();
-  }
 
   void SetThreads(int threads) override { threads_ = threads > 0 ? threads : DefaultThreads(); }
 
-  // Embeds a mid-grey image once: the module runs and its pooled output has
-  // card.dimension entries.
-  Status SelfCheck() {
-    Image dummy;
-    dummy.width = card_.input_width;
-    dummy.height = card_.input_height;
-    dummy.rgb.assign(static_cast<size_t>(dummy.width) * dummy.height * 3, 128);
-    std::vector<float> vec(static_cast<size_t>(card_.dimension));
-    const Image* ptr = &dummy;
-    return Embed(std::span<const Image* const>(&ptr, 1), vec.data());
-  }
-
  private:
   // One forward pass over n <= max_batch preprocessed images.
-  Status Forward(const float* input, size_t n, float* out) {
+  Status RunBatch(const float* input, size_t n, float* out) override {
+    const ModelCard& card = this->card();
     const int64_t batch = static_cast<int64_t>(n);
     try {
       // OpenMP's thread count is per calling thread, and callers (build
@@ -151,9 +105,9 @@ class TorchEmbedder final : public Embedder {
       // pass halved MobileNetV2's forward rate (208 -> 83 images/s).
       if (at::get_num_threads() != threads_) at::set_num_threads(threads_);
       c10::InferenceMode inference;
-      torch::Tensor x = torch::from_blob(const_cast<float*>(input),
-                                         {batch, 3, card_.input_height, card_.input_width},
-                                         torch::kFloat);
+      torch::Tensor x = torch::from_blob(
+          const_cast<float*>(input),
+          {batch, 3, card.preprocess.input_height, card.preprocess.input_width}, torch::kFloat);
       if (bf16_) x = x.to(torch::kBFloat16);
       std::vector<torch::jit::IValue> inputs{x};
       torch::jit::IValue result = module_.forward(inputs);
@@ -172,60 +126,61 @@ class TorchEmbedder final : public Embedder {
       y = y.to(torch::kFloat);
       PIXSEEK_ASSIGN_OR_RETURN(torch::Tensor pooled, Pool(y));
       pooled = pooled.contiguous();
-      if (pooled.size(1) != card_.dimension) {
+      if (pooled.size(1) != card.dimension) {
         return Status::InvalidArgument("model output " + ShapeOf(y) + " pooled with \"" +
-                                       card_.pooling + "\" has dimension " +
+                                       PoolingName() + "\" has dimension " +
                                        std::to_string(pooled.size(1)) +
                                        " but the card says dimension " +
-                                       std::to_string(card_.dimension));
+                                       std::to_string(card.dimension));
       }
-      const size_t d = static_cast<size_t>(card_.dimension);
+      const size_t d = static_cast<size_t>(card.dimension);
       std::memcpy(out, pooled.data_ptr<float>(), n * d * sizeof(float));
     } catch (const c10::Error& e) {
       return Status::Internal("TorchScript forward failed: " + TorchMessage(e));
     } catch (const std::exception& e) {
       return Status::Internal(std::string("TorchScript forward failed: ") + e.what());
     }
-    if (card_.l2_normalize) NormalizeRows(out, n);
+    if (card.output.l2_normalize) NormalizeRows(out, n);
     return Status::Ok();
   }
+
+  std::string PoolingName() const { return std::string(ToString(card().output.pooling)); }
 
   // The card's pooling of `y` into [N, D]; InvalidArgument when the output's
   // rank does not fit it.
   Result<torch::Tensor> Pool(const torch::Tensor& y) const {
-    const std::string& p = card_.pooling;
-    if (p == "none") {
+    const Pooling p = card().output.pooling;
+    const double gem_p = card().output.gem_p;
+    if (p == Pooling::kNone) {
       // [N,D], or [N,D,1,1] from a conv head.
       bool ok = y.dim() == 2;
       if (!ok && y.dim() > 2) ok = y.numel() == y.size(0) * y.size(1);
       if (!ok) return ShapeError("[N,D]", y);
       return y.flatten(1);
     }
-    if (p == "gap" || p == "gmp" || (p == "gem" && y.dim() == 4)) {
+    if (p == Pooling::kGap || p == Pooling::kGmp || (p == Pooling::kGem && y.dim() == 4)) {
       if (y.dim() != 4 || y.size(2) * y.size(3) == 0) return ShapeError("[N,C,H,W]", y);
-      if (p == "gap") return y.mean({2, 3});
-      if (p == "gmp") return y.amax({2, 3});
-      const double gem_p = card_.gem_p;
+      if (p == Pooling::kGap) return y.mean({2, 3});
+      if (p == Pooling::kGmp) return y.amax({2, 3});
       return y.clamp_min(kGemEps).pow(gem_p).mean({2, 3}).pow(1.0 / gem_p);
     }
     // Token poolings on [N,T,D], the class token first.
-    if (y.dim() != 3 || y.size(1) < (p == "cls" ? 1 : 2)) {
-      return ShapeError(p == "gem" ? "[N,C,H,W] or [N,T,D] (T >= 2)" : "[N,T,D]", y);
+    if (y.dim() != 3 || y.size(1) < (p == Pooling::kCls ? 1 : 2)) {
+      return ShapeError(p == Pooling::kGem ? "[N,C,H,W] or [N,T,D] (T >= 2)" : "[N,T,D]", y);
     }
-    if (p == "cls") return y.select(1, 0);
+    if (p == Pooling::kCls) return y.select(1, 0);
     torch::Tensor patches = y.slice(1, 1);
-    if (p == "mean_tokens") return patches.mean(1);
-    const double gem_p = card_.gem_p;
+    if (p == Pooling::kMeanTokens) return patches.mean(1);
     return patches.clamp_min(kGemEps).pow(gem_p).mean(1).pow(1.0 / gem_p);
   }
 
   Status ShapeError(const char* expected, const torch::Tensor& y) const {
-    return Status::InvalidArgument("pooling \"" + card_.pooling + "\" needs an " + expected +
+    return Status::InvalidArgument("pooling \"" + PoolingName() + "\" needs an " + expected +
                                    " output, got " + ShapeOf(y));
   }
 
   void NormalizeRows(float* out, size_t n) const {
-    const size_t d = static_cast<size_t>(card_.dimension);
+    const size_t d = static_cast<size_t>(card().dimension);
     for (size_t i = 0; i < n; ++i) {
       float* row = out + i * d;
       double norm = 0.0;
@@ -238,11 +193,9 @@ class TorchEmbedder final : public Embedder {
     }
   }
 
-  const ModelCard card_;
   torch::jit::Module module_;
-  const bool bf16_;           // the module's weights are bfloat16: so is the input
-  int threads_;               // intra-op threads of a forward pass
-  std::vector<float> input_;  // Embed's reused input batch
+  const bool bf16_;  // the module's weights are bfloat16: so is the input
+  int threads_;      // intra-op threads of a forward pass
 };
 
 // Whether the CPU computes in bfloat16 natively (AVX512_BF16 or AMX);
@@ -262,13 +215,13 @@ bool CpuHasBf16() {
 // The card's precision applied to `module` (whose weights become bfloat16
 // for "bf16"); the card as run, with "fp32" where the CPU lacks bf16.
 Result<ModelCard> ApplyPrecision(ModelCard card, torch::jit::Module& module) {
-  if (card.precision != "bf16") return card;
+  if (card.precision != Precision::kBf16) return card;
   if (!CpuHasBf16()) {
     std::fprintf(stderr,
                  "pixseek: warning: model '%s' asks for precision bf16, but this CPU has "
                  "neither AVX512_BF16 nor AMX; running it in fp32\n",
                  card.name.c_str());
-    card.precision = "fp32";
+    card.precision = Precision::kFp32;
     return card;
   }
   try {
@@ -319,9 +272,9 @@ Result<std::unique_ptr<Embedder>> OpenTorchScript(const ModelCard& card,
 Result<std::unique_ptr<Embedder>> OpenOnnxOnTorch(const ModelCard& card,
                                                   const std::filesystem::path& model_file) {
   PIXSEEK_ASSIGN_OR_RETURN(torch::jit::Module module,
-                           TranslateQuantizedOnnx(model_file, card.output_layer, /*channels_last=*/true));
+                           TranslateQuantizedOnnx(model_file, card.onnx.output_layer, /*channels_last=*/true));
   ModelCard resolved = card;
-  resolved.engine = "libtorch";
+  resolved.onnx.engine = Engine::kLibtorch;
   PIXSEEK_ASSIGN_OR_RETURN(resolved, ApplyPrecision(std::move(resolved), module));
   // Freezing makes the weights constants of the graph. (Not
   // optimize_for_inference: libtorch 1.13's oneDNN pass computes wrong

@@ -25,6 +25,7 @@
 #include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -516,42 +517,71 @@ class DiskIndexImpl final : public DiskIndex {
   }
 
   // Caller holds compaction_mu_.
-  Status CompactLocked() {
-    // 1. Freeze: new writes go to a new log and a new delta.
+  // What a compaction works from once writes have moved to a new log.
+  struct Freeze {
     std::shared_ptr<DeltaSegment> frozen;
-    std::vector<uint8_t> base_deleted;
-    uint64_t new_gen;
-    {
-      std::unique_lock lock(mu_);
-      const size_t changes = delta_->ids.size() + base_deleted_count_;
-      if (changes == 0) return Status::Ok();
-      if (locations_.size() < options_.min_base_vectors && base_ == nullptr) return Status::Ok();
-      new_gen = wal_generation_ + 1;
-      FlatLogVisitor none;
-      none.on_add = [](uint32_t, const uint8_t*, const uint8_t*) { return Status::Ok(); };
-      none.on_remove = [](uint32_t, const uint8_t*) { return Status::Ok(); };
-      PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<FlatLog> next,
-                               FlatLog::Open(WalPath(dir_, new_gen), dim_, none, false));
-      wal_ = std::move(next);
-      wal_generation_ = new_gen;
-      frozen_ = delta_;
-      delta_ = std::make_shared<DeltaSegment>(dim_, graph_params_);
-      for (auto& [id, loc] : locations_) {
-        if (loc.where == Location::kDelta) loc.where = Location::kFrozen;
-      }
-      frozen = frozen_;
-      base_deleted = base_deleted_;
-      removed_since_freeze_.clear();
-      compacting_.store(true);
-    }
+    std::vector<uint8_t> base_deleted;  // the base's tombstones at the freeze
+    uint64_t generation = 0;            // of the new log and the new base
+  };
+
+  // Compaction in three steps: freeze, build the new base from the live
+  // vectors, swap it in (the new manifest is the commit point). A failure
+  // after the freeze merges the frozen inserts back; their log stays, so
+  // nothing is lost either way.
+  Status CompactLocked() {
+    PIXSEEK_ASSIGN_OR_RETURN(std::optional<Freeze> freeze, FreezeChanges());
+    if (!freeze) return Status::Ok();
     struct Done {
       std::atomic<bool>* flag;
       ~Done() { flag->store(false); }
     } done{&compacting_};
+    const fs::path new_path = BasePath(dir_, freeze->generation);
+    auto built = BuildBase(*freeze, new_path);
+    if (!built.ok() || *built == nullptr) {
+      return AbandonCompaction(built.ok() ? Status::Ok() : built.status(), new_path);
+    }
+    PIXSEEK_RETURN_IF_ERROR(SwapInBase(std::move(*built), freeze->generation));
+    std::lock_guard<std::mutex> g(error_mu_);
+    last_compaction_error_.clear();
+    return Status::Ok();
+  }
 
-    // 2. The live vectors of the base and the frozen delta, to a scratch
-    // file (they need not fit in RAM), then the new base from it.
-    const fs::path scratch = dir_ / ("compact-" + std::to_string(new_gen) + ".fbin");
+  // 1. New writes go to a new log and a new delta; the old delta is frozen.
+  // Nothing (nullopt) when there are no changes, or too few vectors for a base.
+  Result<std::optional<Freeze>> FreezeChanges() {
+    std::unique_lock lock(mu_);
+    const size_t changes = delta_->ids.size() + base_deleted_count_;
+    if (changes == 0) return std::optional<Freeze>();
+    if (locations_.size() < options_.min_base_vectors && base_ == nullptr) {
+      return std::optional<Freeze>();
+    }
+    Freeze freeze;
+    freeze.generation = wal_generation_ + 1;
+    FlatLogVisitor none;
+    none.on_add = [](uint32_t, const uint8_t*, const uint8_t*) { return Status::Ok(); };
+    none.on_remove = [](uint32_t, const uint8_t*) { return Status::Ok(); };
+    PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<FlatLog> next,
+                             FlatLog::Open(WalPath(dir_, freeze.generation), dim_, none, false));
+    wal_ = std::move(next);
+    wal_generation_ = freeze.generation;
+    frozen_ = delta_;
+    delta_ = std::make_shared<DeltaSegment>(dim_, graph_params_);
+    for (auto& [id, loc] : locations_) {
+      if (loc.where == Location::kDelta) loc.where = Location::kFrozen;
+    }
+    freeze.frozen = frozen_;
+    freeze.base_deleted = base_deleted_;
+    removed_since_freeze_.clear();
+    compacting_.store(true);
+    return std::optional<Freeze>(std::move(freeze));
+  }
+
+  // 2. The live vectors of the base and the frozen delta go to a scratch file
+  // (they need not fit in RAM), and the new base is built from it at
+  // new_path and opened. Null when too few live vectors are left for a base:
+  // they stay in the delta, and only the deletions could have been dropped.
+  Result<std::shared_ptr<DiskGraph>> BuildBase(const Freeze& freeze, const fs::path& new_path) {
+    const fs::path scratch = dir_ / ("compact-" + std::to_string(freeze.generation) + ".fbin");
     struct RemoveScratch {
       fs::path p;
       ~RemoveScratch() {
@@ -560,100 +590,88 @@ class DiskIndexImpl final : public DiskIndex {
       }
     } remove_scratch{scratch};
     std::vector<int64_t> ids;
-    Status s = WriteLiveVectors(scratch, base_deleted, *frozen, &ids);
-    std::shared_ptr<DiskGraph> new_base;
-    const fs::path new_path = BasePath(dir_, new_gen);
-    if (s.ok() && ids.size() >= std::max<size_t>(256, options_.min_base_vectors)) {
-      auto source = FbinVectorSource::Open(scratch);
-      if (!source.ok()) {
-        s = source.status();
-      } else {
-        DiskBuildParams p;
-        p.graph = graph_params_;
-        auto storage = ParseStorage(options_.storage);
-        p.storage = storage.ok() ? *storage : VectorStorage::kFloat16;
-        p.pq_bytes = options_.pq_bytes;
-        p.ram_budget = RamBudget(ids.size());
-        p.build_ram_budget = options_.build_ram_budget;
-        s = BuildDiskGraph(**source, ids, new_path, p, nullptr, &cancel_);
-      }
-    } else if (s.ok()) {
-      // Too few live vectors for a base: they stay in the delta. Only the
-      // deletions can be dropped; nothing to do until the index grows.
-      s = Status::Ok();
-      ids.clear();
+    PIXSEEK_RETURN_IF_ERROR(WriteLiveVectors(scratch, freeze.base_deleted, *freeze.frozen, &ids));
+    if (ids.size() < std::max<size_t>(256, options_.min_base_vectors)) {
+      return std::shared_ptr<DiskGraph>();
     }
-    if (s.ok() && !ids.empty()) {
-      auto g = DiskGraph::Open(new_path);
-      s = g.ok() ? (*g)->FillCacheToBudget(RamBudget((*g)->size())) : g.status();
-      if (s.ok()) new_base = std::move(*g);
+    PIXSEEK_ASSIGN_OR_RETURN(auto source, FbinVectorSource::Open(scratch));
+    DiskBuildParams p;
+    p.graph = graph_params_;
+    auto storage = ParseStorage(options_.storage);
+    p.storage = storage.ok() ? *storage : VectorStorage::kFloat16;
+    p.pq_bytes = options_.pq_bytes;
+    p.ram_budget = RamBudget(ids.size());
+    p.build_ram_budget = options_.build_ram_budget;
+    PIXSEEK_RETURN_IF_ERROR(BuildDiskGraph(*source, ids, new_path, p, nullptr, &cancel_));
+    PIXSEEK_ASSIGN_OR_RETURN(auto graph, DiskGraph::Open(new_path));
+    PIXSEEK_RETURN_IF_ERROR(graph->FillCacheToBudget(RamBudget(graph->size())));
+    return std::shared_ptr<DiskGraph>(std::move(graph));
+  }
+
+  // Undoes a freeze: the frozen inserts return to the live delta's search
+  // set, the new base file goes. `cause` (OK when there was simply nothing to
+  // build) is kept for stats and returned.
+  Status AbandonCompaction(Status cause, const fs::path& new_path) {
+    std::unique_lock lock(mu_);
+    MergeFrozenBack();
+    std::error_code ec;
+    fs::remove(new_path, ec);
+    if (!cause.ok()) {
+      std::lock_guard<std::mutex> g(error_mu_);
+      last_compaction_error_ = cause.ToString();
     }
-    if (!s.ok() || new_base == nullptr) {
-      // Undo the freeze: the frozen inserts return to the live delta's
-      // search set. Their log stays, so nothing is lost either way.
-      std::unique_lock lock(mu_);
+    return cause;
+  }
+
+  // 3. Writes the new manifest (the commit point), then points every id at
+  // its new place and deletes the old base and logs.
+  Status SwapInBase(std::shared_ptr<DiskGraph> new_base, uint64_t new_gen) {
+    std::unique_lock lock(mu_);
+    Status w = WriteManifest(dir_, Manifest{dim_, new_gen, true});
+    if (!w.ok()) {
       MergeFrozenBack();
       std::error_code ec;
-      fs::remove(new_path, ec);
-      if (!s.ok()) {
-        std::lock_guard<std::mutex> g(error_mu_);
-        last_compaction_error_ = s.ToString();
-      }
-      return s;
+      fs::remove(BasePath(dir_, new_gen), ec);
+      return w;
     }
-
-    // 3. Swap: the new manifest is the commit point.
-    {
-      std::unique_lock lock(mu_);
-      Manifest m{dim_, new_gen, true};
-      Status w = WriteManifest(dir_, m);
-      if (!w.ok()) {
-        MergeFrozenBack();
-        std::error_code ec;
-        fs::remove(new_path, ec);
-        return w;
+    const uint64_t old_gen = base_generation_;
+    const bool had_base = base_ != nullptr;
+    base_ = std::move(new_base);
+    base_generation_ = new_gen;
+    base_deleted_.assign(base_->size(), 0);
+    base_deleted_count_ = 0;
+    for (auto it = locations_.begin(); it != locations_.end();) {
+      if (it->second.where != Location::kDelta) {
+        it = locations_.erase(it);
+      } else {
+        ++it;
       }
-      const uint64_t old_gen = base_generation_;
-      const bool had_base = base_ != nullptr;
-      base_ = new_base;
-      base_generation_ = new_gen;
-      base_deleted_.assign(base_->size(), 0);
-      base_deleted_count_ = 0;
-      for (auto it = locations_.begin(); it != locations_.end();) {
-        if (it->second.where != Location::kDelta) {
-          it = locations_.erase(it);
-        } else {
-          ++it;
-        }
-      }
-      for (uint32_t node = 0; node < base_->size(); ++node) {
-        locations_[base_->id(node)] = {Location::kBase, node};
-      }
-      // Deletes that happened while building apply to the new base.
-      for (int64_t id : removed_since_freeze_) {
-        const int64_t node = base_->FindNode(id);
-        if (node >= 0 && !base_deleted_[node]) {
-          base_deleted_[node] = 1;
-          ++base_deleted_count_;
-          locations_.erase(id);
-        }
-      }
-      // A delete and re-add of the same id while building: the delta's copy
-      // is the live one.
-      for (uint32_t node = 0; node < delta_->ids.size(); ++node) {
-        if (!delta_->deleted[node]) locations_[delta_->ids[node]] = {Location::kDelta, node};
-      }
-      removed_since_freeze_.clear();
-      frozen_.reset();
-      std::error_code ec;
-      if (had_base) fs::remove(BasePath(dir_, old_gen), ec);
-      for (uint64_t g : ListWals(dir_, 0)) {
-        if (g < new_gen) fs::remove(WalPath(dir_, g), ec);
-      }
-      (void)SyncDirectory(dir_);
     }
-    std::lock_guard<std::mutex> g(error_mu_);
-    last_compaction_error_.clear();
+    for (uint32_t node = 0; node < base_->size(); ++node) {
+      locations_[base_->id(node)] = {Location::kBase, node};
+    }
+    // Deletes that happened while building apply to the new base.
+    for (int64_t id : removed_since_freeze_) {
+      const int64_t node = base_->FindNode(id);
+      if (node >= 0 && !base_deleted_[node]) {
+        base_deleted_[node] = 1;
+        ++base_deleted_count_;
+        locations_.erase(id);
+      }
+    }
+    // A delete and re-add of the same id while building: the delta's copy
+    // is the live one.
+    for (uint32_t node = 0; node < delta_->ids.size(); ++node) {
+      if (!delta_->deleted[node]) locations_[delta_->ids[node]] = {Location::kDelta, node};
+    }
+    removed_since_freeze_.clear();
+    frozen_.reset();
+    std::error_code ec;
+    if (had_base) fs::remove(BasePath(dir_, old_gen), ec);
+    for (uint64_t g : ListWals(dir_, 0)) {
+      if (g < new_gen) fs::remove(WalPath(dir_, g), ec);
+    }
+    (void)SyncDirectory(dir_);
     return Status::Ok();
   }
 

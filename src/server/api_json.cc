@@ -48,13 +48,12 @@ nlohmann::json StatsJson(const DatabaseStats& stats) {
                       {"dimension", stats.dimension},
                       {"model", stats.model},
                       {"index_kind", stats.index_kind}};
-  if (stats.disk) {
-    const DiskIndexStats& d = *stats.disk;
-    j["index"] = {{"base_vectors", d.base_vectors},   {"base_deleted", d.base_deleted},
-                  {"delta_vectors", d.delta_vectors}, {"ram_bytes", d.ram_bytes},
-                  {"disk_bytes", d.disk_bytes},       {"generation", d.generation},
-                  {"compacting", d.compacting}};
-    if (!d.last_compaction_error.empty()) j["index"]["last_compaction_error"] = d.last_compaction_error;
+  if (!stats.index.empty()) {
+    nlohmann::json index = nlohmann::json::object();
+    for (const IndexStat& stat : stats.index) {
+      std::visit([&](const auto& v) { index[stat.name] = v; }, stat.value);
+    }
+    j["index"] = std::move(index);
   }
   return j;
 }
@@ -81,3 +80,13 @@ nlohmann::json BuildJobJson(const BuildJobStatus& job) {
 }
 
 }  // namespace pixseek::server
+
+namespace pixseek {
+
+std::string SearchResponseToJson(const QueryResponse& response) {
+  return server::SearchResponseJson(response).dump();
+}
+
+std::string StatsToJson(const DatabaseStats& stats) { return server::StatsJson(stats).dump(); }
+
+}  // namespace pixseek

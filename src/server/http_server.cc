@@ -6,6 +6,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -42,7 +43,6 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kDefaultTopK = 10;
-constexpr int64_t kMaxTopK = 1000;
 constexpr int64_t kDefaultListLimit = 100;
 constexpr int64_t kMaxListLimit = 500;
 constexpr size_t kMaxThumbnailBytes = 16u << 20;
@@ -98,23 +98,6 @@ void SetBody(Response& res, std::string body, const char* content_type) {
   res.set_content(std::move(body), content_type);
 }
 
-// Seconds a 503 asks clients to wait (ServerOptions::retry_after_s).
-// One value per process: the last server started sets it.
-std::atomic<int> g_retry_after_s{5};
-
-void ReplyJson(Response& res, int http_status, const json& body) {
-  res.status = http_status;
-  // A dependency that is down (MariaDB), a busy server or a shutdown: tell
-  // clients when to come back.
-  if (http_status == 503) res.set_header("Retry-After", std::to_string(g_retry_after_s.load()));
-  SetBody(res, server::DumpJson(body), kJson);
-}
-
-void ReplyError(Response& res, const Status& status) {
-  ReplyJson(res, HttpStatusFor(status.ok() ? StatusCode::kInternal : status.code()),
-            server::ErrorJson(status));
-}
-
 // A positive decimal id from a path segment. Non-numeric, signed, zero or
 // overflowing ids are InvalidArgument (400).
 Result<int64_t> ParseId(const std::string& text) {
@@ -157,10 +140,11 @@ Result<std::optional<float>> FloatParam(const Request& req, const char* name) {
   return std::optional<float>(value);
 }
 
-Result<QueryParams> SearchParams(const Request& req) {
+Result<QueryParams> QueryParamsFrom(const Request& req) {
   QueryParams params;
   PIXSEEK_ASSIGN_OR_RETURN(int64_t top_k,
-                           IntParam(req, "top_k", static_cast<int64_t>(kDefaultTopK), 1, kMaxTopK));
+                           IntParam(req, "top_k", static_cast<int64_t>(kDefaultTopK), 1,
+                                    static_cast<int64_t>(kMaxTopK)));
   params.top_k = static_cast<size_t>(top_k);
   PIXSEEK_ASSIGN_OR_RETURN(std::optional<float> min_score, FloatParam(req, "min_score"));
   if (min_score) params.min_score = *min_score;
@@ -220,6 +204,11 @@ struct HttpServer::Impl {
   void GetBuild(const Request& req, Response& res);
   void ListBuilds(const Request& req, Response& res);
 
+  // Answers `body` with `http_status`; a 503 also gets this server's
+  // Retry-After.
+  void ReplyJson(Response& res, int http_status, const json& body) const;
+  // Answers the error body of `status` with its HTTP status.
+  void ReplyError(Response& res, const Status& status) const;
   // Replies with a file's bytes, or an error.
   void ReplyFile(Response& res, const std::filesystem::path& path, size_t max_bytes,
                  std::string_view content_type);
@@ -250,6 +239,19 @@ struct HttpServer::Impl {
   bool finished = false;  // guarded by mu: listen_after_bind returned
 };
 
+void HttpServer::Impl::ReplyJson(Response& res, int http_status, const json& body) const {
+  res.status = http_status;
+  // A dependency that is down (MariaDB), a busy server or a shutdown: tell
+  // clients when to come back.
+  if (http_status == 503) res.set_header("Retry-After", std::to_string(options.retry_after_s));
+  SetBody(res, server::DumpJson(body), kJson);
+}
+
+void HttpServer::Impl::ReplyError(Response& res, const Status& status) const {
+  ReplyJson(res, HttpStatusFor(status.ok() ? StatusCode::kInternal : status.code()),
+            server::ErrorJson(status));
+}
+
 void HttpServer::Impl::InstallRoutes() {
   svr.set_payload_max_length(options.max_request_bytes);
   // httplib writes a response's headers and body in two send()s. With Nagle's
@@ -261,7 +263,6 @@ void HttpServer::Impl::InstallRoutes() {
   const int queue_limit = options.max_concurrent_requests > 0
                               ? options.max_concurrent_requests
                               : 4 * static_cast<int>(threads);
-  g_retry_after_s = options.retry_after_s;
   // httplib's API takes ownership of a raw pointer here.
   svr.new_task_queue = [this, threads, queue_limit] {
     auto* queue = new BoundedTaskQueue(threads, queue_limit);
@@ -301,7 +302,7 @@ void HttpServer::Impl::InstallRoutes() {
     return httplib::Server::HandlerResponse::Handled;
   }));
 
-  svr.set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
+  svr.set_exception_handler([this](const Request&, Response& res, std::exception_ptr ep) {
     std::string what = "unknown exception";
     try {
       if (ep) std::rethrow_exception(ep);
@@ -367,10 +368,10 @@ void HttpServer::Impl::InstallRoutes() {
     res.status = 200;
     SetBody(res, RenderMetrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
-  svr.Get("/healthz", [](const Request&, Response& res) {
+  svr.Get("/healthz", [this](const Request&, Response& res) {
     ReplyJson(res, 200, {{"status", "ok"}});
   });
-  svr.Get("/api/v1/openapi.json", [](const Request&, Response& res) {
+  svr.Get("/api/v1/openapi.json", [this](const Request&, Response& res) {
     const std::string_view doc = EmbeddedFile("openapi.json");
     if (doc.empty()) return ReplyError(res, Status::Internal("openapi.json is not embedded"));
     res.status = 200;
@@ -407,7 +408,7 @@ void HttpServer::Impl::InstallRoutes() {
 }
 
 void HttpServer::Impl::Search(const Request& req, Response& res) {
-  auto params = SearchParams(req);
+  auto params = QueryParamsFrom(req);
   if (!params.ok()) return ReplyError(res, params.status());
   QueryService query(db);
   Result<QueryResponse> response = Status::Internal("no search ran");
@@ -603,13 +604,19 @@ std::string HttpServer::Impl::RenderMetrics() {
   if (auto stats = db.Stats(); stats.ok()) {
     samples.push_back({"pixseek_images", "Searchable images.", "gauge",
                        static_cast<double>(stats->count)});
-    if (stats->disk) {
-      samples.push_back({"pixseek_index_ram_bytes", "RAM held by the disk index.", "gauge",
-                         static_cast<double>(stats->disk->ram_bytes)});
-      samples.push_back({"pixseek_index_disk_bytes", "Disk used by the disk index.", "gauge",
-                         static_cast<double>(stats->disk->disk_bytes)});
-      samples.push_back({"pixseek_index_delta_vectors", "Vectors not yet compacted.", "gauge",
-                         static_cast<double>(stats->disk->delta_vectors)});
+    // The index's numeric figures that have a metric.
+    static constexpr std::array<std::array<const char*, 3>, 3> kIndexMetrics = {{
+        {"ram_bytes", "pixseek_index_ram_bytes", "RAM held by the index."},
+        {"disk_bytes", "pixseek_index_disk_bytes", "Disk used by the index."},
+        {"delta_vectors", "pixseek_index_delta_vectors", "Vectors not yet compacted."},
+    }};
+    for (const IndexStat& stat : stats->index) {
+      const auto* value = std::get_if<int64_t>(&stat.value);
+      for (const auto& [name, metric, help] : kIndexMetrics) {
+        if (value != nullptr && stat.name == name) {
+          samples.push_back({metric, help, "gauge", static_cast<double>(*value)});
+        }
+      }
     }
   }
   return metrics.Render(samples);

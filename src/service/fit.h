@@ -1,6 +1,8 @@
 // The parts of a new database learned from its own images before it is
 // created (the SIFT-VLAD codebook, PCA), and opening them again for an
-// existing database, so that build, add, query and serve embed alike.
+// existing database, so that build, add, query and serve embed alike. The
+// learning itself is src/train's (train/train.h); this is the part that
+// knows the database: which files to sample, and the files it writes.
 #ifndef PIXSEEK_SERVICE_FIT_H_
 #define PIXSEEK_SERVICE_FIT_H_
 
@@ -45,8 +47,8 @@ struct FittedEmbedder {
 
 // Learns what `model` and inputs.pca need from a sample of inputs.root and
 // returns the embedder that applies it. Whitening is skipped (plain PCA, with a
-// note on stderr) when the sample has fewer than 10 images per output
-// dimension, where it was measured to hurt. FailedPrecondition when there is no
+// note on stderr) when the sample has fewer than kWhitenImagesPerDimension
+// (10) images per output dimension, where it was measured to hurt. FailedPrecondition when there is no
 // root or too little to learn from (the message says what to do).
 Result<FittedEmbedder> FitEmbedder(const InstalledModel& model, const FitInputs& inputs);
 

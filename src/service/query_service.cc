@@ -8,8 +8,6 @@
 namespace pixseek {
 namespace {
 
-constexpr size_t kMaxTopK = 1000;
-
 Status ValidateParams(const QueryParams& params) {
   if (params.top_k < 1 || params.top_k > kMaxTopK) {
     return Status::InvalidArgument("top_k must be between 1 and " + std::to_string(kMaxTopK));
@@ -54,6 +52,9 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   const std::string key = "search:" + db_.model_name() + ":" + digest + ":" +
                           std::to_string(params.top_k) + ":" + std::to_string(params.min_score);
   if (auto cached = db_.cache().Get(key)) return Join(DecodeHits(*cached), true, start);
+  // Read before searching: an upload or delete that clears the cache while
+  // this search runs makes its results stale, and then they are not stored.
+  const CacheGeneration generation = db_.cache().generation();
 
   // The results are stale or new; the query's feature may still be known.
   std::vector<float> feature(static_cast<size_t>(db_.dimension()));
@@ -68,7 +69,7 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
                             std::string(reinterpret_cast<const char*>(feature.data()), feature_bytes));
   }
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<SearchHit> hits, Nearest(feature, params));
-  db_.cache().Put(key, EncodeHits(hits));
+  db_.cache().PutIfCurrent(key, EncodeHits(hits), generation);
   return Join(hits, false, start);
 }
 
