@@ -193,6 +193,21 @@ TEST_P(DatabaseTest, RefusesWhatTheManifestFixed) {
   EXPECT_EQ(text, "{ not json");
 }
 
+// Two databases pointed at one metadata store would mix their rows: the
+// second is refused, the first keeps working.
+TEST_P(DatabaseTest, AStoreBelongsToOneDatabase) {
+  DatabaseOptions first = Options();
+  first.metadata_url = "sqlite://" + (tmp_.path() / "shared.db").string();
+  ASSERT_TRUE(Database::Open(first, true).ok());
+  DatabaseOptions second = first;
+  second.dir = tmp_.path() / "db2";
+  auto s = Database::Open(second, true).status();
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
+  EXPECT_NE(s.message().find("belongs to another database"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() / "db2" / "pixseek.json"));
+  EXPECT_TRUE(Database::Open(first, false).ok());
+}
+
 // A manifest written before the parameter table ("disk_params") still opens
 // with its recorded values.
 TEST_P(DatabaseTest, ReadsTheEarlierManifestKey) {

@@ -24,6 +24,13 @@
 namespace pixseek {
 namespace {
 
+// Stored images (the store has no count of its own: nothing else needs one).
+Result<int64_t> CountImages(const MetadataStore& store) {
+  auto ids = store.AllIds();
+  if (!ids.ok()) return ids.status();
+  return static_cast<int64_t>(ids->size());
+}
+
 namespace fs = std::filesystem;
 using pixseek::testing::MariadbServer;
 using pixseek::testing::TempDir;
@@ -120,7 +127,7 @@ TYPED_TEST_SUITE(MetadataStoreTest, Backends, BackendNames);
 TYPED_TEST(MetadataStoreTest, InsertGetRemove) {
   auto store = this->Open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(*store->Count(), 0);
+  EXPECT_EQ(*CountImages(*store), 0);
   ImageRecord r = MakeRecord(1);
   r.id = 999;  // ignored
   r.name = "ünïcödé naïve 🐈.jpg";
@@ -131,13 +138,13 @@ TYPED_TEST(MetadataStoreTest, InsertGetRemove) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->id, *id);
   ExpectSameRecord(*got, r);
-  EXPECT_EQ(*store->Count(), 1);
+  EXPECT_EQ(*CountImages(*store), 1);
 
   EXPECT_EQ(store->Get(*id + 1).status().code(), StatusCode::kNotFound);
   ASSERT_TRUE(store->Remove(*id).ok());
   EXPECT_EQ(store->Remove(*id).code(), StatusCode::kNotFound);
   EXPECT_EQ(store->Get(*id).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(*store->Count(), 0);
+  EXPECT_EQ(*CountImages(*store), 0);
 
   // A removed id is never handed out again.
   auto next = store->Insert(MakeRecord(2));
@@ -162,7 +169,7 @@ TYPED_TEST(MetadataStoreTest, DuplicatePathIsAlreadyExists) {
   auto dup = store->Insert(again);
   EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
   EXPECT_NE(dup.status().message().find(again.path), std::string::npos);
-  EXPECT_EQ(*store->Count(), 1);
+  EXPECT_EQ(*CountImages(*store), 1);
   // The same content under another path is fine.
   ImageRecord copy = MakeRecord(1);
   copy.path += ".copy";
@@ -182,17 +189,6 @@ TYPED_TEST(MetadataStoreTest, FindByPathAndSha256) {
   auto missing = store->FindByPath("/nope");
   ASSERT_TRUE(missing.ok());
   EXPECT_FALSE(missing->has_value());
-
-  auto by_hash = store->FindBySha256(MakeRecord(4).sha256);
-  ASSERT_TRUE(by_hash.ok() && by_hash->has_value());
-  EXPECT_EQ((*by_hash)->id, ids[4]);
-  EXPECT_FALSE(store->FindBySha256("ff")->has_value());
-
-  // Several records with one hash: the oldest.
-  ImageRecord copy = MakeRecord(4);
-  copy.path += ".copy";
-  ASSERT_TRUE(store->Insert(copy).ok());
-  EXPECT_EQ((*store->FindBySha256(copy.sha256))->id, ids[4]);
 }
 
 // Text is compared byte for byte, as SQLite does: case, trailing spaces
@@ -363,7 +359,7 @@ TYPED_TEST(MetadataStoreTest, ReopenKeepsEverything) {
   }
   auto store = this->Open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(*store->Count(), 8);
+  EXPECT_EQ(*CountImages(*store), 8);
   EXPECT_EQ(**store->GetSetting("model"), "mobilenet");
   auto r = store->Get(ids[7]);
   ASSERT_TRUE(r.ok());
@@ -396,13 +392,13 @@ TYPED_TEST(MetadataStoreTest, ConcurrentInserts) {
         ids[t].push_back(*id);
         auto got = store->Get(*id);
         if (!got.ok() || got->label != "t" + std::to_string(t)) ++failures;
-        if (!store->Count().ok()) ++failures;
+        if (!CountImages(*store).ok()) ++failures;
       }
     });
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
-  EXPECT_EQ(*store->Count(), kThreads * kPerThread);
+  EXPECT_EQ(*CountImages(*store), kThreads * kPerThread);
   std::set<int64_t> unique;
   for (const auto& v : ids) unique.insert(v.begin(), v.end());
   EXPECT_EQ(unique.size(), static_cast<size_t>(kThreads * kPerThread));
@@ -443,7 +439,7 @@ TEST(OpenMetadataStoreTest, MysqlUrl) {
     url.replace(0, url.find("://"), scheme);
     auto store = OpenMetadataStore(url);
     ASSERT_TRUE(store.ok()) << scheme << ": " << store.status().ToString();
-    EXPECT_TRUE((*store)->Count().ok());
+    EXPECT_TRUE(CountImages(**store).ok());
   }
 }
 
@@ -602,7 +598,7 @@ TEST_F(MysqlStoreTest, InvalidUtf8AndTooLongTextAreInvalidArgument) {
   long_label.label.pop_back();
   EXPECT_TRUE((*store)->Insert(long_label).ok());
   EXPECT_TRUE((*store)->Insert(MakeRecord(2)).ok());  // the connection is fine
-  EXPECT_EQ(*(*store)->Count(), 2);
+  EXPECT_EQ(*CountImages(**store), 2);
 }
 
 // Writes whose answer never comes: each waits for a lock that another
@@ -645,7 +641,7 @@ TEST_F(MysqlStoreTest, WritesWhoseAnswerWasLostAreNotRepeated) {
   ASSERT_EQ(blocker_error, "");
   EXPECT_TRUE(removed.ok()) << removed.ToString();
   EXPECT_EQ((*store)->Get(*first).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(*(*store)->Count(), 1);
+  EXPECT_EQ(*CountImages(**store), 1);
 }
 
 TEST_F(MysqlStoreTest, PoolRunsCallsInParallelAndIsBounded) {
@@ -663,7 +659,7 @@ TEST_F(MysqlStoreTest, PoolRunsCallsInParallelAndIsBounded) {
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 50; ++i) {
-        if (!(*store)->Count().ok()) ++failures;
+        if (!CountImages(**store).ok()) ++failures;
         if (!(*store)->Get(1).ok()) ++failures;
       }
     });
@@ -731,7 +727,7 @@ TEST(MysqlStoreFailureTest, ServerKilledAndRestarted) {
   const size_t before_down = acked_count();
   // While it is down, every kind of call answers Unavailable, quickly.
   auto start = std::chrono::steady_clock::now();
-  auto count = store.Count();
+  auto count = CountImages(store);
   auto get = store.Get(1);
   auto setting = store.GetSetting("model");
   Status remove = store.Remove(1);
@@ -768,7 +764,7 @@ TEST(MysqlStoreFailureTest, ServerKilledAndRestarted) {
   // Every acknowledged insert is there, as written. An insert in flight
   // when the server died may have committed without an answer: at most one
   // per writer beyond the acknowledged ones.
-  auto total = store.Count();
+  auto total = CountImages(store);
   ASSERT_TRUE(total.ok()) << total.status().ToString();
   EXPECT_GE(static_cast<size_t>(*total), acked.size());
   EXPECT_LE(static_cast<size_t>(*total), acked.size() + 4);
@@ -788,7 +784,7 @@ TEST(MysqlStoreFailureTest, ServerKilledAndRestarted) {
   server.Stop(SIGTERM);
   error = server.Start();
   ASSERT_TRUE(error.empty()) << error;
-  auto after = store.Count();
+  auto after = CountImages(store);
   ASSERT_TRUE(after.ok()) << after.status().ToString();
   EXPECT_EQ(*after, *total);
   auto id = store.Insert(MakeRecord(999999));

@@ -89,16 +89,29 @@ struct CardEnum<Pooling> {
                                                              "cls", "mean_tokens", "none"};
 };
 
+// One name per enumerator (checked against each enumeration's last one).
+static_assert(CardEnum<Runtime>::kNames.size() == size_t(Runtime::kSiftVlad) + 1);
+static_assert(CardEnum<Engine>::kNames.size() == size_t(Engine::kAuto) + 1);
+static_assert(CardEnum<Precision>::kNames.size() == size_t(Precision::kBf16) + 1);
+static_assert(CardEnum<Crop>::kNames.size() == size_t(Crop::kNone) + 1);
+static_assert(CardEnum<Interpolation>::kNames.size() == size_t(Interpolation::kBicubic) + 1);
+static_assert(CardEnum<ChannelOrder>::kNames.size() == size_t(ChannelOrder::kBgr) + 1);
+static_assert(CardEnum<Pooling>::kNames.size() == size_t(Pooling::kNone) + 1);
+
+// The enumerations above, which have a CardEnum entry.
+template <typename E>
+concept CardEnumeration = requires { CardEnum<E>::kNames; };
+
 // The name of `value` as card.json writes it ("onnx", "RGB", ...). The view
 // is of a string literal, so .data() is NUL-terminated.
-template <typename E>
+template <CardEnumeration E>
 constexpr std::string_view ToString(E value) {
   return CardEnum<E>::kNames[static_cast<size_t>(value)];
 }
 
 // The enumerator card.json calls `name`. InvalidArgument naming the field and
 // the allowed names otherwise.
-template <typename E>
+template <CardEnumeration E>
 Result<E> ParseCardEnum(std::string_view name) {
   const auto& names = CardEnum<E>::kNames;
   for (size_t i = 0; i < names.size(); ++i) {

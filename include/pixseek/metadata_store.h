@@ -48,10 +48,8 @@ class MetadataStore {
   // Records for the ids that exist, in the order of `ids`; unknown ids skipped.
   virtual Result<std::vector<ImageRecord>> GetMany(std::span<const int64_t> ids) const = 0;
   virtual Result<std::optional<ImageRecord>> FindByPath(const std::string& path) const = 0;
-  virtual Result<std::optional<ImageRecord>> FindBySha256(const std::string& sha256) const = 0;
   // NotFound for an unknown id.
   virtual Status Remove(int64_t id) = 0;
-  virtual Result<int64_t> Count() const = 0;
   virtual Result<std::vector<ImageRecord>> List(const ListOptions& options) const = 0;
   // Every id, ascending.
   virtual Result<std::vector<int64_t>> AllIds() const = 0;

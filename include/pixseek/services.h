@@ -109,6 +109,8 @@ inline constexpr size_t kMaxTopK = 1000;
 struct QueryParams {
   size_t top_k = 10;        // 1..kMaxTopK
   float min_score = -1.0f;  // hits below are dropped
+  // The index's per-query settings (search_list: 0 = the index's default).
+  SearchParams search;
 };
 
 struct QueryHit {

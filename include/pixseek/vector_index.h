@@ -28,6 +28,9 @@ struct SearchHit {
   float score = 0.0f;  // cosine similarity, in [-1, 1]
 };
 
+// The largest per-query search list accepted (SearchParams::search_list).
+inline constexpr int kMaxSearchList = 100000;
+
 // Per-query search settings; each 0 means the index's own default (an exact
 // index ignores them).
 struct SearchParams {

@@ -146,11 +146,12 @@ Result<PcaTransform> PcaTransform::Parse(std::string_view bytes, const std::stri
       p.size() != kFixed + (d_out + d_out * d_in + d_out) * sizeof(float)) {
     return Status::DataLoss(what + " has an inconsistent size");
   }
-  auto impl = std::make_shared<Impl>(static_cast<int>(d_in), static_cast<int>(d_out));
-  impl->options.dimension = static_cast<int>(d_out);
-  impl->options.whiten = header[2] != 0;
-  impl->options.shrinkage = shrinkage;
-  impl->trained_on = trained_on;
+  PcaParameters params;
+  params.options.dimension = static_cast<int>(d_out);
+  params.options.whiten = header[2] != 0;
+  params.options.shrinkage = shrinkage;
+  params.input_dimension = static_cast<int>(d_in);
+  params.trained_on = trained_on;
   const char* at = p.data() + kFixed;
   auto take = [&](std::vector<float>* v, size_t count) {
     v->resize(count);
@@ -158,20 +159,19 @@ Result<PcaTransform> PcaTransform::Parse(std::string_view bytes, const std::stri
     at += count * sizeof(float);
   };
   try {
-    take(&impl->eigenvalues, d_out);
-    take(&impl->transform.A, d_out * d_in);
-    take(&impl->transform.b, d_out);
-    impl->transform.is_trained = true;
+    take(&params.eigenvalues, d_out);
+    take(&params.a, d_out * d_in);
+    take(&params.b, d_out);
   } catch (const std::exception& e) {
     return Status::Internal(std::string("PCA: ") + e.what());
   }
   auto finite = [](const std::vector<float>& v) {
     return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
   };
-  if (!finite(impl->transform.A) || !finite(impl->transform.b)) {
+  if (!finite(params.a) || !finite(params.b)) {
     return Status::DataLoss(what + " holds a non-finite value");
   }
-  return PcaTransform(std::move(impl));
+  return FromParameters(std::move(params));
 }
 
 Result<PcaTransform> PcaTransform::Load(const std::filesystem::path& file) {

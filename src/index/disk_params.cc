@@ -33,7 +33,7 @@ const IndexParamSpec kSpecs[] = {
      "RAM for PQ codes and the node cache (0 = 10% of the raw vector bytes, at least 64 MiB)"},
     {"build_ram_budget", ParamType::kBytes, 0, kMaxBytes, false, {}, "0", ParamPhase::kOpen,
      kCompacting, "Peak RAM for building a disk graph; more data is built in shards (0 = 4 GiB)"},
-    {"search_list", ParamType::kInt, 0, 100000, false, {}, "0", ParamPhase::kOpen, kSearching,
+    {"search_list", ParamType::kInt, 0, kMaxSearchList, false, {}, "0", ParamPhase::kOpen, kSearching,
      "Search list L: larger finds more true neighbours, slower (0 = max(64, 2k))"},
     {"beam_width", ParamType::kInt, 1, 64, false, {}, "4", ParamPhase::kOpen, kSearching,
      "Node reads issued together per search step"},

@@ -6,7 +6,6 @@ std::string ThumbnailUrl(int64_t id) {
   return "/api/v1/images/" + std::to_string(id) + "/thumbnail";
 }
 
-std::string FileUrl(int64_t id) { return "/api/v1/images/" + std::to_string(id) + "/file"; }
 
 nlohmann::json RecordJson(const ImageRecord& record) {
   return {

@@ -15,9 +15,8 @@
 
 namespace pixseek::server {
 
-// "/api/v1/images/ID/thumbnail" and "/api/v1/images/ID/file".
+// "/api/v1/images/ID/thumbnail".
 std::string ThumbnailUrl(int64_t id);
-std::string FileUrl(int64_t id);
 
 // Image schema: {"id","path","name","thumbnail_url","metadata":{...}}.
 nlohmann::json RecordJson(const ImageRecord& record);

@@ -42,7 +42,6 @@ using httplib::Response;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kDefaultTopK = 10;
 constexpr int64_t kDefaultListLimit = 100;
 constexpr int64_t kMaxListLimit = 500;
 constexpr size_t kMaxThumbnailBytes = 16u << 20;
@@ -143,9 +142,12 @@ Result<std::optional<float>> FloatParam(const Request& req, const char* name) {
 Result<QueryParams> QueryParamsFrom(const Request& req) {
   QueryParams params;
   PIXSEEK_ASSIGN_OR_RETURN(int64_t top_k,
-                           IntParam(req, "top_k", static_cast<int64_t>(kDefaultTopK), 1,
+                           IntParam(req, "top_k", static_cast<int64_t>(params.top_k), 1,
                                     static_cast<int64_t>(kMaxTopK)));
   params.top_k = static_cast<size_t>(top_k);
+  PIXSEEK_ASSIGN_OR_RETURN(int64_t search_list,
+                           IntParam(req, "search_list", 0, 0, kMaxSearchList));
+  params.search.search_list = static_cast<int>(search_list);
   PIXSEEK_ASSIGN_OR_RETURN(std::optional<float> min_score, FloatParam(req, "min_score"));
   if (min_score) params.min_score = *min_score;
   return params;
@@ -188,7 +190,15 @@ struct HttpServer::Impl {
         guard(options),
         builds(database, {options.import_roots.begin(), options.import_roots.end()}) {}
 
+  // Sets up the server: transport (limits, queue, sockets), the error
+  // answers httplib produces itself, metrics and the request log, the API
+  // routes and the web app's files.
   void InstallRoutes();
+  void ConfigureTransport();
+  void InstallErrorHandlers();
+  void InstallObservers();
+  void InstallApiRoutes();
+  void InstallWebRoutes();
 
   // Route handlers. Each answers JSON (or the file/page it serves) and turns
   // every error into an error body via ReplyError.
@@ -253,6 +263,14 @@ void HttpServer::Impl::ReplyError(Response& res, const Status& status) const {
 }
 
 void HttpServer::Impl::InstallRoutes() {
+  ConfigureTransport();
+  InstallErrorHandlers();
+  InstallObservers();
+  InstallApiRoutes();
+  InstallWebRoutes();
+}
+
+void HttpServer::Impl::ConfigureTransport() {
   svr.set_payload_max_length(options.max_request_bytes);
   // httplib writes a response's headers and body in two send()s. With Nagle's
   // algorithm on, the body waits for the client to ACK the headers, and
@@ -281,7 +299,9 @@ void HttpServer::Impl::InstallRoutes() {
     tls_request_start = Clock::now();
     return httplib::Server::HandlerResponse::Unhandled;
   });
+}
 
+void HttpServer::Impl::InstallErrorHandlers() {
   // Called for every answer >= 400. Handlers write their own JSON errors;
   // this fills in the ones httplib produced itself (unknown route, body over
   // the limit, malformed request or multipart body).
@@ -312,7 +332,9 @@ void HttpServer::Impl::InstallRoutes() {
     }
     ReplyError(res, Status::Internal("unexpected error: " + what));
   });
+}
 
+void HttpServer::Impl::InstallObservers() {
   // Metrics are counted once the answer is ready and before it is written,
   // so that a client that has its answer finds it counted in /metrics (the
   // logger runs only after the write). The log line follows the write (never
@@ -346,7 +368,9 @@ void HttpServer::Impl::InstallRoutes() {
                    LoggablePath(req.path).c_str(), res.status, ms);
     }
   });
+}
 
+void HttpServer::Impl::InstallApiRoutes() {
   auto bind = [this](void (Impl::*handler)(const Request&, Response&)) {
     return [this, handler](const Request& req, Response& res) {
       if (Admit(req, res)) (this->*handler)(req, res);
@@ -377,6 +401,9 @@ void HttpServer::Impl::InstallRoutes() {
     res.status = 200;
     SetBody(res, std::string(doc), kJson);
   });
+}
+
+void HttpServer::Impl::InstallWebRoutes() {
   svr.Get("/", [this](const Request& req, Response& res) {
     if (!Admit(req, res)) return;
     const std::string_view page = EmbeddedFile("index.html");

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -110,6 +111,35 @@ Status CheckEmbedder(const DatabaseManifest& m, const InstalledModel& model, int
     return Status::FailedPrecondition("the installed model '" + m.model +
                                       "' is not the file this database was built with "
                                       "(sha256 differs); its vectors would not be comparable");
+  }
+  return Status::Ok();
+}
+
+// 128 random bits as hex: a database's identity.
+std::string RandomId() {
+  std::random_device random;
+  char hex[33];
+  for (int i = 0; i < 4; ++i) std::snprintf(hex + 8 * i, 9, "%08x", random());
+  return std::string(hex, 32);
+}
+
+// A metadata store records the database it belongs to when that is created
+// (model, dimension, its random id). Two databases pointed at one MariaDB
+// schema would mix their rows: the second is refused when it opens.
+Status CheckStoreOwner(const MetadataStore& store, const DatabaseManifest& m,
+                       const std::string& store_name) {
+  const std::pair<const char*, std::string> expected[] = {
+      {"model", m.model},
+      {"dimension", std::to_string(m.dimension)},
+      {"database_id", m.id}};
+  for (const auto& [key, value] : expected) {
+    PIXSEEK_ASSIGN_OR_RETURN(std::optional<std::string> recorded, store.GetSetting(key));
+    if (recorded && *recorded != value) {
+      return Status::FailedPrecondition(
+          "the metadata store " + store_name + " belongs to another database (its " + key +
+          " is " + *recorded + ", this database's is " + value +
+          "); give each pixseek database a store of its own");
+    }
   }
   return Status::Ok();
 }
@@ -253,6 +283,9 @@ Status Database::OpenIndexAndStores(Opening& o) {
   }
   PIXSEEK_ASSIGN_OR_RETURN(index_, OpenVectorIndex(o.index));
   PIXSEEK_ASSIGN_OR_RETURN(store_, OpenMetadataStore(MetadataUrl(options)));
+  if (o.exists) {
+    PIXSEEK_RETURN_IF_ERROR(CheckStoreOwner(*store_, o.manifest, RedactUrl(MetadataUrl(options))));
+  }
   PIXSEEK_ASSIGN_OR_RETURN(cache_, OpenCache(CacheUrl(options, "r"), options.cache_bytes));
   PIXSEEK_ASSIGN_OR_RETURN(feature_cache_,
                            OpenCache(CacheUrl(options, "f"), options.cache_bytes / 4));
@@ -266,9 +299,16 @@ Status Database::Create(Opening& o) {
   for (const auto& [name, bytes] : o.fitted_files) {
     PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(options_.dir / name, bytes));
   }
+  o.manifest.created_at = static_cast<int64_t>(std::time(nullptr));
+  o.manifest.id = RandomId();
+  // A store that records another database is not taken over.
+  if (Status owner = CheckStoreOwner(*store_, o.manifest, RedactUrl(MetadataUrl(options_)));
+      !owner.ok()) {
+    return Status(owner.code(), owner.message() + " (a new database needs an empty store)");
+  }
   PIXSEEK_RETURN_IF_ERROR(store_->SetSetting("model", o.manifest.model));
   PIXSEEK_RETURN_IF_ERROR(store_->SetSetting("dimension", std::to_string(o.manifest.dimension)));
-  o.manifest.created_at = static_cast<int64_t>(std::time(nullptr));
+  PIXSEEK_RETURN_IF_ERROR(store_->SetSetting("database_id", o.manifest.id));
   return WriteManifest(o.manifest_file, o.manifest);
 }
 

@@ -26,6 +26,7 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
     m.pca_whiten = j.value("pca_whiten", false);
     m.metadata_store = j.value("metadata_store", "sqlite");
     m.engine = j.value("engine", "");
+    m.id = j.value("id", "");
   } catch (const nlohmann::json::exception& e) {
     return damaged(e.what());
   }
@@ -58,6 +59,7 @@ Status WriteManifest(const std::filesystem::path& file, const DatabaseManifest& 
                       {"metadata_store", m.metadata_store}};
   if (!m.index_params.empty()) j["index_params"] = nlohmann::json::parse(m.index_params.ToJson());
   if (!m.engine.empty()) j["engine"] = m.engine;
+  if (!m.id.empty()) j["id"] = m.id;
   if (m.pca_dimension > 0) {
     j["pca_dimension"] = m.pca_dimension;
     j["pca_whiten"] = m.pca_whiten;

@@ -32,6 +32,9 @@ struct DatabaseManifest {
   // SQLite file, the default).
   std::string metadata_store = "sqlite";
   int64_t created_at = 0;
+  // A random identifier given at creation (absent in older databases); the
+  // metadata store records it too, so that no two databases share a store.
+  std::string id;
   // PCA learned at creation (pca.bin; 0 = none): dimension is its output.
   int pca_dimension = 0;
   bool pca_whiten = false;

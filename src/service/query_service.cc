@@ -15,6 +15,10 @@ Status ValidateParams(const QueryParams& params) {
   if (!(params.min_score >= -1.0f && params.min_score <= 1.0f)) {
     return Status::InvalidArgument("min_score must be between -1 and 1");
   }
+  if (params.search.search_list < 0 || params.search.search_list > kMaxSearchList) {
+    return Status::InvalidArgument("search_list must be between 0 and " +
+                                   std::to_string(kMaxSearchList));
+  }
   return Status::Ok();
 }
 
@@ -50,7 +54,8 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   if (bytes.empty()) return Status::InvalidArgument("empty file");
   const std::string digest = Sha256Hex(bytes);
   const std::string key = "search:" + db_.model_name() + ":" + digest + ":" +
-                          std::to_string(params.top_k) + ":" + std::to_string(params.min_score);
+                          std::to_string(params.top_k) + ":" + std::to_string(params.min_score) +
+                          ":" + std::to_string(params.search.search_list);
   if (auto cached = db_.cache().Get(key)) return Join(DecodeHits(*cached), true, start);
   // Read before searching: an upload or delete that clears the cache while
   // this search runs makes its results stale, and then they are not stored.
@@ -85,7 +90,8 @@ Result<QueryResponse> QueryService::SearchById(int64_t id, const QueryParams& pa
 Result<std::vector<SearchHit>> QueryService::Nearest(std::span<const float> query,
                                                      const QueryParams& params) {
   std::vector<std::vector<SearchHit>> results;
-  PIXSEEK_RETURN_IF_ERROR(db_.index().Search(1, query.data(), params.top_k, &results));
+  PIXSEEK_RETURN_IF_ERROR(
+      db_.index().Search(1, query.data(), params.top_k, params.search, &results));
   std::vector<SearchHit> hits;
   for (const auto& h : results[0]) {
     if (h.score >= params.min_score) hits.push_back(h);

@@ -578,9 +578,7 @@ constexpr const char* kGet = PIXSEEK_SELECT_IMAGES "WHERE id = ?";
 constexpr const char* kGetBatch = PIXSEEK_SELECT_IMAGES "WHERE id IN (" PIXSEEK_Q32 "?, ?, ?, ?)";
 constexpr const char* kFindByPath =
     PIXSEEK_SELECT_IMAGES "WHERE path_hash = UNHEX(SHA2(?, 256)) AND path = ?";
-constexpr const char* kFindBySha256 = PIXSEEK_SELECT_IMAGES "WHERE sha256 = ? ORDER BY id LIMIT 1";
 constexpr const char* kDelete = "DELETE FROM images WHERE id = ?";
-constexpr const char* kCount = "SELECT COUNT(*) FROM images";
 constexpr const char* kList = PIXSEEK_SELECT_IMAGES "WHERE id > ? ORDER BY id LIMIT ?";
 constexpr const char* kListLabel =
     PIXSEEK_SELECT_IMAGES "WHERE label = ? AND id > ? ORDER BY id LIMIT ?";
@@ -605,9 +603,9 @@ constexpr const char* kUnlock = "SELECT RELEASE_LOCK(CONCAT('pixseek_schema.', D
 #undef PIXSEEK_Q32
 #undef PIXSEEK_Q4
 #undef PIXSEEK_SELECT_IMAGES
-constexpr const char* kAllStatements[] = {kInsert,       kGet,    kGetBatch,   kFindByPath,
-                                          kFindBySha256, kDelete, kCount,      kList,
-                                          kListLabel,    kAllIds, kGetSetting, kSetSetting};
+constexpr const char* kAllStatements[] = {kInsert, kGet,       kGetBatch, kFindByPath,
+                                          kDelete, kList,      kListLabel, kAllIds,
+                                          kGetSetting, kSetSetting};
 
 ImageRecord ReadRecord(Row& row) {
   ImageRecord r;
@@ -746,15 +744,6 @@ class MysqlStore final : public MetadataStore {
     });
   }
 
-  Result<std::optional<ImageRecord>> FindBySha256(const std::string& sha256) const override {
-    return Call([&](Connection& c, bool) -> Result<std::optional<ImageRecord>> {
-      PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kFindBySha256, {Text(sha256)}),
-                                                    "cannot look up image " + sha256));
-      if (out.rows.empty()) return std::optional<ImageRecord>();
-      return std::optional<ImageRecord>(ReadRecord(out.rows[0]));
-    });
-  }
-
   Status Remove(int64_t id) override {
     return Call([&](Connection& c, bool retry_after_maybe_executed) -> Status {
       PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kDelete, {Int(id)}),
@@ -765,13 +754,6 @@ class MysqlStore final : public MetadataStore {
         return Status::NotFound("no image with id " + std::to_string(id));
       }
       return Status::Ok();
-    });
-  }
-
-  Result<int64_t> Count() const override {
-    return Call([&](Connection& c, bool) -> Result<int64_t> {
-      PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kCount, {}), "cannot count images"));
-      return out.rows.empty() ? int64_t{0} : out.rows[0][0].number;
     });
   }
 

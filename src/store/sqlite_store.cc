@@ -216,10 +216,6 @@ class SqliteStore final : public MetadataStore {
     return FindOne(kFindByPath, path);
   }
 
-  Result<std::optional<ImageRecord>> FindBySha256(const std::string& sha256) const override {
-    return FindOne(kFindBySha256, sha256);
-  }
-
   Status Remove(int64_t id) override {
     std::lock_guard lock(mu_);
     sqlite3_stmt* stmt;
@@ -232,16 +228,6 @@ class SqliteStore final : public MetadataStore {
       return Status::NotFound("no image with id " + std::to_string(id));
     }
     return Status::Ok();
-  }
-
-  Result<int64_t> Count() const override {
-    std::lock_guard lock(mu_);
-    sqlite3_stmt* stmt;
-    PIXSEEK_RETURN_IF_ERROR(Prepare(kCount, &stmt));
-    StatementScope scope(stmt);
-    int rc = sqlite3_step(stmt);
-    if (rc != SQLITE_ROW) return Error(rc, "cannot count images");
-    return sqlite3_column_int64(stmt, 0);
   }
 
   Result<std::vector<ImageRecord>> List(const ListOptions& options) const override {
@@ -310,10 +296,7 @@ class SqliteStore final : public MetadataStore {
       PIXSEEK_SELECT_IMAGES "WHERE id = ?1";
   static constexpr const char* kFindByPath =
       PIXSEEK_SELECT_IMAGES "WHERE path = ?1";
-  static constexpr const char* kFindBySha256 =
-      PIXSEEK_SELECT_IMAGES "WHERE sha256 = ?1 ORDER BY id LIMIT 1";
   static constexpr const char* kDelete = "DELETE FROM images WHERE id = ?1";
-  static constexpr const char* kCount = "SELECT COUNT(*) FROM images";
   static constexpr const char* kList =
       PIXSEEK_SELECT_IMAGES "WHERE id > ?1 ORDER BY id LIMIT ?2";
   static constexpr const char* kListLabel =
@@ -326,8 +309,8 @@ class SqliteStore final : public MetadataStore {
 
 #undef PIXSEEK_SELECT_IMAGES
   static constexpr const char* kAllStatements[] = {
-      kInsert, kGet,       kFindByPath, kFindBySha256, kDelete,    kCount,
-      kList,   kListLabel, kAllIds,     kGetSetting,   kSetSetting};
+      kInsert, kGet,       kFindByPath, kDelete,    kList,
+      kListLabel, kAllIds, kGetSetting, kSetSetting};
 
   Status Error(int rc, const std::string& what) const {
     return SqliteStatus(db_, rc, file_.string() + ": " + what);
