@@ -468,7 +468,8 @@ TEST(CliResumeTest, InterruptedBuildsResume) {
   auto wait_for_progress = [&](int more_than) {
     // Signal only once images are being stored: the build is past start-up
     // (its Ctrl-C handler is installed) and the signal lands mid-build.
-    for (int i = 0; i < 2000 && try_count() <= more_than; ++i) usleep(10000);
+    testing::WaitFor([&] { return try_count() > more_than; }, std::chrono::seconds(20),
+                     std::chrono::milliseconds(10));
   };
 
   // Ctrl-C: the build stops early, says so, and exits 130.

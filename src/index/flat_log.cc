@@ -184,13 +184,11 @@ FlatLog::~FlatLog() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path, int dimension,
-                                               const FlatLogVisitor& visitor, bool read_only) {
-  if (dimension <= 0 || dimension > kMaxDimension) {
-    return Status::InvalidArgument("index dimension must be in 1.." +
-                                   std::to_string(kMaxDimension) + ", got " +
-                                   std::to_string(dimension));
-  }
+namespace {
+
+// Opens the log file, creating it with its header when absent (and
+// writable), and locks it for a writer. Returns the descriptor.
+Result<int> OpenLogFile(const std::filesystem::path& path, int dimension, bool read_only) {
   int fd = ::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (fd < 0 && errno == ENOENT && read_only) {
     return Status::NotFound("no index file " + path.string());
@@ -213,19 +211,11 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
     }
     return ErrnoStatus("cannot lock index file", path);
   }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return ErrnoStatus("cannot stat index file", path);
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < kHeaderSize) {
-    return Status::DataLoss(path.string() + ": file too short for a flat index header (" +
-                            std::to_string(size) + " bytes)");
-  }
-  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (mapped == MAP_FAILED) return ErrnoStatus("cannot map index file", path);
-  auto mapping = std::make_unique<Mapping>(static_cast<const uint8_t*>(mapped), size);
-  const uint8_t* file = mapping->data();
-  ::madvise(mapped, size, MADV_SEQUENTIAL);
+  return closer.release();
+}
 
+// The header's magic, checksum, version and dimension.
+Status CheckHeader(const std::filesystem::path& path, const uint8_t* file, int dimension) {
   if (std::memcmp(file, kFileMagic, 8) != 0) {
     return Status::DataLoss(Where(path, 0) + ": bad magic, not a pixseek flat index");
   }
@@ -241,17 +231,48 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
     return Status::InvalidArgument("index file has dimension " + std::to_string(file_dimension) +
                                    ", database expects " + std::to_string(dimension));
   }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path, int dimension,
+                                               const FlatLogVisitor& visitor, bool read_only) {
+  if (dimension <= 0 || dimension > kMaxDimension) {
+    return Status::InvalidArgument("index dimension must be in 1.." +
+                                   std::to_string(kMaxDimension) + ", got " +
+                                   std::to_string(dimension));
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(int fd, OpenLogFile(path, dimension, read_only));
+  FdCloser closer(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("cannot stat index file", path);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < kHeaderSize) {
+    return Status::DataLoss(path.string() + ": file too short for a flat index header (" +
+                            std::to_string(size) + " bytes)");
+  }
+  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (mapped == MAP_FAILED) return ErrnoStatus("cannot map index file", path);
+  auto mapping = std::make_unique<Mapping>(static_cast<const uint8_t*>(mapped), size);
+  ::madvise(mapped, size, MADV_SEQUENTIAL);
+  PIXSEEK_RETURN_IF_ERROR(CheckHeader(path, mapping->data(), dimension));
 
   auto log = std::unique_ptr<FlatLog>(
       new FlatLog(path, dimension, closer.release(), size, read_only));
+  PIXSEEK_ASSIGN_OR_RETURN(uint64_t end, log->Replay(mapping->data(), size, visitor));
+  mapping.reset();
+  if (end < size) PIXSEEK_RETURN_IF_ERROR(log->DropTornTail(end, size));
+  return log;
+}
+
+Result<uint64_t> FlatLog::Replay(const uint8_t* file, uint64_t size,
+                                 const FlatLogVisitor& visitor) {
+  const std::filesystem::path& path = path_;
   uint64_t off = kHeaderSize;
-  bool torn = false;
   while (off < size) {
     const uint64_t rest = size - off;
-    if (rest < kRecordPrefix) {
-      torn = true;
-      break;
-    }
+    if (rest < kRecordPrefix) return off;
     const uint8_t* rec = file + off;
     if (GetU32(rec) != kRecordMagic) {
       return Status::DataLoss(Where(path, off) + ": bad record magic");
@@ -261,51 +282,50 @@ Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path
       return Status::DataLoss(Where(path, off) + ": unknown record type " + std::to_string(op));
     }
     const uint32_t count = GetU32(rec + 5);
-    const uint64_t rec_size = RecordSize(op, count, dimension);
+    const uint64_t rec_size = RecordSize(op, count, dimension_);
     if (rec_size > rest) {
-      if (ValidRecordFollows(file, off + 1, size, dimension)) {
+      if (ValidRecordFollows(file, off + 1, size, dimension_)) {
         return Status::DataLoss(Where(path, off) + ": record length runs past the end of the " +
                                 "file but valid records follow (damaged length field)");
       }
-      torn = true;
-      break;
+      return off;
     }
     const uint32_t crc = Crc32(0, rec + 4, rec_size - 4 - kRecordTrailer);
     if (crc != GetU32(rec + rec_size - kRecordTrailer)) {
-      if (off + rec_size == size) {  // the last record: a write cut short by a crash
-        torn = true;
-        break;
-      }
+      // The last record: a write cut short by a crash.
+      if (off + rec_size == size) return off;
       return Status::DataLoss(Where(path, off) + ": record checksum mismatch");
     }
     const uint8_t* ids = rec + kRecordPrefix;
     Status s;
     if (op == kOpAdd) {
       s = visitor.on_add(count, ids, ids + 8 * static_cast<uint64_t>(count));
-      log->logged_adds_ += count;
+      logged_adds_ += count;
     } else {
       s = visitor.on_remove(count, ids);
-      log->logged_removes_ += count;
+      logged_removes_ += count;
     }
     if (!s.ok()) return s.WithContext(Where(path, off));
     off += rec_size;
   }
-  mapping.reset();
+  return off;
+}
 
-  if (torn && read_only) {
-    log->file_size_ = off;  // a writer may be appending this record right now
-  } else if (torn) {
-    std::fprintf(stderr,
-                 "pixseek: %s: dropping a torn record at offset %llu (%llu bytes; the write was "
-                 "interrupted by a crash and never acknowledged)\n",
-                 path.c_str(), static_cast<unsigned long long>(off),
-                 static_cast<unsigned long long>(size - off));
-    if (::ftruncate(log->fd_, static_cast<off_t>(off)) != 0 || ::fdatasync(log->fd_) != 0) {
-      return ErrnoStatus("cannot truncate torn record of", path);
-    }
-    log->file_size_ = off;
+Status FlatLog::DropTornTail(uint64_t end, uint64_t size) {
+  if (read_only_) {
+    file_size_ = end;  // a writer may be appending this record right now
+    return Status::Ok();
   }
-  return log;
+  std::fprintf(stderr,
+               "pixseek: %s: dropping a torn record at offset %llu (%llu bytes; the write was "
+               "interrupted by a crash and never acknowledged)\n",
+               path_.c_str(), static_cast<unsigned long long>(end),
+               static_cast<unsigned long long>(size - end));
+  if (::ftruncate(fd_, static_cast<off_t>(end)) != 0 || ::fdatasync(fd_) != 0) {
+    return ErrnoStatus("cannot truncate torn record of", path_);
+  }
+  file_size_ = end;
+  return Status::Ok();
 }
 
 Status FlatLog::Append(uint8_t op, size_t n, const int64_t* ids, const float* vectors) {

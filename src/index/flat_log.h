@@ -71,6 +71,13 @@ class FlatLog {
   FlatLog(std::filesystem::path path, int dimension, int fd, uint64_t file_size, bool read_only);
 
   Status Append(uint8_t op, size_t n, const int64_t* ids, const float* vectors);
+  // Hands every whole record of the mapped file (size bytes) to `visitor`
+  // and returns the offset where the valid records end: `size`, or the start
+  // of a torn last record. DataLoss for damage anywhere else.
+  Result<uint64_t> Replay(const uint8_t* file, uint64_t size, const FlatLogVisitor& visitor);
+  // Cuts a torn last record from `end` off the file (a writer), or only
+  // stops before it (a reader: a writer may be appending it right now).
+  Status DropTornTail(uint64_t end, uint64_t size);
 
   const std::filesystem::path path_;
   const int dimension_;
