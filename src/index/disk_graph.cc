@@ -306,6 +306,73 @@ class DiskGraph::Searcher {
   std::vector<Slot> slots_;
 };
 
+namespace {
+
+Status Damaged(const std::filesystem::path& path, const std::string& what) {
+  return Status::DataLoss("disk index " + path.string() + " is damaged: " + what);
+}
+
+// Reads and checks the header: magic, version, checksum, size, field ranges
+// and the node layout they imply.
+Result<disk::Header> ReadHeader(int fd, const std::filesystem::path& path, uint64_t file_size) {
+  if (file_size < disk::kSector) return Damaged(path, "shorter than its header");
+  disk::Header h;
+  std::vector<uint8_t> sector(disk::kSector);
+  PIXSEEK_RETURN_IF_ERROR(ReadFullAt(fd, sector.data(), sector.size(), 0, path));
+  std::memcpy(&h, sector.data(), sizeof(h));
+  if (std::memcmp(h.magic, disk::kMagic, 8) != 0) {
+    return Damaged(path, "not a pixseek disk index (bad magic)");
+  }
+  if (h.version != disk::kVersion) {
+    return Status::FailedPrecondition("disk index " + path.string() + " has format version " +
+                                      std::to_string(h.version) + "; this pixseek reads version " +
+                                      std::to_string(disk::kVersion));
+  }
+  if (XXH3_64bits(&h, offsetof(disk::Header, header_hash)) != h.header_hash) {
+    return Damaged(path, "header checksum mismatch");
+  }
+  if (h.file_bytes != file_size) {
+    return Damaged(path, "the header promises " + std::to_string(h.file_bytes) +
+                             " bytes, the file has " + std::to_string(file_size) +
+                             " (truncated?)");
+  }
+  if (h.dim < 1 || h.dim > kMaxDim || h.max_degree < 1 || h.max_degree > kMaxDegree ||
+      h.storage > 2 || h.n < 1 || h.n >= UINT32_MAX || h.entry_node >= h.n || h.pq_bytes < 1 ||
+      h.dim % h.pq_bytes != 0) {
+    return Damaged(path, "header fields out of range");
+  }
+  const auto storage = static_cast<VectorStorage>(h.storage);
+  const disk::NodeLayout layout = disk::NodeLayout::Make(storage, h.dim, h.max_degree);
+  if (layout.node_bytes != h.node_bytes || layout.nodes_per_block != h.nodes_per_block ||
+      layout.sectors_per_block != h.sectors_per_block || layout.blocks(h.n) != h.num_blocks ||
+      h.blocks_offset != disk::kSector) {
+    return Damaged(path, "node layout disagrees with the header");
+  }
+  if (h.blocks_offset + h.num_blocks * layout.block_bytes() > h.file_bytes) {
+    return Damaged(path, "node blocks run past the end of the file");
+  }
+  return h;
+}
+
+// One section of the file into `out`, bounds and hash checked
+// (expected_bytes 0 = any size).
+Status ReadSection(int fd, const std::filesystem::path& path, const disk::Header& h,
+                   const disk::Section& s, uint64_t expected_bytes, const char* what,
+                   std::vector<uint8_t>* out) {
+  if ((expected_bytes != 0 && s.bytes != expected_bytes) || s.offset < disk::kSector ||
+      s.offset > h.file_bytes || s.bytes > h.file_bytes - s.offset) {
+    return Damaged(path, std::string(what) + " section out of bounds");
+  }
+  out->resize(s.bytes);
+  PIXSEEK_RETURN_IF_ERROR(ReadFullAt(fd, out->data(), s.bytes, s.offset, path));
+  if (XXH3_64bits(out->data(), out->size()) != s.hash) {
+    return Damaged(path, std::string(what) + " checksum mismatch");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<DiskGraph>> DiskGraph::Open(const std::filesystem::path& path,
                                                    const DiskGraphOptions& options) {
   std::unique_ptr<DiskGraph> g(new DiskGraph());
@@ -318,53 +385,8 @@ Result<std::unique_ptr<DiskGraph>> DiskGraph::Open(const std::filesystem::path& 
   }
   struct stat st {};
   if (::fstat(g->fd_, &st) != 0) return Status::Internal("cannot stat " + name);
-  auto damaged = [&](const std::string& what) {
-    return Status::DataLoss("disk index " + name + " is damaged: " + what);
-  };
-  if (uint64_t(st.st_size) < disk::kSector) return damaged("shorter than its header");
-
-  disk::Header h;
-  std::vector<uint8_t> sector(disk::kSector);
-  PIXSEEK_RETURN_IF_ERROR(ReadFullAt(g->fd_, sector.data(), sector.size(), 0, path));
-  std::memcpy(&h, sector.data(), sizeof(h));
-  if (std::memcmp(h.magic, disk::kMagic, 8) != 0) return damaged("not a pixseek disk index (bad magic)");
-  if (h.version != disk::kVersion) {
-    return Status::FailedPrecondition("disk index " + name + " has format version " +
-                                      std::to_string(h.version) + "; this pixseek reads version " +
-                                      std::to_string(disk::kVersion));
-  }
-  if (XXH3_64bits(&h, offsetof(disk::Header, header_hash)) != h.header_hash) {
-    return damaged("header checksum mismatch");
-  }
-  if (h.file_bytes != uint64_t(st.st_size)) {
-    return damaged("the header promises " + std::to_string(h.file_bytes) + " bytes, the file has " +
-                   std::to_string(st.st_size) + " (truncated?)");
-  }
-  if (h.dim < 1 || h.dim > kMaxDim || h.max_degree < 1 || h.max_degree > kMaxDegree ||
-      h.storage > 2 || h.n < 1 || h.n >= UINT32_MAX || h.entry_node >= h.n || h.pq_bytes < 1 ||
-      h.dim % h.pq_bytes != 0) {
-    return damaged("header fields out of range");
-  }
+  PIXSEEK_ASSIGN_OR_RETURN(disk::Header h, ReadHeader(g->fd_, path, uint64_t(st.st_size)));
   const auto storage = static_cast<VectorStorage>(h.storage);
-  const disk::NodeLayout layout = disk::NodeLayout::Make(storage, h.dim, h.max_degree);
-  if (layout.node_bytes != h.node_bytes || layout.nodes_per_block != h.nodes_per_block ||
-      layout.sectors_per_block != h.sectors_per_block || layout.blocks(h.n) != h.num_blocks ||
-      h.blocks_offset != disk::kSector) {
-    return damaged("node layout disagrees with the header");
-  }
-  auto read_section = [&](const disk::Section& s, uint64_t expected_bytes, const char* what,
-                          std::vector<uint8_t>* out) -> Status {
-    if ((expected_bytes != 0 && s.bytes != expected_bytes) || s.offset < disk::kSector ||
-        s.offset > h.file_bytes || s.bytes > h.file_bytes - s.offset) {
-      return damaged(std::string(what) + " section out of bounds");
-    }
-    out->resize(s.bytes);
-    PIXSEEK_RETURN_IF_ERROR(ReadFullAt(g->fd_, out->data(), s.bytes, s.offset, path));
-    if (XXH3_64bits(out->data(), out->size()) != s.hash) {
-      return damaged(std::string(what) + " checksum mismatch");
-    }
-    return Status::Ok();
-  };
   g->n_ = h.n;
   g->dim_ = static_cast<int>(h.dim);
   g->max_degree_ = static_cast<int>(h.max_degree);
@@ -372,43 +394,42 @@ Result<std::unique_ptr<DiskGraph>> DiskGraph::Open(const std::filesystem::path& 
   g->entry_ = h.entry_node;
   g->node_bytes_ = h.node_bytes;
   g->nodes_per_block_ = h.nodes_per_block;
-  g->block_bytes_ = static_cast<uint32_t>(layout.block_bytes());
+  g->block_bytes_ =
+      static_cast<uint32_t>(disk::NodeLayout::Make(storage, h.dim, h.max_degree).block_bytes());
   g->blocks_offset_ = h.blocks_offset;
   g->file_bytes_ = h.file_bytes;
-  if (h.blocks_offset + h.num_blocks * layout.block_bytes() > h.file_bytes) {
-    return damaged("node blocks run past the end of the file");
-  }
-  {
-    std::vector<uint8_t> bytes;
-    PIXSEEK_RETURN_IF_ERROR(read_section(h.pq, 0, "PQ codebook", &bytes));
-    auto pq = ProductQuantizer::Load(bytes);
-    if (!pq.ok()) return damaged(pq.status().message());
-    if (pq->dim() != g->dim_ || pq->m() != int(h.pq_bytes)) return damaged("PQ codebook shape");
-    g->pq_ = std::make_unique<ProductQuantizer>(std::move(*pq));
-  }
-  PIXSEEK_RETURN_IF_ERROR(read_section(h.codes, h.n * h.pq_bytes, "PQ codes", &g->codes_));
-  {
-    std::vector<uint8_t> bytes;
-    PIXSEEK_RETURN_IF_ERROR(read_section(h.ids, h.n * 8, "ids", &bytes));
-    g->ids_.resize(h.n);
-    std::memcpy(g->ids_.data(), bytes.data(), bytes.size());
-    PIXSEEK_RETURN_IF_ERROR(read_section(h.block_hashes, h.num_blocks * 8, "block checksums", &bytes));
-    g->block_hashes_.resize(h.num_blocks);
-    std::memcpy(g->block_hashes_.data(), bytes.data(), bytes.size());
-  }
-  g->by_id_.reserve(h.n);
-  for (uint32_t i = 0; i < h.n; ++i) g->by_id_.emplace_back(g->ids_[i], i);
-  std::sort(g->by_id_.begin(), g->by_id_.end());
-  for (size_t i = 1; i < g->by_id_.size(); ++i) {
-    if (g->by_id_[i].first == g->by_id_[i - 1].first) return damaged("duplicate id");
-  }
-
+  PIXSEEK_RETURN_IF_ERROR(g->LoadSections(h));
   if (options.direct_io) {
     g->direct_fd_ = ::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC);
     // Some file systems (tmpfs) refuse O_DIRECT: fall back to the page cache.
   }
   PIXSEEK_RETURN_IF_ERROR(g->LoadCache(options.cache_bytes));
   return g;
+}
+
+Status DiskGraph::LoadSections(const disk::Header& h) {
+  std::vector<uint8_t> bytes;
+  PIXSEEK_RETURN_IF_ERROR(ReadSection(fd_, path_, h, h.pq, 0, "PQ codebook", &bytes));
+  auto pq = ProductQuantizer::Load(bytes);
+  if (!pq.ok()) return Damaged(path_, pq.status().message());
+  if (pq->dim() != dim_ || pq->m() != int(h.pq_bytes)) return Damaged(path_, "PQ codebook shape");
+  pq_ = std::make_unique<ProductQuantizer>(std::move(*pq));
+  PIXSEEK_RETURN_IF_ERROR(
+      ReadSection(fd_, path_, h, h.codes, h.n * h.pq_bytes, "PQ codes", &codes_));
+  PIXSEEK_RETURN_IF_ERROR(ReadSection(fd_, path_, h, h.ids, h.n * 8, "ids", &bytes));
+  ids_.resize(h.n);
+  std::memcpy(ids_.data(), bytes.data(), bytes.size());
+  PIXSEEK_RETURN_IF_ERROR(
+      ReadSection(fd_, path_, h, h.block_hashes, h.num_blocks * 8, "block checksums", &bytes));
+  block_hashes_.resize(h.num_blocks);
+  std::memcpy(block_hashes_.data(), bytes.data(), bytes.size());
+  by_id_.reserve(h.n);
+  for (uint32_t i = 0; i < h.n; ++i) by_id_.emplace_back(ids_[i], i);
+  std::sort(by_id_.begin(), by_id_.end());
+  for (size_t i = 1; i < by_id_.size(); ++i) {
+    if (by_id_[i].first == by_id_[i - 1].first) return Damaged(path_, "duplicate id");
+  }
+  return Status::Ok();
 }
 
 DiskGraph::~DiskGraph() {

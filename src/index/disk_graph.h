@@ -30,6 +30,10 @@
 
 namespace pixseek {
 
+namespace disk {
+struct Header;  // disk_format.h
+}  // namespace disk
+
 // Rows of vectors a build reads, possibly more than once and in any order.
 // Thread-safety: Read may be called from several threads at once.
 class VectorSource {
@@ -218,6 +222,9 @@ class DiskGraph {
   class Searcher;
   DiskGraph() = default;
   Status LoadCache(uint64_t cache_bytes);
+  // Reads the PQ codebook, codes, ids and block checksums the header points
+  // at, each checked against its hash.
+  Status LoadSections(const disk::Header& header);
   // Reads and verifies block b into buf (block_bytes_, aligned).
   Status ReadBlock(uint64_t block, uint8_t* buf, bool direct) const;
   Status VerifyBlock(uint64_t block, const uint8_t* buf) const;
