@@ -268,40 +268,24 @@ int ChoosePqBytesForBudget(int dim, size_t n, uint64_t ram_budget) {
   return ChoosePqBytes(dim, static_cast<size_t>(std::max(1.0, per_row)));
 }
 
-Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
-                      const std::filesystem::path& out, const DiskBuildParams& params,
-                      DiskBuildReport* report_out, const std::atomic<bool>* cancel,
-                      const BuildProgress& progress) {
-  const auto start = std::chrono::steady_clock::now();
-  DiskBuildReport report;
+namespace {
+
+// Step 1: the product quantizer, trained on a sample that fits the build
+// budget, and every vector's code.
+struct PqResult {
+  std::unique_ptr<ProductQuantizer> pq;
+  std::vector<uint8_t> codes;  // n * m
+};
+
+Result<PqResult> TrainAndEncode(const VectorSource& source, int m, uint64_t build_budget,
+                                const DiskBuildParams& params, const std::atomic<bool>* cancel,
+                                const BuildProgress& progress) {
   const size_t n = source.size();
   const int dim = source.dimension();
   const size_t d = static_cast<size_t>(dim);
-  if (ids.size() != n) {
-    return Status::InvalidArgument("disk build: " + std::to_string(ids.size()) + " ids for " +
-                                   std::to_string(n) + " vectors");
-  }
-  if (n < size_t{ProductQuantizer::kCentroids}) {
-    return Status::InvalidArgument("disk build: needs at least 256 vectors, got " +
-                                   std::to_string(n));
-  }
-  if (n >= UINT32_MAX) return Status::InvalidArgument("disk build: too many vectors");
-  const uint64_t raw_bytes = uint64_t(n) * d * 4;
-  const uint64_t ram_budget = params.ram_budget ? params.ram_budget : raw_bytes / 10;
-  const int m = params.pq_bytes > 0 ? params.pq_bytes : ChoosePqBytesForBudget(dim, n, ram_budget);
-  if (dim % m != 0) {
-    return Status::InvalidArgument("disk build: pq_bytes " + std::to_string(m) +
-                                   " does not divide the dimension " + std::to_string(dim));
-  }
-  report.pq_bytes = m;
-  const uint64_t build_budget =
-      params.build_ram_budget ? params.build_ram_budget : uint64_t{4} << 30;
-  const size_t R = static_cast<size_t>(params.graph.max_degree);
-
-  // 1. Product quantizer, trained on a sample that fits the build budget.
   const size_t train_rows = std::max<size_t>(
       256, std::min({n, params.pq_train_rows, size_t(build_budget / 4 / (d * 4))}));
-  std::unique_ptr<ProductQuantizer> pq;
+  PqResult out;
   {
     const std::vector<uint32_t> rows = SampleRows(n, train_rows, params.graph.seed);
     std::vector<float> x(rows.size() * d);
@@ -309,47 +293,68 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
     if (progress) progress("pq", 0, n);
     PIXSEEK_ASSIGN_OR_RETURN(ProductQuantizer trained,
                              ProductQuantizer::Train(dim, m, x.data(), rows.size(), params.graph.seed));
-    pq = std::make_unique<ProductQuantizer>(std::move(trained));
+    out.pq = std::make_unique<ProductQuantizer>(std::move(trained));
   }
-  std::vector<uint8_t> codes(n * size_t(m));
-  {
-    constexpr size_t kChunk = 4096;
-    std::vector<float> buf(kChunk * d);
-    for (size_t b = 0; b < n; b += kChunk) {
-      if (Cancelled(cancel)) return Status::Cancelled("disk index build cancelled");
-      const size_t c = std::min(kChunk, n - b);
-      PIXSEEK_RETURN_IF_ERROR(source.Read(b, c, buf.data()));
-      PIXSEEK_RETURN_IF_ERROR(pq->Encode(buf.data(), c, codes.data() + b * size_t(m)));
-      if (progress) progress("pq", b + c, n);
-    }
+  out.codes.resize(n * size_t(m));
+  constexpr size_t kChunk = 4096;
+  std::vector<float> buf(kChunk * d);
+  for (size_t b = 0; b < n; b += kChunk) {
+    if (Cancelled(cancel)) return Status::Cancelled("disk index build cancelled");
+    const size_t c = std::min(kChunk, n - b);
+    PIXSEEK_RETURN_IF_ERROR(source.Read(b, c, buf.data()));
+    PIXSEEK_RETURN_IF_ERROR(out.pq->Encode(buf.data(), c, out.codes.data() + b * size_t(m)));
+    if (progress) progress("pq", b + c, n);
   }
+  return out;
+}
 
-  // 2. The graph.
+// Step 2: the graph, in RAM when the data fits the build budget (the graph
+// then keeps the vectors for writing), else in shards.
+struct GraphResult {
   Adjacency adj;
-  adj.max_degree = R;
   uint32_t entry = 0;
-  std::unique_ptr<VamanaGraph> in_ram;  // keeps the vectors for writing
+  std::unique_ptr<VamanaGraph> in_ram;
+
+  std::span<const uint32_t> neighbours(size_t node) const {
+    if (in_ram) return in_ram->neighbours(static_cast<uint32_t>(node));
+    return {adj.neighbours.data() + node * adj.max_degree, adj.degree[node]};
+  }
+};
+
+Result<GraphResult> BuildGraph(const VectorSource& source, uint64_t build_budget,
+                               const DiskBuildParams& params, DiskBuildReport* report,
+                               const std::atomic<bool>* cancel, const BuildProgress& progress) {
+  const size_t n = source.size();
+  const int dim = source.dimension();
+  GraphResult g;
+  g.adj.max_degree = static_cast<size_t>(params.graph.max_degree);
   const size_t rows_per_shard =
       std::max<size_t>(1024, build_budget / BuildBytesPerRow(dim, params.graph.max_degree));
   if (n <= rows_per_shard) {
-    std::vector<float> x(n * d);
+    std::vector<float> x(n * static_cast<size_t>(dim));
     PIXSEEK_RETURN_IF_ERROR(source.Read(0, n, x.data()));
-    report.max_rows_in_ram = n;
+    report->max_rows_in_ram = n;
     if (progress) progress("graph", 0, n);
-    PIXSEEK_ASSIGN_OR_RETURN(VamanaGraph g, VamanaGraph::Build(std::move(x), n, dim, params.graph));
-    in_ram = std::make_unique<VamanaGraph>(std::move(g));
-    entry = in_ram->entry_point();
+    PIXSEEK_ASSIGN_OR_RETURN(VamanaGraph built,
+                             VamanaGraph::Build(std::move(x), n, dim, params.graph));
+    g.in_ram = std::make_unique<VamanaGraph>(std::move(built));
+    g.entry = g.in_ram->entry_point();
     if (progress) progress("graph", n, n);
   } else {
-    adj.neighbours.assign(n * R, 0);
-    adj.degree.assign(n, 0);
-    PIXSEEK_RETURN_IF_ERROR(BuildSharded(source, params.graph, rows_per_shard, &adj, &entry,
-                                         &report, cancel, progress));
+    g.adj.neighbours.assign(n * g.adj.max_degree, 0);
+    g.adj.degree.assign(n, 0);
+    PIXSEEK_RETURN_IF_ERROR(BuildSharded(source, params.graph, rows_per_shard, &g.adj, &g.entry,
+                                         report, cancel, progress));
   }
   if (Cancelled(cancel)) return Status::Cancelled("disk index build cancelled");
+  return g;
+}
 
-  // 3. The file: header sector, node blocks, sections.
-  const disk::NodeLayout layout = disk::NodeLayout::Make(params.storage, d, R);
+// The header's fixed fields (the sections and checksums come later).
+disk::Header MakeHeader(const DiskBuildParams& params, int dim, size_t n, int m, uint32_t entry) {
+  const size_t R = static_cast<size_t>(params.graph.max_degree);
+  const disk::NodeLayout layout =
+      disk::NodeLayout::Make(params.storage, static_cast<size_t>(dim), R);
   disk::Header h{};
   std::memcpy(h.magic, disk::kMagic, 8);
   h.version = disk::kVersion;
@@ -366,7 +371,128 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
   h.pq_bytes = static_cast<uint32_t>(m);
   h.blocks_offset = disk::kSector;
   h.num_blocks = layout.blocks(n);
+  return h;
+}
 
+// Step 3a: the node blocks (each node's stored vector and neighbour list),
+// returning each block's checksum.
+Result<std::vector<uint64_t>> WriteNodeBlocks(int fd, const std::filesystem::path& tmp,
+                                              const VectorSource& source, const disk::Header& h,
+                                              const GraphResult& graph,
+                                              const DiskBuildParams& params,
+                                              const std::atomic<bool>* cancel,
+                                              const BuildProgress& progress) {
+  const size_t n = source.size();
+  const size_t d = static_cast<size_t>(source.dimension());
+  const disk::NodeLayout layout = disk::NodeLayout::Make(params.storage, d, h.max_degree);
+  std::vector<uint64_t> block_hashes(h.num_blocks);
+  const size_t block_bytes = layout.block_bytes();
+  constexpr size_t kBlocksPerWrite = 512;
+  std::vector<uint8_t> buf(kBlocksPerWrite * block_bytes);
+  std::vector<float> rows(kBlocksPerWrite * layout.nodes_per_block * d);
+  for (uint64_t b0 = 0; b0 < h.num_blocks; b0 += kBlocksPerWrite) {
+    if (Cancelled(cancel)) return Status::Cancelled("disk index build cancelled");
+    const uint64_t nb = std::min<uint64_t>(kBlocksPerWrite, h.num_blocks - b0);
+    const size_t first = b0 * layout.nodes_per_block;
+    const size_t count = std::min<size_t>(n - first, nb * layout.nodes_per_block);
+    if (!graph.in_ram) PIXSEEK_RETURN_IF_ERROR(source.Read(first, count, rows.data()));
+    std::fill(buf.begin(), buf.begin() + nb * block_bytes, 0);
+    for (size_t i = 0; i < count; ++i) {
+      const size_t node = first + i;
+      uint8_t* rec = buf.data() + (i / layout.nodes_per_block) * block_bytes +
+                     (i % layout.nodes_per_block) * layout.node_bytes;
+      const float* v = graph.in_ram ? graph.in_ram->vector(static_cast<uint32_t>(node))
+                                    : rows.data() + i * d;
+      EncodeStored(params.storage, v, d, rec);
+      const std::span<const uint32_t> nbs = graph.neighbours(node);
+      const uint32_t degree = static_cast<uint32_t>(nbs.size());
+      std::memcpy(rec + layout.vector_bytes, &degree, 4);
+      std::memcpy(rec + layout.vector_bytes + 4, nbs.data(), nbs.size() * 4);
+    }
+    for (uint64_t b = 0; b < nb; ++b) {
+      block_hashes[b0 + b] = XXH3_64bits(buf.data() + b * block_bytes, block_bytes);
+    }
+    PIXSEEK_RETURN_IF_ERROR(
+        WriteFullAt(fd, buf.data(), nb * block_bytes, h.blocks_offset + b0 * block_bytes, tmp));
+    if (progress) progress("write", first + count, n);
+  }
+  return block_hashes;
+}
+
+// Step 3b: the sections after the node blocks, then the header. Sections
+// start on sector boundaries; the last one ends the file, so that every byte
+// after the node blocks belongs to a checksummed section. Returns the file's
+// size.
+Result<uint64_t> WriteSectionsAndHeader(int fd, const std::filesystem::path& tmp,
+                                        disk::Header& h, const PqResult& pq,
+                                        std::span<const int64_t> ids,
+                                        const std::vector<uint64_t>& block_hashes,
+                                        uint64_t block_bytes) {
+  uint64_t offset = h.blocks_offset + h.num_blocks * block_bytes;
+  auto write_section = [&](disk::Section* s, const uint8_t* data, size_t bytes) -> Status {
+    offset = disk::AlignUp(offset);
+    s->offset = offset;
+    s->bytes = bytes;
+    s->hash = XXH3_64bits(data, bytes);
+    PIXSEEK_RETURN_IF_ERROR(WriteFullAt(fd, data, bytes, offset, tmp));
+    offset += bytes;
+    return Status::Ok();
+  };
+  std::vector<uint8_t> pq_bytes;
+  PIXSEEK_RETURN_IF_ERROR(pq.pq->Save(&pq_bytes));
+  PIXSEEK_RETURN_IF_ERROR(write_section(&h.pq, pq_bytes.data(), pq_bytes.size()));
+  PIXSEEK_RETURN_IF_ERROR(write_section(&h.codes, pq.codes.data(), pq.codes.size()));
+  PIXSEEK_RETURN_IF_ERROR(write_section(&h.ids, reinterpret_cast<const uint8_t*>(ids.data()),
+                                        ids.size() * 8));
+  PIXSEEK_RETURN_IF_ERROR(write_section(&h.block_hashes,
+                                        reinterpret_cast<const uint8_t*>(block_hashes.data()),
+                                        block_hashes.size() * 8));
+  h.file_bytes = offset;
+  h.header_hash = XXH3_64bits(&h, offsetof(disk::Header, header_hash));
+  std::vector<uint8_t> sector(disk::kSector, 0);
+  std::memcpy(sector.data(), &h, sizeof(h));
+  PIXSEEK_RETURN_IF_ERROR(WriteFullAt(fd, sector.data(), sector.size(), 0, tmp));
+  if (::ftruncate(fd, static_cast<off_t>(offset)) != 0) return ErrnoStatus("cannot size", tmp);
+  return offset;
+}
+
+}  // namespace
+
+Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
+                      const std::filesystem::path& out, const DiskBuildParams& params,
+                      DiskBuildReport* report_out, const std::atomic<bool>* cancel,
+                      const BuildProgress& progress) {
+  const auto start = std::chrono::steady_clock::now();
+  DiskBuildReport report;
+  const size_t n = source.size();
+  const int dim = source.dimension();
+  if (ids.size() != n) {
+    return Status::InvalidArgument("disk build: " + std::to_string(ids.size()) + " ids for " +
+                                   std::to_string(n) + " vectors");
+  }
+  if (n < size_t{ProductQuantizer::kCentroids}) {
+    return Status::InvalidArgument("disk build: needs at least 256 vectors, got " +
+                                   std::to_string(n));
+  }
+  if (n >= UINT32_MAX) return Status::InvalidArgument("disk build: too many vectors");
+  const uint64_t raw_bytes = uint64_t(n) * static_cast<size_t>(dim) * 4;
+  const uint64_t ram_budget = params.ram_budget ? params.ram_budget : raw_bytes / 10;
+  const int m = params.pq_bytes > 0 ? params.pq_bytes : ChoosePqBytesForBudget(dim, n, ram_budget);
+  if (dim % m != 0) {
+    return Status::InvalidArgument("disk build: pq_bytes " + std::to_string(m) +
+                                   " does not divide the dimension " + std::to_string(dim));
+  }
+  report.pq_bytes = m;
+  const uint64_t build_budget =
+      params.build_ram_budget ? params.build_ram_budget : uint64_t{4} << 30;
+
+  PIXSEEK_ASSIGN_OR_RETURN(PqResult pq,
+                           TrainAndEncode(source, m, build_budget, params, cancel, progress));
+  PIXSEEK_ASSIGN_OR_RETURN(GraphResult graph,
+                           BuildGraph(source, build_budget, params, &report, cancel, progress));
+
+  // 3. The file, written to a temporary and renamed when complete.
+  disk::Header h = MakeHeader(params, dim, n, m, graph.entry);
   const std::filesystem::path tmp = out.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("cannot create", tmp);
@@ -382,68 +508,13 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
       }
     }
   } closer{fd, tmp};
-
-  std::vector<uint64_t> block_hashes(h.num_blocks);
-  {
-    const size_t block_bytes = layout.block_bytes();
-    constexpr size_t kBlocksPerWrite = 512;
-    std::vector<uint8_t> buf(kBlocksPerWrite * block_bytes);
-    std::vector<float> rows(kBlocksPerWrite * layout.nodes_per_block * d);
-    for (uint64_t b0 = 0; b0 < h.num_blocks; b0 += kBlocksPerWrite) {
-      if (Cancelled(cancel)) return Status::Cancelled("disk index build cancelled");
-      const uint64_t nb = std::min<uint64_t>(kBlocksPerWrite, h.num_blocks - b0);
-      const size_t first = b0 * layout.nodes_per_block;
-      const size_t count = std::min<size_t>(n - first, nb * layout.nodes_per_block);
-      if (!in_ram) PIXSEEK_RETURN_IF_ERROR(source.Read(first, count, rows.data()));
-      std::fill(buf.begin(), buf.begin() + nb * block_bytes, 0);
-      for (size_t i = 0; i < count; ++i) {
-        const size_t node = first + i;
-        uint8_t* rec = buf.data() + (i / layout.nodes_per_block) * block_bytes +
-                       (i % layout.nodes_per_block) * layout.node_bytes;
-        const float* v = in_ram ? in_ram->vector(static_cast<uint32_t>(node)) : rows.data() + i * d;
-        EncodeStored(params.storage, v, d, rec);
-        std::span<const uint32_t> nbs =
-            in_ram ? in_ram->neighbours(static_cast<uint32_t>(node))
-                   : std::span<const uint32_t>(adj.neighbours.data() + node * R, adj.degree[node]);
-        const uint32_t degree = static_cast<uint32_t>(nbs.size());
-        std::memcpy(rec + layout.vector_bytes, &degree, 4);
-        std::memcpy(rec + layout.vector_bytes + 4, nbs.data(), nbs.size() * 4);
-      }
-      for (uint64_t b = 0; b < nb; ++b) {
-        block_hashes[b0 + b] = XXH3_64bits(buf.data() + b * block_bytes, block_bytes);
-      }
-      PIXSEEK_RETURN_IF_ERROR(
-          WriteFullAt(fd, buf.data(), nb * block_bytes, h.blocks_offset + b0 * block_bytes, tmp));
-      if (progress) progress("write", first + count, n);
-    }
-  }
-  uint64_t offset = h.blocks_offset + h.num_blocks * layout.block_bytes();
-  // Sections start on sector boundaries; the last one ends the file, so
-  // that every byte after the node blocks belongs to a checksummed section.
-  auto write_section = [&](disk::Section* s, const uint8_t* data, size_t bytes) -> Status {
-    offset = disk::AlignUp(offset);
-    s->offset = offset;
-    s->bytes = bytes;
-    s->hash = XXH3_64bits(data, bytes);
-    PIXSEEK_RETURN_IF_ERROR(WriteFullAt(fd, data, bytes, offset, tmp));
-    offset += bytes;
-    return Status::Ok();
-  };
-  std::vector<uint8_t> pq_bytes;
-  PIXSEEK_RETURN_IF_ERROR(pq->Save(&pq_bytes));
-  PIXSEEK_RETURN_IF_ERROR(write_section(&h.pq, pq_bytes.data(), pq_bytes.size()));
-  PIXSEEK_RETURN_IF_ERROR(write_section(&h.codes, codes.data(), codes.size()));
-  PIXSEEK_RETURN_IF_ERROR(write_section(&h.ids, reinterpret_cast<const uint8_t*>(ids.data()),
-                                        ids.size() * 8));
-  PIXSEEK_RETURN_IF_ERROR(write_section(&h.block_hashes,
-                                        reinterpret_cast<const uint8_t*>(block_hashes.data()),
-                                        block_hashes.size() * 8));
-  h.file_bytes = offset;
-  h.header_hash = XXH3_64bits(&h, offsetof(disk::Header, header_hash));
-  std::vector<uint8_t> sector(disk::kSector, 0);
-  std::memcpy(sector.data(), &h, sizeof(h));
-  PIXSEEK_RETURN_IF_ERROR(WriteFullAt(fd, sector.data(), sector.size(), 0, tmp));
-  if (::ftruncate(fd, static_cast<off_t>(offset)) != 0) return ErrnoStatus("cannot size", tmp);
+  PIXSEEK_ASSIGN_OR_RETURN(
+      std::vector<uint64_t> block_hashes,
+      WriteNodeBlocks(fd, tmp, source, h, graph, params, cancel, progress));
+  const uint64_t block_bytes =
+      disk::NodeLayout::Make(params.storage, static_cast<size_t>(dim), h.max_degree).block_bytes();
+  PIXSEEK_ASSIGN_OR_RETURN(uint64_t file_bytes,
+                           WriteSectionsAndHeader(fd, tmp, h, pq, ids, block_hashes, block_bytes));
   if (::fsync(fd) != 0) return ErrnoStatus("cannot fsync", tmp);
   std::error_code ec;
   std::filesystem::rename(tmp, out, ec);
@@ -451,7 +522,7 @@ Status BuildDiskGraph(const VectorSource& source, std::span<const int64_t> ids,
   closer.keep = true;
   PIXSEEK_RETURN_IF_ERROR(SyncDirectory(out.parent_path().empty() ? "." : out.parent_path()));
 
-  report.file_bytes = offset;
+  report.file_bytes = file_bytes;
   report.build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (report_out != nullptr) *report_out = report;
   return Status::Ok();
