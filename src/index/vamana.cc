@@ -108,6 +108,195 @@ Status ValidateParams(size_t n, int dim, const VamanaParams& params) {
   return Status::Ok();
 }
 
+// Every value finite and every vector of unit length.
+Status CheckUnitVectors(const float* vectors, size_t n, size_t d) {
+  for (size_t i = 0; i < n; ++i) {
+    double norm2 = 0;
+    for (size_t j = 0; j < d; ++j) {
+      const float x = vectors[i * d + j];
+      if (!std::isfinite(x)) {
+        return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
+                                       " has a non-finite value");
+      }
+      norm2 += double{x} * x;
+    }
+    if (std::abs(norm2 - 1.0) > kUnitTolerance) {
+      return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
+                                     " is not unit length (squared norm " + std::to_string(norm2) +
+                                     ")");
+    }
+  }
+  return Status::Ok();
+}
+
+// The medoid: for unit vectors the one closest to the centroid c is the one
+// with the largest <x, c>.
+uint32_t Medoid(const float* data, size_t n, size_t d) {
+  std::vector<double> sum(d, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < d; ++j) sum[j] += data[i * d + j];
+  }
+  std::vector<float> centroid(d);
+  for (size_t j = 0; j < d; ++j) centroid[j] = static_cast<float>(sum[j] / n);
+  float best = -std::numeric_limits<float>::infinity();
+  uint32_t medoid = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float ip = InnerProduct(centroid.data(), data + i * d, d);
+    if (ip > best) {
+      best = ip;
+      medoid = static_cast<uint32_t>(i);
+    }
+  }
+  return medoid;
+}
+
+// The random initial graph: each node gets min(R, n - 1) distinct random
+// out-neighbours other than itself.
+std::vector<std::vector<uint32_t>> RandomGraph(size_t n, size_t max_degree, size_t reserve,
+                                               std::mt19937& rng) {
+  std::vector<std::vector<uint32_t>> graph(n);
+  const size_t degree = std::min(max_degree, n - 1);
+  std::uniform_int_distribution<uint32_t> pick(0, static_cast<uint32_t>(n - 1));
+  for (size_t i = 0; i < n; ++i) {
+    auto& out = graph[i];
+    out.reserve(reserve);
+    if (degree == n - 1) {
+      for (uint32_t j = 0; j < n; ++j) {
+        if (j != i) out.push_back(j);
+      }
+      continue;
+    }
+    while (out.size() < degree) {
+      const uint32_t j = pick(rng);
+      if (j != i && std::find(out.begin(), out.end(), j) == out.end()) out.push_back(j);
+    }
+  }
+  return graph;
+}
+
+// The insertion passes of a build over a mutable graph of neighbour lists,
+// on several threads. Thread-safety: locks_[i] guards graph_[i]; a thread
+// holds one lock at a time, so there is no deadlock.
+class GraphBuilder {
+ public:
+  GraphBuilder(const float* data, size_t n, size_t d, uint32_t entry, const VamanaParams& params,
+               std::vector<std::vector<uint32_t>> graph)
+      : data_(data),
+        n_(n),
+        d_(d),
+        entry_(entry),
+        max_degree_(static_cast<size_t>(params.max_degree)),
+        list_size_(static_cast<size_t>(params.build_list)),
+        slack_degree_(std::max(max_degree_, static_cast<size_t>(std::ceil(kSlack * max_degree_)))),
+        graph_(std::move(graph)),
+        locks_(std::make_unique<std::mutex[]>(n)) {
+    const unsigned threads = params.num_threads > 0
+                                 ? static_cast<unsigned>(params.num_threads)
+                                 : std::max(1u, std::thread::hardware_concurrency());
+    threads_ = static_cast<unsigned>(std::min<size_t>(threads, n));
+  }
+
+  // Inserts every node in `order` with pruning slack `alpha`.
+  void Pass(const std::vector<uint32_t>& order, float alpha) {
+    ParallelFor([&](size_t i, Scratch* s) { Insert(order[i], alpha, s); });
+  }
+
+  // Prunes the nodes the slack left above R (no other thread runs now).
+  void FinalPrune(float alpha) {
+    ParallelFor([&](size_t i, Scratch*) {
+      if (graph_[i].size() > max_degree_) {
+        graph_[i] = PruneList(static_cast<uint32_t>(i), graph_[i], alpha);
+      }
+    });
+  }
+
+  const std::vector<std::vector<uint32_t>>& graph() const { return graph_; }
+
+ private:
+  struct Scratch {
+    NodeSet seen;
+    std::vector<Candidate> list;
+    std::vector<Candidate> visited;
+  };
+
+  // RobustPrune of a node's current neighbour list (the caller holds its lock).
+  std::vector<uint32_t> PruneList(uint32_t j, const std::vector<uint32_t>& nbs, float alpha) {
+    const float* vj = data_ + size_t{j} * d_;
+    std::vector<Candidate> pool;
+    pool.reserve(nbs.size());
+    for (uint32_t q : nbs) pool.push_back({InnerProduct(vj, data_ + size_t{q} * d_, d_), q, false});
+    return RobustPrune(j, std::move(pool), alpha, max_degree_, data_, d_);
+  }
+
+  // One insertion: a greedy search from the entry point, RobustPrune of what
+  // it visited plus p's current neighbours, then the reverse edges.
+  void Insert(uint32_t p, float alpha, Scratch* s) {
+    // Copies a node's neighbour list under its lock: other threads may be
+    // rewriting it.
+    auto locked_neighbours = [this](uint32_t node,
+                                    std::vector<uint32_t>* buffer) -> const std::vector<uint32_t>& {
+      std::lock_guard<std::mutex> lock(locks_[node]);
+      *buffer = graph_[node];
+      return *buffer;
+    };
+    SearchStats ignored;
+    GreedySearch(data_ + size_t{p} * d_, entry_, list_size_, data_, d_, locked_neighbours,
+                 &s->seen, &s->list, &s->visited, &ignored);
+    std::vector<Candidate> pool = std::move(s->visited);
+    s->visited.clear();
+    {
+      std::lock_guard<std::mutex> lock(locks_[p]);
+      for (uint32_t nb : graph_[p]) {
+        pool.push_back({InnerProduct(data_ + size_t{p} * d_, data_ + size_t{nb} * d_, d_), nb, false});
+      }
+    }
+    std::vector<uint32_t> out = RobustPrune(p, std::move(pool), alpha, max_degree_, data_, d_);
+    {
+      std::lock_guard<std::mutex> lock(locks_[p]);
+      graph_[p] = out;
+    }
+    for (uint32_t j : out) {
+      std::lock_guard<std::mutex> lock(locks_[j]);
+      auto& nbs = graph_[j];
+      if (std::find(nbs.begin(), nbs.end(), p) != nbs.end()) continue;
+      nbs.push_back(p);
+      if (nbs.size() > slack_degree_) nbs = PruneList(j, nbs, alpha);
+    }
+  }
+
+  // Runs body(i, &scratch) for i in [0, n) on threads_ threads.
+  template <typename Body>
+  void ParallelFor(Body&& body) {
+    std::atomic<size_t> next{0};
+    constexpr size_t kChunk = 64;
+    auto worker = [&] {
+      Scratch scratch;
+      for (;;) {
+        const size_t begin = next.fetch_add(kChunk);
+        if (begin >= n_) break;
+        const size_t end = std::min(n_, begin + kChunk);
+        for (size_t i = begin; i < end; ++i) body(i, &scratch);
+      }
+    };
+    if (threads_ <= 1) {
+      worker();
+      return;
+    }
+    std::vector<std::thread> pool;
+    pool.reserve(threads_);
+    for (unsigned t = 0; t < threads_; ++t) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+  }
+
+  const float* data_;
+  const size_t n_, d_;
+  const uint32_t entry_;
+  const size_t max_degree_, list_size_, slack_degree_;
+  unsigned threads_ = 1;
+  std::vector<std::vector<uint32_t>> graph_;  // GUARDED_BY(locks_[i]) per node
+  std::unique_ptr<std::mutex[]> locks_;
+};
+
 }  // namespace
 
 Result<VamanaGraph> VamanaGraph::Build(const float* vectors, size_t n, int dim,
@@ -126,23 +315,7 @@ Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int
     return Status::InvalidArgument("vamana: expected " + std::to_string(n * d) + " floats, got " +
                                    std::to_string(owned.size()));
   }
-  const float* vectors = owned.data();
-  for (size_t i = 0; i < n; ++i) {
-    double norm2 = 0;
-    for (size_t j = 0; j < d; ++j) {
-      const float x = vectors[i * d + j];
-      if (!std::isfinite(x)) {
-        return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
-                                       " has a non-finite value");
-      }
-      norm2 += double{x} * x;
-    }
-    if (std::abs(norm2 - 1.0) > kUnitTolerance) {
-      return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
-                                     " is not unit length (squared norm " + std::to_string(norm2) +
-                                     ")");
-    }
-  }
+  PIXSEEK_RETURN_IF_ERROR(CheckUnitVectors(owned.data(), n, d));
 
   VamanaGraph g;
   g.n_ = n;
@@ -151,147 +324,21 @@ Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int
   g.vectors_ = std::move(owned);
   const float* data = g.vectors_.data();
   const size_t max_degree = static_cast<size_t>(params.max_degree);
-  const size_t list_size = static_cast<size_t>(params.build_list);
-  const size_t slack_degree =
-      std::max(max_degree, static_cast<size_t>(std::ceil(kSlack * max_degree)));
-
-  // Medoid: for unit vectors the one closest to the centroid c is the one
-  // with the largest <x, c>.
-  {
-    std::vector<double> sum(d, 0.0);
-    for (size_t i = 0; i < n; ++i) {
-      for (size_t j = 0; j < d; ++j) sum[j] += data[i * d + j];
-    }
-    std::vector<float> centroid(d);
-    for (size_t j = 0; j < d; ++j) centroid[j] = static_cast<float>(sum[j] / n);
-    float best = -std::numeric_limits<float>::infinity();
-    for (size_t i = 0; i < n; ++i) {
-      const float ip = InnerProduct(centroid.data(), data + i * d, d);
-      if (ip > best) {
-        best = ip;
-        g.entry_point_ = static_cast<uint32_t>(i);
-      }
-    }
-  }
-
-  // Random initial graph: each node gets min(R, n - 1) distinct random
-  // out-neighbours other than itself.
+  g.entry_point_ = Medoid(data, n, d);
   std::mt19937 rng(params.seed);
-  std::vector<std::vector<uint32_t>> graph(n);
-  {
-    const size_t degree = std::min(max_degree, n - 1);
-    std::uniform_int_distribution<uint32_t> pick(0, static_cast<uint32_t>(n - 1));
-    for (size_t i = 0; i < n; ++i) {
-      auto& out = graph[i];
-      out.reserve(slack_degree + 1);
-      if (degree == n - 1) {
-        for (uint32_t j = 0; j < n; ++j) {
-          if (j != i) out.push_back(j);
-        }
-        continue;
-      }
-      while (out.size() < degree) {
-        const uint32_t j = pick(rng);
-        if (j != i && std::find(out.begin(), out.end(), j) == out.end()) out.push_back(j);
-      }
-    }
-  }
-
-  auto locks = std::make_unique<std::mutex[]>(n);  // locks[i] guards graph[i]
-  unsigned threads = params.num_threads > 0 ? static_cast<unsigned>(params.num_threads)
-                                            : std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<size_t>(threads, n));
-
+  const size_t reserve = static_cast<size_t>(std::ceil(kSlack * max_degree)) + 1;
+  GraphBuilder builder(data, n, d, g.entry_point_, params,
+                       RandomGraph(n, max_degree, reserve, rng));
   std::vector<uint32_t> order(n);
   std::iota(order.begin(), order.end(), 0u);
-
-  // Copies a node's neighbour list under its lock: other threads may be
-  // rewriting it.
-  auto locked_neighbours = [&](uint32_t node,
-                               std::vector<uint32_t>* buffer) -> const std::vector<uint32_t>& {
-    std::lock_guard<std::mutex> lock(locks[node]);
-    *buffer = graph[node];
-    return *buffer;
-  };
-
-  // RobustPrune of a node's current neighbour list (the caller holds its lock).
-  auto prune_list = [&](uint32_t j, const std::vector<uint32_t>& nbs, float alpha) {
-    const float* vj = data + size_t{j} * d;
-    std::vector<Candidate> pool;
-    pool.reserve(nbs.size());
-    for (uint32_t q : nbs) pool.push_back({InnerProduct(vj, data + size_t{q} * d, d), q, false});
-    return RobustPrune(j, std::move(pool), alpha, max_degree, data, d);
-  };
-
-  auto insert = [&](uint32_t p, float alpha, NodeSet* seen, std::vector<Candidate>* list,
-                    std::vector<Candidate>* visited) {
-    SearchStats ignored;
-    GreedySearch(data + size_t{p} * d, g.entry_point_, list_size, data, d, locked_neighbours, seen,
-                 list, visited, &ignored);
-    std::vector<Candidate> pool = std::move(*visited);
-    visited->clear();
-    {
-      std::lock_guard<std::mutex> lock(locks[p]);
-      for (uint32_t nb : graph[p]) {
-        pool.push_back({InnerProduct(data + size_t{p} * d, data + size_t{nb} * d, d), nb, false});
-      }
-    }
-    std::vector<uint32_t> out = RobustPrune(p, std::move(pool), alpha, max_degree, data, d);
-    {
-      std::lock_guard<std::mutex> lock(locks[p]);
-      graph[p] = out;
-    }
-    // Reverse edges. Only one lock is held at a time, so no deadlock.
-    for (uint32_t j : out) {
-      std::lock_guard<std::mutex> lock(locks[j]);
-      auto& nbs = graph[j];
-      if (std::find(nbs.begin(), nbs.end(), p) != nbs.end()) continue;
-      nbs.push_back(p);
-      if (nbs.size() > slack_degree) nbs = prune_list(j, nbs, alpha);
-    }
-  };
-
-  // Runs body(i, &scratch) for i in [0, n) on `threads` threads.
-  struct Scratch {
-    NodeSet seen;
-    std::vector<Candidate> list;
-    std::vector<Candidate> visited;
-  };
-  auto parallel_for = [&](auto&& body) {
-    std::atomic<size_t> next{0};
-    constexpr size_t kChunk = 64;
-    auto worker = [&] {
-      Scratch scratch;
-      for (;;) {
-        const size_t begin = next.fetch_add(kChunk);
-        if (begin >= n) break;
-        const size_t end = std::min(n, begin + kChunk);
-        for (size_t i = begin; i < end; ++i) body(i, &scratch);
-      }
-    };
-    if (threads <= 1) {
-      worker();
-      return;
-    }
-    std::vector<std::thread> pool;
-    pool.reserve(threads);
-    for (unsigned t = 0; t < threads; ++t) pool.emplace_back(worker);
-    for (auto& t : pool) t.join();
-  };
-
   std::vector<float> alphas = {params.alpha};
   if (params.passes == 2) alphas.insert(alphas.begin(), 1.0f);
   for (const float alpha : alphas) {
     std::shuffle(order.begin(), order.end(), rng);
-    parallel_for(
-        [&](size_t i, Scratch* s) { insert(order[i], alpha, &s->seen, &s->list, &s->visited); });
+    builder.Pass(order, alpha);
   }
-  // Nodes left above R by the slack: no other thread runs now, no locks.
-  parallel_for([&](size_t i, Scratch*) {
-    if (graph[i].size() > max_degree) {
-      graph[i] = prune_list(static_cast<uint32_t>(i), graph[i], params.alpha);
-    }
-  });
+  builder.FinalPrune(params.alpha);
+  const auto& graph = builder.graph();
 
   // Freeze into fixed-stride rows, the layout the disk index will use.
   g.adjacency_.assign(n * max_degree, 0);
