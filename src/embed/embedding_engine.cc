@@ -1,4 +1,4 @@
-#include "service/embedding_engine.h"
+#include "pixseek/embedding_engine.h"
 
 #include "embed/embed_batcher.h"
 

@@ -1,8 +1,8 @@
 // One database's feature extractor: the embedder, the lock that serialises
 // it and the dynamic batcher in front of it, owned together so that nothing
 // calls the embedder without its lock.
-#ifndef PIXSEEK_SERVICE_EMBEDDING_ENGINE_H_
-#define PIXSEEK_SERVICE_EMBEDDING_ENGINE_H_
+#ifndef PIXSEEK_EMBEDDING_ENGINE_H_
+#define PIXSEEK_EMBEDDING_ENGINE_H_
 
 #include <memory>
 #include <mutex>
@@ -49,4 +49,4 @@ class EmbeddingEngine {
 
 }  // namespace pixseek
 
-#endif  // PIXSEEK_SERVICE_EMBEDDING_ENGINE_H_
+#endif  // PIXSEEK_EMBEDDING_ENGINE_H_
