@@ -313,12 +313,9 @@ TEST_F(TinyModelTest, BatcherGroupsConcurrentCallersAndMatchesSingleImages) {
       threads.emplace_back(
           [&, i] { statuses[i] = batcher.Embed(images[i], out.data() + i * kDim); });
     }
-    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (batcher.waiting() < static_cast<int>(images.size()) &&
-           std::chrono::steady_clock::now() < give_up) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    EXPECT_EQ(batcher.waiting(), static_cast<int>(images.size()));
+    EXPECT_TRUE(testing::WaitFor(
+        [&] { return batcher.waiting() == static_cast<int>(images.size()); },
+        std::chrono::seconds(30), std::chrono::milliseconds(1)));
   }
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < images.size(); ++i) {

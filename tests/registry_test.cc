@@ -279,9 +279,9 @@ class LocalServer {
     });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });
-    for (int i = 0; i < 200 && !server_.is_running(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    EXPECT_TRUE(testing::WaitFor([this] { return server_.is_running(); },
+                                 std::chrono::seconds(5)))
+        << "the local HTTP server did not start";
   }
   ~LocalServer() {
     server_.stop();

@@ -347,54 +347,116 @@ void RegisterCandidate(std::string name, CandidateFactory factory) {
 }
 
 
+namespace {
+
+// The base (up to --limit-base rows) and the queries, checked against each
+// other and k.
+Result<std::pair<FloatMatrix, FloatMatrix>> ReadData(const AnnBenchOptions& options) {
+  const size_t max_rows =
+      options.limit_base > 0 ? options.limit_base : std::numeric_limits<size_t>::max();
+  auto base = ReadFbin(options.base, max_rows);
+  if (!base.ok()) return base.status().WithContext("base " + options.base.string());
+  auto queries = ReadFbin(options.queries);
+  if (!queries.ok()) return queries.status().WithContext("queries " + options.queries.string());
+  if (base->cols != queries->cols) {
+    return Status::InvalidArgument(
+        "base " + options.base.string() + " has dimension " + std::to_string(base->cols) +
+        " but queries " + options.queries.string() + " have " + std::to_string(queries->cols));
+  }
+  if (base->rows == 0 || queries->rows == 0) {
+    return Status::InvalidArgument("bench ann needs at least one base vector and one query");
+  }
+  if (options.k > base->rows) {
+    return Status::InvalidArgument("k = " + std::to_string(options.k) + " exceeds the " +
+                                   std::to_string(base->rows) + " base vectors");
+  }
+  return std::make_pair(std::move(*base), std::move(*queries));
+}
+
+// The true k nearest ids per query: from --gt, or computed exactly (always
+// when --limit-base cuts the base, whose ids --gt does not know).
+Result<std::vector<int64_t>> TrueNeighbours(const AnnBenchOptions& options,
+                                            const FloatMatrix& base, const FloatMatrix& queries,
+                                            WorkDir& workdir) {
+  std::ostream* progress = options.progress;
+  if (!options.gt.empty() && options.limit_base == 0) {
+    return GroundTruthFromFile(options.gt, queries.rows, base.rows, options.k);
+  }
+  if (!options.gt.empty() && progress) {
+    *progress << "bench ann: ignoring " << options.gt.string()
+              << " (its ids refer to the full base; --limit-base is set)\n";
+  }
+  const auto start = Clock::now();
+  PIXSEEK_ASSIGN_OR_RETURN(auto gt_dir, workdir.Sub("ground_truth"));
+  PIXSEEK_ASSIGN_OR_RETURN(auto gt,
+                           ExactGroundTruth(base, queries, options.k, options.threads, gt_dir));
+  if (progress) *progress << "bench ann: exact ground truth in " << Since(start) << " s\n";
+  return gt;
+}
+
+// Builds one candidate and prints a row per search list of the sweep.
+Status RunCandidate(AnnCandidate& candidate, const std::string& name, const AnnData& data,
+                    const FloatMatrix& queries, const std::vector<int64_t>& gt,
+                    const AnnBenchOptions& options, WorkDir& workdir, std::ostream& rows) {
+  std::ostream* progress = options.progress;
+  PIXSEEK_ASSIGN_OR_RETURN(auto dir, workdir.Sub(name));
+  if (progress) *progress << "bench ann: building " << name << "\n";
+  const auto start = Clock::now();
+  Status built = candidate.Build(data, dir);
+  if (!built.ok()) return built.WithContext(name + " build");
+  const double build_s = Since(start);
+  if (progress) {
+    *progress << "bench ann: built " << name << " " << candidate.params().dump() << " in "
+              << build_s << " s\n";
+  }
+  std::vector<std::optional<int>> sweep;
+  if (candidate.uses_search_list()) {
+    for (int l : options.L) sweep.push_back(l);
+  } else {
+    sweep.push_back(std::nullopt);
+  }
+  for (const auto& L : sweep) {
+    auto measured = MeasureSearch(candidate, queries, gt, options, L);
+    if (!measured.ok()) {
+      return measured.status().WithContext(name + " search" +
+                                           (L ? " L=" + std::to_string(*L) : ""));
+    }
+    Row row = std::move(measured).value();
+    row["n"] = data.n;
+    row["nq"] = queries.rows;
+    row["k"] = options.k;
+    row["ram_bytes"] = candidate.ram_bytes();
+    row["disk_bytes"] = candidate.disk_bytes();
+    row["build_s"] = Round(build_s, 3);
+    const nlohmann::json extra = candidate.extra();
+    if (extra.is_object()) {
+      for (const auto& [key, value] : extra.items()) row[key] = value;
+    }
+    if (options.ram_budget > 0) {
+      row["ram_budget"] = options.ram_budget;
+      row["within_ram_budget"] = candidate.ram_bytes() <= options.ram_budget;
+    }
+    rows << row.dump() << std::endl;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status RunAnnBench(const AnnBenchOptions& options, std::ostream& rows) {
   PIXSEEK_RETURN_IF_ERROR(CheckOptions(options));
   std::ostream* progress = options.progress;
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<std::string> names, CandidateNames(options, progress));
-
-  const size_t max_rows =
-      options.limit_base > 0 ? options.limit_base : std::numeric_limits<size_t>::max();
-  auto base_read = ReadFbin(options.base, max_rows);
-  if (!base_read.ok()) return base_read.status().WithContext("base " + options.base.string());
-  const FloatMatrix base = std::move(base_read).value();
-  auto queries_read = ReadFbin(options.queries);
-  if (!queries_read.ok()) {
-    return queries_read.status().WithContext("queries " + options.queries.string());
-  }
-  const FloatMatrix queries = std::move(queries_read).value();
-  if (base.cols != queries.cols) {
-    return Status::InvalidArgument(
-        "base " + options.base.string() + " has dimension " + std::to_string(base.cols) +
-        " but queries " + options.queries.string() + " have " + std::to_string(queries.cols));
-  }
-  if (base.rows == 0 || queries.rows == 0) {
-    return Status::InvalidArgument("bench ann needs at least one base vector and one query");
-  }
-  if (options.k > base.rows) {
-    return Status::InvalidArgument("k = " + std::to_string(options.k) + " exceeds the " +
-                                   std::to_string(base.rows) + " base vectors");
-  }
+  PIXSEEK_ASSIGN_OR_RETURN(auto read, ReadData(options));
+  const FloatMatrix& base = read.first;
+  const FloatMatrix& queries = read.second;
   if (progress) {
     *progress << "bench ann: " << base.rows << " base and " << queries.rows << " query vectors of "
               << base.cols << " dimensions\n";
   }
-
   PIXSEEK_ASSIGN_OR_RETURN(WorkDir workdir, WorkDir::Make(options.workdir));
-  std::vector<int64_t> gt;
-  if (!options.gt.empty() && options.limit_base == 0) {
-    PIXSEEK_ASSIGN_OR_RETURN(gt,
-                             GroundTruthFromFile(options.gt, queries.rows, base.rows, options.k));
-  } else {
-    if (!options.gt.empty() && progress) {
-      *progress << "bench ann: ignoring " << options.gt.string()
-                << " (its ids refer to the full base; --limit-base is set)\n";
-    }
-    const auto start = Clock::now();
-    PIXSEEK_ASSIGN_OR_RETURN(auto gt_dir, workdir.Sub("ground_truth"));
-    PIXSEEK_ASSIGN_OR_RETURN(gt,
-                             ExactGroundTruth(base, queries, options.k, options.threads, gt_dir));
-    if (progress) *progress << "bench ann: exact ground truth in " << Since(start) << " s\n";
-  }
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<int64_t> gt,
+                           TrueNeighbours(options, base, queries, workdir));
 
   AnnData data;
   data.base = base.data.data();
@@ -409,46 +471,8 @@ Status RunAnnBench(const AnnBenchOptions& options, std::ostream& rows) {
       if (progress) *progress << "bench ann: " << name << " is not available; skipping it\n";
       continue;
     }
-    PIXSEEK_ASSIGN_OR_RETURN(auto dir, workdir.Sub(name));
-    if (progress) *progress << "bench ann: building " << name << "\n";
-    const auto start = Clock::now();
-    Status built = candidate->Build(data, dir);
-    if (!built.ok()) return built.WithContext(name + " build");
-    const double build_s = Since(start);
-    if (progress) {
-      *progress << "bench ann: built " << name << " " << candidate->params().dump() << " in "
-                << build_s << " s\n";
-    }
-
-    std::vector<std::optional<int>> sweep;
-    if (candidate->uses_search_list()) {
-      for (int l : options.L) sweep.push_back(l);
-    } else {
-      sweep.push_back(std::nullopt);
-    }
-    for (const auto& L : sweep) {
-      auto measured = MeasureSearch(*candidate, queries, gt, options, L);
-      if (!measured.ok()) {
-        return measured.status().WithContext(name + " search" +
-                                             (L ? " L=" + std::to_string(*L) : ""));
-      }
-      Row row = std::move(measured).value();
-      row["n"] = base.rows;
-      row["nq"] = queries.rows;
-      row["k"] = options.k;
-      row["ram_bytes"] = candidate->ram_bytes();
-      row["disk_bytes"] = candidate->disk_bytes();
-      row["build_s"] = Round(build_s, 3);
-      const nlohmann::json extra = candidate->extra();
-      if (extra.is_object()) {
-        for (const auto& [key, value] : extra.items()) row[key] = value;
-      }
-      if (options.ram_budget > 0) {
-        row["ram_budget"] = options.ram_budget;
-        row["within_ram_budget"] = candidate->ram_bytes() <= options.ram_budget;
-      }
-      rows << row.dump() << std::endl;
-    }
+    PIXSEEK_RETURN_IF_ERROR(
+        RunCandidate(*candidate, name, data, queries, gt, options, workdir, rows));
   }
   return Status::Ok();
 }
