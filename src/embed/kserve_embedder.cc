@@ -402,23 +402,8 @@ class KServeEmbedder final : public NetworkEmbedder {
   // Reads the card's output tensor from an infer reply: JSON, or JSON
   // followed by binary tensors when Inference-Header-Content-Length is set.
   Result<Tensor> ParseInferReply(const httplib::Response& res) const {
+    PIXSEEK_ASSIGN_OR_RETURN(size_t json_size, JsonPartSize(res));
     const std::string_view body = res.body;
-    size_t json_size = body.size();
-    if (res.has_header(kHeaderLength)) {
-      const std::string v = res.get_header_value(kHeaderLength);
-      uint64_t parsed = 0;
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), parsed);
-      if (ec != std::errc() || end != v.data() + v.size()) {
-        return Status::DataLoss(where_ + ": infer reply has a malformed " +
-                                std::string(kHeaderLength) + " \"" + v + "\"");
-      }
-      if (parsed > body.size()) {
-        return Status::DataLoss(where_ + ": infer reply is truncated: its JSON part should be " +
-                                std::to_string(parsed) + " bytes but the body has " +
-                                std::to_string(body.size()));
-      }
-      json_size = static_cast<size_t>(parsed);
-    }
     const std::string_view binary = body.substr(json_size);
     Json reply;
     try {
@@ -429,12 +414,44 @@ class KServeEmbedder final : public NetworkEmbedder {
     if (!reply.is_object() || !reply.contains("outputs") || !reply["outputs"].is_array()) {
       return Status::DataLoss(where_ + ": infer reply has no \"outputs\" array");
     }
-    // Binary tensors follow the JSON in the order of the outputs.
-    const Json* found = nullptr;
+    PIXSEEK_ASSIGN_OR_RETURN(OutputRef out, FindOutput(reply["outputs"], binary.size()));
+    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*out.json, "output", k_.output_tensor, "FP32"));
+    Tensor t;
+    PIXSEEK_ASSIGN_OR_RETURN(const uint64_t elements, ReadOutputShape(*out.json, &t.shape));
+    PIXSEEK_RETURN_IF_ERROR(ReadOutputData(out, binary, elements, &t));
+    return t;
+  }
+
+  // The JSON part's length: the whole body, or what the header says.
+  Result<size_t> JsonPartSize(const httplib::Response& res) const {
+    if (!res.has_header(kHeaderLength)) return res.body.size();
+    const std::string v = res.get_header_value(kHeaderLength);
+    uint64_t parsed = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), parsed);
+    if (ec != std::errc() || end != v.data() + v.size()) {
+      return Status::DataLoss(where_ + ": infer reply has a malformed " +
+                              std::string(kHeaderLength) + " \"" + v + "\"");
+    }
+    if (parsed > res.body.size()) {
+      return Status::DataLoss(where_ + ": infer reply is truncated: its JSON part should be " +
+                              std::to_string(parsed) + " bytes but the body has " +
+                              std::to_string(res.body.size()));
+    }
+    return static_cast<size_t>(parsed);
+  }
+
+  // The card's output among the reply's outputs, with where its binary data
+  // starts (binary tensors follow the JSON in the order of the outputs) and
+  // its declared size (-1: it comes as JSON "data").
+  struct OutputRef {
+    const Json* json = nullptr;
     uint64_t offset = 0;
-    uint64_t found_offset = 0;
-    int64_t found_size = -1;
-    for (const Json& o : reply["outputs"]) {
+    int64_t binary_size = -1;
+  };
+  Result<OutputRef> FindOutput(const Json& outputs, size_t binary_bytes) const {
+    OutputRef found;
+    uint64_t offset = 0;
+    for (const Json& o : outputs) {
       if (!o.is_object()) return Status::DataLoss(where_ + ": infer reply output is not an object");
       int64_t size = -1;
       auto params = o.find("parameters");
@@ -447,65 +464,72 @@ class KServeEmbedder final : public NetworkEmbedder {
       }
       if (o.contains("name") && o["name"].is_string() &&
           o["name"].get<std::string>() == k_.output_tensor) {
-        found = &o;
-        found_offset = offset;
-        found_size = size;
+        found = OutputRef{&o, offset, size};
       }
       if (size >= 0) offset += static_cast<uint64_t>(size);
     }
-    if (offset != binary.size()) {
-      return Status::DataLoss(where_ + ": infer reply carries " + std::to_string(binary.size()) +
+    if (offset != binary_bytes) {
+      return Status::DataLoss(where_ + ": infer reply carries " + std::to_string(binary_bytes) +
                               " bytes of binary tensor data, but its outputs declare " +
                               std::to_string(offset));
     }
-    if (found == nullptr) {
+    if (found.json == nullptr) {
       return Status::Internal(where_ + ": infer reply has no output '" + k_.output_tensor +
-                              "'; it has " + JoinNames(reply["outputs"]));
+                              "'; it has " + JoinNames(outputs));
     }
-    PIXSEEK_RETURN_IF_ERROR(CheckDatatype(*found, "output", k_.output_tensor, "FP32"));
-    Tensor t;
-    if (!ReadShape(*found, &t.shape) ||
-        std::any_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; })) {
+    return found;
+  }
+
+  // The output's shape into `shape`; returns its element count, bounded.
+  Result<uint64_t> ReadOutputShape(const Json& output, std::vector<int64_t>* shape) const {
+    if (!ReadShape(output, shape) ||
+        std::any_of(shape->begin(), shape->end(), [](int64_t d) { return d < 0; })) {
       return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
                               "' has no valid shape");
     }
     uint64_t elements = 1;
-    for (int64_t d : t.shape) {
+    for (int64_t d : *shape) {
       if (d != 0 && elements > kMaxOutputElements / static_cast<uint64_t>(d)) {
-        return Status::DataLoss(where_ + ": infer reply output shape " + DimsString(t.shape) +
+        return Status::DataLoss(where_ + ": infer reply output shape " + DimsString(*shape) +
                                 " is too large");
       }
       elements *= static_cast<uint64_t>(d);
     }
     if (elements > kMaxOutputElements) {
-      return Status::DataLoss(where_ + ": infer reply output shape " + DimsString(t.shape) +
+      return Status::DataLoss(where_ + ": infer reply output shape " + DimsString(*shape) +
                               " is too large");
     }
-    if (found_size >= 0) {
-      if (static_cast<uint64_t>(found_size) != elements * sizeof(float)) {
+    return elements;
+  }
+
+  // The output's values, from its binary data or its JSON "data".
+  Status ReadOutputData(const OutputRef& out, std::string_view binary, uint64_t elements,
+                        Tensor* t) const {
+    if (out.binary_size >= 0) {
+      if (static_cast<uint64_t>(out.binary_size) != elements * sizeof(float)) {
         return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
-                                "' has shape " + DimsString(t.shape) + " (" +
+                                "' has shape " + DimsString(t->shape) + " (" +
                                 std::to_string(elements * sizeof(float)) +
                                 " bytes of FP32) but binary_data_size " +
-                                std::to_string(found_size));
+                                std::to_string(out.binary_size));
       }
-      t.data.resize(elements);
-      ReadLittleEndian(binary.data() + found_offset, elements, t.data.data());
-    } else {
-      auto data = found->find("data");
-      if (data == found->end() || !data->is_array()) {
-        return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
-                                "' has neither \"data\" nor binary_data_size");
-      }
-      t.data.reserve(elements);
-      if (!FlattenData(*data, 0, elements, &t.data) || t.data.size() != elements) {
-        return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
-                                "' has shape " + DimsString(t.shape) + " (" +
-                                std::to_string(elements) +
-                                " numbers) but its \"data\" does not hold that many numbers");
-      }
+      t->data.resize(elements);
+      ReadLittleEndian(binary.data() + out.offset, elements, t->data.data());
+      return Status::Ok();
     }
-    return t;
+    auto data = out.json->find("data");
+    if (data == out.json->end() || !data->is_array()) {
+      return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
+                              "' has neither \"data\" nor binary_data_size");
+    }
+    t->data.reserve(elements);
+    if (!FlattenData(*data, 0, elements, &t->data) || t->data.size() != elements) {
+      return Status::DataLoss(where_ + ": infer reply output '" + k_.output_tensor +
+                              "' has shape " + DimsString(t->shape) + " (" +
+                              std::to_string(elements) +
+                              " numbers) but its \"data\" does not hold that many numbers");
+    }
+    return Status::Ok();
   }
 
   const KServeSection& k_;  // card().kserve
