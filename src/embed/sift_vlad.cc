@@ -29,23 +29,13 @@
 #include "embed/preprocess.h"
 #include "embed/sealed_file.h"
 #include "pixseek/feature_fit.h"
+#include "core/omp_threads.h"
 
 namespace pixseek {
 namespace {
 
 constexpr std::string_view kCodebookMagic = "PXVLAD01";
 
-// FAISS parallelises with OpenMP; on this project's small machines its
-// busy-waiting threads make the small searches here slower than one thread
-// (see src/index/pq.cc), and images are already processed in parallel.
-class ScopedOmpThreads {
- public:
-  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
 
 int Clusters(const ModelCard& card) { return card.dimension / kSiftDimension; }
 

@@ -16,6 +16,8 @@
 #include <thread>
 #include <utility>
 
+#include "core/omp_threads.h"
+
 namespace pixseek {
 
 // Serialised layout, all little-endian:
@@ -87,19 +89,8 @@ Status CheckShape(int dim, int m) {
   return Status::Ok();
 }
 
-// FAISS parallelises inside each sub-space with OpenMP, whose threads
-// busy-wait between the many tiny parallel regions of a PQ with hundreds of
-// sub-spaces: on 2 cores that made training 10x slower than one thread.
-// pixseek instead runs FAISS single-threaded on slices of the sub-spaces, one
-// slice per std::thread.
-class ScopedOmpThreads {
- public:
-  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+// pixseek runs FAISS single-threaded on slices of the sub-spaces, one slice
+// per std::thread (core/omp_threads.h says why).
 
 // Runs fn(slice) for slice in [0, slices) on one thread each; the first
 // exception (if any) is rethrown.

@@ -12,6 +12,7 @@
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
 
+#include "core/omp_threads.h"
 #include "core/parallel.h"
 #include "pixseek/train.h"
 
@@ -23,17 +24,6 @@ namespace {
 // keep the memory of a 2,000-image sample small.
 constexpr size_t kDescriptorBudget = 200000;
 
-// FAISS parallelises with OpenMP; on this project's small machines its
-// busy-waiting threads make k-means slower than one thread (see
-// src/index/pq.cc).
-class ScopedOmpThreads {
- public:
-  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
 
 }  // namespace
 
