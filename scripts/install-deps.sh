@@ -18,6 +18,12 @@ if [[ $what == test ]]; then
   # themselves on 127.0.0.1), torchvision to export test models, OpenCV's
   # Python bindings for bench embed's Python pipeline of ONNX models.
   pkgs+=(libgtest-dev curl mariadb-server redis-server chromium python3-torchvision python3-opencv python3-onnx)
+  # The fuzz tree (make build-fuzz): clang 16 (Debian's default clang 14
+  # lacks more of the C++20 that GCC 12 accepts, e.g. lambdas capturing
+  # structured bindings), libFuzzer and clang's sanitizer runtimes, its
+  # OpenMP (FAISS needs one), and llvm-symbolizer (llvm-16) so that reports
+  # name files and lines.
+  pkgs+=(clang-16 libclang-rt-16-dev libomp-16-dev llvm-16)
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     pkgs+=(nodejs npm)
   fi

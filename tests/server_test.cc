@@ -378,7 +378,10 @@ TEST_F(ServerTest, UploadSearchFetchDelete) {
   ExpectError(client_->Post("/api/v1/search", json({{"image_id", ids[2]}}).dump(),
                             "application/json"),
               404, "NOT_FOUND");
-  for (const json& hit : SearchImage(disc, "?top_k=1000")["results"]) {
+  // Kept in a variable: a range-for over a part of the temporary would read
+  // it after it is destroyed (ASan found this).
+  const json found = SearchImage(disc, "?top_k=1000");
+  for (const json& hit : found["results"]) {
     EXPECT_NE(hit["id"], ids[2]);
   }
 }

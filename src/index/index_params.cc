@@ -174,7 +174,7 @@ std::string IndexParams::String(std::string_view name, const std::string& fallba
 std::string IndexParams::ToJson() const {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [name, entry] : values_) {
-    std::visit([&](const auto& v) { j[name] = v; }, entry.value);
+    std::visit([&j, &name = name](const auto& v) { j[name] = v; }, entry.value);
   }
   return j.dump();
 }

@@ -11,6 +11,7 @@
 #include "index/inner_product.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define PIXSEEK_HAVE_X86 1
 #endif
@@ -233,8 +234,9 @@ Kernels Pick() {
       __builtin_cpu_supports("avx512vl")) {
     return {F16Avx512, I8Avx512, PqAvx512, "avx512"};
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
     return {F16Avx2, I8Avx2, PqAvx2, "avx2+f16c"};
   }
 #endif

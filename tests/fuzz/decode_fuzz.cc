@@ -2,8 +2,8 @@
 // well-formed image, never a crash, leak or out-of-bounds read. Limits are
 // small so that the fuzzer explores parsers rather than allocating.
 //
-//   cmake -DCMAKE_CXX_COMPILER=clang++ -DPIXSEEK_BUILD_FUZZERS=ON ...
-//   ./decode_fuzz -max_len=65536 corpus/
+//   make build-fuzz     (or cmake -DCMAKE_CXX_COMPILER=clang++-16 -DPIXSEEK_BUILD_FUZZERS=ON ...)
+//   scripts/run-fuzzer.sh build-fuzz decode_fuzz 60   (seeds, then 60 s of fuzzing)
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
