@@ -380,8 +380,8 @@ TEST_F(ServerTest, UploadSearchFetchDelete) {
               404, "NOT_FOUND");
   // Kept in a variable: a range-for over a part of the temporary would read
   // it after it is destroyed (ASan found this).
-  const json found = SearchImage(disc, "?top_k=1000");
-  for (const json& hit : found["results"]) {
+  const json remaining = SearchImage(disc, "?top_k=1000");
+  for (const json& hit : remaining["results"]) {
     EXPECT_NE(hit["id"], ids[2]);
   }
 }
