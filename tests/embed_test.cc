@@ -14,6 +14,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "embed/embed_batcher.h"
+#include "embed/preprocess.h"
 #include "pixseek/embedder.h"
 #include "pixseek/model_registry.h"
 #include "test_util.h"
@@ -28,6 +29,64 @@ using testing::TempDir;
 using testing::WriteBytes;
 
 // ---------------------------------------------------------------- cards
+
+// One set of pooling rules for the runtimes that pool on the CPU (OpenCV
+// DNN, KServe): every pooling the card allows, against values worked out by
+// hand on a tiny output.
+TEST(PoolFeaturesTest, EveryPoolingOnCellsAndTokens) {
+  ModelCard card;
+  card.dimension = 2;
+  card.output.l2_normalize = false;
+  // [1,2,2,2]: channel 0 cells {1,2,3,4}, channel 1 cells {4,4,0,0}.
+  const float cells[] = {1, 2, 3, 4, 4, 4, 0, 0};
+  const int64_t cells_shape[] = {1, 2, 2, 2};
+  // [1,3,2]: tokens (cls) {9,9}, {1,4}, {3,0}.
+  const float tokens[] = {9, 9, 1, 4, 3, 0};
+  const int64_t tokens_shape[] = {1, 3, 2};
+  float out[2];
+  auto pool = [&](Pooling p, const float* data, std::span<const int64_t> shape) {
+    card.output.pooling = p;
+    return PoolFeatures(card, data, shape, 1, out);
+  };
+  ASSERT_TRUE(pool(Pooling::kGap, cells, cells_shape).ok());
+  EXPECT_FLOAT_EQ(out[0], 2.5f);
+  EXPECT_FLOAT_EQ(out[1], 2.0f);
+  ASSERT_TRUE(pool(Pooling::kGmp, cells, cells_shape).ok());
+  EXPECT_FLOAT_EQ(out[0], 4.0f);
+  EXPECT_FLOAT_EQ(out[1], 4.0f);
+  card.output.gem_p = 3.0f;
+  ASSERT_TRUE(pool(Pooling::kGem, cells, cells_shape).ok());
+  EXPECT_NEAR(out[0], std::cbrt((1.0 + 8 + 27 + 64) / 4), 1e-5);
+  EXPECT_NEAR(out[1], std::cbrt((64.0 + 64) / 4), 1e-5);
+  ASSERT_TRUE(pool(Pooling::kCls, tokens, tokens_shape).ok());
+  EXPECT_FLOAT_EQ(out[0], 9.0f);
+  EXPECT_FLOAT_EQ(out[1], 9.0f);
+  ASSERT_TRUE(pool(Pooling::kMeanTokens, tokens, tokens_shape).ok());  // the class token left out
+  EXPECT_FLOAT_EQ(out[0], 2.0f);
+  EXPECT_FLOAT_EQ(out[1], 2.0f);
+  ASSERT_TRUE(pool(Pooling::kGem, tokens, tokens_shape).ok());
+  EXPECT_NEAR(out[0], std::cbrt((1.0 + 27) / 2), 1e-5);
+  EXPECT_NEAR(out[1], std::cbrt(64.0 / 2), 1e-4);  // 0 is clamped to 1e-6
+  const int64_t flat_shape[] = {1, 2};
+  ASSERT_TRUE(pool(Pooling::kNone, cells, flat_shape).ok());
+  EXPECT_FLOAT_EQ(out[0], 1.0f);
+  EXPECT_FLOAT_EQ(out[1], 2.0f);
+
+  // A shape the pooling does not take is named, with what it takes.
+  Status s = pool(Pooling::kCls, cells, cells_shape);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("[N,T,D]"), std::string::npos) << s.message();
+  s = pool(Pooling::kGap, tokens, tokens_shape);
+  EXPECT_NE(s.message().find("[N,C,H,W]"), std::string::npos) << s.message();
+  s = pool(Pooling::kNone, cells, cells_shape);
+  EXPECT_FALSE(s.ok());
+  const int64_t one_token[] = {1, 1, 2};
+  EXPECT_FALSE(pool(Pooling::kMeanTokens, tokens, one_token).ok());
+  EXPECT_TRUE(pool(Pooling::kCls, tokens, one_token).ok());
+  card.output.l2_normalize = true;
+  ASSERT_TRUE(pool(Pooling::kCls, tokens, tokens_shape).ok());
+  EXPECT_NEAR(out[0] * out[0] + out[1] * out[1], 1.0, 1e-6);
+}
 
 TEST(ModelCardTest, ParsesAFullCard) {
   auto card = ModelCard::FromJson(R"({

@@ -308,26 +308,15 @@ class KServeEmbedder final : public NetworkEmbedder {
     // Which axis holds the feature dimension, and which ranks the card's
     // pooling accepts ([N,C,H,W], [N,D] or [N,T,D]).
     const Pooling p = card().output.pooling;
-    size_t axis = 1;
-    bool rank_ok = false;
-    std::string expected;
+    bool rank_ok = PoolingAcceptsRank(p, shape.size());
     if (p == Pooling::kNone) {
+      // Unknown sizes (-1) in the metadata may be the 1s of [N,D,1,1].
       rank_ok = shape.size() == 2 ||
                 (shape.size() == 4 && (shape[2] == 1 || shape[2] == -1) &&
                  (shape[3] == 1 || shape[3] == -1));
-      expected = "[N,D]";
-    } else if (p == Pooling::kCls || p == Pooling::kMeanTokens) {
-      rank_ok = shape.size() == 3;
-      axis = 2;
-      expected = "[N,T,D]";
-    } else if (p == Pooling::kGem) {
-      rank_ok = shape.size() == 4 || shape.size() == 3;
-      axis = shape.size() == 3 ? 2 : 1;
-      expected = "[N,C,H,W] or [N,T,D]";
-    } else {
-      rank_ok = shape.size() == 4;
-      expected = "[N,C,H,W]";
     }
+    const size_t axis = shape.size() == 3 && p != Pooling::kNone ? 2 : 1;
+    const std::string expected(PoolingShapes(p));
     if (!rank_ok) {
       return Status::FailedPrecondition(where_ + ": output '" + k_.output_tensor +
                                         "' has shape " + DimsString(shape) + ", but pooling \"" +

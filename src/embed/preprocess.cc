@@ -120,33 +120,86 @@ std::string ShapeToString(std::span<const int64_t> shape) {
   return s + "]";
 }
 
+std::string_view PoolingShapes(Pooling pooling) {
+  switch (pooling) {
+    case Pooling::kNone: return "[N,D]";
+    case Pooling::kGap:
+    case Pooling::kGmp: return "[N,C,H,W]";
+    case Pooling::kGem: return "[N,C,H,W] or [N,T,D]";
+    case Pooling::kCls:
+    case Pooling::kMeanTokens: return "[N,T,D]";
+  }
+  return "?";
+}
+
+bool PoolingAcceptsRank(Pooling pooling, size_t rank) {
+  switch (pooling) {
+    case Pooling::kNone: return rank >= 2;  // [N,D], or [N,D,1,1] from a conv head
+    case Pooling::kGap:
+    case Pooling::kGmp: return rank == 4;
+    case Pooling::kGem: return rank == 4 || rank == 3;
+    case Pooling::kCls:
+    case Pooling::kMeanTokens: return rank == 3;
+  }
+  return false;
+}
+
+namespace {
+
+// GeM: the generalised mean of `count` values `stride` apart, inputs clamped
+// to kGemEps (as the libtorch embedder does).
+constexpr double kGemEps = 1e-6;
+float GeneralisedMean(const float* v, size_t count, size_t stride, double p) {
+  double sum = 0.0;
+  for (size_t k = 0; k < count; ++k) sum += std::pow(std::max<double>(v[k * stride], kGemEps), p);
+  return static_cast<float>(std::pow(sum / static_cast<double>(count), 1.0 / p));
+}
+
+float Mean(const float* v, size_t count, size_t stride) {
+  double sum = 0.0;
+  for (size_t k = 0; k < count; ++k) sum += v[k * stride];
+  return static_cast<float>(sum / static_cast<double>(count));
+}
+
+void NormalizeRow(float* row, size_t d) {
+  double norm = 0.0;
+  for (size_t c = 0; c < d; ++c) norm += static_cast<double>(row[c]) * row[c];
+  norm = std::sqrt(norm);
+  // An all-zero vector stays zero rather than becoming NaN.
+  if (norm > 0.0) {
+    const float inv = static_cast<float>(1.0 / norm);
+    for (size_t c = 0; c < d; ++c) row[c] *= inv;
+  }
+}
+
+}  // namespace
+
 Status PoolFeatures(const ModelCard& card, const float* data, std::span<const int64_t> shape,
                     int n, float* out) {
   if (shape.size() < 2 || shape[0] != n) {
     return Status::InvalidArgument("model output has shape " + ShapeToString(shape) +
                                    ", expected a batch of " + std::to_string(n));
   }
-  int64_t channels = 0;
-  size_t spatial = 1;
   const Pooling pooling = card.output.pooling;
-  if (pooling == Pooling::kNone) {
-    for (size_t d = 2; d < shape.size(); ++d) spatial *= static_cast<size_t>(shape[d]);
-    if (spatial != 1) {
-      return Status::InvalidArgument("pooling \"none\" needs an [N,D] output, got " +
-                                     ShapeToString(shape));
-    }
-    channels = shape[1];
-  } else {
-    if (shape.size() != 4) {
-      return Status::InvalidArgument("pooling \"" + std::string(ToString(pooling)) +
-                                     "\" needs an [N,C,H,W] output, got " + ShapeToString(shape));
-    }
-    channels = shape[1];
-    spatial = static_cast<size_t>(shape[2]) * static_cast<size_t>(shape[3]);
-    if (spatial == 0) {
-      return Status::InvalidArgument("model output has an empty spatial size " +
-                                     ShapeToString(shape));
-    }
+  const auto wrong_shape = [&] {
+    return Status::InvalidArgument("pooling \"" + std::string(ToString(pooling)) + "\" needs an " +
+                                   std::string(PoolingShapes(pooling)) + " output, got " +
+                                   ShapeToString(shape));
+  };
+  if (!PoolingAcceptsRank(pooling, shape.size())) return wrong_shape();
+  // The output as [N, D, spatial] (feature-major) or [N, tokens, D].
+  const bool tokens = shape.size() == 3 && pooling != Pooling::kNone;
+  const int64_t channels = tokens ? shape[2] : shape[1];
+  size_t positions = 1;  // spatial cells or tokens
+  for (size_t axis = tokens ? 1 : 2; axis < (tokens ? 2 : shape.size()); ++axis) {
+    positions *= static_cast<size_t>(shape[axis]);
+  }
+  if (pooling == Pooling::kNone && positions != 1) return wrong_shape();
+  const size_t first = pooling == Pooling::kCls ? 0 : (tokens ? 1 : 0);  // token 0 is the class
+  if (positions <= first) {
+    return Status::InvalidArgument("model output has no " +
+                                   std::string(tokens ? "patch tokens" : "spatial cells") + ": " +
+                                   ShapeToString(shape));
   }
   if (channels != card.dimension) {
     return Status::InvalidArgument("model output dimension is " + std::to_string(channels) +
@@ -154,28 +207,27 @@ Status PoolFeatures(const ModelCard& card, const float* data, std::span<const in
                                    std::to_string(card.dimension));
   }
   const size_t d = static_cast<size_t>(channels);
+  const size_t count = positions - first;
   for (int i = 0; i < n; ++i) {
-    float* row = out + i * d;
+    const float* sample = data + static_cast<size_t>(i) * d * positions;
+    float* row = out + static_cast<size_t>(i) * d;
     for (size_t c = 0; c < d; ++c) {
-      const float* v = data + (i * d + c) * spatial;
-      if (pooling == Pooling::kGmp) {
-        row[c] = *std::max_element(v, v + spatial);
-      } else {
-        double sum = 0.0;
-        for (size_t k = 0; k < spatial; ++k) sum += v[k];
-        row[c] = static_cast<float>(sum / static_cast<double>(spatial));
+      // Feature c's values: contiguous per channel, or one per token row.
+      const float* v = tokens ? sample + first * d + c : sample + c * positions;
+      const size_t stride = tokens ? d : 1;
+      switch (pooling) {
+        case Pooling::kGmp: {
+          float best = v[0];
+          for (size_t k = 1; k < count; ++k) best = std::max(best, v[k * stride]);
+          row[c] = best;
+          break;
+        }
+        case Pooling::kGem: row[c] = GeneralisedMean(v, count, stride, card.output.gem_p); break;
+        case Pooling::kCls: row[c] = v[0]; break;
+        default: row[c] = Mean(v, count, stride); break;  // gap, mean_tokens, none
       }
     }
-    if (card.output.l2_normalize) {
-      double norm = 0.0;
-      for (size_t c = 0; c < d; ++c) norm += static_cast<double>(row[c]) * row[c];
-      norm = std::sqrt(norm);
-      // An all-zero vector stays zero rather than becoming NaN.
-      if (norm > 0.0) {
-        const float inv = static_cast<float>(1.0 / norm);
-        for (size_t c = 0; c < d; ++c) row[c] *= inv;
-      }
-    }
+    if (card.output.l2_normalize) NormalizeRow(row, d);
   }
   return Status::Ok();
 }

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -30,11 +31,18 @@ void PreprocessImage(const PreprocessSpec& spec, const Image& image, float* dst)
 // "[2,1280,7,7]".
 std::string ShapeToString(std::span<const int64_t> shape);
 
-// Pools a network output of `shape` ([N,C,H,W] for "gap"/"gmp", [N,D] or
-// [N,D,1,1] for "none") into N rows of card.dimension floats at `out`,
-// L2-normalised when card.output says so. `data` holds the product of `shape`
-// floats, row-major. InvalidArgument names the shape when it does not fit
-// the card or the expected batch `n`.
+// The pooling rules, one table for every runtime: the output shapes a
+// pooling takes ("[N,C,H,W] or [N,T,D]" for messages) and whether it takes
+// an output of this rank.
+std::string_view PoolingShapes(Pooling pooling);
+bool PoolingAcceptsRank(Pooling pooling, size_t rank);
+
+// Pools a network output of `shape` into N rows of card.dimension floats at
+// `out`, L2-normalised when card.output says so: "gap"/"gmp"/"gem" over the
+// cells of [N,C,H,W]; "cls" (token 0), "mean_tokens" or "gem" over the patch
+// tokens 1..T-1 of [N,T,D]; "none" for [N,D] or [N,D,1,1]. `data` holds the
+// product of `shape` floats, row-major. InvalidArgument names the shape when
+// it does not fit the card or the expected batch `n`.
 Status PoolFeatures(const ModelCard& card, const float* data, std::span<const int64_t> shape,
                     int n, float* out);
 

@@ -158,25 +158,26 @@ class TorchEmbedder final : public NetworkEmbedder {
       if (!ok) return ShapeError("[N,D]", y);
       return y.flatten(1);
     }
-    if (p == Pooling::kGap || p == Pooling::kGmp || (p == Pooling::kGem && y.dim() == 4)) {
-      if (y.dim() != 4 || y.size(2) * y.size(3) == 0) return ShapeError("[N,C,H,W]", y);
+    if (!PoolingAcceptsRank(p, static_cast<size_t>(y.dim()))) {
+      return ShapeError(PoolingShapes(p), y);
+    }
+    if (y.dim() == 4) {  // gap, gmp or gem over the cells
+      if (y.size(2) * y.size(3) == 0) return ShapeError(PoolingShapes(p), y);
       if (p == Pooling::kGap) return y.mean({2, 3});
       if (p == Pooling::kGmp) return y.amax({2, 3});
       return y.clamp_min(kGemEps).pow(gem_p).mean({2, 3}).pow(1.0 / gem_p);
     }
     // Token poolings on [N,T,D], the class token first.
-    if (y.dim() != 3 || y.size(1) < (p == Pooling::kCls ? 1 : 2)) {
-      return ShapeError(p == Pooling::kGem ? "[N,C,H,W] or [N,T,D] (T >= 2)" : "[N,T,D]", y);
-    }
+    if (y.size(1) < (p == Pooling::kCls ? 1 : 2)) return ShapeError("[N,T,D] (T >= 2)", y);
     if (p == Pooling::kCls) return y.select(1, 0);
     torch::Tensor patches = y.slice(1, 1);
     if (p == Pooling::kMeanTokens) return patches.mean(1);
     return patches.clamp_min(kGemEps).pow(gem_p).mean(1).pow(1.0 / gem_p);
   }
 
-  Status ShapeError(const char* expected, const torch::Tensor& y) const {
-    return Status::InvalidArgument("pooling \"" + PoolingName() + "\" needs an " + expected +
-                                   " output, got " + ShapeOf(y));
+  Status ShapeError(std::string_view expected, const torch::Tensor& y) const {
+    return Status::InvalidArgument("pooling \"" + PoolingName() + "\" needs an " +
+                                   std::string(expected) + " output, got " + ShapeOf(y));
   }
 
   void NormalizeRows(float* out, size_t n) const {
