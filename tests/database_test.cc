@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pixseek/model_registry.h"
@@ -206,6 +207,29 @@ TEST_P(DatabaseTest, AStoreBelongsToOneDatabase) {
   EXPECT_NE(s.message().find("belongs to another database"), std::string::npos) << s.ToString();
   EXPECT_FALSE(std::filesystem::exists(tmp_.path() / "db2" / "pixseek.json"));
   EXPECT_TRUE(Database::Open(first, false).ok());
+}
+
+// The same bytes uploaded from several threads at once are one image whose
+// file stays on disk (the uploads that lose the race must not remove it).
+TEST_P(DatabaseTest, ConcurrentUploadsOfTheSameBytesKeepTheFile) {
+  auto db = Create();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto bytes = testing::SyntheticImage(".png", 48, 48, 10, 200, 30, 7);
+  constexpr int kThreads = 6;
+  std::vector<Result<int64_t>> ids(kThreads, Status::Internal("not run"));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] { ids[t] = UploadService(**db).AddBytes(bytes, "same.png"); });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& id : ids) {
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    EXPECT_EQ(*id, *ids[0]);
+  }
+  auto record = (*db)->store().Get(*ids[0]);
+  ASSERT_TRUE(record.ok());
+  EXPECT_TRUE(std::filesystem::exists(record->path)) << record->path;
+  EXPECT_EQ((*db)->index().size(), 1u);
 }
 
 // A manifest written before the parameter table ("disk_params") still opens

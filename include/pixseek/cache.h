@@ -1,5 +1,6 @@
-// Query-result cache: the Cache interface, the in-process LRU and the Redis
-// cache, and OpenCache, which picks one from a URL.
+// The caches of a database (search results, and query features by content
+// hash): the Cache interface, the in-process LRU and the Redis cache, and
+// OpenCache, which picks one from a URL.
 #ifndef PIXSEEK_CACHE_H_
 #define PIXSEEK_CACHE_H_
 

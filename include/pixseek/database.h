@@ -1,12 +1,15 @@
 // A pixseek database: one directory that holds the vector index, the metadata
 // store, thumbnails and uploaded files, tied to one embedding model.
 //
-// Layout of DB/:
-//   pixseek.json     manifest: format version, model name, model sha256,
-//                    dimension, index kind and parameters, metadata store
-//                    (written once at creation)
-//   metadata.db      SQLite metadata (ImageRecord rows), unless the metadata
-//                    lives in MariaDB (DatabaseOptions::metadata_url)
+// Layout of DB/ (docs/architecture.md, "The database directory", has every
+// file and manifest key):
+//   pixseek.json     manifest: format version, model and its sha256,
+//                    dimension, index kind and parameters, metadata store,
+//                    creation time and id, PCA, ONNX engine (written once at
+//                    creation; src/service/manifest.h)
+//   metadata.db      SQLite metadata (ImageRecord rows; -wal/-shm beside it),
+//                    unless the metadata lives in MariaDB
+//                    (DatabaseOptions::metadata_url)
 //   index/           the disk graph index (kind "disk", the default;
 //                    docs/index_format.md), or
 //   vectors.flat     the exact index's log (kind "flat")
@@ -14,9 +17,11 @@
 //   pca.bin          PCA(-whitening) learned at creation (when asked for)
 //   thumbs/NN/ID.jpg thumbnails, NN = ID % 100
 //   images/HH/SHA.ext files uploaded over HTTP (HH = first two hex digits)
+//   build_jobs.json  builds started over HTTP, resumed after a restart
 #ifndef PIXSEEK_DATABASE_H_
 #define PIXSEEK_DATABASE_H_
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -160,6 +165,10 @@ class Database {
   // NotFound for an unknown id.
   Status Remove(int64_t id);
 
+  // Serialises work on one content (uploads of the same bytes, which share
+  // one file under images/): one of 64 mutexes, picked by the hex sha256.
+  std::mutex& ContentMutex(std::string_view sha256);
+
   std::filesystem::path ThumbnailPath(int64_t id) const;
   std::filesystem::path UploadPath(const std::string& sha256, std::string_view format) const;
 
@@ -192,6 +201,7 @@ class Database {
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<Cache> feature_cache_;
   std::mutex write_mu_;  // serialises Insert/Remove so the three stores agree
+  std::array<std::mutex, 64> content_mu_;  // ContentMutex
 };
 
 }  // namespace pixseek

@@ -1,7 +1,7 @@
 // The parameters of the vector indexes: one table per index kind, from which
 // the configuration file's [index] keys, the command-line flags, the
 // manifest's record, validation and the table in docs/configuration.md all
-// come (`pixseek help index-params` prints that table).
+// come (`pixseek index-params` prints that table).
 //
 // A parameter is declared once, in its kind's table (src/index/disk_params.cc
 // for the disk index); nothing else lists it.

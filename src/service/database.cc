@@ -364,6 +364,10 @@ Status Database::EmbedOne(const Image& image, float* out) { return embedding_->E
 
 EmbedBatcherStats Database::batcher_stats() const { return embedding_->batcher_stats(); }
 
+std::mutex& Database::ContentMutex(std::string_view sha256) {
+  return content_mu_[std::hash<std::string_view>{}(sha256) % content_mu_.size()];
+}
+
 std::filesystem::path Database::ThumbnailPath(int64_t id) const {
   char shard[8];
   std::snprintf(shard, sizeof shard, "%02d", static_cast<int>(id % 100));

@@ -1,7 +1,7 @@
 // The parts of a new database learned from its own images before it is
 // created (the SIFT-VLAD codebook, PCA), and opening them again for an
 // existing database, so that build, add, query and serve embed alike. The
-// learning itself is src/train's (train/train.h); this is the part that
+// learning itself is src/train's (include/pixseek/train.h); this is the part that
 // knows the database: which files to sample, and the files it writes.
 #ifndef PIXSEEK_SERVICE_FIT_H_
 #define PIXSEEK_SERVICE_FIT_H_

@@ -11,7 +11,10 @@ Result<int64_t> UploadService::AddBytes(std::span<const uint8_t> bytes, const st
   PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, db_.decode_options()));
   const std::string sha = Sha256Hex(bytes);
   const auto path = db_.UploadPath(sha, ImageFormatName(decoded.info.format));
-  // The same bytes uploaded again are the same stored image.
+  // The same bytes uploaded again are the same stored image. Two uploads of
+  // them at once share one file: the lock keeps the one that finds it stored
+  // from racing the one storing it (whose failure would remove the file).
+  std::lock_guard<std::mutex> same_content(db_.ContentMutex(sha));
   PIXSEEK_ASSIGN_OR_RETURN(auto existing, db_.store().FindByPath(path.string()));
   if (existing) return existing->id;
 
