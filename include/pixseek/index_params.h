@@ -78,7 +78,10 @@ std::string ParamValueText(const ParamValue& value);
 // Checks a value's type and range against its spec. InvalidArgument says what
 // is allowed ("compact_ratio must be a number in (0, 100], got 0").
 Status ValidateParam(const IndexParamSpec& spec, const ParamValue& value);
-// Parses text (a flag's argument) as the spec's type, then validates it.
+// ValidateParam, then the value in the spec's own type (an integer given for
+// a real parameter becomes a double), as every reader stores it.
+Result<ParamValue> CheckParam(const IndexParamSpec& spec, ParamValue value);
+// Parses text (a flag's argument) as the spec's type, then checks it.
 Result<ParamValue> ParseParam(const IndexParamSpec& spec, std::string_view text);
 
 // Parameter values by name, each with where it came from ("--storage",

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "bench_ann/candidates.h"
+#include "core/omp_threads.h"
 
 namespace pixseek {
 namespace {
@@ -40,18 +41,6 @@ Status CatchFaiss(const char* what, F&& body) {
     return Status::Internal(std::string(what) + ": " + e.what());
   }
 }
-
-// Sets the calling thread's OpenMP thread count for one scope.
-class OmpThreads {
- public:
-  explicit OmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
-  ~OmpThreads() { omp_set_num_threads(saved_); }
-  OmpThreads(const OmpThreads&) = delete;
-  OmpThreads& operator=(const OmpThreads&) = delete;
-
- private:
-  int saved_;
-};
 
 // The shared search loop: one index->search(1, ...) per query with the given
 // parameters.
@@ -89,7 +78,7 @@ class FaissHnswCandidate final : public AnnCandidate {
   }
 
   Status Build(const AnnData& data, const std::filesystem::path&) override {
-    OmpThreads omp(build_threads_);
+    ScopedOmpThreads omp(build_threads_);
     return CatchFaiss("faiss-hnsw build", [&] {
       index_ =
           std::make_unique<faiss::IndexHNSWFlat>(data.dim, kHnswM, faiss::METRIC_INNER_PRODUCT);
@@ -149,7 +138,7 @@ class FaissIvfPqCandidate final : public AnnCandidate {
     // tiny data sets get fewer than 8 bits.
     nbits_ = 8;
     while (nbits_ > 1 && (size_t{1} << nbits_) > data.n) --nbits_;
-    OmpThreads omp(build_threads_);
+    ScopedOmpThreads omp(build_threads_);
     return CatchFaiss("faiss-ivfpq build", [&] {
       index_.reset();
       quantizer_ = std::make_unique<faiss::IndexFlatIP>(data.dim);

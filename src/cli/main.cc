@@ -9,12 +9,10 @@
 #include <csignal>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -48,9 +46,9 @@ struct DbFlags {
   size_t max_bytes = DecodeLimits{}.max_bytes;
   uint64_t max_pixels = DecodeLimits{}.max_pixels;
   std::string index_kind;
-  // Index parameters given as flags: name -> value, parsed and checked
-  // against the parameter table when given.
-  std::map<std::string, ParamValue> index_params;
+  // Index parameters given as flags, parsed and checked against the
+  // parameter table when given, each with its flag as its source.
+  IndexParams index_params;
   int batch_max = 0;
   double batch_wait_ms = 0;
   std::string config_file;  // parsed before the flags (ConfigFileFromArgs)
@@ -123,7 +121,7 @@ void AddIndexFlags(CLI::App* cmd, DbFlags& f, ParamCommand command) {
         [&f, spec](const std::string& text) {
           auto value = ParseParam(spec, text);
           if (!value.ok()) throw CLI::ValidationError(ParamFlag(spec), value.status().message());
-          f.index_params[spec.name] = *value;
+          f.index_params.Set(spec.name, *value, ParamFlag(spec));
         },
         help);
   }
@@ -159,10 +157,8 @@ DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_o
   o.limits.max_bytes = f.max_bytes;
   o.limits.max_pixels = f.max_pixels;
   o.index_kind = f.index_kind;
-  for (const auto& [name, value] : f.index_params) {
-    std::string flag = "--" + name;
-    std::replace(flag.begin(), flag.end(), '_', '-');
-    o.index_params.Set(name, value, flag);
+  for (const auto& [name, entry] : f.index_params.values()) {
+    o.index_params.Set(name, entry.value, entry.source);
   }
   o.batching.max_batch = f.batch_max;
   o.batching.max_wait = std::chrono::microseconds(static_cast<int64_t>(f.batch_wait_ms * 1000.0));

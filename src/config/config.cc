@@ -129,17 +129,14 @@ class SectionReader {
     } else {
       return Fail(*node, spec.name, "must be a number or a string");
     }
-    if (spec.type == ParamType::kReal) {
-      if (const auto* i = std::get_if<int64_t>(&value)) value = static_cast<double>(*i);
-    }
-    Status valid = ValidateParam(spec, value);
-    if (!valid.ok()) {
+    auto checked = CheckParam(spec, std::move(value));
+    if (!checked.ok()) {
       // The message starts with the key; Fail puts the key first itself.
-      std::string what = valid.message();
+      std::string what = checked.status().message();
       if (what.rfind(spec.name, 0) == 0) what = what.substr(std::strlen(spec.name) + 1);
       return Fail(*node, spec.name, what);
     }
-    out.Set(spec.name, std::move(value),
+    out.Set(spec.name, std::move(*checked),
             file_ + ":" + std::to_string(node->source().begin.line));
   }
 

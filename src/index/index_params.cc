@@ -71,30 +71,22 @@ Status ValidateParam(const IndexParamSpec& spec, const ParamValue& value) {
   const std::string name = spec.name;
   switch (spec.type) {
     case ParamType::kInt:
-    case ParamType::kBytes: {
-      const auto* v = std::get_if<int64_t>(&value);
-      if (v == nullptr || !InRange(spec, static_cast<double>(*v))) {
-        const std::string range = RangeText(spec);
-        return Status::InvalidArgument(name + " must be an integer " +
-                                       (range[0] == '[' || range[0] == '(' ? "in " : "") + range +
-                                       ", got " + ParamValueText(value));
-      }
-      return Status::Ok();
-    }
+    case ParamType::kBytes:
     case ParamType::kReal: {
-      double v = 0;
+      // An integer fits a real parameter too; a real never fits an integer one.
+      const bool integer = spec.type != ParamType::kReal;
+      double v = std::nan("");
       if (const auto* i = std::get_if<int64_t>(&value)) {
         v = static_cast<double>(*i);
-      } else if (const auto* d = std::get_if<double>(&value)) {
+      } else if (const auto* d = std::get_if<double>(&value); d != nullptr && !integer) {
         v = *d;
-      } else {
-        v = std::nan("");
       }
       if (!std::isfinite(v) || !InRange(spec, v)) {
         const std::string range = RangeText(spec);
-        return Status::InvalidArgument(name + " must be a number " +
-                                       (range[0] == '[' || range[0] == '(' ? "in " : "") + range +
-                                       ", got " + ParamValueText(value));
+        const char* what = integer ? " must be an integer " : " must be a number ";
+        const char* in = range[0] == '[' || range[0] == '(' ? "in " : "";
+        return Status::InvalidArgument(name + what + in + range + ", got " +
+                                       ParamValueText(value));
       }
       return Status::Ok();
     }
@@ -133,6 +125,10 @@ Result<ParamValue> ParseParam(const IndexParamSpec& spec, std::string_view text)
     }
     value = v;
   }
+  return CheckParam(spec, std::move(value));
+}
+
+Result<ParamValue> CheckParam(const IndexParamSpec& spec, ParamValue value) {
   PIXSEEK_RETURN_IF_ERROR(ValidateParam(spec, value));
   if (spec.type == ParamType::kReal) {
     if (const auto* i = std::get_if<int64_t>(&value)) value = static_cast<double>(*i);
@@ -199,10 +195,7 @@ Result<IndexParams> IndexParams::FromJson(std::string_view text,
       return Status::InvalidArgument("index parameter " + key + " has the wrong type: " +
                                      node.dump());
     }
-    PIXSEEK_RETURN_IF_ERROR(ValidateParam(*spec, value));
-    if (spec->type == ParamType::kReal) {
-      if (const auto* i = std::get_if<int64_t>(&value)) value = static_cast<double>(*i);
-    }
+    PIXSEEK_ASSIGN_OR_RETURN(value, CheckParam(*spec, std::move(value)));
     params.Set(key, std::move(value), source);
   }
   return params;
