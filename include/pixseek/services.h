@@ -12,6 +12,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pixseek/database.h"
@@ -159,6 +160,38 @@ class UploadService {
  private:
   Database& db_;
 };
+
+// ---- Labelled collections and their splits -------------------------------
+
+// A stored image under a root, labelled by its first folder level below it.
+struct LabelledImage {
+  int64_t id = 0;
+  std::string path;
+  std::string label;
+};
+
+// The stored images under `root` that lie in a folder, sorted by path.
+Result<std::vector<LabelledImage>> ListLabelledImages(const MetadataStore& store,
+                                                      const std::filesystem::path& root);
+
+// How a labelled collection is divided between training and measurement, so
+// that what training bought is measured on data it never saw:
+//   kNone     everything is used for both;
+//   kImages   within each class, sorted by path, every third image (the 3rd,
+//             6th, ...) is held out;
+//   kClasses  the classes, sorted by name, are halved: the first half
+//             (rounded up) trains, the rest is held out.
+enum class DataSplit { kNone, kImages, kClasses };
+// "none", "images", "classes"; InvalidArgument otherwise.
+Result<DataSplit> ParseDataSplit(std::string_view name);
+std::string_view ToString(DataSplit split);
+
+struct SplitParts {
+  std::vector<LabelledImage> train;     // kNone: everything
+  std::vector<LabelledImage> held_out;  // kNone: everything
+};
+// Deterministic: the same images give the same parts, in path order.
+SplitParts SplitLabelled(const std::vector<LabelledImage>& images, DataSplit split);
 
 // ---- Evaluation ----------------------------------------------------------
 

@@ -11,11 +11,14 @@
 #ifndef PIXSEEK_TRAIN_H_
 #define PIXSEEK_TRAIN_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "pixseek/embedder.h"
@@ -102,6 +105,141 @@ struct PqCodebooks {
 // fewer than 256 rows, a non-finite value; Internal when FAISS fails.
 Result<PqCodebooks> TrainPq(std::span<const float> vectors, int dim,
                             const PqTrainOptions& options);
+
+// ---- Metric learning (libtorch, in the plugin pixseek_train.so) ------------
+//
+// The losses, with z the L2-normalised outputs and y the labels
+// (src/train/torch/losses.h has the exact definitions):
+//   kTriplet          [ ||z_q - z_p|| - ||z_q - z_n|| + margin ]_+ averaged over
+//                     the violating triplets of the batch (batch-all);
+//   kTripletPerQuery  the same averaged over each query's violating triplets,
+//                     then over the queries (one noisy triplet cannot dominate);
+//   kContrastive      (1/N) sum_i [ sum_{j != i, y_j = y_i} (1 - z_i.z_j)
+//                                 + sum_{y_j != y_i} [z_i.z_j - margin]_+ ].
+// A cross-batch memory (XBM) of the last `xbm` embeddings adds pairs between
+// the batch and the memory; KoLeo adds koleo * -(1/N) sum_i log(min_j ||z_i - z_j||).
+enum class MetricLoss { kTriplet, kTripletPerQuery, kContrastive };
+// "triplet", "triplet-per-query", "contrastive"; InvalidArgument otherwise.
+Result<MetricLoss> ParseMetricLoss(std::string_view name);
+std::string_view ToString(MetricLoss loss);
+// The margin a loss uses when none is given: 0.1 (triplet), 0.5 (contrastive).
+float DefaultMargin(MetricLoss loss);
+
+// Labelled rows to learn from or validate on.
+struct LabelledFeatures {
+  int dimension = 0;             // floats per row
+  std::vector<float> features;   // rows, each L2-normalised
+  std::vector<int32_t> labels;   // class per row: an index into the class list
+  size_t rows() const { return dimension > 0 ? features.size() / static_cast<size_t>(dimension) : 0; }
+};
+
+// One epoch's figures, reported as training goes.
+struct EpochReport {
+  int epoch = 0;   // 1-based; 0 = before training (the starting point)
+  int epochs = 0;  // the most that will run
+  double loss = 0;             // mean batch loss of the epoch
+  double validation_map = 0;   // leave-one-out mAP among the validation rows
+  double best_validation_map = 0;
+  double seconds = 0;          // since training started
+  double rows_per_second = 0;  // training rows (or images) per second
+  double eta_s = 0;            // at this rate, for the epochs left
+};
+
+struct MetricTrainOptions {
+  MetricLoss loss = MetricLoss::kContrastive;
+  float margin = 0;     // 0 = DefaultMargin(loss)
+  int xbm = 0;          // cross-batch memory size in rows; 0 = off
+  float koleo = 0;      // weight of the KoLeo regulariser; 0 = off
+  int dimension = 0;    // output dimension of the head; 0 = the input's
+  int epochs = 30;      // at most
+  int batch_classes = 16;  // P classes per batch
+  int per_class = 4;       // K rows of each
+  float learning_rate = 1e-3f;
+  // Epochs without a better validation mAP before training stops.
+  int patience = 5;
+  uint32_t seed = 1234;  // the same data and seed give the same result
+  int threads = 0;       // 0 = all cores
+  // Set from another thread or a signal handler: training stops after the
+  // current batch and returns the best result so far (cancelled = true).
+  const std::atomic<bool>* cancel = nullptr;
+  std::function<void(const EpochReport&)> on_epoch;
+};
+
+// A learned head on top of the base features: projection y = normalise(A x + b)
+// and a linear classifier softmax(W x + c) over the classes.
+struct HeadTrainResult {
+  int input_dimension = 0;
+  int output_dimension = 0;  // 0 when keeps_base
+  std::vector<float> a;      // output_dimension x input_dimension, row-major
+  std::vector<float> b;      // output_dimension
+  // Validation never beat the base features: no projection is kept (the
+  // base features are used as they are); the classifier still is.
+  bool keeps_base = false;
+  int classes = 0;
+  std::vector<float> classifier_w;  // classes x input_dimension, row-major
+  std::vector<float> classifier_b;  // classes
+  double classifier_accuracy = 0;   // on the validation rows whose class it knows
+  int epochs_run = 0;
+  int best_epoch = 0;  // 0 = the starting point was best
+  double validation_map_base = 0;  // base features
+  double validation_map_best = 0;  // what is kept
+  bool cancelled = false;
+  double seconds = 0;
+  std::vector<EpochReport> history;
+};
+
+// Trains a projection head with `options.loss` on `train` (P x K batches),
+// validating after every epoch on `validation` (leave-one-out mAP among its
+// rows) and keeping the best epoch; stops after `patience` epochs without
+// improvement. Also fits the classifier on `train` (cross-entropy).
+// InvalidArgument for inconsistent sets or options; Unsupported when the
+// plugin (libtorch) is not available.
+Result<HeadTrainResult> TrainHead(const LabelledFeatures& train, const LabelledFeatures& validation,
+                                  const MetricTrainOptions& options);
+
+// Labelled images for fine-tuning a network end to end.
+struct LabelledImages {
+  size_t size = 0;
+  std::vector<int32_t> labels;  // size entries
+  // Decodes image i; nullopt when it is unusable (skipped). Thread-safe.
+  std::function<std::optional<Image>(size_t i)> decode;
+};
+
+struct BackboneTrainOptions {
+  MetricTrainOptions metric;  // loss, batches, epochs, validation, ...
+  // Blocks at the end of the network that are trained (the rest is frozen).
+  int trainable_blocks = 2;
+  // Called once before training with the measured seconds one epoch will
+  // take (from timing a few batches), so that the caller can say it.
+  std::function<void(double epoch_seconds, double images_per_second)> on_estimate;
+};
+
+struct BackboneTrainResult {
+  std::filesystem::path model_file;  // the fine-tuned TorchScript module written
+  int epochs_run = 0;
+  int best_epoch = 0;
+  double validation_map_base = 0;
+  double validation_map_best = 0;
+  double images_per_second = 0;  // training throughput
+  double epoch_seconds = 0;
+  bool keeps_base = false;  // no epoch beat the base network: nothing written
+  bool cancelled = false;
+  double seconds = 0;
+  std::vector<EpochReport> history;
+};
+
+// Fine-tunes the last blocks of the network of `card` (runtime torchscript,
+// or an ONNX model translated to TorchScript) at `model_file` end to end on
+// `train`, with augmentation (random resized crop, flip, colour jitter),
+// validating on `validation` after every epoch; writes the best network as
+// TorchScript to `out_file`. Unsupported without libtorch or for a model it
+// cannot train (the message says why).
+Result<BackboneTrainResult> TrainBackbone(const ModelCard& card,
+                                          const std::filesystem::path& model_file,
+                                          const LabelledImages& train,
+                                          const LabelledImages& validation,
+                                          const BackboneTrainOptions& options,
+                                          const std::filesystem::path& out_file);
 
 }  // namespace pixseek
 
