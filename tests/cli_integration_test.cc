@@ -322,6 +322,21 @@ TEST_F(CliIntegrationTest, ClearErrors) {
   EXPECT_EQ(eval["images"], 12);
   EXPECT_GT(eval["overall"]["map"].get<double>(), 0.8) << eval.dump(2);
   EXPECT_EQ(eval["per_label"].size(), 2u);
+  EXPECT_EQ(eval["split"], "none");
+
+  // Held out: every third image of each class (r2, r5, b2, b5), measured
+  // among themselves only: one relevant image per query, in the top 10.
+  r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--split", "images", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  eval = json::parse(r.out);
+  EXPECT_EQ(eval["split"], "images");
+  EXPECT_EQ(eval["images"], 4);
+  EXPECT_EQ(eval["overall"]["queries"], 4);
+  EXPECT_DOUBLE_EQ(eval["overall"]["p_at_10"].get<double>(), 0.1) << eval.dump(2);
+  EXPECT_DOUBLE_EQ(eval["overall"]["r_at_10"].get<double>(), 1.0) << eval.dump(2);
+  r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--split", "halves"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown split 'halves'"), std::string::npos) << r.err;
 }
 
 // Index parameters come from one table: a flag is offered only where it acts,
@@ -420,6 +435,18 @@ TEST_F(CliIntegrationTest, EvalWithQueriesFromAnotherFolder) {
   EXPECT_NEAR(eval["macro"]["map"].get<double>(),
               (eval["per_label"]["red"]["map"].get<double>() +
                eval["per_label"]["blue"]["map"].get<double>()) / 3.0, 1e-9);
+
+  // Held-out classes: blue trains, red is held out. The gallery is the red
+  // photos only, and blue queries (a training class) are left out.
+  r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--queries", queries.string(),
+               "--split", "classes", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  eval = json::parse(r.out);
+  EXPECT_EQ(eval["split"], "classes");
+  EXPECT_EQ(eval["images"], 6);
+  EXPECT_EQ(eval["overall"]["queries"], 4);  // 3 red, 1 green
+  EXPECT_FALSE(eval["per_label"].contains("blue")) << eval.dump(2);
+  EXPECT_DOUBLE_EQ(eval["per_label"]["red"]["map"].get<double>(), 1.0) << eval.dump(2);
 
   r = Pixseek({"eval", images_.string(), "--db", db_.string(), "--queries",
                (tmp_.path() / "nowhere").string()});

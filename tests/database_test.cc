@@ -129,6 +129,61 @@ TEST_P(DatabaseTest, BuildQueryUploadRemoveAndReopen) {
   EXPECT_EQ((*reader)->Remove(1).code(), StatusCode::kFailedPrecondition);
 }
 
+// Held-out evaluation: with a split, queries and gallery are only the
+// held-out images, so a query's relevant images are only the held-out ones
+// of its class, whatever else the database stores.
+TEST_P(DatabaseTest, EvaluateOnlyAmongHeldOutImages) {
+  const auto collection = tmp_.path() / "collection";
+  const struct { const char* label; uint8_t r, g, b; } kClasses[] = {
+      {"red", 220, 30, 20}, {"green", 30, 200, 40}, {"blue", 20, 30, 220}};
+  uint32_t seed = 10;
+  for (const auto& c : kClasses) {
+    std::filesystem::create_directories(collection / c.label);
+    for (int i = 0; i < 6; ++i) {
+      testing::WriteBytes(collection / c.label / ("img" + std::to_string(i) + ".png"),
+                          testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
+    }
+  }
+  auto db = Create();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE(BuildService(**db).Build(collection, {}).ok());
+
+  auto all = Evaluate(**db, collection);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(all->split, DataSplit::kNone);
+  EXPECT_EQ(all->images, 18u);
+  EXPECT_EQ(all->overall.queries, 18u);
+
+  // Every third image of each class: 2 of 6, so each query has one relevant
+  // image among 5 others, always within the top 10.
+  auto images = Evaluate(**db, collection, DataSplit::kImages);
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  EXPECT_EQ(images->split, DataSplit::kImages);
+  EXPECT_EQ(images->images, 6u);
+  EXPECT_EQ(images->overall.queries, 6u);
+  ASSERT_EQ(images->per_label.size(), 3u);
+  for (const auto& [label, m] : images->per_label) {
+    EXPECT_EQ(m.queries, 2u) << label;
+    EXPECT_DOUBLE_EQ(m.p_at_10, 0.1) << label;
+    EXPECT_DOUBLE_EQ(m.r_at_10, 1.0) << label;
+  }
+
+  // Half the classes (blue and green train; red, the rest, is held out):
+  // the gallery is red only, so every ranking is perfect.
+  auto classes = Evaluate(**db, collection, DataSplit::kClasses);
+  ASSERT_TRUE(classes.ok()) << classes.status().ToString();
+  EXPECT_EQ(classes->images, 6u);
+  ASSERT_EQ(classes->per_label.size(), 1u);
+  EXPECT_EQ(classes->per_label.begin()->first, "red");
+  EXPECT_EQ(classes->overall.queries, 6u);
+  EXPECT_DOUBLE_EQ(classes->overall.map, 1.0);
+  EXPECT_DOUBLE_EQ(classes->overall.p_at_10, 0.5);
+
+  // A root with no labelled folders holds nothing to hold out: a clear error.
+  auto few = Evaluate(**db, collection / "red", DataSplit::kImages);
+  EXPECT_EQ(few.status().code(), StatusCode::kFailedPrecondition);
+}
+
 TEST_P(DatabaseTest, ManifestRecordsKindAndParameters) {
   DatabaseOptions o = Options();
   if (GetParam() == "disk") o.index_params.Set("max_degree", int64_t{24}, "--max-degree");

@@ -48,10 +48,12 @@ OWNER = {
     "embedder.h": "embed",
     "model_registry.h": "embed",
     "feature_fit.h": "embed",
+    "trained_head.h": "embed",
     "embedding_engine.h": "embed",
     "train.h": "train",
     "database.h": "service",
     "services.h": "service",
+    "train_service.h": "service",
     "server.h": "server",
     "config.h": "config",
 }
@@ -67,6 +69,11 @@ ALLOWED = {
     # TrainPq learns the disk index's PQ codebooks with the index's own
     # ProductQuantizer::Train and returns them as the bytes its Save writes.
     ("train", "index/pq.h"),
+    # TrainBackbone (plugin pixseek_train.so) must feed the network exactly
+    # what the embedders feed it, and reads ONNX models through their
+    # ONNX -> TorchScript translation; the plugin compiles both .cc files.
+    ("train", "embed/preprocess.h"),
+    ("train", "embed/onnx_to_torchscript.h"),
     # The CLI runs the benchmarks through their harness headers.
     ("cli", "bench_ann/ann_bench.h"),
     ("cli", "bench_embed/embed_bench.h"),

@@ -35,6 +35,7 @@
 #include "pixseek/model_registry.h"
 #include "pixseek/services.h"
 #include "server/request_guard.h"
+#include "test_images.h"
 #include "test_util.h"
 #include "tiny_onnx.h"
 
@@ -227,6 +228,10 @@ TEST_F(ServerTest, OpenApiDescribesExactlyTheServedRoutes) {
       {"/api/v1/stats", {"get"}},
       {"/api/v1/builds", {"get", "post"}},
       {"/api/v1/builds/{id}", {"get"}},
+      {"/api/v1/train", {"post"}},
+      {"/api/v1/train/{id}", {"get"}},
+      {"/api/v1/reindex", {"post"}},
+      {"/api/v1/reindex/{id}", {"get"}},
       {"/api/v1/openapi.json", {"get"}},
       {"/healthz", {"get"}},
       {"/", {"get"}},
@@ -294,6 +299,7 @@ TEST_F(ServerTest, UploadSearchFetchDelete) {
   EXPECT_GT(top["metadata"]["added_at"].get<int64_t>(), 0);
   EXPECT_TRUE(found["took_ms"].is_number());
   EXPECT_EQ(found["cached"], false);
+  EXPECT_FALSE(found.contains("category")) << "uploads carry no label: nothing to predict";
   EXPECT_EQ(SearchImage(red)["cached"], true);
 
   // Search by stored id.
@@ -673,6 +679,177 @@ TEST(ServerBuildTest, BuildJobUnderImportRootCompletes) {
   EXPECT_EQ(res->status, 404);
 }
 
+
+// Over a database built from labelled folders, every search carries the
+// query's predicted category, and `category` (auto or a label) keeps the
+// results to one category, still up to top_k of them.
+TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto photos = tmp.path() / "photos";
+  const struct { const char* label; int count, r, g, b; } kClasses[] = {
+      {"red", 6, 220, 30, 30}, {"blue", 6, 30, 40, 220}, {"yellow", 4, 230, 220, 40}};
+  uint32_t seed = 1;
+  for (const auto& c : kClasses) {
+    std::filesystem::create_directories(photos / c.label);
+    for (int i = 0; i < c.count; ++i) {
+      testing::WriteBytes(photos / c.label / (std::to_string(i) + ".png"),
+                          testing::SyntheticImage(".png", 96, 64, c.r, c.g, c.b, seed++));
+    }
+  }
+  auto built = BuildService(**db).Build(photos, {});
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  ASSERT_EQ(built->indexed, 16u);
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  const auto query = testing::ReadBytes(photos / "red" / "0.png");
+  auto search = [&](const std::string& params) {
+    auto res = client.Post("/api/v1/search" + params,
+                           httplib::MultipartFormDataItems{
+                               {"image", std::string(query.begin(), query.end()), "q.png", "image/png"}});
+    EXPECT_TRUE(res);
+    if (!res) return std::make_pair(0, json());
+    return std::make_pair(res->status, json::parse(res->body, nullptr, false));
+  };
+  auto labels = [](const json& body) {
+    std::vector<std::string> out;
+    for (const json& r : body["results"]) out.push_back(r["metadata"]["label"].get<std::string>());
+    return out;
+  };
+
+  auto [status, body] = search("?top_k=3");
+  ASSERT_EQ(status, 200) << body.dump();
+  ASSERT_TRUE(body.contains("category")) << body.dump();
+  EXPECT_EQ(body["category"]["label"], "red");
+  const double confidence = body["category"]["confidence"].get<double>();
+  EXPECT_GT(confidence, 0.0);
+  EXPECT_LE(confidence, 1.0);
+
+  // Another category: still top_k results, all of it.
+  std::tie(status, body) = search("?top_k=4&category=yellow");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(labels(body), std::vector<std::string>(4, "yellow")) << body.dump();
+  EXPECT_EQ(body["category"]["label"], "red") << "the prediction is the query's, not the filter's";
+  // auto: the predicted category, every one of it there is.
+  std::tie(status, body) = search("?top_k=10&category=auto");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(labels(body), std::vector<std::string>(6, "red")) << body.dump();
+  // A repeated query is answered from the cache with the same category.
+  std::tie(status, body) = search("?top_k=10&category=auto");
+  EXPECT_EQ(body["cached"], true);
+  EXPECT_EQ(body["category"]["label"], "red");
+  EXPECT_EQ(labels(body).size(), 6u);
+  // A label nothing carries: no results, not an error.
+  std::tie(status, body) = search("?category=green");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_TRUE(body["results"].empty());
+  // By stored id too.
+  auto by_id = client.Post("/api/v1/search?top_k=2&category=blue", json{{"image_id", 1}}.dump(),
+                           "application/json");
+  ASSERT_TRUE(by_id);
+  ASSERT_EQ(by_id->status, 200) << by_id->body;
+  json id_body = json::parse(by_id->body);
+  EXPECT_TRUE(id_body.contains("category")) << id_body.dump();
+  EXPECT_EQ(labels(id_body), std::vector<std::string>(2, "blue"));
+  // A category no label can be: 400.
+  std::tie(status, body) = search("?category=a%0Ab");
+  EXPECT_EQ(status, 400) << body.dump();
+}
+
+// Training and reindexing as background jobs over HTTP, behind the API key:
+// a head is trained on the stored base features, the server switches to it
+// and answers with its classifier's category.
+TEST(ServerLearningTest, TrainAndReindexJobsBehindTheApiKey) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto photos = tmp.path() / "photos";
+  const struct { const char* label; int r, g, b; } kClasses[] = {
+      {"red", 220, 30, 30}, {"blue", 30, 40, 220}, {"green", 30, 210, 40}};
+  uint32_t seed = 1;
+  for (const auto& c : kClasses) {
+    std::filesystem::create_directories(photos / c.label);
+    for (int i = 0; i < 8; ++i) {
+      testing::WriteBytes(photos / c.label / (std::to_string(i) + ".png"),
+                          testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
+    }
+  }
+  ASSERT_TRUE(BuildService(**db).Build(photos, {}).ok());
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  options.api_keys = {"k"};
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  const httplib::Headers key = {{"Authorization", "Bearer k"}};
+  const json train = {{"path", photos.string()}, {"name", "tiny-http"}, {"epochs", 3},
+                      {"dim", 8},                {"batch_classes", 3},  {"per_class", 3}};
+  auto refused = client.Post("/api/v1/train", train.dump(), "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  auto bad = client.Post("/api/v1/train", key, json{{"path", "x"}}.dump(), "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+
+  // Polls a job until it ends; returns its last state.
+  auto finish = [&](const std::string& kind, int64_t id) {
+    json job;
+    testing::WaitFor(
+        [&] {
+          auto res = client.Get("/api/v1/" + kind + "/" + std::to_string(id), key);
+          if (!res || res->status != 200) return false;
+          job = json::parse(res->body);
+          return job["state"] != "queued" && job["state"] != "running";
+        },
+        std::chrono::seconds(120));
+    return job;
+  };
+  auto started = client.Post("/api/v1/train", key, train.dump(), "application/json");
+  ASSERT_TRUE(started);
+  ASSERT_EQ(started->status, 202) << started->body;
+  const int64_t train_id = json::parse(started->body)["id"];
+  json job = finish("train", train_id);
+  if (job["state"] == "failed" &&
+      job["error"].get<std::string>().find("UNSUPPORTED") != std::string::npos) {
+    GTEST_SKIP() << "training needs the libtorch plugin: " << job["error"];
+  }
+  ASSERT_EQ(job["state"], "done") << job.dump();
+  EXPECT_EQ(job["result"]["model"], "tiny-http");
+  EXPECT_EQ(job["done"], job["result"]["epochs"]);
+  auto wrong_kind = client.Get("/api/v1/reindex/" + std::to_string(train_id), key);
+  ASSERT_TRUE(wrong_kind);
+  EXPECT_EQ(wrong_kind->status, 404);
+
+  auto switched = client.Post("/api/v1/reindex", key, json{{"model", "tiny-http"}}.dump(),
+                              "application/json");
+  ASSERT_TRUE(switched);
+  ASSERT_EQ(switched->status, 202) << switched->body;
+  job = finish("reindex", json::parse(switched->body)["id"].get<int64_t>());
+  ASSERT_EQ(job["state"], "done") << job.dump();
+  EXPECT_EQ(job["result"]["from_base_features"], true);
+  auto stats = client.Get("/api/v1/stats", key);
+  ASSERT_TRUE(stats);
+  const json s = json::parse(stats->body);
+  EXPECT_EQ(s["model"], "tiny-http");
+  EXPECT_EQ(s["dimension"], 8);
+  EXPECT_EQ(s["trained_head"], true);
+  const auto query = testing::ReadBytes(photos / "blue" / "3.png");
+  auto found = client.Post("/api/v1/search", key,
+                           httplib::MultipartFormDataItems{{"image",
+                                                            std::string(query.begin(), query.end()),
+                                                            "q.png", "image/png"}});
+  ASSERT_TRUE(found);
+  ASSERT_EQ(found->status, 200) << found->body;
+  const json answer = json::parse(found->body);
+  EXPECT_EQ(answer["results"][0]["metadata"]["label"], "blue");
+  EXPECT_EQ(answer["category"]["label"], "blue") << answer.dump();
+}
 
 // ---- Server policy: API keys, rate limits, overload, metrics ---------------
 

@@ -414,8 +414,11 @@ TEST(FittedDatabaseTest, SiftVladWithPcaLearnedAtBuildAppliedAtQuery) {
   auto bytes = testing::ReadBytes(probe);
   Image image = Decode(bytes);
   const Image* one[] = {&image};
+  // Embed gives the network's base feature; the PCA maps it to the stored vector.
+  std::vector<float> base(static_cast<size_t>((*db)->base_dimension()));
+  ASSERT_TRUE((*db)->Embed(one, base.data()).ok());
   std::vector<float> q(12);
-  ASSERT_TRUE((*db)->Embed(one, q.data()).ok());
+  (*db)->Project(base.data(), 1, q.data());
   for (int j = 0; j < 12; ++j) EXPECT_NEAR(q[j], stored[j], 1e-5);
   auto hits = QueryService(**db).SearchImage(bytes, QueryParams{});
   ASSERT_TRUE(hits.ok()) << hits.status().ToString();

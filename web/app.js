@@ -348,7 +348,27 @@ function searchParams() {
   const p = new URLSearchParams({ top_k: $("top-k").value });
   const min = Number($("min-score").value);
   if (min > 0) p.set("min_score", String(min));
+  // "auto": the server keeps results of the query's own predicted category,
+  // so the switch keeps working as the query changes.
+  if ($("category-only").checked) p.set("category", "auto");
   return p.toString();
+}
+
+// The predicted category above the results; hidden when the server predicts
+// none (a library without labels).
+function showCategory(category) {
+  const box = $("category");
+  if (!category || !category.label) {
+    box.hidden = !$("category-only").checked;
+    $("category-label").textContent = "";
+    $("category-confidence").textContent = "";
+    $("category-text").hidden = true;
+    return;
+  }
+  $("category-label").textContent = category.label;
+  $("category-confidence").textContent = "(" + Math.round(Number(category.confidence) * 100) + "% confident)";
+  $("category-text").hidden = false;
+  box.hidden = false;
 }
 
 function showQuery(src, name) {
@@ -405,6 +425,7 @@ async function runSearch() {
     const body = await api("/api/v1/search?" + searchParams(), opts);
     if (abort.signal.aborted) return;
     search.results = body.results || [];
+    showCategory(body.category);
     updateLabelFilter();
     renderResults(true);
     const n = search.results.length;
@@ -419,6 +440,7 @@ async function runSearch() {
   } catch (e) {
     if (e.name === "AbortError" || abort.signal.aborted) return;
     search.results = [];
+    showCategory(null);
     renderResults(true);
     setStatus(status, e.message, "error");
   } finally {
@@ -468,6 +490,7 @@ $("min-score").addEventListener("input", () => {
   $("min-score-out").textContent = v > 0 ? v.toFixed(2) : "off";
 });
 $("min-score").addEventListener("change", runSearch);
+$("category-only").addEventListener("change", runSearch);
 $("search-controls").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
 $("query").tabIndex = -1;
 

@@ -12,7 +12,10 @@
 //                    (DatabaseOptions::metadata_url)
 //   index/           the disk graph index (kind "disk", the default;
 //                    docs/index_format.md), or
-//   vectors.flat     the exact index's log (kind "flat")
+//   vectors.flat     the exact index's log (kind "flat");
+//   gen-N/           after `pixseek reindex`: the index built for the new
+//                    model (gen-N/index/ or gen-N/vectors.flat), named by
+//                    the manifest's index_dir
 //   sift-vlad-codebook.bin  the SIFT-VLAD codebook (model "sift-vlad" only)
 //   pca.bin          PCA(-whitening) learned at creation (when asked for)
 //   thumbs/NN/ID.jpg thumbnails, NN = ID % 100
@@ -22,7 +25,10 @@
 #define PIXSEEK_DATABASE_H_
 
 #include <array>
+#include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -38,6 +44,7 @@
 #include "pixseek/index_params.h"
 #include "pixseek/metadata_store.h"
 #include "pixseek/status.h"
+#include "pixseek/trained_head.h"
 #include "pixseek/vector_index.h"
 
 namespace pixseek {
@@ -107,6 +114,30 @@ struct DatabaseStats {
   std::string index_kind;
   // The index's own figures (VectorIndex::Stats).
   std::vector<IndexStat> index;
+  int base_dimension = 0;      // the network's output (what training reads)
+  int64_t base_features = 0;   // images whose base feature is stored
+  bool trained_head = false;   // the model has a head from `pixseek train`
+};
+
+struct ReindexOptions {
+  std::string model;  // the installed model to switch to
+  std::FILE* progress_out = stderr;
+  bool show_progress = true;
+  // Set from another thread or a signal handler: the reindex stops and the
+  // database keeps its current model and index.
+  const std::atomic<bool>* cancel = nullptr;
+  // Called with (done, total) images as the new index is filled.
+  std::function<void(uint64_t, uint64_t)> on_progress;
+};
+
+struct ReindexReport {
+  std::string from_model, to_model;
+  uint64_t images = 0;
+  // True when the new model runs the same network (a trained head): the
+  // stored base features were projected and no image was read.
+  bool from_base_features = false;
+  uint64_t failed = 0;  // images that could not be read again (re-embedding)
+  double seconds = 0;
 };
 
 // Owns the parts of one database. Thread-safety: every method may be called
@@ -124,41 +155,53 @@ class Database {
 
   const DatabaseOptions& options() const { return options_; }
   const std::filesystem::path& dir() const { return options_.dir; }
-  const std::string& model_name() const { return model_name_; }
+  // The model whose vectors the index holds now (Reindex changes it; the
+  // references these return stay valid for the Database's lifetime).
+  const std::string& model_name() const;
+  // Length of the index's vectors (after PCA or a trained head).
   int dimension() const;
+  // Length of the base features: the network's output, before PCA or a head.
+  int base_dimension() const;
   const ModelCard& card() const;
+  // The model's trained head (projection and classifier), or nullptr.
+  const TrainedHead* head() const;
 
-  VectorIndex& index() { return *index_; }
+  VectorIndex& index();
   MetadataStore& store() { return *store_; }
   // Search results, cleared whenever images are added or removed.
   Cache& cache() { return *cache_; }
-  // Query features by content hash: they depend only on the image and the
-  // model, so a change of the database keeps them and a repeated query after
-  // an upload costs a search, not a forward pass.
+  // Query base features by content hash: they depend only on the image and
+  // the network, so a change of the database keeps them and a repeated query
+  // after an upload costs a search, not a forward pass.
   Cache& feature_cache() { return *feature_cache_; }
 
   // Decode options suited to the model (DCT downscaling to its input size).
   DecodeOptions decode_options() const;
 
-  // Embeds images (serialised across threads). out: images.size()*dimension().
+  // Embeds images into base features (serialised across threads): out holds
+  // images.size() * base_dimension() floats. Project turns them into the
+  // index's vectors; Insert takes them as they are.
   Status Embed(std::span<const Image* const> images, float* out);
   // Embed in two steps, for pipelines that preprocess on worker threads while
   // the network runs: preprocessed_size() floats per image (0 when the
   // embedder cannot split; then only Embed works), Preprocess (thread-safe,
-  // no lock) and EmbedPreprocessed (serialised like Embed).
+  // no lock) and EmbedPreprocessed (serialised like Embed; base features).
   size_t preprocessed_size() const;
   Status Preprocess(const Image& image, float* dst) const;
   Status EmbedPreprocessed(const float* input, size_t n, float* out);
-  // Embeds one image, sharing a forward pass with other threads' images
-  // (dynamic batching, options().batching) where the embedder allows.
-  // out: dimension() floats.
+  // Embeds one image into its base feature (base_dimension() floats),
+  // sharing a forward pass with other threads' images (dynamic batching,
+  // options().batching) where the embedder allows.
   Status EmbedOne(const Image& image, float* out);
+  // The index's vectors (n rows of dimension()) of n base features.
+  void Project(const float* base, size_t n, float* out) const;
   // Dynamic batching counters; all zero when it is off.
   EmbedBatcherStats batcher_stats() const;
 
-  // Stores one image: metadata, thumbnail, vector, in that order, then clears
-  // the cache. On failure nothing of it remains. Returns the new id.
-  Result<int64_t> Insert(const ImageRecord& record, std::span<const float> feature,
+  // Stores one image: metadata with its base feature (base_dimension()
+  // floats), thumbnail, the projected vector, in that order, then clears the
+  // cache. On failure nothing of it remains. Returns the new id.
+  Result<int64_t> Insert(const ImageRecord& record, std::span<const float> base_feature,
                          std::span<const uint8_t> thumbnail_jpeg);
 
   // Removes an image everywhere (vector first, so it stops matching at once).
@@ -181,8 +224,37 @@ class Database {
   // Compact() only when the changes exceed the index's threshold.
   Status CompactIfNeeded();
 
+  // Switches the database to another installed model (src/service/reindex.cc):
+  // a new index is built beside the current one, from the stored base
+  // features when the model runs the same network (a head trained by
+  // `pixseek train`), else by embedding every stored image again. Searches
+  // and writes go on meanwhile; at the end the writes made since are added,
+  // the manifest is replaced atomically and the database switches to the
+  // new model and index in one step. A kill at any point leaves the old
+  // database or the new one, both whole. The old generation stays in memory
+  // until the Database is closed, so references handed out stay valid.
+  // FailedPrecondition for a read-only database or base features missing;
+  // NotFound for a model not installed; Cancelled when options.cancel is set.
+  Result<ReindexReport> Reindex(const ReindexOptions& options);
+
  private:
   Database() = default;
+  // What the index holds: the model, its network and projection, and the
+  // index itself, replaced as a whole by Reindex.
+  struct Generation;
+  Generation& current() const { return *current_.load(std::memory_order_acquire); }
+  // Makes `next` current (write_mu_ held).
+  void Adopt(std::unique_ptr<Generation> next);
+  // Removes index folders that the manifest no longer names (a reindex
+  // finished or killed), when opened for writing.
+  void RemoveStaleGenerations(const std::string& index_dir) const;
+  // Reindex's parts (reindex.cc).
+  struct Rebuild;
+  Result<std::unique_ptr<Generation>> OpenNextGeneration(const std::string& model);
+  Status FillFromBaseFeatures(Rebuild& r);
+  Status EmbedInto(Rebuild& r, std::span<const int64_t> ids);
+  Status CatchUp(Rebuild& r);
+
   // The steps of Open.
   struct Opening;
   Status ResolveIndex(Opening& o);
@@ -194,13 +266,14 @@ class Database {
   Status Reconcile();
 
   DatabaseOptions options_;
-  std::string model_name_;
-  std::unique_ptr<EmbeddingEngine> embedding_;
-  std::unique_ptr<VectorIndex> index_;
+  std::atomic<Generation*> current_{nullptr};
+  // Every generation opened, the current one last (guarded by write_mu_).
+  std::vector<std::unique_ptr<Generation>> generations_;
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<Cache> feature_cache_;
   std::mutex write_mu_;  // serialises Insert/Remove so the three stores agree
+  std::mutex reindex_mu_;  // one Reindex at a time
   std::array<std::mutex, 64> content_mu_;  // ContentMutex
 };
 

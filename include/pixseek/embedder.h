@@ -178,6 +178,20 @@ struct KServeSection {
   int timeout_ms = 30000;              // per HTTP request
 };
 
+// A model made by `pixseek train` from a base model (docs/training.md). A
+// head-only model has no file of its own ("file" empty): it runs the base
+// model's network, found in the registry by name and checked against
+// base_sha256, then its head. A fine-tuned network has its own file.
+struct TrainedSection {
+  std::string base;         // the base model's name; empty = not a trained model
+  std::string base_sha256;  // of the base model's file when it was trained
+  std::string head;         // TrainedHead file beside the card; empty = none
+  std::string head_sha256;
+  // A JSON object: the training settings, a hash of the training data and
+  // the validation figures, for `pixseek model list`; not interpreted.
+  std::string training = "{}";
+};
+
 // A JSON document beside each model file that says how to run it. card.json
 // is flat: its keys are the member names of the card and of its sections
 // ("input_width", not "preprocess.input_width"). Defaults are those of an
@@ -198,6 +212,7 @@ struct ModelCard {
   OnnxSection onnx;
   SiftVladSection sift_vlad;
   KServeSection kserve;
+  TrainedSection trained;
 
   // Parses and validates a card. InvalidArgument names the bad field.
   static Result<ModelCard> FromJson(std::string_view json_text);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -41,18 +42,55 @@ class MetadataStore {
  public:
   virtual ~MetadataStore() = default;
 
-  // Stores `record` (its id is ignored) and returns the new id.
-  virtual Result<int64_t> Insert(const ImageRecord& record) = 0;
+  // Stores `record` (its id is ignored) and its base feature (`feature`;
+  // empty: none) in one transaction; returns the new id. InvalidArgument for
+  // an empty path or a non-finite feature value; AlreadyExists for a path
+  // already stored.
+  virtual Result<int64_t> Insert(const ImageRecord& record, std::span<const float> feature) = 0;
+  // A record without a base feature. (Implementations declare
+  // `using MetadataStore::Insert;` so that their override does not hide it.)
+  Result<int64_t> Insert(const ImageRecord& record) { return Insert(record, {}); }
   // NotFound for an unknown id.
   virtual Result<ImageRecord> Get(int64_t id) const = 0;
   // Records for the ids that exist, in the order of `ids`; unknown ids skipped.
   virtual Result<std::vector<ImageRecord>> GetMany(std::span<const int64_t> ids) const = 0;
   virtual Result<std::optional<ImageRecord>> FindByPath(const std::string& path) const = 0;
-  // NotFound for an unknown id.
+  // Removes the record and its base feature in one transaction. NotFound for
+  // an unknown id.
   virtual Status Remove(int64_t id) = 0;
   virtual Result<std::vector<ImageRecord>> List(const ListOptions& options) const = 0;
   // Every id, ascending.
   virtual Result<std::vector<int64_t>> AllIds() const = 0;
+
+  // Base features: the network's L2-normalised output before PCA or any
+  // head, one per image at most, kept beside the record (its own table, so
+  // that Get, GetMany and List never read it). Stored as raw little-endian
+  // float32; the store does not know the dimension, the caller names it.
+
+  // Sets (replaces) the base features of existing images: `features` holds
+  // ids.size() rows of `dimension` floats, in the order of `ids`. One
+  // transaction: on any error nothing is written. InvalidArgument for
+  // dimension < 1, a size other than ids.size() * dimension, or a non-finite
+  // value; NotFound naming the first id without a record.
+  virtual Status PutFeatures(std::span<const int64_t> ids, int dimension,
+                             std::span<const float> features) = 0;
+  // The base feature of `id`. NotFound when the image or its feature is absent;
+  // DataLoss when the stored bytes are not whole floats.
+  virtual Result<std::vector<float>> GetFeature(int64_t id) const = 0;
+  // Hands every stored feature to `visit`, ascending by id, in pages of at
+  // most kFeaturePageRows: `ids` and `rows` (ids.size() rows of `dimension`
+  // floats), both valid only during the call. Pages are read one at a time,
+  // without holding the store: `visit` may call the store, and writes made
+  // meanwhile may or may not be seen. InvalidArgument for dimension < 1;
+  // DataLoss naming the id of a stored feature of another length (the pages
+  // before it have been visited); a non-OK status from `visit` stops the scan
+  // and is returned.
+  using FeatureVisitor =
+      std::function<Status(std::span<const int64_t> ids, std::span<const float> rows)>;
+  static constexpr size_t kFeaturePageRows = 1000;
+  virtual Status ScanFeatures(int dimension, const FeatureVisitor& visit) const = 0;
+  // How many images have a stored base feature.
+  virtual Result<uint64_t> CountFeatures() const = 0;
 
   // Small key/value settings of the database (model name, dimension, ...).
   virtual Result<std::optional<std::string>> GetSetting(const std::string& key) const = 0;

@@ -34,7 +34,11 @@ std::string DefaultModelName();
 struct InstalledModel {
   ModelCard card;
   std::filesystem::path dir;         // <home>/models/<name>
-  std::filesystem::path model_file;  // dir / card.file
+  std::filesystem::path model_file;  // dir / card.file (a head-only model: its base's file)
+  // dir / card.trained.head; empty when the model has no trained head.
+  std::filesystem::path head_file() const {
+    return card.trained.head.empty() ? std::filesystem::path() : dir / card.trained.head;
+  }
 };
 
 // $PIXSEEK_HOME if set, else $XDG_DATA_HOME/pixseek, else ~/.local/share/pixseek.
@@ -52,7 +56,14 @@ class ModelRegistry {
 
   // The installed model called `name`. NotFound when it is not installed; the
   // message says how to get it (pull or import).
+  // A model trained with `pixseek train` that has only a head runs its base
+  // model's network: its card then has the base's network fields and
+  // model_file is the base's (FailedPrecondition when the installed base is
+  // not the one it was trained on).
   Result<InstalledModel> Find(const std::string& name) const;
+  // Find for the base of a trained model: FailedPrecondition when `name` is
+  // itself a head without a network.
+  Result<InstalledModel> FindBase(const std::string& name) const;
 
   // Every installed model, sorted by name. Broken entries are skipped.
   std::vector<InstalledModel> List() const;
@@ -73,7 +84,17 @@ class ModelRegistry {
                               const std::optional<std::string>& url_override,
                               const DownloadProgress& progress = {});
 
+  // A fresh directory on the registry's file system (models/.NAME.partial)
+  // to write a trained model's files into before InstallStaged moves it
+  // into place. AlreadyExists when a model called `name` is installed.
+  Result<std::filesystem::path> Stage(const std::string& name) const;
+  // Writes `card` into `staged` and renames it to models/<card.name> in one
+  // step: a crash leaves either no model or the whole model.
+  Result<InstalledModel> InstallStaged(const ModelCard& card,
+                                       const std::filesystem::path& staged) const;
+
  private:
+  Result<InstalledModel> Find(const std::string& name, bool as_base) const;
   std::filesystem::path home_;
 };
 

@@ -48,8 +48,8 @@ struct ServerOptions {
 
 // The API's JSON documents as text (docs/openapi.json's schemas), for the
 // other interfaces, so that `pixseek query --json` and GET /api/v1/search
-// answer in one shape: SearchResponse {"results": [...], "took_ms", "cached"}
-// and Stats {"count", "dimension", "model", "index_kind", "index"}.
+// answer in one shape: SearchResponse {"results": [...], "took_ms", "cached",
+// "category" (when predicted): {"label", "confidence"}} and Stats {"count", "dimension", "model", "index_kind", "index"}.
 std::string SearchResponseToJson(const QueryResponse& response);
 std::string StatsToJson(const DatabaseStats& stats);
 

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -17,6 +18,7 @@
 
 #include "pixseek/database.h"
 #include "pixseek/status.h"
+#include "pixseek/trained_head.h"
 
 namespace pixseek {
 
@@ -112,6 +114,10 @@ struct QueryParams {
   float min_score = -1.0f;  // hits below are dropped
   // The index's per-query settings (search_list: 0 = the index's default).
   SearchParams search;
+  // Results only of this category (ImageRecord::label): "" = any, "auto" =
+  // the query's predicted category (any when none is predicted), else that
+  // label. Still up to top_k results: the search looks deeper for them.
+  std::string category;
 };
 
 struct QueryHit {
@@ -122,6 +128,10 @@ struct QueryHit {
 
 struct QueryResponse {
   std::vector<QueryHit> hits;
+  // The query's category: the trained head's classifier when the model has
+  // one, else a score-weighted vote of the nearest neighbours' labels;
+  // nullopt when the database has no labels to predict.
+  std::optional<CategoryPrediction> category;
   double took_ms = 0;
   bool cached = false;
 };
@@ -137,11 +147,17 @@ class QueryService {
   Result<QueryResponse> SearchById(int64_t id, const QueryParams& params);
 
  private:
-  // The index's hits for `query` with score >= params.min_score.
-  Result<std::vector<SearchHit>> Nearest(std::span<const float> query, const QueryParams& params);
-  // Joins metadata to hits (dropping ids removed meanwhile) and times the answer.
-  Result<QueryResponse> Join(const std::vector<SearchHit>& hits, bool cached,
-                             std::chrono::steady_clock::time_point start);
+  // The nearest `k` stored images to `query` with their records, best first
+  // (ids removed meanwhile are dropped).
+  Result<std::vector<QueryHit>> Nearest(std::span<const float> query, size_t k,
+                                        const SearchParams& search);
+  // The answer to a query (`query`: its vector in the index; `base`: its
+  // base feature, empty when unknown): its category, and its top_k hits
+  // with score >= min_score of the category asked for.
+  Result<QueryResponse> Answer(std::span<const float> base, std::span<const float> query,
+                               const QueryParams& params);
+  // Joins metadata to cached hits (dropping ids removed meanwhile).
+  Result<std::vector<QueryHit>> Join(const std::vector<SearchHit>& hits);
   Database& db_;
 };
 
@@ -207,28 +223,41 @@ struct EvalReport {
   EvalMetrics overall;                     // mean over all queries
   EvalMetrics macro;                       // mean over labels of per-label means
   std::map<std::string, EvalMetrics> per_label;
-  uint64_t images = 0;          // gallery: labelled stored images
+  DataSplit split = DataSplit::kNone;  // which part of the collection was measured
+  // The gallery: the labelled stored images, or with a split only their
+  // held-out part.
+  uint64_t images = 0;
   uint64_t failed_queries = 0;  // query files that could not be read or decoded
   double seconds = 0;
 };
 
 // Leave-one-out retrieval quality over the stored images that lie under
 // `root`, labelled by their first folder level below it. Every such image is a
-// query against all the others; relevant = same label. FailedPrecondition
-// when fewer than two labelled images are found.
-Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root);
+// query against all the others; relevant = same label. With a split
+// (SplitLabelled), only the held-out images take part, as queries and as the
+// gallery: figures never count an image training saw, and they are exact
+// (every held-out vector scored against every other), where kNone ranks with
+// the index as a search does. FailedPrecondition when fewer than two
+// labelled (held-out) images are found.
+Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root,
+                            DataSplit split = DataSplit::kNone);
 
 struct EvalQueryOptions {
   int decode_threads = 0;  // 0 = one per core
   bool show_progress = false;
   std::FILE* progress_out = stderr;
+  // kImages or kClasses: the gallery is only the held-out part of `root`'s
+  // images, scored exactly; with kClasses, queries of a training class are
+  // left out too (nothing of theirs is in the gallery).
+  DataSplit split = DataSplit::kNone;
 };
 
 // Cross-folder retrieval quality (e.g. sketch queries against photos): every
 // image in a labelled folder under `query_root` (label = its first folder
 // level) is decoded, embedded and searched against the stored images under
-// `root`; relevant = gallery images with the same label. Query files that
-// cannot be decoded are counted in failed_queries, not fatal.
+// `root` (their held-out part with options.split); relevant = gallery images
+// with the same label. Query files that cannot be decoded are counted in
+// failed_queries, not fatal.
 // FailedPrecondition when the gallery has fewer than two labelled images or
 // there are no labelled queries; NotFound when query_root is not a folder.
 Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& root,

@@ -192,8 +192,14 @@ struct HeadTrainResult {
 // validating after every epoch on `validation` (leave-one-out mAP among its
 // rows) and keeping the best epoch; stops after `patience` epochs without
 // improvement. Also fits the classifier on `train` (cross-entropy).
-// InvalidArgument for inconsistent sets or options; Unsupported when the
-// plugin (libtorch) is not available.
+// The head starts as the identity (dimension kept) or the uncentred PCA of
+// the training rows, so that epoch 0 ranks about as the base features do.
+// The same data, seed and threads give bit-identical weights.
+// InvalidArgument for inconsistent sets or options (rows not whole, label
+// count, negative label, non-finite value, dimension out of range, P or K
+// < 1, fewer than 2 training classes with 2+ rows, no validation class with
+// 2+ rows); Unsupported when the plugin (libtorch) is not available;
+// Internal when libtorch fails.
 Result<HeadTrainResult> TrainHead(const LabelledFeatures& train, const LabelledFeatures& validation,
                                   const MetricTrainOptions& options);
 
@@ -209,6 +215,10 @@ struct BackboneTrainOptions {
   MetricTrainOptions metric;  // loss, batches, epochs, validation, ...
   // Blocks at the end of the network that are trained (the rest is frozen).
   int trainable_blocks = 2;
+  // Adam's step size for the trained blocks. Trained weights need far
+  // smaller steps than a head learned from scratch, so metric.learning_rate
+  // (the head's) is not used here.
+  float learning_rate = 1e-5f;
   // Called once before training with the measured seconds one epoch will
   // take (from timing a few batches), so that the caller can say it.
   std::function<void(double epoch_seconds, double images_per_second)> on_estimate;

@@ -27,6 +27,7 @@
 #include "pixseek/model_registry.h"
 #include "pixseek/server.h"
 #include "pixseek/services.h"
+#include "pixseek/train_service.h"
 #include "pixseek/vector_index.h"
 
 namespace pixseek {
@@ -227,6 +228,10 @@ int RunQuery(const std::string& home, const DbFlags& flags, const std::string& i
   if (as_json) {
     std::cout << SearchResponseToJson(*response) << std::endl;
   } else {
+    if (response->category) {
+      std::printf("category: %s (%.0f%% confident)\n", response->category->label.c_str(),
+                  100.0 * response->category->confidence);
+    }
     std::printf("%-4s %-7s %-8s %s\n", "rank", "score", "id", "path");
     int rank = 0;
     for (const auto& h : response->hits) {
@@ -316,12 +321,15 @@ json MetricsJson(const EvalMetrics& m) {
 }
 
 int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir,
-            const std::string& query_dir, bool as_json) {
+            const std::string& query_dir, const std::string& split_name, bool as_json) {
+  auto split = ParseDataSplit(split_name);
+  if (!split.ok()) return Fail(split.status());
   auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
   EvalQueryOptions query_options;
   query_options.show_progress = true;  // on stderr, as build does
-  auto report = query_dir.empty() ? Evaluate(**db, dir)
+  query_options.split = *split;
+  auto report = query_dir.empty() ? Evaluate(**db, dir, *split)
                                   : EvaluateQueries(**db, dir, query_dir, query_options);
   if (!report.ok()) return Fail(report.status());
   if (report->failed_queries > 0) {
@@ -335,6 +343,7 @@ int RunEval(const std::string& home, const DbFlags& flags, const std::string& di
                       {"macro", MetricsJson(report->macro)},
                       {"per_label", labels},
                       {"images", report->images},
+                      {"split", std::string(ToString(report->split))},
                       {"protocol", query_dir.empty() ? "leave-one-out" : "queries"},
                       {"failed_queries", report->failed_queries},
                       {"model", (*db)->model_name()},
@@ -346,6 +355,10 @@ int RunEval(const std::string& home, const DbFlags& flags, const std::string& di
     for (const auto& [label, m] : report->per_label) PrintMetricsRow(label.c_str(), m);
     PrintMetricsRow("macro", report->macro);
     PrintMetricsRow("overall", report->overall);
+    if (report->split != DataSplit::kNone) {
+      std::printf("(split %s: %llu held-out images)\n", std::string(ToString(report->split)).c_str(),
+                  static_cast<unsigned long long>(report->images));
+    }
   }
   return 0;
 }
@@ -387,6 +400,21 @@ int PrintInstalled(const Result<InstalledModel>& model) {
   return 0;
 }
 
+// One line on what a trained model was made from and what it measured.
+std::string TrainedSummary(const InstalledModel& m) {
+  const json t = json::parse(m.card.trained.training, nullptr, /*allow_exceptions=*/false);
+  std::string line = "trained on '" + m.card.trained.base + "'";
+  if (!t.is_object()) return line;
+  char figures[160];
+  std::snprintf(figures, sizeof figures,
+                ", %s %s, %lld images, split %s: validation mAP %.4f -> %.4f",
+                t.value("fine_tune", "head").c_str(), t.value("loss", "?").c_str(),
+                static_cast<long long>(t.value("train_images", 0)),
+                t.value("split", "none").c_str(), t.value("validation_map_before", 0.0),
+                t.value("validation_map_after", 0.0));
+  return line + figures + (t.value("keeps_base", false) ? " (base features kept)" : "");
+}
+
 int RunModelList(const std::string& home) {
   ModelRegistry registry = Registry(home);
   auto installed = registry.List();
@@ -395,6 +423,7 @@ int RunModelList(const std::string& home) {
   for (const auto& m : installed) {
     std::printf("  %-16s %-6s %5d-d  %s\n", m.card.name.c_str(), ToString(m.card.runtime).data(),
                 m.card.dimension, m.model_file.c_str());
+    if (!m.card.trained.base.empty()) std::printf("  %16s %s\n", "", TrainedSummary(m).c_str());
   }
   std::printf("known (pixseek model pull NAME):\n");
   for (const auto& k : KnownModels()) {
@@ -455,6 +484,63 @@ int RunBenchEmbed(const std::string& home, EmbedBenchOptions options) {
   return s.ok() ? 0 : Fail(s);
 }
 
+int RunTrain(const std::string& home, const DbFlags& flags, TrainRequest request,
+             const std::string& loss, const std::string& split, const std::string& fine_tune,
+             bool as_json) {
+  auto parsed_loss = ParseMetricLoss(loss);
+  if (!parsed_loss.ok()) return Fail(parsed_loss.status());
+  request.metric.loss = *parsed_loss;
+  auto parsed_split = ParseDataSplit(split);
+  if (!parsed_split.ok()) return Fail(parsed_split.status());
+  request.split = *parsed_split;
+  auto parsed_fine_tune = ParseFineTune(fine_tune);
+  if (!parsed_fine_tune.ok()) return Fail(parsed_fine_tune.status());
+  request.fine_tune = *parsed_fine_tune;
+  request.metric.threads = flags.threads;
+  // Training only reads the database: it may run while a server serves it.
+  auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
+  if (!db.ok()) return Fail(db.status());
+  std::signal(SIGINT, OnInterrupt);
+  auto report = TrainModel(**db, request, &g_cancel);
+  if (!report.ok()) return Fail(report.status());
+  if (as_json) {
+    std::cout << LearningJobs::TrainReportJson(*report) << std::endl;
+  } else {
+    std::printf("trained '%s' on '%s' (%s, %llu images, %d classes) in %.1f s: validation mAP "
+                "%.4f -> %.4f%s\n",
+                report->model.c_str(), report->base_model.c_str(), report->loss.c_str(),
+                static_cast<unsigned long long>(report->train_images), report->classes,
+                report->seconds, report->validation_map_before, report->validation_map_after,
+                report->keeps_base ? " (the base features were best and are kept)" : "");
+    if (report->cancelled) std::printf("interrupted: the best epoch so far was kept\n");
+    std::printf("switch a database to it with: pixseek reindex --db %s --model %s\n",
+                (*db)->dir().c_str(), report->model.c_str());
+  }
+  return 0;
+}
+
+int RunReindex(const std::string& home, const DbFlags& flags, const std::string& model,
+               bool as_json) {
+  auto db = Database::Open(ToOptions(flags, home), false);
+  if (!db.ok()) return Fail(db.status());
+  std::signal(SIGINT, OnInterrupt);
+  ReindexOptions options;
+  options.model = model;
+  options.cancel = &g_cancel;
+  auto report = (*db)->Reindex(options);
+  if (!report.ok()) return Fail(report.status());
+  if (as_json) {
+    std::cout << LearningJobs::ReindexReportJson(*report) << std::endl;
+  } else {
+    std::printf("reindexed %llu images from '%s' to '%s' in %.1f s (%s)\n",
+                static_cast<unsigned long long>(report->images), report->from_model.c_str(),
+                report->to_model.c_str(), report->seconds,
+                report->from_base_features ? "stored base features, no image read"
+                                           : "every image embedded again");
+  }
+  return 0;
+}
+
 // What every command's flags bind to, and the exit code its callback sets.
 // Commands' own arguments live in a state object their callback holds.
 struct Cli {
@@ -466,6 +552,81 @@ struct Cli {
   bool as_json = false;
   int rc = 0;
 };
+
+void AddTrainCommands(CLI::App& app, Cli& cli) {
+  struct State {
+    TrainRequest request;
+    std::string loss = "contrastive", split = "none", fine_tune = "head";
+  };
+  auto st = std::make_shared<State>();
+  TrainRequest& r = st->request;
+  MetricTrainOptions& m = r.metric;
+  auto* train = app.add_subcommand(
+      "train", "Learn a model from the stored images under DIR (labels = first folder level)");
+  train->add_option("DIR", r.root, "Folder the database was built from")->required();
+  AddDbFlags(train, cli.flags, false);
+  AddIndexFlags(train, cli.flags, ParamCommand{0});
+  train->add_option("--name", r.name, "Name of the new model")->required();
+  train->add_option("--loss", st->loss, "triplet, triplet-per-query or contrastive")
+      ->capture_default_str();
+  train->add_option("--margin", m.margin,
+                    "Loss margin (default: 0.1 triplet, 0.5 contrastive)")
+      ->check(CLI::Range(0.0, 2.0));
+  train->add_option("--xbm", m.xbm, "Cross-batch memory: rows of earlier batches (0 = off)")
+      ->check(CLI::Range(0, 1 << 20));
+  train->add_option("--koleo", m.koleo, "Weight of the KoLeo regulariser (0 = off)")
+      ->check(CLI::Range(0.0, 10.0));
+  train->add_option("--dim", m.dimension, "Output dimension of the head (0 = the base's)")
+      ->check(CLI::Range(0, 1 << 16))
+      ->capture_default_str();
+  train->add_option("--epochs", m.epochs, "Most epochs")->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  train->add_option("--batch-classes", m.batch_classes, "Classes per batch (P)")
+      ->check(CLI::Range(2, 4096))
+      ->capture_default_str();
+  train->add_option("--per-class", m.per_class, "Images of each class per batch (K)")
+      ->check(CLI::Range(2, 4096))
+      ->capture_default_str();
+  train->add_option("--lr", m.learning_rate, "Learning rate")->check(CLI::Range(1e-7, 10.0))
+      ->capture_default_str();
+  train->add_option("--patience", m.patience,
+                    "Epochs without a better validation mAP before stopping")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  train->add_option("--fine-tune", st->fine_tune,
+                    "head (a projection and classifier on the stored base features) or "
+                    "backbone (the network's last blocks, from the images)")
+      ->capture_default_str();
+  train->add_option("--trainable-blocks", r.trainable_blocks,
+                    "With --fine-tune backbone: blocks at the end of the network trained")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  train->add_option("--split", st->split,
+                    "none, images (every third image of each class held out) or classes (the "
+                    "second half held out); measure with `pixseek eval --split` the same")
+      ->capture_default_str();
+  train->add_option("--val-fraction", r.validation_fraction,
+                    "Share of the training part kept to validate on (images, or classes with "
+                    "--split classes)")
+      ->check(CLI::Range(0.01, 0.9))
+      ->capture_default_str();
+  train->add_option("--seed", m.seed, "Random seed (the same data and seed, the same model)")
+      ->capture_default_str();
+  train->add_flag("--json", cli.as_json, "Print a JSON summary");
+  train->callback([&cli, st] {
+    cli.rc = RunTrain(cli.home, cli.flags, st->request, st->loss, st->split, st->fine_tune,
+                      cli.as_json);
+  });
+
+  auto model = std::make_shared<std::string>();
+  auto* reindex = app.add_subcommand(
+      "reindex", "Switch a database to another model (a trained head needs no image read)");
+  AddDbFlags(reindex, cli.flags, false);
+  AddIndexFlags(reindex, cli.flags, ParamCommand{0});
+  reindex->add_option("--model", *model, "The installed model to switch to")->required();
+  reindex->add_flag("--json", cli.as_json, "Print JSON");
+  reindex->callback([&cli, model] { cli.rc = RunReindex(cli.home, cli.flags, *model, cli.as_json); });
+}
 
 void AddBuildCommand(CLI::App& app, Cli& cli) {
   struct State {
@@ -509,6 +670,9 @@ void AddQueryCommand(CLI::App& app, Cli& cli) {
       ->check(CLI::Range(size_t{1}, kMaxTopK));
   cmd->add_option("--min-score", st->params.min_score,
                   "Drop results below this cosine similarity");
+  cmd->add_option("--category", st->params.category,
+                  "Only results of this category: auto (the query's predicted category) or a "
+                  "label (first folder level at build)");
   cmd->add_flag("--json", cli.as_json, "Print JSON");
   cmd->callback(
       [&cli, st] { cli.rc = RunQuery(cli.home, cli.flags, st->image, st->params, cli.as_json); });
@@ -575,6 +739,7 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
   struct State {
     std::string dir;
     std::string queries;
+    std::string split = "none";
   };
   auto st = std::make_shared<State>();
   auto* eval = app.add_subcommand(
@@ -585,9 +750,14 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
   eval->add_option("--queries", st->queries,
                    "Query images from this folder (labels = its first folder level) instead "
                    "of leave-one-out, e.g. sketches against photos");
+  eval->add_option("--split", st->split,
+                   "Measure only the part training did not see: none (everything), images "
+                   "(every third image of each class) or classes (the second half of the "
+                   "classes); queries and gallery are both the held-out images (with --queries, the "
+                   "gallery only)");  // checked by ParseDataSplit, the one list of splits
   eval->add_flag("--json", cli.as_json, "Print JSON");
   eval->callback([&cli, st] {
-    cli.rc = RunEval(cli.home, cli.flags, st->dir, st->queries, cli.as_json);
+    cli.rc = RunEval(cli.home, cli.flags, st->dir, st->queries, st->split, cli.as_json);
   });
 
   auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");
@@ -741,6 +911,7 @@ int main(int argc, char** argv) {
   AddServeCommand(app, cli);
   AddReadCommands(app, cli);
   AddModelCommands(app, cli);
+  AddTrainCommands(app, cli);
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   AddBenchAnnCommand(bench, cli);

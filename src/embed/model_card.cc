@@ -213,6 +213,22 @@ struct EnumNames {
   }
 };
 
+// The keys of a trained model; "training" is an object kept as text.
+Status ReadTrained(const Json& obj, TrainedSection* t) {
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "base", &t->base));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "base_sha256", &t->base_sha256));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "head", &t->head));
+  PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "head_sha256", &t->head_sha256));
+  if (auto it = obj.find("training"); it != obj.end()) {
+    if (!it->is_object()) {
+      return Status::InvalidArgument("model card: \"training\" must be an object, got " +
+                                     TypeName(*it));
+    }
+    t->training = it->dump();
+  }
+  return Status::Ok();
+}
+
 // Every field but the enumerations, in the order of card.json.
 Status ReadFields(const Json& obj, ModelCard* card, EnumNames* names) {
   PreprocessSpec& pre = card->preprocess;
@@ -245,7 +261,8 @@ Status ReadFields(const Json& obj, ModelCard* card, EnumNames* names) {
   PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "output_tensor", &k.output_tensor));
   PIXSEEK_RETURN_IF_ERROR(ReadString(obj, "input_datatype", &k.input_datatype));
   PIXSEEK_RETURN_IF_ERROR(ReadBool(obj, "binary_data", &k.binary_data));
-  return ReadInt(obj, "timeout_ms", &k.timeout_ms);
+  PIXSEEK_RETURN_IF_ERROR(ReadInt(obj, "timeout_ms", &k.timeout_ms));
+  return ReadTrained(obj, &card->trained);
 }
 
 Status ValidatePreprocess(const PreprocessSpec& pre) {
@@ -289,17 +306,28 @@ Status ValidateSiftVlad(const ModelCard& card) {
   return Status::Ok();
 }
 
-Status ValidateFile(const ModelCard& card) {
-  if (!card.sha256.empty() && !IsLowerHex64(card.sha256)) {
-    return Status::InvalidArgument("model card: sha256 must be 64 lower-case hex digits");
-  }
-  // The file lives beside the card: a bare file name, never a path.
-  const std::string& file = card.file;
+// Files live beside the card: a bare file name, never a path.
+Status CheckPlainFileName(const char* key, const std::string& file) {
   if (!file.empty() && (file == "." || file == ".." || file.find('/') != std::string::npos ||
                         file.find('\\') != std::string::npos ||
                         file.find('\0') != std::string::npos)) {
-    return Status::InvalidArgument("model card: file must be a plain file name, got \"" + file +
-                                   "\"");
+    return Status::InvalidArgument(std::string("model card: ") + key +
+                                   " must be a plain file name, got \"" + file + "\"");
+  }
+  return Status::Ok();
+}
+
+Status ValidateFile(const ModelCard& card) {
+  const TrainedSection& t = card.trained;
+  for (const std::string* sum : {&card.sha256, &t.base_sha256, &t.head_sha256}) {
+    if (!sum->empty() && !IsLowerHex64(*sum)) {
+      return Status::InvalidArgument("model card: sha256 must be 64 lower-case hex digits");
+    }
+  }
+  PIXSEEK_RETURN_IF_ERROR(CheckPlainFileName("file", card.file));
+  PIXSEEK_RETURN_IF_ERROR(CheckPlainFileName("head", t.head));
+  if (t.base.empty() && !t.head.empty()) {
+    return Status::InvalidArgument("model card: a head needs the base model it was trained on");
   }
   return Status::Ok();
 }
@@ -371,6 +399,14 @@ std::string ModelCard::ToJson() const {
     obj["input_datatype"] = kserve.input_datatype;
     obj["binary_data"] = kserve.binary_data;
     obj["timeout_ms"] = kserve.timeout_ms;
+  }
+  if (!trained.base.empty()) {
+    obj["base"] = trained.base;
+    obj["base_sha256"] = trained.base_sha256;
+    obj["head"] = trained.head;
+    obj["head_sha256"] = trained.head_sha256;
+    obj["training"] = nlohmann::ordered_json::parse(trained.training, nullptr, false);
+    if (obj["training"].is_discarded()) obj["training"] = nlohmann::ordered_json::object();
   }
   // Replace rather than throw on invalid UTF-8 in a name typed by a user.
   return obj.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";

@@ -302,7 +302,46 @@ fs::path DefaultPixseekHome() {
 
 ModelRegistry::ModelRegistry(fs::path home) : home_(std::move(home)) {}
 
+namespace {
+
+// A head-only trained model runs its base model's network: the card takes
+// the base's network fields (as the base is installed now) and its file,
+// after checking that the base is the very network the head was trained on.
+Status ResolveBaseNetwork(const ModelRegistry& registry, InstalledModel* installed) {
+  const TrainedSection trained = installed->card.trained;
+  const std::string name = installed->card.name;
+  Result<InstalledModel> base = registry.FindBase(trained.base);
+  if (!base.ok()) {
+    return Status(base.status().code(), "model '" + name + "' was trained on '" + trained.base +
+                                            "', which is not usable: " + base.status().message());
+  }
+  if (!trained.base_sha256.empty() && base->card.sha256 != trained.base_sha256) {
+    return Status::FailedPrecondition(
+        "model '" + name + "' was trained on '" + trained.base + "' with sha256 " +
+        trained.base_sha256 + ", but the installed '" + trained.base + "' has " +
+        (base->card.sha256.empty() ? std::string("none") : base->card.sha256) +
+        "; install that base again or train '" + name + "' again");
+  }
+  const int network_dimension = base->card.dimension;
+  installed->card = base->card;
+  installed->card.name = name;
+  installed->card.trained = trained;
+  installed->card.dimension = network_dimension;
+  installed->model_file = base->model_file;
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<InstalledModel> ModelRegistry::Find(const std::string& name) const {
+  return Find(name, /*as_base=*/false);
+}
+
+Result<InstalledModel> ModelRegistry::FindBase(const std::string& name) const {
+  return Find(name, /*as_base=*/true);
+}
+
+Result<InstalledModel> ModelRegistry::Find(const std::string& name, bool as_base) const {
   PIXSEEK_RETURN_IF_ERROR(ValidateName(name));
   InstalledModel installed;
   installed.dir = models_dir() / name;
@@ -332,6 +371,16 @@ Result<InstalledModel> ModelRegistry::Find(const std::string& name) const {
     }
   }
   installed.card.name = name;  // the directory is the source of truth
+  if (installed.card.file.empty() && !installed.card.trained.base.empty()) {
+    // One level only: a head's base runs a network of its own.
+    if (as_base) {
+      return Status::FailedPrecondition("model '" + name +
+                                        "' is a head without a network of its own and cannot "
+                                        "be the base of another model");
+    }
+    PIXSEEK_RETURN_IF_ERROR(ResolveBaseNetwork(*this, &installed));
+    return installed;
+  }
   if (installed.card.file.empty()) {
     return Status::DataLoss("model '" + name + "' has no file in " + card_path.string());
   }
@@ -483,6 +532,41 @@ Result<InstalledModel> ModelRegistry::Pull(const std::string& name,
   ModelCard card = known->card;
   card.sha256 = sha;
   return Install(*this, card, bytes);
+}
+
+}  // namespace pixseek
+
+namespace pixseek {
+
+Result<std::filesystem::path> ModelRegistry::Stage(const std::string& name) const {
+  PIXSEEK_RETURN_IF_ERROR(ValidateName(name));
+  std::error_code ec;
+  if (fs::exists(models_dir() / name, ec)) {
+    return Status::AlreadyExists("a model called '" + name +
+                                 "' is already installed; choose another --name");
+  }
+  // A dot-name is never listed (ValidateName refuses it), and a stale one
+  // from a killed run is replaced.
+  const fs::path staged = models_dir() / ("." + name + ".partial");
+  fs::remove_all(staged, ec);
+  PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(staged));
+  return staged;
+}
+
+Result<InstalledModel> ModelRegistry::InstallStaged(const ModelCard& card,
+                                                    const fs::path& staged) const {
+  PIXSEEK_RETURN_IF_ERROR(ValidateName(card.name));
+  PIXSEEK_RETURN_IF_ERROR(card.Validate());
+  PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(staged / kCardFile, card.ToJson()));
+  const fs::path target = models_dir() / card.name;
+  std::error_code ec;
+  if (fs::exists(target, ec)) {
+    return Status::AlreadyExists("a model called '" + card.name + "' is already installed");
+  }
+  fs::rename(staged, target, ec);
+  if (ec) return Status::Internal("cannot install " + target.string() + ": " + ec.message());
+  PIXSEEK_RETURN_IF_ERROR(SyncDirectory(models_dir()));
+  return Find(card.name);
 }
 
 }  // namespace pixseek

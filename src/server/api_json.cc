@@ -37,16 +37,24 @@ nlohmann::json HitJson(const QueryHit& hit) {
 nlohmann::json SearchResponseJson(const QueryResponse& response) {
   nlohmann::json results = nlohmann::json::array();
   for (const QueryHit& hit : response.hits) results.push_back(HitJson(hit));
-  return {{"results", std::move(results)},
-          {"took_ms", response.took_ms},
-          {"cached", response.cached}};
+  nlohmann::json out = {{"results", std::move(results)},
+                        {"took_ms", response.took_ms},
+                        {"cached", response.cached}};
+  if (response.category) {
+    out["category"] = {{"label", response.category->label},
+                       {"confidence", response.category->confidence}};
+  }
+  return out;
 }
 
 nlohmann::json StatsJson(const DatabaseStats& stats) {
   nlohmann::json j = {{"count", stats.count},
                       {"dimension", stats.dimension},
                       {"model", stats.model},
-                      {"index_kind", stats.index_kind}};
+                      {"index_kind", stats.index_kind},
+                      {"base_dimension", stats.base_dimension},
+                      {"base_features", stats.base_features},
+                      {"trained_head", stats.trained_head}};
   if (!stats.index.empty()) {
     nlohmann::json index = nlohmann::json::object();
     for (const IndexStat& stat : stats.index) {
@@ -55,6 +63,80 @@ nlohmann::json StatsJson(const DatabaseStats& stats) {
     j["index"] = std::move(index);
   }
   return j;
+}
+
+nlohmann::json LearningJobJson(const LearningJobStatus& job) {
+  nlohmann::json j = {{"id", job.id},       {"kind", job.kind},   {"model", job.model},
+                      {"state", job.state}, {"done", job.done},   {"total", job.total},
+                      {"rate", job.rate},   {"eta_s", job.eta_s}};
+  if (job.kind == "train") {
+    j["loss"] = job.loss;
+    j["validation_map"] = job.validation_map;
+    j["best_validation_map"] = job.best_validation_map;
+  }
+  if (!job.error.empty()) j["error"] = job.error;
+  if (!job.result.empty()) j["result"] = nlohmann::json::parse(job.result, nullptr, false);
+  return j;
+}
+
+namespace {
+
+// Reads an optional number field within [lo, hi] into *out.
+template <typename T>
+Status ReadNumber(const nlohmann::json& body, const char* key, double lo, double hi, T* out) {
+  auto it = body.find(key);
+  if (it == body.end()) return Status::Ok();
+  if (!it->is_number()) return Status::InvalidArgument(std::string(key) + " must be a number");
+  const double v = it->get<double>();
+  if (!(v >= lo && v <= hi)) {
+    return Status::InvalidArgument(std::string(key) + " must be between " + std::to_string(lo) +
+                                   " and " + std::to_string(hi));
+  }
+  *out = static_cast<T>(v);
+  return Status::Ok();
+}
+
+Result<std::string> ReadText(const nlohmann::json& body, const char* key, std::string fallback) {
+  auto it = body.find(key);
+  if (it == body.end()) return fallback;
+  if (!it->is_string()) return Status::InvalidArgument(std::string(key) + " must be a string");
+  return it->get<std::string>();
+}
+
+}  // namespace
+
+Result<TrainRequest> TrainRequestFromJson(const nlohmann::json& body) {
+  if (!body.is_object()) {
+    return Status::InvalidArgument("send a JSON body {\"path\": DIR, \"name\": NAME, ...}");
+  }
+  TrainRequest r;
+  MetricTrainOptions& m = r.metric;
+  PIXSEEK_ASSIGN_OR_RETURN(std::string path, ReadText(body, "path", ""));
+  PIXSEEK_ASSIGN_OR_RETURN(r.name, ReadText(body, "name", ""));
+  if (path.empty() || r.name.empty()) {
+    return Status::InvalidArgument("\"path\" (the folder the images were built from) and "
+                                   "\"name\" (the new model) are required");
+  }
+  r.root = path;
+  PIXSEEK_ASSIGN_OR_RETURN(std::string loss, ReadText(body, "loss", "contrastive"));
+  PIXSEEK_ASSIGN_OR_RETURN(m.loss, ParseMetricLoss(loss));
+  PIXSEEK_ASSIGN_OR_RETURN(std::string split, ReadText(body, "split", "none"));
+  PIXSEEK_ASSIGN_OR_RETURN(r.split, ParseDataSplit(split));
+  PIXSEEK_ASSIGN_OR_RETURN(std::string fine_tune, ReadText(body, "fine_tune", "head"));
+  PIXSEEK_ASSIGN_OR_RETURN(r.fine_tune, ParseFineTune(fine_tune));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "margin", 0, 2, &m.margin));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "xbm", 0, 1 << 20, &m.xbm));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "koleo", 0, 10, &m.koleo));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "dim", 0, 1 << 16, &m.dimension));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "epochs", 1, 10000, &m.epochs));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "batch_classes", 2, 4096, &m.batch_classes));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "per_class", 2, 4096, &m.per_class));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "learning_rate", 1e-7, 10, &m.learning_rate));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "patience", 1, 10000, &m.patience));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "val_fraction", 0.01, 0.9, &r.validation_fraction));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "seed", 0, 4294967295.0, &m.seed));
+  PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "trainable_blocks", 1, 100, &r.trainable_blocks));
+  return r;
 }
 
 std::string_view ContentTypeForFormat(std::string_view format) {

@@ -12,6 +12,7 @@
 #include "pixseek/database.h"
 #include "pixseek/metadata_store.h"
 #include "pixseek/services.h"
+#include "pixseek/train_service.h"
 
 namespace pixseek::server {
 
@@ -24,15 +25,29 @@ nlohmann::json RecordJson(const ImageRecord& record);
 // SearchResult schema: the Image schema plus "score".
 nlohmann::json HitJson(const QueryHit& hit);
 
-// SearchResponse schema: {"results":[...],"took_ms","cached"}.
+// SearchResponse schema: {"results":[...],"took_ms","cached"}, and
+// "category":{"label","confidence"} when one was predicted.
 nlohmann::json SearchResponseJson(const QueryResponse& response);
 
-// Stats schema: {"count","dimension","model","index_kind"}.
+// Stats schema: {"count","dimension","model","index_kind","base_dimension",
+// "base_features","trained_head","index"?}.
 nlohmann::json StatsJson(const DatabaseStats& stats);
 
 // BuildJob schema: {"id","path","state","processed","total","failed","indexed",
 // "skipped","rate","eta_s","failures":[{"path","reason"}],"error"?}.
 nlohmann::json BuildJobJson(const BuildJobStatus& job);
+
+// LearningJob schema: {"id","kind","model","state","done","total","rate",
+// "eta_s","loss"?,"validation_map"?,"best_validation_map"?,"error"?,
+// "result"?} (train and reindex jobs).
+nlohmann::json LearningJobJson(const LearningJobStatus& job);
+
+// The TrainRequest schema (POST /api/v1/train) read into a request:
+// "path" and "name" required; "loss", "margin", "xbm", "koleo", "dim",
+// "epochs", "batch_classes", "per_class", "learning_rate", "patience",
+// "split", "val_fraction", "seed", "fine_tune", "trainable_blocks" optional,
+// with the CLI's defaults and ranges. InvalidArgument names a bad field.
+Result<TrainRequest> TrainRequestFromJson(const nlohmann::json& body);
 
 // The Content-Type for a stored file of the given format (ImageFormatName);
 // application/octet-stream when unknown.

@@ -28,6 +28,7 @@
 
 #include "pixseek/image.h"
 #include "pixseek/services.h"
+#include "pixseek/train_service.h"
 #include "server/api_json.h"
 #include "server/http_errors.h"
 #include "server/metrics.h"
@@ -150,6 +151,8 @@ Result<QueryParams> QueryParamsFrom(const Request& req) {
   params.search.search_list = static_cast<int>(search_list);
   PIXSEEK_ASSIGN_OR_RETURN(std::optional<float> min_score, FloatParam(req, "min_score"));
   if (min_score) params.min_score = *min_score;
+  // "auto" or a label; QueryService checks it.
+  if (req.has_param("category")) params.category = req.get_param_value("category");
   return params;
 }
 
@@ -188,7 +191,8 @@ struct HttpServer::Impl {
       : db(database),
         options(std::move(opts)),
         guard(options),
-        builds(database, {options.import_roots.begin(), options.import_roots.end()}) {}
+        builds(database, {options.import_roots.begin(), options.import_roots.end()}),
+        learning(database) {}
 
   // Sets up the server: transport (limits, queue, sockets), the error
   // answers httplib produces itself, metrics and the request log, the API
@@ -213,6 +217,9 @@ struct HttpServer::Impl {
   void StartBuild(const Request& req, Response& res);
   void GetBuild(const Request& req, Response& res);
   void ListBuilds(const Request& req, Response& res);
+  void StartTrain(const Request& req, Response& res);
+  void StartReindex(const Request& req, Response& res);
+  void GetLearningJob(const Request& req, Response& res);
 
   // Answers `body` with `http_status`; a 503 also gets this server's
   // Retry-After.
@@ -237,6 +244,7 @@ struct HttpServer::Impl {
   server::Metrics metrics;
   std::shared_ptr<std::atomic<int>> queue_depth = std::make_shared<std::atomic<int>>(0);
   BuildJobs builds;  // background builds started over HTTP
+  LearningJobs learning;  // trainings and reindexes started over HTTP
   httplib::Server svr;
   int port = -1;
 
@@ -387,6 +395,10 @@ void HttpServer::Impl::InstallApiRoutes() {
   svr.Post("/api/v1/builds", bind(&Impl::StartBuild));
   svr.Get("/api/v1/builds", bind(&Impl::ListBuilds));
   svr.Get(R"(/api/v1/builds/([^/]+))", bind(&Impl::GetBuild));
+  svr.Post("/api/v1/train", bind(&Impl::StartTrain));
+  svr.Get(R"(/api/v1/train/([^/]+))", bind(&Impl::GetLearningJob));
+  svr.Post("/api/v1/reindex", bind(&Impl::StartReindex));
+  svr.Get(R"(/api/v1/reindex/([^/]+))", bind(&Impl::GetLearningJob));
   svr.Get("/metrics", [this](const Request& req, Response& res) {
     if (!Admit(req, res)) return;
     res.status = 200;
@@ -673,6 +685,37 @@ void HttpServer::Impl::ListBuilds(const Request&, Response& res) {
   json all = json::array();
   for (const auto& job : builds.List()) all.push_back(server::BuildJobJson(job));
   ReplyJson(res, 200, {{"builds", std::move(all)}});
+}
+
+void HttpServer::Impl::StartTrain(const Request& req, Response& res) {
+  auto request = server::TrainRequestFromJson(json::parse(req.body, nullptr, false));
+  if (!request.ok()) return ReplyError(res, request.status());
+  auto id = learning.StartTrain(std::move(*request));
+  if (!id.ok()) return ReplyError(res, id.status());
+  ReplyJson(res, 202, server::LearningJobJson(*learning.Get(*id)));
+}
+
+void HttpServer::Impl::StartReindex(const Request& req, Response& res) {
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("model") || !body["model"].is_string()) {
+    return ReplyError(res, Status::InvalidArgument("send a JSON body {\"model\": \"NAME\"}"));
+  }
+  auto id = learning.StartReindex(body["model"].get<std::string>());
+  if (!id.ok()) return ReplyError(res, id.status());
+  ReplyJson(res, 202, server::LearningJobJson(*learning.Get(*id)));
+}
+
+// GET /api/v1/train/{id} and /api/v1/reindex/{id}: one id space; a job is
+// found only under its own kind.
+void HttpServer::Impl::GetLearningJob(const Request& req, Response& res) {
+  auto id = ParseId(req.matches[1]);
+  if (!id.ok()) return ReplyError(res, id.status());
+  auto job = learning.Get(*id);
+  const std::string kind = req.path.starts_with("/api/v1/train/") ? "train" : "reindex";
+  if (!job.ok() || job->kind != kind) {
+    return ReplyError(res, Status::NotFound("no " + kind + " job " + std::to_string(*id)));
+  }
+  ReplyJson(res, 200, server::LearningJobJson(*job));
 }
 
 HttpServer::HttpServer(Database& db, ServerOptions options)

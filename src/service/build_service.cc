@@ -141,7 +141,8 @@ class BuildRun {
   }
 
   void StoreBatch(std::vector<Prepared>& batch) {
-    const size_t dim = static_cast<size_t>(db_.dimension());
+    // Base features: Insert stores them and projects them for the index.
+    const size_t dim = static_cast<size_t>(db_.base_dimension());
     features_.resize(batch.size() * dim);
     Status s;
     if (input_floats_ > 0) {

@@ -13,6 +13,7 @@
 #include "core/url.h"
 #include "pixseek/embedding_engine.h"
 #include "pixseek/model_registry.h"
+#include "service/database_generation.h"
 #include "service/fit.h"
 #include "service/manifest.h"
 #include "service/model_resolution.h"
@@ -112,6 +113,11 @@ Status CheckEmbedder(const DatabaseManifest& m, const InstalledModel& model, int
                                       "' is not the file this database was built with "
                                       "(sha256 differs); its vectors would not be comparable");
   }
+  if (m.head_sha256 != model.card.trained.head_sha256) {
+    return Status::FailedPrecondition("the installed model '" + m.model +
+                                      "' does not have the trained head this database was "
+                                      "indexed with; its vectors would not be comparable");
+  }
   return Status::Ok();
 }
 
@@ -126,13 +132,19 @@ std::string RandomId() {
 // A metadata store records the database it belongs to when that is created
 // (model, dimension, its random id). Two databases pointed at one MariaDB
 // schema would mix their rows: the second is refused when it opens.
+// The random id decides when both sides have one: a reindex changes the
+// model and dimension, and a kill may come between the manifest and the
+// store recording the new ones.
 Status CheckStoreOwner(const MetadataStore& store, const DatabaseManifest& m,
                        const std::string& store_name) {
-  const std::pair<const char*, std::string> expected[] = {
-      {"model", m.model},
-      {"dimension", std::to_string(m.dimension)},
-      {"database_id", m.id}};
+  std::vector<std::pair<const char*, std::string>> expected = {{"database_id", m.id}};
+  PIXSEEK_ASSIGN_OR_RETURN(std::optional<std::string> recorded_id, store.GetSetting("database_id"));
+  if (!recorded_id || m.id.empty()) {
+    expected.emplace_back("model", m.model);
+    expected.emplace_back("dimension", std::to_string(m.dimension));
+  }
   for (const auto& [key, value] : expected) {
+    if (value.empty()) continue;
     PIXSEEK_ASSIGN_OR_RETURN(std::optional<std::string> recorded, store.GetSetting(key));
     if (recorded && *recorded != value) {
       return Status::FailedPrecondition(
@@ -155,6 +167,7 @@ struct Database::Opening {
   // Parts learned for a new database (codebook, PCA): file name, bytes.
   std::vector<std::pair<std::string, std::string>> fitted_files;
   VectorIndexSpec index;  // what OpenVectorIndex gets
+  std::unique_ptr<Generation> generation;  // filled by the steps
 };
 
 Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options, bool create) {
@@ -183,12 +196,21 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
   }
   // The index's kind and parameters are checked before the model is loaded
   // or anything is learned: a typo fails at once.
+  o.generation = std::make_unique<Generation>();
   PIXSEEK_RETURN_IF_ERROR(db->ResolveIndex(o));
   PIXSEEK_RETURN_IF_ERROR(db->OpenEmbedding(o));
   PIXSEEK_RETURN_IF_ERROR(db->OpenIndexAndStores(o));
   if (!o.exists) PIXSEEK_RETURN_IF_ERROR(db->Create(o));
+  o.generation->manifest = o.manifest;
+  {
+    std::lock_guard<std::mutex> lock(db->write_mu_);
+    db->Adopt(std::move(o.generation));
+  }
   // A reader leaves repairs to the writer (it may be mid-insert right now).
-  if (!options.read_only) PIXSEEK_RETURN_IF_ERROR(db->Reconcile());
+  if (!options.read_only) {
+    db->RemoveStaleGenerations(o.manifest.index_dir);
+    PIXSEEK_RETURN_IF_ERROR(db->Reconcile());
+  }
   return db;
 }
 
@@ -207,7 +229,7 @@ Status Database::OpenEmbedding(Opening& o) {
   request.may_fall_back = !o.exists && options.model.empty() && options.pull_missing_model;
   PIXSEEK_ASSIGN_OR_RETURN(ResolvedModel resolved, ResolveModel(request));
   o.model = std::move(resolved.model);
-  model_name_ = resolved.name;
+  o.generation->model_name = resolved.name;
   o.manifest.model = resolved.name;
   if (o.exists && o.model.card.runtime == Runtime::kOnnx) {
     PIXSEEK_ASSIGN_OR_RETURN(
@@ -215,12 +237,12 @@ Status Database::OpenEmbedding(Opening& o) {
         ParseCardEnum<Engine>(o.manifest.engine.empty() ? "opencv" : o.manifest.engine));
   }
 
-  std::unique_ptr<Embedder> embedder;
+  FittedEmbedder fitted;
   if (o.exists) {
-    PIXSEEK_ASSIGN_OR_RETURN(embedder,
+    PIXSEEK_ASSIGN_OR_RETURN(fitted,
                              OpenFittedEmbedder(o.model, options.dir, o.manifest.pca_dimension));
     PIXSEEK_RETURN_IF_ERROR(
-        CheckEmbedder(o.manifest, o.model, embedder->dimension(), options.dir));
+        CheckEmbedder(o.manifest, o.model, fitted.projection.output_dimension(), options.dir));
   } else if (NeedsFit(o.model.card, options.pca)) {
     FitInputs inputs;
     inputs.root = options.fit_root;
@@ -228,23 +250,26 @@ Status Database::OpenEmbedding(Opening& o) {
     inputs.limits = options.limits;
     inputs.threads = options.threads;
     inputs.pca = options.pca;
-    PIXSEEK_ASSIGN_OR_RETURN(FittedEmbedder fitted, FitEmbedder(o.model, inputs));
-    embedder = std::move(fitted.embedder);
+    PIXSEEK_ASSIGN_OR_RETURN(fitted, FitEmbedder(o.model, inputs));
     o.fitted_files = std::move(fitted.files);
     o.manifest.pca_dimension = options.pca.dimension;
     // What was applied (whitening is skipped on too small a sample).
     o.manifest.pca_whiten = options.pca.dimension > 0 && options.pca.whiten && fitted.whitened;
   } else {
-    PIXSEEK_ASSIGN_OR_RETURN(embedder, OpenEmbedder(o.model.card, o.model.model_file));
+    PIXSEEK_ASSIGN_OR_RETURN(fitted, OpenFittedEmbedder(o.model, options.dir, 0));
   }
   if (!o.exists) {
     o.manifest.model_sha256 = o.model.card.sha256;
+    o.manifest.head_sha256 = o.model.card.trained.head_sha256;
     if (o.model.card.runtime == Runtime::kOnnx) {
-      o.manifest.engine = std::string(ToString(embedder->card().onnx.engine));
+      o.manifest.engine = std::string(ToString(fitted.embedder->card().onnx.engine));
     }
-    o.manifest.dimension = embedder->dimension();
+    o.manifest.dimension = fitted.projection.output_dimension();
   }
-  embedding_ = std::make_unique<EmbeddingEngine>(std::move(embedder), options.batching);
+  Generation& g = *o.generation;
+  g.model = o.model;
+  g.projection = std::move(fitted.projection);
+  g.embedding = std::make_unique<EmbeddingEngine>(std::move(fitted.embedder), options.batching);
   return Status::Ok();
 }
 
@@ -281,7 +306,9 @@ Status Database::OpenIndexAndStores(Opening& o) {
     PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(options.dir / "thumbs"));
     PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(options.dir / "images"));
   }
-  PIXSEEK_ASSIGN_OR_RETURN(index_, OpenVectorIndex(o.index));
+  o.index.dir = options.dir / o.manifest.index_dir;
+  o.generation->spec = o.index;
+  PIXSEEK_ASSIGN_OR_RETURN(o.generation->index, OpenVectorIndex(o.index));
   PIXSEEK_ASSIGN_OR_RETURN(store_, OpenMetadataStore(MetadataUrl(options)));
   if (o.exists) {
     PIXSEEK_RETURN_IF_ERROR(CheckStoreOwner(*store_, o.manifest, RedactUrl(MetadataUrl(options))));
@@ -312,11 +339,20 @@ Status Database::Create(Opening& o) {
   return WriteManifest(o.manifest_file, o.manifest);
 }
 
-Database::~Database() = default;
+Database::~Database() {
+  if (current_ == nullptr || options_.read_only) return;
+  // Generations a reindex replaced are closed first (their threads and
+  // files), then their folders go.
+  const std::string index_dir = current().manifest.index_dir;
+  std::unique_ptr<Generation> last = std::move(generations_.back());
+  generations_.clear();
+  generations_.push_back(std::move(last));
+  RemoveStaleGenerations(index_dir);
+}
 
 Status Database::Reconcile() {
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<int64_t> stored, store_->AllIds());
-  std::vector<int64_t> indexed = index_->Ids();
+  std::vector<int64_t> indexed = index().Ids();
   std::vector<int64_t> vectors_only, metadata_only;
   std::set_difference(indexed.begin(), indexed.end(), stored.begin(), stored.end(),
                       std::back_inserter(vectors_only));
@@ -325,7 +361,7 @@ Status Database::Reconcile() {
   if (!vectors_only.empty()) {
     std::fprintf(stderr, "pixseek: removing %zu vectors without metadata (interrupted write)\n",
                  vectors_only.size());
-    PIXSEEK_RETURN_IF_ERROR(index_->Remove(vectors_only));
+    PIXSEEK_RETURN_IF_ERROR(index().Remove(vectors_only));
   }
   if (!metadata_only.empty()) {
     std::fprintf(stderr,
@@ -339,30 +375,64 @@ Status Database::Reconcile() {
   return Status::Ok();
 }
 
-int Database::dimension() const { return embedding_->dimension(); }
-const ModelCard& Database::card() const { return embedding_->card(); }
+void Database::Adopt(std::unique_ptr<Generation> next) {
+  current_.store(next.get(), std::memory_order_release);
+  generations_.push_back(std::move(next));
+}
+
+void Database::RemoveStaleGenerations(const std::string& index_dir) const {
+  std::error_code ec;
+  std::vector<std::filesystem::path> stale;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("gen-") && name != index_dir) stale.push_back(entry.path());
+  }
+  // The index files of the first generation, once a reindex replaced them.
+  if (!index_dir.empty()) {
+    for (const char* file : {"index", "vectors.flat"}) {
+      if (std::filesystem::exists(options_.dir / file, ec)) stale.push_back(options_.dir / file);
+    }
+  }
+  for (const auto& path : stale) {
+    std::fprintf(stderr, "pixseek: removing %s (left by an earlier reindex)\n", path.c_str());
+    std::filesystem::remove_all(path, ec);
+  }
+}
+
+const std::string& Database::model_name() const { return current().model_name; }
+int Database::dimension() const { return current().projection.output_dimension(); }
+int Database::base_dimension() const { return current().embedding->dimension(); }
+const ModelCard& Database::card() const { return current().embedding->card(); }
+const TrainedHead* Database::head() const { return current().projection.head(); }
+VectorIndex& Database::index() { return *current().index; }
 
 DecodeOptions Database::decode_options() const {
-  return DecodeOptionsFor(embedding_->card(), options_.limits);
+  return DecodeOptionsFor(card(), options_.limits);
 }
 
 Status Database::Embed(std::span<const Image* const> images, float* out) {
-  return embedding_->Embed(images, out);
+  return current().embedding->Embed(images, out);
 }
 
-size_t Database::preprocessed_size() const { return embedding_->preprocessed_size(); }
+size_t Database::preprocessed_size() const { return current().embedding->preprocessed_size(); }
 
 Status Database::Preprocess(const Image& image, float* dst) const {
-  return embedding_->Preprocess(image, dst);
+  return current().embedding->Preprocess(image, dst);
 }
 
 Status Database::EmbedPreprocessed(const float* input, size_t n, float* out) {
-  return embedding_->EmbedPreprocessed(input, n, out);
+  return current().embedding->EmbedPreprocessed(input, n, out);
 }
 
-Status Database::EmbedOne(const Image& image, float* out) { return embedding_->EmbedOne(image, out); }
+Status Database::EmbedOne(const Image& image, float* out) {
+  return current().embedding->EmbedOne(image, out);
+}
 
-EmbedBatcherStats Database::batcher_stats() const { return embedding_->batcher_stats(); }
+void Database::Project(const float* base, size_t n, float* out) const {
+  current().projection.Apply(base, n, out);
+}
+
+EmbedBatcherStats Database::batcher_stats() const { return current().embedding->batcher_stats(); }
 
 std::mutex& Database::ContentMutex(std::string_view sha256) {
   return content_mu_[std::hash<std::string_view>{}(sha256) % content_mu_.size()];
@@ -380,15 +450,20 @@ std::filesystem::path Database::UploadPath(const std::string& sha256,
   return options_.dir / "images" / sha256.substr(0, 2) / (sha256 + "." + ext);
 }
 
-Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const float> feature,
+Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const float> base_feature,
                                  std::span<const uint8_t> thumbnail_jpeg) {
-  if (feature.size() != static_cast<size_t>(dimension())) {
-    return Status::InvalidArgument("feature has " + std::to_string(feature.size()) +
-                                   " values, database expects " + std::to_string(dimension()));
-  }
   if (options_.read_only) return Status::FailedPrecondition("database is open read-only");
   std::lock_guard<std::mutex> lock(write_mu_);
-  PIXSEEK_ASSIGN_OR_RETURN(int64_t id, store_->Insert(record));
+  // Under the lock: a reindex switches the generation only while holding it.
+  Generation& g = current();
+  if (base_feature.size() != static_cast<size_t>(g.embedding->dimension())) {
+    return Status::InvalidArgument("feature has " + std::to_string(base_feature.size()) +
+                                   " values, database expects " +
+                                   std::to_string(g.embedding->dimension()));
+  }
+  std::vector<float> vector(static_cast<size_t>(g.projection.output_dimension()));
+  g.projection.Apply(base_feature.data(), 1, vector.data());
+  PIXSEEK_ASSIGN_OR_RETURN(int64_t id, store_->Insert(record, base_feature));
   auto undo = [&](Status cause) {
     (void)store_->Remove(id);
     std::error_code ec;
@@ -406,7 +481,7 @@ Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const floa
               static_cast<std::streamsize>(thumbnail_jpeg.size()));
     if (!out) return undo(Status::Internal("cannot write thumbnail " + thumb.string()));
   }
-  s = index_->Add(1, &id, feature.data());
+  s = g.index->Add(1, &id, vector.data());
   if (!s.ok()) return undo(s);
   cache_->Clear();
   return id;
@@ -417,7 +492,7 @@ Status Database::Remove(int64_t id) {
   std::lock_guard<std::mutex> lock(write_mu_);
   PIXSEEK_ASSIGN_OR_RETURN(ImageRecord record, store_->Get(id));
   const int64_t one[] = {id};
-  PIXSEEK_RETURN_IF_ERROR(index_->Remove(one));
+  PIXSEEK_RETURN_IF_ERROR(index().Remove(one));
   cache_->Clear();
   PIXSEEK_RETURN_IF_ERROR(store_->Remove(id));
   std::error_code ec;
@@ -434,16 +509,21 @@ Result<DatabaseStats> Database::Stats() const {
   // The searchable images. Metadata may hold one more row for an insert in
   // flight (or cut off by a crash, until the next writer reconciles); a
   // vector is appended last, so the index never holds an unfinished image.
-  s.count = static_cast<int64_t>(index_->size());
-  s.dimension = embedding_->dimension();
-  s.model = model_name_;
-  s.index_kind = index_->kind();
-  s.index = index_->Stats();
+  const Generation& g = current();
+  s.count = static_cast<int64_t>(g.index->size());
+  s.dimension = g.projection.output_dimension();
+  s.base_dimension = g.embedding->dimension();
+  s.model = g.model_name;
+  s.index_kind = g.index->kind();
+  s.index = g.index->Stats();
+  s.trained_head = g.projection.head() != nullptr;
+  PIXSEEK_ASSIGN_OR_RETURN(uint64_t features, store_->CountFeatures());
+  s.base_features = static_cast<int64_t>(features);
   return s;
 }
 
-Status Database::Compact() { return index_->Compact(); }
+Status Database::Compact() { return index().Compact(); }
 
-Status Database::CompactIfNeeded() { return index_->CompactIfNeeded(); }
+Status Database::CompactIfNeeded() { return index().CompactIfNeeded(); }
 
 }  // namespace pixseek

@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "pixseek/services.h"
@@ -10,31 +11,6 @@
 
 namespace pixseek {
 namespace {
-
-struct Labelled {
-  int64_t id;
-  std::string label;
-};
-
-// Stored images under root with a label (first folder level below root).
-Result<std::vector<Labelled>> LabelledImages(MetadataStore& store,
-                                             const std::filesystem::path& root) {
-  std::vector<Labelled> out;
-  ListOptions list;
-  list.limit = 1000;
-  while (true) {
-    PIXSEEK_ASSIGN_OR_RETURN(std::vector<ImageRecord> page, store.List(list));
-    if (page.empty()) break;
-    for (const auto& r : page) {
-      auto rel = std::filesystem::path(r.path).lexically_relative(root);
-      if (rel.empty() || *rel.begin() == "..") continue;
-      if (std::distance(rel.begin(), rel.end()) < 2) continue;  // no folder, no label
-      out.push_back({r.id, rel.begin()->string()});
-    }
-    list.after_id = page.back().id;
-  }
-  return out;
-}
 
 void Accumulate(EvalMetrics& sum, const EvalMetrics& one) {
   sum.map += one.map;
@@ -56,11 +32,11 @@ EvalMetrics Mean(EvalMetrics sum, double n) {
 
 // The gallery: labelled stored images, with lookups for scoring.
 struct Gallery {
-  std::vector<Labelled> items;
+  std::vector<LabelledImage> items;
   std::unordered_map<int64_t, size_t> position;  // id -> index in items
   std::unordered_map<std::string, size_t> label_count;
 
-  explicit Gallery(std::vector<Labelled> labelled) : items(std::move(labelled)) {
+  explicit Gallery(std::vector<LabelledImage> labelled) : items(std::move(labelled)) {
     for (size_t i = 0; i < items.size(); ++i) {
       position[items[i].id] = i;
       ++label_count[items[i].label];
@@ -116,18 +92,128 @@ void Summarise(const std::map<std::string, EvalMetrics>& sums, EvalReport& repor
   report.macro.queries = overall_sum.queries;
 }
 
-// The labelled stored images under `root`, the gallery of an evaluation.
-Result<Gallery> GalleryUnder(Database& db, const std::filesystem::path& root_arg) {
+// What an evaluation measures: the gallery (the held-out part of the
+// labelled images under a root) and, for a class split, the classes training
+// saw.
+struct EvalSet {
+  Gallery gallery;
+  std::set<std::string> training_classes;  // kClasses only: kImages trains on every class
+};
+
+// The labelled stored images under `root`, split; the held-out part is the
+// gallery of an evaluation.
+Result<EvalSet> EvalSetUnder(Database& db, const std::filesystem::path& root_arg,
+                             DataSplit split) {
   std::error_code ec;
   const auto root = std::filesystem::weakly_canonical(std::filesystem::absolute(root_arg), ec);
   if (ec) return Status::NotFound("cannot resolve " + root_arg.string());
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<Labelled> items, LabelledImages(db.store(), root));
-  if (items.size() < 2) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<LabelledImage> all, ListLabelledImages(db.store(), root));
+  SplitParts parts = SplitLabelled(all, split);
+  if (parts.held_out.size() < 2) {
     return Status::FailedPrecondition(
-        "fewer than two stored images lie in labelled folders under " + root.string() +
-        " (build the database from that folder first)");
+        std::string(split == DataSplit::kNone ? "fewer than two" : "fewer than two held-out") +
+        " stored images lie in labelled folders under " + root.string() +
+        (split == DataSplit::kNone ? " (build the database from that folder first)"
+                                   : " (split '" + std::string(ToString(split)) + "')"));
   }
-  return Gallery(std::move(items));
+  std::set<std::string> training_classes;
+  if (split == DataSplit::kClasses) {
+    for (const LabelledImage& image : parts.train) training_classes.insert(image.label);
+  }
+  return EvalSet{Gallery(std::move(parts.held_out)), std::move(training_classes)};
+}
+
+// Ranks the gallery for batches of query vectors. Without a split, the
+// index's full ranking of the whole database, as a search sees it (Score skips
+// images outside the gallery). With a split, exact scores against the
+// gallery's own vectors: nothing outside the held-out part can rank, and n
+// held-out vectors cost n^2 dot products instead of n searches for k = all.
+class Ranker {
+ public:
+  // Reads the gallery's vectors from the index when `exact`.
+  static Result<Ranker> Make(Database& db, const Gallery& gallery, bool exact) {
+    Ranker ranker(db, gallery, exact);
+    if (!exact) return ranker;
+    ranker.vectors_.resize(gallery.items.size() * ranker.dim_);
+    for (size_t i = 0; i < gallery.items.size(); ++i) {
+      PIXSEEK_ASSIGN_OR_RETURN(std::vector<float> v, db.index().Get(gallery.items[i].id));
+      if (v.size() != ranker.dim_) {
+        return Status::DataLoss("image " + std::to_string(gallery.items[i].id) + " has a " +
+                                std::to_string(v.size()) + "-dimensional vector");
+      }
+      std::copy(v.begin(), v.end(), ranker.vectors_.begin() + static_cast<long>(i * ranker.dim_));
+    }
+    return ranker;
+  }
+
+  // out[q] = the ranking for row q of `queries` (n rows of dimension()).
+  Status Rank(const float* queries, size_t n, std::vector<std::vector<SearchHit>>* out) const {
+    if (!exact_) return db_->index().Search(n, queries, db_->index().size(), out);
+    out->assign(n, {});
+    ParallelFor(n, ThreadCount(0), [&](size_t q) { (*out)[q] = RankExactly(queries + q * dim_); });
+    return Status::Ok();
+  }
+
+ private:
+  Ranker(Database& db, const Gallery& gallery, bool exact)
+      : db_(&db), gallery_(&gallery), exact_(exact), dim_(static_cast<size_t>(db.dimension())) {}
+
+  // Best first; equal scores by smaller id, as the indexes order them.
+  std::vector<SearchHit> RankExactly(const float* query) const {
+    std::vector<SearchHit> ranking(gallery_->items.size());
+    for (size_t i = 0; i < ranking.size(); ++i) {
+      const float* v = vectors_.data() + i * dim_;
+      float dot = 0;
+      for (size_t d = 0; d < dim_; ++d) dot += query[d] * v[d];
+      ranking[i] = {gallery_->items[i].id, dot};
+    }
+    std::sort(ranking.begin(), ranking.end(), [](const SearchHit& a, const SearchHit& b) {
+      return a.score != b.score ? a.score > b.score : a.id < b.id;
+    });
+    return ranking;
+  }
+
+  Database* db_;
+  const Gallery* gallery_;
+  bool exact_;
+  size_t dim_;
+  std::vector<float> vectors_;  // exact only: row i = gallery_->items[i]
+};
+
+// A query file and its label (its first folder level under the query root).
+struct Query {
+  std::filesystem::path path;
+  std::string label;
+};
+
+// The images in labelled folders under `query_root`, less those of the
+// classes training saw (a class split keeps them out of the measure).
+Result<std::vector<Query>> LabelledQueries(const std::filesystem::path& query_root_arg,
+                                           const std::set<std::string>& training_classes) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(query_root_arg, ec)) {
+    return Status::NotFound(query_root_arg.string() + " is not a directory");
+  }
+  const auto query_root = std::filesystem::canonical(query_root_arg, ec);
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> files, ListImages(query_root));
+  std::vector<Query> queries;
+  for (const auto& f : files) {
+    auto rel = f.lexically_relative(query_root);
+    if (std::distance(rel.begin(), rel.end()) < 2) continue;  // no folder, no label
+    std::string label = rel.begin()->string();
+    if (training_classes.count(label)) continue;
+    queries.push_back({f, std::move(label)});
+  }
+  if (queries.empty()) {
+    return Status::FailedPrecondition(
+        "no images in labelled folders under " + query_root.string() +
+        (training_classes.empty() ? "" : " outside the training classes"));
+  }
+  return queries;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace
@@ -136,33 +222,16 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
                                    const std::filesystem::path& query_root_arg,
                                    const EvalQueryOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  PIXSEEK_ASSIGN_OR_RETURN(const Gallery gallery, GalleryUnder(db, root_arg));
-
-  std::error_code ec;
-  if (!std::filesystem::is_directory(query_root_arg, ec)) {
-    return Status::NotFound(query_root_arg.string() + " is not a directory");
-  }
-  const auto query_root = std::filesystem::canonical(query_root_arg, ec);
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> files, ListImages(query_root));
-  struct Query {
-    std::filesystem::path path;
-    std::string label;
-  };
-  std::vector<Query> queries;
-  for (const auto& f : files) {
-    auto rel = f.lexically_relative(query_root);
-    if (std::distance(rel.begin(), rel.end()) < 2) continue;  // no folder, no label
-    queries.push_back({f, rel.begin()->string()});
-  }
-  if (queries.empty()) {
-    return Status::FailedPrecondition("no images in labelled folders under " +
-                                      query_root.string());
-  }
+  PIXSEEK_ASSIGN_OR_RETURN(const EvalSet set, EvalSetUnder(db, root_arg, options.split));
+  PIXSEEK_ASSIGN_OR_RETURN(const std::vector<Query> queries,
+                           LabelledQueries(query_root_arg, set.training_classes));
+  PIXSEEK_ASSIGN_OR_RETURN(const Ranker ranker,
+                           Ranker::Make(db, set.gallery, options.split != DataSplit::kNone));
 
   EvalReport report;
-  report.images = gallery.items.size();
+  report.split = options.split;
+  report.images = set.gallery.items.size();
   const size_t dim = static_cast<size_t>(db.dimension());
-  const size_t k_all = db.index().size();
   const DecodeOptions decode = db.decode_options();
   const int threads = ThreadCount(options.decode_threads);
   constexpr size_t kChunk = 64;
@@ -188,30 +257,37 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
       }
     }
     if (!images.empty()) {
+      // Embed gives base features; the index holds them projected.
+      std::vector<float> base(images.size() * static_cast<size_t>(db.base_dimension()));
+      PIXSEEK_RETURN_IF_ERROR(db.Embed(images, base.data()));
       std::vector<float> features(images.size() * dim);
-      PIXSEEK_RETURN_IF_ERROR(db.Embed(images, features.data()));
-      PIXSEEK_RETURN_IF_ERROR(db.index().Search(images.size(), features.data(), k_all, &results));
+      db.Project(base.data(), images.size(), features.data());
+      PIXSEEK_RETURN_IF_ERROR(ranker.Rank(features.data(), images.size(), &results));
       for (size_t q = 0; q < images.size(); ++q) {
         const std::string& label = queries[begin + which[q]].label;
-        Accumulate(sums[label], Score(gallery, results[q], label, /*self=*/-1));
+        Accumulate(sums[label], Score(set.gallery, results[q], label, /*self=*/-1));
       }
     }
     bar.Update(begin + n, report.failed_queries);
   }
   bar.Finish(queries.size(), report.failed_queries);
   Summarise(sums, report);
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = SecondsSince(start);
   return report;
 }
 
-Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root_arg) {
+Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root_arg,
+                            DataSplit split) {
   const auto start = std::chrono::steady_clock::now();
-  PIXSEEK_ASSIGN_OR_RETURN(const Gallery gallery, GalleryUnder(db, root_arg));
+  PIXSEEK_ASSIGN_OR_RETURN(const EvalSet set, EvalSetUnder(db, root_arg, split));
+  const Gallery& gallery = set.gallery;
+  PIXSEEK_ASSIGN_OR_RETURN(const Ranker ranker,
+                           Ranker::Make(db, gallery, split != DataSplit::kNone));
 
   const size_t dim = static_cast<size_t>(db.dimension());
-  const size_t k_all = db.index().size();  // full ranking; other images are filtered out
   constexpr size_t kChunk = 64;
   EvalReport report;
+  report.split = split;
   report.images = gallery.items.size();
   std::map<std::string, EvalMetrics> sums;
   std::vector<float> queries;
@@ -221,16 +297,16 @@ Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root_arg)
     queries.resize(n * dim);
     for (size_t q = 0; q < n; ++q) {
       PIXSEEK_ASSIGN_OR_RETURN(std::vector<float> v, db.index().Get(gallery.items[begin + q].id));
-      std::copy(v.begin(), v.end(), queries.begin() + q * dim);
+      std::copy(v.begin(), v.end(), queries.begin() + static_cast<long>(q * dim));
     }
-    PIXSEEK_RETURN_IF_ERROR(db.index().Search(n, queries.data(), k_all, &results));
+    PIXSEEK_RETURN_IF_ERROR(ranker.Rank(queries.data(), n, &results));
     for (size_t q = 0; q < n; ++q) {
-      const Labelled& query = gallery.items[begin + q];
+      const LabelledImage& query = gallery.items[begin + q];
       Accumulate(sums[query.label], Score(gallery, results[q], query.label, query.id));
     }
   }
   Summarise(sums, report);
-  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report.seconds = SecondsSince(start);
   return report;
 }
 

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "core/files.h"
+#include "core/hash.h"
 #include "core/parallel.h"
 #include "pixseek/train.h"
 #include "service/indexing.h"
@@ -73,30 +75,70 @@ Result<FittedEmbedder> FitEmbedder(const InstalledModel& model, const FitInputs&
   } else {
     PIXSEEK_ASSIGN_OR_RETURN(result.embedder, OpenEmbedder(card, model.model_file));
   }
+  result.projection = FeatureProjection(result.embedder->dimension());
   if (inputs.pca.dimension > 0) {
+    if (!model.card.trained.head.empty()) {
+      return Status::InvalidArgument("model '" + card.name +
+                                     "' has a trained head, which takes the place of PCA; "
+                                     "leave PCA out");
+    }
     PIXSEEK_ASSIGN_OR_RETURN(PcaTransform pca,
                              LearnPca(*result.embedder, sample, inputs.pca, threads));
     result.whitened = pca.options().whiten;
     result.files.emplace_back(kPcaFileName, pca.Serialize());
-    PIXSEEK_ASSIGN_OR_RETURN(result.embedder, WithPca(std::move(result.embedder), std::move(pca)));
+    result.projection = FeatureProjection(std::move(pca));
   }
   return result;
 }
 
-Result<std::unique_ptr<Embedder>> OpenFittedEmbedder(const InstalledModel& model,
-                                                     const std::filesystem::path& dir,
-                                                     int pca_dimension) {
-  PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<Embedder> embedder,
-                           OpenEmbedder(model.card, model.model_file));
-  if (pca_dimension <= 0) return embedder;
+Result<std::optional<TrainedHead>> LoadTrainedHead(const InstalledModel& model,
+                                                   int network_dimension) {
+  if (model.card.trained.head.empty()) return std::optional<TrainedHead>();
+  const std::filesystem::path file = model.head_file();
+  PIXSEEK_ASSIGN_OR_RETURN(std::string bytes, ReadTextFile(file));
+  if (!model.card.trained.head_sha256.empty()) {
+    const std::string sum =
+        Sha256Hex({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+    if (sum != model.card.trained.head_sha256) {
+      return Status::DataLoss("the head of model '" + model.card.name + "' (" + file.string() +
+                              ") is not the file its card records (sha256 differs); train "
+                              "the model again");
+    }
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(TrainedHead head,
+                           TrainedHead::Parse(bytes, "the head of model '" + model.card.name +
+                                                         "' (" + file.string() + ")"));
+  if (head.input_dimension() != network_dimension) {
+    return Status::FailedPrecondition(
+        "the head of model '" + model.card.name + "' takes " +
+        std::to_string(head.input_dimension()) + "-d features but its network '" +
+        model.card.trained.base + "' gives " + std::to_string(network_dimension) +
+        "-d; it was trained on another network: train it again");
+  }
+  return std::optional<TrainedHead>(std::move(head));
+}
+
+Result<FittedEmbedder> OpenFittedEmbedder(const InstalledModel& model,
+                                          const std::filesystem::path& dir, int pca_dimension) {
+  FittedEmbedder result;
+  PIXSEEK_ASSIGN_OR_RETURN(result.embedder, OpenEmbedder(model.card, model.model_file));
+  const int network_dimension = result.embedder->dimension();
+  result.projection = FeatureProjection(network_dimension);
+  PIXSEEK_ASSIGN_OR_RETURN(std::optional<TrainedHead> head,
+                           LoadTrainedHead(model, network_dimension));
+  if (head) result.projection = FeatureProjection(std::move(*head));
+  if (pca_dimension <= 0) return result;
   PIXSEEK_ASSIGN_OR_RETURN(PcaTransform pca, PcaTransform::Load(dir / kPcaFileName));
-  if (pca.output_dimension() != pca_dimension) {
-    return Status::DataLoss("PCA file " + (dir / kPcaFileName).string() + " gives " +
+  if (pca.output_dimension() != pca_dimension || pca.input_dimension() != network_dimension) {
+    return Status::DataLoss("PCA file " + (dir / kPcaFileName).string() + " maps " +
+                            std::to_string(pca.input_dimension()) + "-d to " +
                             std::to_string(pca.output_dimension()) +
                             "-d vectors but the database records " +
-                            std::to_string(pca_dimension));
+                            std::to_string(pca_dimension) + "-d from a " +
+                            std::to_string(network_dimension) + "-d network");
   }
-  return WithPca(std::move(embedder), std::move(pca));
+  result.projection = FeatureProjection(std::move(pca));
+  return result;
 }
 
 }  // namespace pixseek

@@ -18,6 +18,7 @@
 #include "pixseek/image.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/status.h"
+#include "service/projection.h"
 
 namespace pixseek {
 
@@ -39,25 +40,33 @@ struct FitInputs {
 };
 
 struct FittedEmbedder {
-  std::unique_ptr<Embedder> embedder;
+  std::unique_ptr<Embedder> embedder;  // the network: its vectors are the base features
+  // What follows the network: the PCA learned (when asked for) or a trained
+  // model's head; the identity otherwise.
+  FeatureProjection projection{0};
   // Files to write into the database directory: name, bytes.
   std::vector<std::pair<std::string, std::string>> files;
   bool whitened = false;  // whitening asked for and learned (not skipped)
 };
 
 // Learns what `model` and inputs.pca need from a sample of inputs.root and
-// returns the embedder that applies it. Whitening is skipped (plain PCA, with a
+// returns the embedder and projection that apply it. Whitening is skipped (plain PCA, with a
 // note on stderr) when the sample has fewer than kWhitenImagesPerDimension
 // (10) images per output dimension, where it was measured to hurt. FailedPrecondition when there is no
 // root or too little to learn from (the message says what to do).
 Result<FittedEmbedder> FitEmbedder(const InstalledModel& model, const FitInputs& inputs);
 
 // The embedder of an existing database in `dir`: the model (whose file, for a
-// model learned per collection, is in dir) and the PCA stored there when
-// pca_dimension > 0. DataLoss when a stored file is damaged.
-Result<std::unique_ptr<Embedder>> OpenFittedEmbedder(const InstalledModel& model,
-                                                     const std::filesystem::path& dir,
-                                                     int pca_dimension);
+// model learned per collection, is in dir), then the PCA stored there when
+// pca_dimension > 0, or the model's trained head. DataLoss when a stored file
+// is damaged; FailedPrecondition when a head does not fit its network.
+Result<FittedEmbedder> OpenFittedEmbedder(const InstalledModel& model,
+                                          const std::filesystem::path& dir, int pca_dimension);
+
+// The trained head of `model` (model.head_file()), checked against the
+// network's dimension; nullopt when the model has none.
+Result<std::optional<TrainedHead>> LoadTrainedHead(const InstalledModel& model,
+                                                   int network_dimension);
 
 }  // namespace pixseek
 

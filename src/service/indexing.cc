@@ -31,7 +31,7 @@ Result<int64_t> StoreDecoded(Database& db, std::span<const uint8_t> bytes,
                              const std::string& sha256, const DecodedImage& decoded,
                              ImageRecord record) {
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> thumb, EncodeThumbnail(decoded.image));
-  std::vector<float> feature(static_cast<size_t>(db.dimension()));
+  std::vector<float> feature(static_cast<size_t>(db.base_dimension()));
   PIXSEEK_RETURN_IF_ERROR(db.EmbedOne(decoded.image, feature.data()));
   DescribeImage(bytes, sha256, decoded.info, &record);
   return db.Insert(record, feature, thumb);

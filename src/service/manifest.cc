@@ -27,6 +27,9 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
     m.metadata_store = j.value("metadata_store", "sqlite");
     m.engine = j.value("engine", "");
     m.id = j.value("id", "");
+    m.head_sha256 = j.value("head_sha256", "");
+    m.index_dir = j.value("index_dir", "");
+    m.reindexed_at = j.value("reindexed_at", int64_t{0});
   } catch (const nlohmann::json::exception& e) {
     return damaged(e.what());
   }
@@ -35,6 +38,12 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
         "database format version " + std::to_string(m.format_version) +
         " is not supported by this pixseek (expects " +
         std::to_string(DatabaseManifest::kFormatVersion) + ")");
+  }
+  // The index lives in the database directory or in one folder of it that a
+  // reindex made ("gen-N"), never elsewhere.
+  if (!m.index_dir.empty() && (m.index_dir.find('/') != std::string::npos ||
+                               !m.index_dir.starts_with("gen-"))) {
+    return damaged("index_dir must be a gen-N folder of the database");
   }
   auto kind = FindVectorIndexKind(m.index_kind);
   if (!kind.ok()) {
@@ -60,6 +69,9 @@ Status WriteManifest(const std::filesystem::path& file, const DatabaseManifest& 
   if (!m.index_params.empty()) j["index_params"] = nlohmann::json::parse(m.index_params.ToJson());
   if (!m.engine.empty()) j["engine"] = m.engine;
   if (!m.id.empty()) j["id"] = m.id;
+  if (!m.head_sha256.empty()) j["head_sha256"] = m.head_sha256;
+  if (!m.index_dir.empty()) j["index_dir"] = m.index_dir;
+  if (m.reindexed_at != 0) j["reindexed_at"] = m.reindexed_at;
   if (m.pca_dimension > 0) {
     j["pca_dimension"] = m.pca_dimension;
     j["pca_whiten"] = m.pca_whiten;

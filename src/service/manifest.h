@@ -42,6 +42,13 @@ struct DatabaseManifest {
   // slightly, so a database keeps the one it was built with). Absent in
   // databases from before the libtorch engine: they are "opencv".
   std::string engine;
+  // A trained model's head (its file's sha256; empty = none), checked on
+  // open like model_sha256.
+  std::string head_sha256;
+  // Where the index's files are: "" = the database directory itself (as
+  // created), or the folder "gen-N" that the last `pixseek reindex` built.
+  std::string index_dir;
+  int64_t reindexed_at = 0;  // unix seconds of the last reindex; 0 = never
 };
 
 // DataLoss names the file when it is not a manifest; FailedPrecondition for

@@ -1,9 +1,12 @@
+#include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/hash.h"
 #include "pixseek/services.h"
+#include "service/category.h"
 
 namespace pixseek {
 namespace {
@@ -19,7 +22,7 @@ Status ValidateParams(const QueryParams& params) {
     return Status::InvalidArgument("search_list must be between 0 and " +
                                    std::to_string(kMaxSearchList));
   }
-  return Status::Ok();
+  return ValidateCategory(params.category);
 }
 
 double MillisSince(std::chrono::steady_clock::time_point start) {
@@ -27,22 +30,41 @@ double MillisSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
-// The cache holds (id, score) pairs; metadata is joined on every answer so it
-// is never stale.
-std::string EncodeHits(const std::vector<SearchHit>& hits) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const auto& h : hits) j.push_back({h.id, h.score});
+// The cache holds the (id, score) pairs and the predicted category; metadata
+// is joined on every answer so it is never stale.
+std::string EncodeAnswer(const QueryResponse& response) {
+  nlohmann::json hits = nlohmann::json::array();
+  for (const QueryHit& h : response.hits) hits.push_back({h.id, h.score});
+  nlohmann::json j = {{"hits", std::move(hits)}};
+  if (response.category) {
+    j["category"] = {response.category->label, response.category->confidence};
+  }
   return j.dump();
 }
 
-std::vector<SearchHit> DecodeHits(const std::string& text) {
+// What the cache held; nothing for damaged (or foreign) text.
+struct CachedAnswer {
   std::vector<SearchHit> hits;
+  std::optional<CategoryPrediction> category;
+};
+
+CachedAnswer DecodeAnswer(const std::string& text) {
+  CachedAnswer answer;
   auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_array()) return hits;
-  for (const auto& e : j) {
-    if (e.is_array() && e.size() == 2) hits.push_back({e[0].get<int64_t>(), e[1].get<float>()});
+  if (!j.is_object()) return answer;
+  if (auto hits = j.find("hits"); hits != j.end() && hits->is_array()) {
+    for (const auto& e : *hits) {
+      if (e.is_array() && e.size() == 2 && e[0].is_number() && e[1].is_number()) {
+        answer.hits.push_back({e[0].get<int64_t>(), e[1].get<float>()});
+      }
+    }
   }
-  return hits;
+  if (auto c = j.find("category");
+      c != j.end() && c->is_array() && c->size() == 2 && (*c)[0].is_string() &&
+      (*c)[1].is_number()) {
+    answer.category = CategoryPrediction{(*c)[0].get<std::string>(), (*c)[1].get<float>()};
+  }
+  return answer;
 }
 
 }  // namespace
@@ -53,29 +75,43 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   PIXSEEK_RETURN_IF_ERROR(ValidateParams(params));
   if (bytes.empty()) return Status::InvalidArgument("empty file");
   const std::string digest = Sha256Hex(bytes);
+  // The category comes last: it may hold any printable text, ':' included.
   const std::string key = "search:" + db_.model_name() + ":" + digest + ":" +
                           std::to_string(params.top_k) + ":" + std::to_string(params.min_score) +
-                          ":" + std::to_string(params.search.search_list);
-  if (auto cached = db_.cache().Get(key)) return Join(DecodeHits(*cached), true, start);
+                          ":" + std::to_string(params.search.search_list) + ":" +
+                          params.category;
+  if (auto cached = db_.cache().Get(key)) {
+    CachedAnswer answer = DecodeAnswer(*cached);
+    QueryResponse response;
+    PIXSEEK_ASSIGN_OR_RETURN(response.hits, Join(answer.hits));
+    response.category = std::move(answer.category);
+    response.cached = true;
+    response.took_ms = MillisSince(start);
+    return response;
+  }
   // Read before searching: an upload or delete that clears the cache while
   // this search runs makes its results stale, and then they are not stored.
   const CacheGeneration generation = db_.cache().generation();
 
-  // The results are stale or new; the query's feature may still be known.
-  std::vector<float> feature(static_cast<size_t>(db_.dimension()));
-  const size_t feature_bytes = feature.size() * sizeof(float);
-  const std::string feature_key = "feature:" + db_.model_name() + ":" + digest;
-  if (auto known = db_.feature_cache().Get(feature_key); known && known->size() == feature_bytes) {
-    std::memcpy(feature.data(), known->data(), feature_bytes);
+  // The results are stale or new; the query's base feature may still be
+  // known (it depends on the network alone).
+  std::vector<float> base(static_cast<size_t>(db_.base_dimension()));
+  const size_t base_bytes = base.size() * sizeof(float);
+  const std::string feature_key = "base:" + db_.model_name() + ":" + digest;
+  if (auto known = db_.feature_cache().Get(feature_key); known && known->size() == base_bytes) {
+    std::memcpy(base.data(), known->data(), base_bytes);
   } else {
     PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, db_.decode_options()));
-    PIXSEEK_RETURN_IF_ERROR(db_.EmbedOne(decoded.image, feature.data()));
+    PIXSEEK_RETURN_IF_ERROR(db_.EmbedOne(decoded.image, base.data()));
     db_.feature_cache().Put(feature_key,
-                            std::string(reinterpret_cast<const char*>(feature.data()), feature_bytes));
+                            std::string(reinterpret_cast<const char*>(base.data()), base_bytes));
   }
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<SearchHit> hits, Nearest(feature, params));
-  db_.cache().PutIfCurrent(key, EncodeHits(hits), generation);
-  return Join(hits, false, start);
+  std::vector<float> feature(static_cast<size_t>(db_.dimension()));
+  db_.Project(base.data(), 1, feature.data());
+  PIXSEEK_ASSIGN_OR_RETURN(QueryResponse response, Answer(base, feature, params));
+  db_.cache().PutIfCurrent(key, EncodeAnswer(response), generation);
+  response.took_ms = MillisSince(start);
+  return response;
 }
 
 Result<QueryResponse> QueryService::SearchById(int64_t id, const QueryParams& params) {
@@ -83,38 +119,63 @@ Result<QueryResponse> QueryService::SearchById(int64_t id, const QueryParams& pa
   PIXSEEK_RETURN_IF_ERROR(ValidateParams(params));
   auto vector = db_.index().Get(id);
   if (!vector.ok()) return Status::NotFound("no image with id " + std::to_string(id));
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<SearchHit> hits, Nearest(*vector, params));
-  return Join(hits, false, start);
-}
-
-Result<std::vector<SearchHit>> QueryService::Nearest(std::span<const float> query,
-                                                     const QueryParams& params) {
-  std::vector<std::vector<SearchHit>> results;
-  PIXSEEK_RETURN_IF_ERROR(
-      db_.index().Search(1, query.data(), params.top_k, params.search, &results));
-  std::vector<SearchHit> hits;
-  for (const auto& h : results[0]) {
-    if (h.score >= params.min_score) hits.push_back(h);
+  // A trained classifier reads the stored base feature; without one (or
+  // without the feature) the neighbours vote.
+  std::vector<float> base;
+  if (const TrainedHead* head = db_.head(); head != nullptr && head->has_classifier()) {
+    if (auto stored = db_.store().GetFeature(id); stored.ok()) base = std::move(*stored);
   }
-  return hits;
+  PIXSEEK_ASSIGN_OR_RETURN(QueryResponse response, Answer(base, *vector, params));
+  response.took_ms = MillisSince(start);
+  return response;
 }
 
-Result<QueryResponse> QueryService::Join(const std::vector<SearchHit>& hits, bool cached,
-                                         std::chrono::steady_clock::time_point start) {
+Result<QueryResponse> QueryService::Answer(std::span<const float> base,
+                                           std::span<const float> query,
+                                           const QueryParams& params) {
+  // Enough neighbours for the answer and for the vote on its category.
+  PIXSEEK_ASSIGN_OR_RETURN(
+      std::vector<QueryHit> nearest,
+      Nearest(query, std::max(params.top_k, kCategoryVoters), params.search));
+  QueryResponse response;
+  response.category = PredictCategory(db_.head(), base, nearest);
+  const std::optional<std::string> label = CategoryFilter(params.category, response.category);
+  if (!label) {
+    for (QueryHit& hit : nearest) {
+      if (response.hits.size() == params.top_k || hit.score < params.min_score) break;
+      response.hits.push_back(std::move(hit));
+    }
+    return response;
+  }
+  // The nearest images are of any category: NearestOfCategory searches
+  // deeper (4 x top_k candidates, then 4 times more a round, up to
+  // kMaxCategoryCandidates) until it has top_k of this one.
+  const FetchNearest fetch = [&](size_t k) { return Nearest(query, k, params.search); };
+  PIXSEEK_ASSIGN_OR_RETURN(response.hits, NearestOfCategory(fetch, db_.index().size(), *label,
+                                                            params.top_k, params.min_score));
+  return response;
+}
+
+Result<std::vector<QueryHit>> QueryService::Nearest(std::span<const float> query, size_t k,
+                                                    const SearchParams& search) {
+  std::vector<std::vector<SearchHit>> results;
+  PIXSEEK_RETURN_IF_ERROR(db_.index().Search(1, query.data(), k, search, &results));
+  return Join(results[0]);
+}
+
+Result<std::vector<QueryHit>> QueryService::Join(const std::vector<SearchHit>& hits) {
   std::vector<int64_t> ids;
   for (const auto& h : hits) ids.push_back(h.id);
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<ImageRecord> records, db_.store().GetMany(ids));
-  QueryResponse response;
-  response.cached = cached;
+  std::vector<QueryHit> joined;
   size_t r = 0;
   for (const auto& h : hits) {
     if (r < records.size() && records[r].id == h.id) {
-      response.hits.push_back({h.id, h.score, std::move(records[r])});
+      joined.push_back({h.id, h.score, std::move(records[r])});
       ++r;
     }
   }
-  response.took_ms = MillisSince(start);
-  return response;
+  return joined;
 }
 
 }  // namespace pixseek

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <set>
@@ -24,6 +25,7 @@
 
 #include "core/url.h"
 #include "pixseek/metadata_store.h"
+#include "store/feature_blob.h"
 
 namespace pixseek {
 namespace {
@@ -164,6 +166,8 @@ Status MapError(unsigned code, std::string message) {
     case ER_TABLEACCESS_DENIED_ERROR:
       return Status::PermissionDenied(std::move(message));
     case ER_BAD_DB_ERROR:
+    case ER_NO_REFERENCED_ROW:  // a feature for an image that is not there
+    case ER_NO_REFERENCED_ROW_2:
       return Status::NotFound(std::move(message));
     default:
       return Status::Internal(std::move(message));
@@ -173,14 +177,17 @@ Status MapError(unsigned code, std::string message) {
 // ---------------------------------------------------------------------------
 // Statements
 
-// One bound parameter; text is borrowed and must outlive the call.
+// One bound parameter; text and bytes are borrowed and must outlive the call.
 struct Param {
-  bool is_text = false;
+  enum Type { kInt, kText, kBlob };
+  Type type = kInt;
   int64_t number = 0;
-  std::string_view text;
+  std::string_view text;  // kText and kBlob
 };
-Param Int(int64_t v) { return Param{false, v, {}}; }
-Param Text(std::string_view v) { return Param{true, 0, v}; }
+Param Int(int64_t v) { return Param{Param::kInt, v, {}}; }
+Param Text(std::string_view v) { return Param{Param::kText, 0, v}; }
+// Sent as binary: no character set conversion or UTF-8 check.
+Param Blob(std::string_view bytes) { return Param{Param::kBlob, 0, bytes}; }
 
 // One result column: integer columns fill `number`, the others `text`.
 struct Cell {
@@ -297,9 +304,9 @@ class Connection {
     size_t i = 0;
     for (const Param& p : params) {
       MYSQL_BIND& b = binds[i];
-      if (p.is_text) {
+      if (p.type != Param::kInt) {
         lengths[i] = static_cast<unsigned long>(p.text.size());
-        b.buffer_type = MYSQL_TYPE_STRING;
+        b.buffer_type = p.type == Param::kBlob ? MYSQL_TYPE_BLOB : MYSQL_TYPE_STRING;
         b.buffer = const_cast<char*>(p.text.data());
         b.buffer_length = lengths[i];
         b.length = &lengths[i];
@@ -558,8 +565,18 @@ const Migration kMigrations[] = {
       "  value LONGTEXT NOT NULL,"
       "  PRIMARY KEY (name)"
       ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"}},
+    // Base features (feature_blob.h), apart from images so that reading
+    // records never reads them; the cascade removes a feature in the DELETE
+    // of its image.
+    {2,
+     {"CREATE TABLE IF NOT EXISTS features ("
+      "  id BIGINT NOT NULL,"
+      "  vector LONGBLOB NOT NULL,"
+      "  PRIMARY KEY (id),"
+      "  CONSTRAINT features_image FOREIGN KEY (id) REFERENCES images (id) ON DELETE CASCADE"
+      ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"}},
 };
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;  // the last step's
 
 // Every query that reads whole rows selects these columns in this order
 // (ReadRecord depends on it).
@@ -583,11 +600,19 @@ constexpr const char* kList = PIXSEEK_SELECT_IMAGES "WHERE id > ? ORDER BY id LI
 constexpr const char* kListLabel =
     PIXSEEK_SELECT_IMAGES "WHERE label = ? AND id > ? ORDER BY id LIMIT ?";
 constexpr const char* kAllIds = "SELECT id FROM images ORDER BY id";
+constexpr const char* kPutFeature =
+    "INSERT INTO features (id, vector) VALUES (?, ?) "
+    "ON DUPLICATE KEY UPDATE vector = VALUES(vector)";
+constexpr const char* kGetFeature = "SELECT vector FROM features WHERE id = ?";
+constexpr const char* kScanFeatures =
+    "SELECT id, vector FROM features WHERE id > ? ORDER BY id LIMIT ?";
+constexpr const char* kCountFeatures = "SELECT COUNT(*) FROM features";
 constexpr const char* kGetSetting = "SELECT value FROM settings WHERE name = ?";
 constexpr const char* kSetSetting =
     "INSERT INTO settings (name, value) VALUES (?, ?) "
     "ON DUPLICATE KEY UPDATE value = VALUES(value)";
 constexpr const char* kBeginSnapshot = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+constexpr const char* kBegin = "START TRANSACTION";
 constexpr const char* kCommit = "COMMIT";
 constexpr const char* kRollback = "ROLLBACK";
 constexpr const char* kTables =
@@ -603,9 +628,10 @@ constexpr const char* kUnlock = "SELECT RELEASE_LOCK(CONCAT('pixseek_schema.', D
 #undef PIXSEEK_Q32
 #undef PIXSEEK_Q4
 #undef PIXSEEK_SELECT_IMAGES
-constexpr const char* kAllStatements[] = {kInsert, kGet,       kGetBatch, kFindByPath,
-                                          kDelete, kList,      kListLabel, kAllIds,
-                                          kGetSetting, kSetSetting};
+constexpr const char* kAllStatements[] = {
+    kInsert,    kGet,        kGetBatch,     kFindByPath,    kDelete,     kList,
+    kListLabel, kAllIds,     kPutFeature,   kGetFeature,    kScanFeatures, kCountFeatures,
+    kGetSetting, kSetSetting};
 
 ImageRecord ReadRecord(Row& row) {
   ImageRecord r;
@@ -661,26 +687,24 @@ class MysqlStore final : public MetadataStore {
     });
   }
 
-  Result<int64_t> Insert(const ImageRecord& r) override {
+  using MetadataStore::Insert;
+
+  Result<int64_t> Insert(const ImageRecord& r, std::span<const float> feature) override {
     if (r.path.empty()) return Status::InvalidArgument("image record without a path");
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFinite(feature, "the base feature of " + r.path));
     return Call([&](Connection& c, bool retry_after_maybe_executed) -> Result<int64_t> {
-      auto out = c.Run(kInsert, {Text(r.path), Text(r.name), Text(r.sha256), Int(r.size_bytes),
-                                 Text(r.format), Int(r.width), Int(r.height), Text(r.exif_datetime),
-                                 Text(r.label), Int(r.added_at)});
-      if (out.ok()) return static_cast<int64_t>(out->insert_id);
-      if (c.last_error() != ER_DUP_ENTRY) {
-        return out.status().WithContext(Where() + ": cannot insert image " + r.path);
-      }
+      auto id = InsertOnce(c, r, feature);
+      if (id.status().code() != StatusCode::kAlreadyExists) return id;
       if (retry_after_maybe_executed) {
         // The first try may have committed before the connection dropped:
         // if the stored row is this record, that insert is this one.
         auto existing = c.Run(kFindByPath, {Text(r.path), Text(r.path)});
         if (existing.ok() && existing->rows.size() == 1) {
           ImageRecord stored = ReadRecord(existing->rows[0]);
-          if (SameRecord(stored, r)) return stored.id;
+          if (SameRecord(stored, r) && HasFeature(c, stored.id, feature)) return stored.id;
         }
       }
-      return Status::AlreadyExists("an image with path " + r.path + " is already stored");
+      return id;
     });
   }
 
@@ -744,6 +768,7 @@ class MysqlStore final : public MetadataStore {
     });
   }
 
+  // One statement: the foreign key's cascade deletes the feature with it.
   Status Remove(int64_t id) override {
     return Call([&](Connection& c, bool retry_after_maybe_executed) -> Status {
       PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kDelete, {Int(id)}),
@@ -782,6 +807,66 @@ class MysqlStore final : public MetadataStore {
     });
   }
 
+  Status PutFeatures(std::span<const int64_t> ids, int dimension,
+                     std::span<const float> features) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(ids.size(), dimension, features));
+    if (ids.empty()) return Status::Ok();
+    const auto d = static_cast<size_t>(dimension);
+    // Setting a feature twice is harmless: a retry after a lost answer needs no care.
+    return Call([&](Connection& c, bool) -> Status {
+      return InTransaction(c, [&]() -> Status {
+        for (size_t i = 0; i < ids.size(); ++i) {
+          PIXSEEK_RETURN_IF_ERROR(PutFeature(c, ids[i], features.subspan(i * d, d)));
+        }
+        return Status::Ok();
+      });
+    });
+  }
+
+  Result<std::vector<float>> GetFeature(int64_t id) const override {
+    return Call([&](Connection& c, bool) -> Result<std::vector<float>> {
+      PIXSEEK_ASSIGN_OR_RETURN(
+          Outcome out, Checked(c.Run(kGetFeature, {Int(id)}),
+                               "cannot read the feature of image " + std::to_string(id)));
+      if (out.rows.empty()) {
+        return Status::NotFound("no base feature stored for image " + std::to_string(id));
+      }
+      return store_internal::DecodeFeature(id, out.rows[0][0].text);
+    });
+  }
+
+  // Each page is one statement on a connection borrowed for it alone, so
+  // `visit` may call the store even with a pool of one.
+  Status ScanFeatures(int dimension, const FeatureVisitor& visit) const override {
+    const auto read_page = [&](int64_t after_id, std::vector<int64_t>* ids,
+                               std::vector<float>* rows) {
+      return Call([&](Connection& c, bool) -> Status {
+        ids->clear();  // a retry reads the page again
+        rows->clear();
+        PIXSEEK_ASSIGN_OR_RETURN(
+            Outcome out,
+            Checked(c.Run(kScanFeatures,
+                          {Int(after_id), Int(static_cast<int64_t>(kFeaturePageRows))}),
+                    "cannot read features"));
+        for (const Row& row : out.rows) {
+          PIXSEEK_RETURN_IF_ERROR(
+              store_internal::AppendFeature(row[0].number, row[1].text, dimension, rows));
+          ids->push_back(row[0].number);
+        }
+        return Status::Ok();
+      });
+    };
+    return store_internal::ScanFeaturePages(dimension, read_page, visit);
+  }
+
+  Result<uint64_t> CountFeatures() const override {
+    return Call([&](Connection& c, bool) -> Result<uint64_t> {
+      PIXSEEK_ASSIGN_OR_RETURN(Outcome out,
+                               Checked(c.Run(kCountFeatures, {}), "cannot count features"));
+      return static_cast<uint64_t>(out.rows.at(0).at(0).number);
+    });
+  }
+
   Result<std::optional<std::string>> GetSetting(const std::string& key) const override {
     return Call([&](Connection& c, bool) -> Result<std::optional<std::string>> {
       PIXSEEK_ASSIGN_OR_RETURN(
@@ -805,6 +890,72 @@ class MysqlStore final : public MetadataStore {
   Result<Outcome> Checked(Result<Outcome> out, const std::string& what) const {
     if (out.ok()) return out;
     return out.status().WithContext(Where() + ": " + what);
+  }
+
+  // One try of Insert: the record alone (one statement, autocommitted), or
+  // the record and its feature in a transaction.
+  Result<int64_t> InsertOnce(Connection& c, const ImageRecord& r,
+                             std::span<const float> feature) const {
+    if (feature.empty()) return InsertRecord(c, r);
+    return InTransaction(c, [&]() -> Result<int64_t> {
+      PIXSEEK_ASSIGN_OR_RETURN(int64_t id, InsertRecord(c, r));
+      PIXSEEK_RETURN_IF_ERROR(PutFeature(c, id, feature));
+      return id;
+    });
+  }
+
+  Result<int64_t> InsertRecord(Connection& c, const ImageRecord& r) const {
+    auto out = c.Run(kInsert, {Text(r.path), Text(r.name), Text(r.sha256), Int(r.size_bytes),
+                               Text(r.format), Int(r.width), Int(r.height), Text(r.exif_datetime),
+                               Text(r.label), Int(r.added_at)});
+    if (out.ok()) return static_cast<int64_t>(out->insert_id);
+    if (out.status().code() == StatusCode::kAlreadyExists) {
+      return Status::AlreadyExists("an image with path " + r.path + " is already stored");
+    }
+    return out.status().WithContext(Where() + ": cannot insert image " + r.path);
+  }
+
+  // Sets the feature of image `id`; NotFound (from the foreign key) when
+  // there is no such image.
+  Status PutFeature(Connection& c, int64_t id, std::span<const float> feature) const {
+    auto out = c.Run(kPutFeature, {Int(id), Blob(store_internal::FeatureBytes(feature))});
+    if (out.ok()) return Status::Ok();
+    if (out.status().code() == StatusCode::kNotFound && !c.lost()) {
+      return Status::NotFound("no image with id " + std::to_string(id));
+    }
+    return out.status().WithContext(Where() + ": cannot write the feature of image " +
+                                    std::to_string(id));
+  }
+
+  // Whether image `id` has `feature` stored (trivially so for an empty one).
+  bool HasFeature(Connection& c, int64_t id, std::span<const float> feature) const {
+    if (feature.empty()) return true;
+    auto out = c.Run(kGetFeature, {Int(id)});
+    return out.ok() && out->rows.size() == 1 &&
+           out->rows[0][0].text == store_internal::FeatureBytes(feature);
+  }
+
+  static Status StatusOf(const Status& s) { return s; }
+  template <typename T>
+  static Status StatusOf(const Result<T>& r) {
+    return r.status();
+  }
+
+  // Runs fn (returning a Status or a Result) in a transaction on `c`:
+  // committed when it succeeds, rolled back otherwise. A connection lost
+  // before COMMIT was sent leaves nothing behind: the server rolls back
+  // what a dead session had not committed.
+  template <typename Fn>
+  auto InTransaction(Connection& c, Fn&& fn) const -> decltype(fn()) {
+    PIXSEEK_RETURN_IF_ERROR(Checked(c.Run(kBegin, {}), "cannot begin").status());
+    auto result = fn();
+    Status s = StatusOf(result);
+    if (s.ok()) s = Checked(c.Run(kCommit, {}), "cannot commit").status();
+    if (!s.ok()) {
+      if (!c.unusable()) (void)c.Run(kRollback, {});
+      return s;
+    }
+    return result;
   }
 
   // Runs fn(connection, retry_after_maybe_executed) on a pooled connection.

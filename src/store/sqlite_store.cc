@@ -6,10 +6,12 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 
 #include "pixseek/metadata_store.h"
+#include "store/feature_blob.h"
 
 namespace pixseek {
 namespace {
@@ -44,6 +46,13 @@ constexpr Migration kMigrations[] = {
      "CREATE INDEX images_sha256 ON images(sha256);"
      "CREATE INDEX images_label ON images(label, id);"
      "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"},
+    // Base features (feature_blob.h), apart from images so that reading
+    // records never reads them. The cascade (foreign_keys is on in every
+    // connection Open makes) removes a feature in the DELETE of its image.
+    {2,
+     "CREATE TABLE features ("
+     "  id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
+     "  vector BLOB NOT NULL);"},
 };
 constexpr int kSchemaVersion = kMigrations[std::size(kMigrations) - 1].version;
 
@@ -82,6 +91,12 @@ class StatementScope {
  private:
   sqlite3_stmt* stmt_;
 };
+
+std::string_view ColumnBlob(sqlite3_stmt* stmt, int col) {
+  const void* data = sqlite3_column_blob(stmt, col);
+  if (data == nullptr) return {};
+  return {static_cast<const char*>(data), static_cast<size_t>(sqlite3_column_bytes(stmt, col))};
+}
 
 std::string ColumnText(sqlite3_stmt* stmt, int col) {
   const unsigned char* text = sqlite3_column_text(stmt, col);
@@ -163,28 +178,19 @@ class SqliteStore final : public MetadataStore {
     return Status::Ok();
   }
 
-  Result<int64_t> Insert(const ImageRecord& r) override {
+  using MetadataStore::Insert;
+
+  Result<int64_t> Insert(const ImageRecord& r, std::span<const float> feature) override {
     if (r.path.empty()) return Status::InvalidArgument("image record without a path");
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFinite(feature, "the base feature of " + r.path));
     std::lock_guard lock(mu_);
-    sqlite3_stmt* stmt;
-    PIXSEEK_RETURN_IF_ERROR(Prepare(kInsert, &stmt));
-    StatementScope scope(stmt);
-    BindText(stmt, 1, r.path);
-    BindText(stmt, 2, r.name);
-    BindText(stmt, 3, r.sha256);
-    sqlite3_bind_int64(stmt, 4, r.size_bytes);
-    BindText(stmt, 5, r.format);
-    sqlite3_bind_int(stmt, 6, r.width);
-    sqlite3_bind_int(stmt, 7, r.height);
-    BindText(stmt, 8, r.exif_datetime);
-    BindText(stmt, 9, r.label);
-    sqlite3_bind_int64(stmt, 10, r.added_at);
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
-      return Status::AlreadyExists("an image with path " + r.path + " is already stored");
-    }
-    if (rc != SQLITE_DONE) return Error(rc, "cannot insert image " + r.path);
-    return sqlite3_last_insert_rowid(db_);
+    // Without a feature the one statement is its own transaction.
+    if (feature.empty()) return InsertLocked(r);
+    return InTransaction([&]() -> Result<int64_t> {
+      PIXSEEK_ASSIGN_OR_RETURN(int64_t id, InsertLocked(r));
+      PIXSEEK_RETURN_IF_ERROR(PutFeatureLocked(id, feature));
+      return id;
+    });
   }
 
   Result<ImageRecord> Get(int64_t id) const override {
@@ -216,6 +222,7 @@ class SqliteStore final : public MetadataStore {
     return FindOne(kFindByPath, path);
   }
 
+  // One statement: the foreign key's cascade deletes the feature with it.
   Status Remove(int64_t id) override {
     std::lock_guard lock(mu_);
     sqlite3_stmt* stmt;
@@ -257,6 +264,53 @@ class SqliteStore final : public MetadataStore {
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) out.push_back(sqlite3_column_int64(stmt, 0));
     if (rc != SQLITE_DONE) return Error(rc, "cannot list image ids");
     return out;
+  }
+
+  Status PutFeatures(std::span<const int64_t> ids, int dimension,
+                     std::span<const float> features) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(ids.size(), dimension, features));
+    if (ids.empty()) return Status::Ok();
+    std::lock_guard lock(mu_);
+    const auto d = static_cast<size_t>(dimension);
+    return InTransaction([&]() -> Status {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        PIXSEEK_RETURN_IF_ERROR(PutFeatureLocked(ids[i], features.subspan(i * d, d)));
+      }
+      return Status::Ok();
+    });
+  }
+
+  Result<std::vector<float>> GetFeature(int64_t id) const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kGetFeature, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) {
+      return Status::NotFound("no base feature stored for image " + std::to_string(id));
+    }
+    if (rc != SQLITE_ROW) return Error(rc, "cannot read the feature of image " + std::to_string(id));
+    return store_internal::DecodeFeature(id, ColumnBlob(stmt, 0));
+  }
+
+  Status ScanFeatures(int dimension, const FeatureVisitor& visit) const override {
+    return store_internal::ScanFeaturePages(
+        dimension,
+        [&](int64_t after_id, std::vector<int64_t>* ids, std::vector<float>* rows) {
+          return ReadFeaturePage(after_id, dimension, ids, rows);
+        },
+        visit);
+  }
+
+  Result<uint64_t> CountFeatures() const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kCountFeatures, &stmt));
+    StatementScope scope(stmt);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) return Error(rc, "cannot count features");
+    return static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
   }
 
   Result<std::optional<std::string>> GetSetting(const std::string& key) const override {
@@ -302,6 +356,13 @@ class SqliteStore final : public MetadataStore {
   static constexpr const char* kListLabel =
       PIXSEEK_SELECT_IMAGES "WHERE label = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
   static constexpr const char* kAllIds = "SELECT id FROM images ORDER BY id";
+  static constexpr const char* kPutFeature =
+      "INSERT INTO features (id, vector) VALUES (?1, ?2) "
+      "ON CONFLICT(id) DO UPDATE SET vector = excluded.vector";
+  static constexpr const char* kGetFeature = "SELECT vector FROM features WHERE id = ?1";
+  static constexpr const char* kScanFeatures =
+      "SELECT id, vector FROM features WHERE id > ?1 ORDER BY id LIMIT ?2";
+  static constexpr const char* kCountFeatures = "SELECT COUNT(*) FROM features";
   static constexpr const char* kGetSetting = "SELECT value FROM settings WHERE key = ?1";
   static constexpr const char* kSetSetting =
       "INSERT INTO settings (key, value) VALUES (?1, ?2) "
@@ -309,8 +370,9 @@ class SqliteStore final : public MetadataStore {
 
 #undef PIXSEEK_SELECT_IMAGES
   static constexpr const char* kAllStatements[] = {
-      kInsert, kGet,       kFindByPath, kDelete,    kList,
-      kListLabel, kAllIds, kGetSetting, kSetSetting};
+      kInsert,     kGet,         kFindByPath,   kDelete,        kList,
+      kListLabel,  kAllIds,      kPutFeature,   kGetFeature,    kScanFeatures,
+      kCountFeatures, kGetSetting, kSetSetting};
 
   Status Error(int rc, const std::string& what) const {
     return SqliteStatus(db_, rc, file_.string() + ": " + what);
@@ -403,6 +465,91 @@ class SqliteStore final : public MetadataStore {
 
   static void BindText(sqlite3_stmt* stmt, int index, const std::string& text) {
     sqlite3_bind_text64(stmt, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  }
+
+  // Inserts the record alone. Requires mu_.
+  Result<int64_t> InsertLocked(const ImageRecord& r) {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kInsert, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, r.path);
+    BindText(stmt, 2, r.name);
+    BindText(stmt, 3, r.sha256);
+    sqlite3_bind_int64(stmt, 4, r.size_bytes);
+    BindText(stmt, 5, r.format);
+    sqlite3_bind_int(stmt, 6, r.width);
+    sqlite3_bind_int(stmt, 7, r.height);
+    BindText(stmt, 8, r.exif_datetime);
+    BindText(stmt, 9, r.label);
+    sqlite3_bind_int64(stmt, 10, r.added_at);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return Status::AlreadyExists("an image with path " + r.path + " is already stored");
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "cannot insert image " + r.path);
+    return sqlite3_last_insert_rowid(db_);
+  }
+
+  // Sets the feature of image `id`. NotFound when there is no such image
+  // (the foreign key). Requires mu_.
+  Status PutFeatureLocked(int64_t id, std::span<const float> feature) {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kPutFeature, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, id);
+    const std::string_view bytes = store_internal::FeatureBytes(feature);
+    sqlite3_bind_blob64(stmt, 2, bytes.data(), bytes.size(), SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+      return Status::NotFound("no image with id " + std::to_string(id));
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "cannot write the feature of image " + std::to_string(id));
+    return Status::Ok();
+  }
+
+  // Appends up to kFeaturePageRows features with ids above `after_id`.
+  // Takes mu_ for this page only.
+  Status ReadFeaturePage(int64_t after_id, int dimension, std::vector<int64_t>* ids,
+                         std::vector<float>* rows) const {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kScanFeatures, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, after_id);
+    sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(kFeaturePageRows));
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      const int64_t id = sqlite3_column_int64(stmt, 0);
+      PIXSEEK_RETURN_IF_ERROR(
+          store_internal::AppendFeature(id, ColumnBlob(stmt, 1), dimension, rows));
+      ids->push_back(id);
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "cannot read features");
+    return Status::Ok();
+  }
+
+  static Status StatusOf(const Status& s) { return s; }
+  template <typename T>
+  static Status StatusOf(const Result<T>& r) {
+    return r.status();
+  }
+
+  // Runs fn (returning a Status or a Result) in a write transaction:
+  // committed when it succeeds, rolled back otherwise. Requires mu_.
+  template <typename Fn>
+  auto InTransaction(Fn&& fn) -> decltype(fn()) {
+    // IMMEDIATE takes the write lock now (waiting up to busy_timeout), so the
+    // transaction cannot fail later for another process's write lock.
+    PIXSEEK_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto result = fn();
+    Status s = StatusOf(result);
+    if (s.ok()) s = Exec("COMMIT");
+    if (!s.ok()) {
+      // A failed COMMIT (SQLITE_BUSY) leaves the transaction open.
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return result;
   }
 
   Result<std::optional<ImageRecord>> GetLocked(int64_t id) const {

@@ -200,6 +200,17 @@ for (const vp of Object.keys(VIEWPORTS)) {
     const filtered = await page.locator("#results .card .sub").allTextContents();
     assert.ok(filtered.length > 0 && filtered.every((s) => s.startsWith(other)), filtered.join("|"));
     await labelFilter.selectOption("");
+    // The predicted category shows above the results, with its confidence,
+    // and the switch asks the server for that category only (all 8 reds).
+    await until(() => page.locator("#category-label").textContent(), (t) => t === "red", "the predicted category");
+    assert.ok(await page.locator("#category").isVisible(), "the category is shown");
+    assert.match(await page.locator("#category-confidence").textContent(), /^\((\d|[1-9]\d|100)% confident\)$/);
+    const only = page.getByLabel("Only this category");
+    await only.check();
+    await until(() => page.locator("#results .card .sub").allTextContents(),
+                (subs) => subs.length === 8 && subs.every((s) => s.startsWith("red")), "only the red results");
+    await only.uncheck();
+    await until(() => page.locator("#results .card").count(), (n) => n === 20, "results of every category again");
     if (vp === "phone") {
       assert.ok(await page.getByText("Take photo…").isVisible(), "the camera button shows on a phone");
       assert.equal(await page.locator("#query-camera").getAttribute("capture"), "environment");
