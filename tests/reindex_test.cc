@@ -184,6 +184,36 @@ TEST_P(ReindexTest, HeadFromStoredBaseFeaturesThenBackByEmbedding) {
   ExpectEachImageFindsItself(**reopened);
 }
 
+// Another network: every image is read and embedded again, and its new base
+// feature replaces the old one at the switch.
+TEST_P(ReindexTest, AnotherNetworkEmbedsEveryImageAgain) {
+  Build();
+  const auto model_file = tmp_.path() / "other.onnx";
+  const auto card_file = tmp_.path() / "other.json";
+  testing::WriteBytes(model_file, testing::MakeTinyOnnxModel(12, 9));
+  const std::string card = testing::TinyModelCardJson(12, "other.onnx");
+  testing::WriteBytes(card_file, std::vector<uint8_t>(card.begin(), card.end()));
+  ASSERT_TRUE(ModelRegistry(home_).Import(model_file, card_file, std::string("other")).ok());
+  auto db = Database::Open(Options(), false);
+  ASSERT_TRUE(db.ok());
+  ReindexOptions options;
+  options.model = "other";
+  options.show_progress = false;
+  auto report = (*db)->Reindex(options);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_FALSE(report->from_base_features);
+  EXPECT_EQ(report->images, static_cast<uint64_t>(kImages));
+  EXPECT_EQ((*db)->base_dimension(), 12);
+  ExpectEachImageFindsItself(**db);
+  // The stored base features are the new network's now.
+  auto feature = (*db)->store().GetFeature(1);
+  ASSERT_TRUE(feature.ok()) << feature.status().ToString();
+  EXPECT_EQ(feature->size(), 12u);
+  auto stats = (*db)->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->base_features, kImages);
+}
+
 TEST_P(ReindexTest, WritesDuringAReindexReachTheNewIndex) {
   Build();
   ASSERT_TRUE(InstallHead(home_, "tiny-head", RandomHead(kDim, 8, 2).Serialize()).ok());
