@@ -119,8 +119,26 @@ struct DatabaseStats {
   bool trained_head = false;   // the model has a head from `pixseek train`
 };
 
+// Database-side augmentation (DBA, src/service/dba.h): every stored vector
+// is replaced by the L2-normalised mean of its n nearest stored vectors
+// (itself included), each weighted by its similarity^alpha. It is part of
+// what the index holds, so it is set by a reindex and recorded in the
+// manifest ("dba": {"n", "alpha"}); images added later are augmented from
+// their neighbours as they are inserted.
+struct DbaOptions {
+  int n = 0;            // neighbours averaged, itself included: 0 = off, else 2..kMaxDbaN
+  float alpha = 3.0f;   // weight exponent, 0..kMaxDbaAlpha (0 = plain mean)
+  bool enabled() const { return n > 0; }
+};
+inline constexpr int kMaxDbaN = 100;
+inline constexpr float kMaxDbaAlpha = 20.0f;
+
 struct ReindexOptions {
   std::string model;  // the installed model to switch to
+  // The new generation's DBA: nullopt keeps the database's (n = 0 turns it
+  // off). The same model with another DBA is a valid reindex: the stored
+  // base features are projected and augmented, no image is read.
+  std::optional<DbaOptions> dba;
   std::FILE* progress_out = stderr;
   bool show_progress = true;
   // Set from another thread or a signal handler: the reindex stops and the
@@ -137,6 +155,7 @@ struct ReindexReport {
   // stored base features were projected and no image was read.
   bool from_base_features = false;
   uint64_t failed = 0;  // images that could not be read again (re-embedding)
+  DbaOptions dba;       // the DBA the new index carries
   double seconds = 0;
 };
 
@@ -165,6 +184,8 @@ class Database {
   const ModelCard& card() const;
   // The model's trained head (projection and classifier), or nullptr.
   const TrainedHead* head() const;
+  // The DBA the index's vectors carry (n = 0: none).
+  DbaOptions dba() const;
 
   VectorIndex& index();
   MetadataStore& store() { return *store_; }

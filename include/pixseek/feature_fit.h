@@ -55,6 +55,35 @@ struct SiftVladCodebook {
 Result<std::unique_ptr<Embedder>> OpenSiftVlad(const ModelCard& card, std::string_view codebook,
                                                const std::string& what);
 
+// ---- Spatial verification -------------------------------------------------
+
+// Local features of one image for geometric matching: RootSIFT descriptors
+// (as RootSiftDescriptors computes them) with their keypoints' positions.
+struct LocalFeatures {
+  std::vector<float> points;       // x, y per keypoint, in the image's pixels (after shrinking)
+  std::vector<float> descriptors;  // kSiftDimension floats per keypoint
+  size_t size() const { return points.size() / 2; }
+};
+
+struct SpatialOptions {
+  int max_side = 640;       // images are shrunk to fit a max_side square first
+  int max_keypoints = 1000;  // the strongest keypoints kept
+  float ratio = 0.8f;       // Lowe's ratio test on the two nearest descriptors
+  float ransac_pixels = 8.0f;  // reprojection error of a RANSAC inlier
+};
+
+// RootSIFT keypoints of `image` (grey, shrunk to fit options.max_side). Empty
+// for a flat picture. InvalidArgument for an empty image; Internal for an
+// OpenCV failure.
+Result<LocalFeatures> ExtractLocalFeatures(const Image& image, const SpatialOptions& options);
+
+// How many of the ratio-test matches between `a` and `b` agree with one
+// homography found by RANSAC (OpenCV findHomography): about 0-10 for
+// unrelated pictures, tens to hundreds for views of the same object or
+// scene. 0 when either has fewer than 4 keypoints or matches. Never fails
+// (an OpenCV error counts as 0).
+int CountInliers(const LocalFeatures& a, const LocalFeatures& b, const SpatialOptions& options);
+
 // ---- PCA ------------------------------------------------------------------
 
 struct PcaOptions {

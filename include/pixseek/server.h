@@ -44,6 +44,9 @@ struct ServerOptions {
   std::string log_format = "text";
   // Seconds a 503 answer asks the client to wait (Retry-After).
   int retry_after_s = 5;
+  // Searches' re-ranking when a request names none (its `rerank` query
+  // parameter picks the method; n, alpha and depth are always these).
+  RerankOptions rerank;
 };
 
 // The API's JSON documents as text (docs/openapi.json's schemas), for the

@@ -109,6 +109,39 @@ class BuildJobs {
 // The most results one search returns (CLI, HTTP and QueryService alike).
 inline constexpr size_t kMaxTopK = 1000;
 
+// What happens between the index's answer and the response
+// (src/service/rerank.h; docs/quality.md has their measured effect):
+//   kNone     the index's ranking as it is;
+//   kQe       alpha-query expansion: the query is replaced by the
+//             L2-normalised mean of itself and its top qe_n results, each
+//             weighted by its similarity^qe_alpha, and searched again;
+//   kDba      the database's augmented vectors (DbaOptions), searched with
+//             the query as it is; FailedPrecondition on a database without
+//             DBA (a DBA database searches its augmented vectors whatever
+//             the method: they are the vectors it holds);
+//   kDbaQe    kDba, then alpha-query expansion against the augmented
+//             vectors (the combination of the literature);
+//   kSpatial  the top spatial_top results re-ordered by the number of
+//             RANSAC-consistent RootSIFT matches with the query image
+//             (instance search: the same object or scene, not the same
+//             category); it reads the query's and the results' image files.
+enum class RerankMethod { kNone, kQe, kDba, kDbaQe, kSpatial };
+// "none", "qe", "dba", "dba+qe", "spatial"; InvalidArgument listing them
+// otherwise.
+Result<RerankMethod> ParseRerankMethod(std::string_view name);
+std::string_view ToString(RerankMethod method);
+
+struct RerankOptions {
+  RerankMethod method = RerankMethod::kNone;
+  int qe_n = 10;           // alpha-QE: results averaged into the query, 1..kMaxQeN
+  float qe_alpha = 3.0f;   // alpha-QE: weight exponent, 0..20
+  int spatial_top = 20;    // spatial: results verified (each costs a SIFT match), 1..kMaxSpatialTop
+};
+inline constexpr int kMaxQeN = 100;
+inline constexpr int kMaxSpatialTop = 200;
+// InvalidArgument naming the field out of range.
+[[nodiscard]] Status ValidateRerank(const RerankOptions& options);
+
 struct QueryParams {
   size_t top_k = 10;        // 1..kMaxTopK
   float min_score = -1.0f;  // hits below are dropped
@@ -118,6 +151,8 @@ struct QueryParams {
   // the query's predicted category (any when none is predicted), else that
   // label. Still up to top_k results: the search looks deeper for them.
   std::string category;
+  // Re-ranking of the index's results (RerankMethod).
+  RerankOptions rerank;
 };
 
 struct QueryHit {
@@ -147,15 +182,20 @@ class QueryService {
   Result<QueryResponse> SearchById(int64_t id, const QueryParams& params);
 
  private:
-  // The nearest `k` stored images to `query` with their records, best first
-  // (ids removed meanwhile are dropped).
-  Result<std::vector<QueryHit>> Nearest(std::span<const float> query, size_t k,
-                                        const SearchParams& search);
+  // What re-ranking needs to know of a query beside its vector.
+  struct QueryOrigin {
+    int64_t id = -1;               // a stored image's id (SearchById), else -1
+    const Image* image = nullptr;  // its pixels when searched by image
+  };
+  // The nearest `k` stored images to `query` with their records, best first,
+  // re-ranked as params.rerank says (ids removed meanwhile are dropped).
+  Result<std::vector<QueryHit>> Nearest(std::span<const float> query, const QueryOrigin& origin,
+                                        size_t k, const QueryParams& params);
   // The answer to a query (`query`: its vector in the index; `base`: its
   // base feature, empty when unknown): its category, and its top_k hits
   // with score >= min_score of the category asked for.
   Result<QueryResponse> Answer(std::span<const float> base, std::span<const float> query,
-                               const QueryParams& params);
+                               const QueryOrigin& origin, const QueryParams& params);
   // Joins metadata to cached hits (dropping ids removed meanwhile).
   Result<std::vector<QueryHit>> Join(const std::vector<SearchHit>& hits);
   Database& db_;
@@ -211,12 +251,41 @@ SplitParts SplitLabelled(const std::vector<LabelledImage>& images, DataSplit spl
 
 // ---- Evaluation ----------------------------------------------------------
 
+// Retrieval metrics, each a mean over queries (docs/quality.md defines
+// them). Relevance is binary: same label.
 struct EvalMetrics {
-  double map = 0;
+  double map = 0;          // mean average precision over the full ranking
+  double map_at_100 = 0;   // AP@100: precision summed over the top 100 / min(R, 100)
   double p_at_1 = 0;
   double p_at_10 = 0;
+  double p_at_100 = 0;
+  double r_at_1 = 0;
   double r_at_10 = 0;
+  double r_at_100 = 0;
+  double ndcg_at_10 = 0;   // binary gains, log2(rank + 1) discount
+  double ndcg_at_100 = 0;
+  // Interpolated precision (the best precision at this recall or more) at
+  // recall 0, 0.01, ..., 1: kPrCurvePoints entries. The 11-point curve is
+  // every tenth of them.
+  std::vector<double> pr_curve = std::vector<double>(kPrCurvePoints, 0.0);
   uint64_t queries = 0;
+
+  static constexpr int kPrCurvePoints = 101;
+};
+
+// One query of a class the evaluation found hard and what it retrieved:
+// the strips of `pixseek eval --report`.
+struct EvalExample {
+  std::string label;
+  int64_t query_id = -1;    // a stored image (leave-one-out), else -1
+  std::string query_path;   // the query file (--queries), else the stored path
+  double average_precision = 0;
+  struct Hit {
+    int64_t id = 0;
+    std::string path;
+    bool relevant = false;
+  };
+  std::vector<Hit> top;  // its best results, best first (up to 8)
 };
 
 struct EvalReport {
@@ -224,45 +293,86 @@ struct EvalReport {
   EvalMetrics macro;                       // mean over labels of per-label means
   std::map<std::string, EvalMetrics> per_label;
   DataSplit split = DataSplit::kNone;  // which part of the collection was measured
+  std::string protocol = "leave-one-out";  // or "queries" (EvaluateQueries)
+  std::string model;                       // the database's model
   // The gallery: the labelled stored images, or with a split only their
   // held-out part.
   uint64_t images = 0;
   uint64_t failed_queries = 0;  // query files that could not be read or decoded
   double seconds = 0;
+  // The index against the exact ranking, on a sample of the same queries
+  // (every query up to EvalOptions::index_sample, then an even spread):
+  // recall of the exact top index_k in the index's top index_k, and AP@100
+  // through the index's own top 100, beside the exact AP@100 of the same
+  // sample (so the difference is the index's alone).
+  uint64_t index_queries = 0;
+  int index_k = 10;
+  double index_recall_at_k = 0;
+  double index_map_at_k = 0;
+  double index_exact_map_at_k = 0;
+  // The three classes with the lowest mAP, worst first: for each, the query
+  // closest to the class mean AP and its top results.
+  std::vector<EvalExample> examples;
 };
+
+struct EvalOptions {
+  // kImages or kClasses: the gallery (and, leave-one-out, the queries) is
+  // only the held-out part of `root`'s images; with kClasses and --queries,
+  // queries of a training class are left out too (nothing of theirs is in
+  // the gallery).
+  DataSplit split = DataSplit::kNone;
+  int threads = 0;         // ranking and decoding threads; 0 = one per core
+  bool show_progress = false;
+  std::FILE* progress_out = stderr;
+  // Called after each chunk of queries with (queries done, total).
+  std::function<void(uint64_t, uint64_t)> on_progress;
+  // Set from another thread to stop; the evaluation then fails with Cancelled.
+  const std::atomic<bool>* cancel = nullptr;
+  // Queries scored at once: the memory bound is chunk x gallery floats.
+  // 0 = at most 256, fewer for a gallery so large that a chunk would pass
+  // 128 MiB. The figures do not depend on it.
+  size_t chunk = 0;
+  size_t index_sample = 1000;  // queries compared with the index; 0 = none
+};
+using EvalQueryOptions = EvalOptions;
 
 // Leave-one-out retrieval quality over the stored images that lie under
 // `root`, labelled by their first folder level below it. Every such image is a
 // query against all the others; relevant = same label. With a split
 // (SplitLabelled), only the held-out images take part, as queries and as the
-// gallery: figures never count an image training saw, and they are exact
-// (every held-out vector scored against every other), where kNone ranks with
-// the index as a search does. FailedPrecondition when fewer than two
-// labelled (held-out) images are found.
+// gallery: figures never count an image training saw. Rankings are exact
+// (every gallery vector scored, chunks of queries at a time, on all cores);
+// the index's own ranking is measured apart (EvalReport::index_*).
+// FailedPrecondition when fewer than two labelled (held-out) images are
+// found; DataLoss when a stored vector is missing or has the wrong
+// dimension; Cancelled when options.cancel was set.
+Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root,
+                            const EvalOptions& options);
 Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root,
                             DataSplit split = DataSplit::kNone);
 
-struct EvalQueryOptions {
-  int decode_threads = 0;  // 0 = one per core
-  bool show_progress = false;
-  std::FILE* progress_out = stderr;
-  // kImages or kClasses: the gallery is only the held-out part of `root`'s
-  // images, scored exactly; with kClasses, queries of a training class are
-  // left out too (nothing of theirs is in the gallery).
-  DataSplit split = DataSplit::kNone;
-};
-
 // Cross-folder retrieval quality (e.g. sketch queries against photos): every
 // image in a labelled folder under `query_root` (label = its first folder
-// level) is decoded, embedded and searched against the stored images under
-// `root` (their held-out part with options.split); relevant = gallery images
-// with the same label. Query files that cannot be decoded are counted in
-// failed_queries, not fatal.
+// level) is decoded, embedded and ranked exactly against the stored images
+// under `root` (their held-out part with options.split); relevant = gallery
+// images with the same label. Query files that cannot be decoded are counted
+// in failed_queries, not fatal.
 // FailedPrecondition when the gallery has fewer than two labelled images or
 // there are no labelled queries; NotFound when query_root is not a folder.
 Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& root,
                                    const std::filesystem::path& query_root,
-                                   const EvalQueryOptions& options = {});
+                                   const EvalOptions& options = {});
+
+// The report as the JSON of `pixseek eval --json` and of an evaluation job
+// (keys in docs/quality.md).
+std::string EvalReportJson(const EvalReport& report);
+
+// Writes dir/report.html (dir created if need be): one self-contained page
+// (inline CSS, JS and SVG, thumbnails as data: URIs) with the figures, the
+// precision-recall curve, a per-class table and the examples' strips.
+// Internal on a file that cannot be written.
+Status WriteEvalReportHtml(const Database& db, const EvalReport& report,
+                           const std::filesystem::path& dir);
 
 }  // namespace pixseek
 

@@ -311,54 +311,54 @@ int RunServe(const std::string& home, const DbFlags& flags, ServerOptions server
 }
 
 void PrintMetricsRow(const char* name, const EvalMetrics& m) {
-  std::printf("%-16s %7llu %7.4f %7.4f %7.4f %7.4f\n", name,
-              static_cast<unsigned long long>(m.queries), m.map, m.p_at_1, m.p_at_10, m.r_at_10);
+  std::printf("%-16s %7llu %7.4f %7.4f %7.4f %7.4f %7.4f %7.4f\n", name,
+              static_cast<unsigned long long>(m.queries), m.map, m.map_at_100, m.p_at_1,
+              m.p_at_10, m.r_at_10, m.ndcg_at_10);
 }
 
-json MetricsJson(const EvalMetrics& m) {
-  return {{"queries", m.queries}, {"map", m.map}, {"p_at_1", m.p_at_1},
-          {"p_at_10", m.p_at_10}, {"r_at_10", m.r_at_10}};
+void PrintEvalTable(const EvalReport& report) {
+  std::printf("%-16s %7s %7s %7s %7s %7s %7s %7s\n", "label", "queries", "mAP", "mAP@100",
+              "P@1", "P@10", "R@10", "NDCG@10");
+  for (const auto& [label, m] : report.per_label) PrintMetricsRow(label.c_str(), m);
+  PrintMetricsRow("macro", report.macro);
+  PrintMetricsRow("overall", report.overall);
+  if (report.split != DataSplit::kNone) {
+    std::printf("(split %s: %llu held-out images)\n", std::string(ToString(report.split)).c_str(),
+                static_cast<unsigned long long>(report.images));
+  }
+  if (report.index_queries > 0) {
+    std::printf("index (%llu sampled queries): recall@%d %.4f, mAP@100 %.4f (exact %.4f)\n",
+                static_cast<unsigned long long>(report.index_queries), report.index_k,
+                report.index_recall_at_k, report.index_map_at_k, report.index_exact_map_at_k);
+  }
 }
 
 int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir,
-            const std::string& query_dir, const std::string& split_name, bool as_json) {
+            const std::string& query_dir, const std::string& split_name,
+            const std::string& report_dir, bool as_json) {
   auto split = ParseDataSplit(split_name);
   if (!split.ok()) return Fail(split.status());
   auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
-  EvalQueryOptions query_options;
-  query_options.show_progress = true;  // on stderr, as build does
-  query_options.split = *split;
-  auto report = query_dir.empty() ? Evaluate(**db, dir, *split)
-                                  : EvaluateQueries(**db, dir, query_dir, query_options);
+  EvalOptions options;
+  options.show_progress = true;  // on stderr, as build does
+  options.split = *split;
+  auto report = query_dir.empty() ? Evaluate(**db, dir, options)
+                                  : EvaluateQueries(**db, dir, query_dir, options);
   if (!report.ok()) return Fail(report.status());
   if (report->failed_queries > 0) {
     std::fprintf(stderr, "warning: %llu query images could not be read or decoded (skipped)\n",
                  static_cast<unsigned long long>(report->failed_queries));
   }
+  if (!report_dir.empty()) {
+    Status written = WriteEvalReportHtml(**db, *report, report_dir);
+    if (!written.ok()) return Fail(written);
+    std::fprintf(stderr, "report: %s\n", (std::filesystem::path(report_dir) / "report.html").c_str());
+  }
   if (as_json) {
-    json labels = json::object();
-    for (const auto& [label, m] : report->per_label) labels[label] = MetricsJson(m);
-    std::cout << json{{"overall", MetricsJson(report->overall)},
-                      {"macro", MetricsJson(report->macro)},
-                      {"per_label", labels},
-                      {"images", report->images},
-                      {"split", std::string(ToString(report->split))},
-                      {"protocol", query_dir.empty() ? "leave-one-out" : "queries"},
-                      {"failed_queries", report->failed_queries},
-                      {"model", (*db)->model_name()},
-                      {"seconds", report->seconds}}
-                     .dump()
-              << std::endl;
+    std::cout << EvalReportJson(*report) << std::endl;
   } else {
-    std::printf("%-16s %7s %7s %7s %7s %7s\n", "label", "queries", "mAP", "P@1", "P@10", "R@10");
-    for (const auto& [label, m] : report->per_label) PrintMetricsRow(label.c_str(), m);
-    PrintMetricsRow("macro", report->macro);
-    PrintMetricsRow("overall", report->overall);
-    if (report->split != DataSplit::kNone) {
-      std::printf("(split %s: %llu held-out images)\n", std::string(ToString(report->split)).c_str(),
-                  static_cast<unsigned long long>(report->images));
-    }
+    PrintEvalTable(*report);
   }
   return 0;
 }
@@ -520,12 +520,13 @@ int RunTrain(const std::string& home, const DbFlags& flags, TrainRequest request
 }
 
 int RunReindex(const std::string& home, const DbFlags& flags, const std::string& model,
-               bool as_json) {
+               const std::optional<DbaOptions>& dba, bool as_json) {
   auto db = Database::Open(ToOptions(flags, home), false);
   if (!db.ok()) return Fail(db.status());
   std::signal(SIGINT, OnInterrupt);
   ReindexOptions options;
   options.model = model;
+  options.dba = dba;
   options.cancel = &g_cancel;
   auto report = (*db)->Reindex(options);
   if (!report.ok()) return Fail(report.status());
@@ -537,6 +538,10 @@ int RunReindex(const std::string& home, const DbFlags& flags, const std::string&
                 report->to_model.c_str(), report->seconds,
                 report->from_base_features ? "stored base features, no image read"
                                            : "every image embedded again");
+    if (report->dba.enabled()) {
+      std::printf("the index holds DBA vectors (n = %d, alpha = %g)\n", report->dba.n,
+                  report->dba.alpha);
+    }
   }
   return 0;
 }
@@ -624,8 +629,24 @@ void AddTrainCommands(CLI::App& app, Cli& cli) {
   AddDbFlags(reindex, cli.flags, false);
   AddIndexFlags(reindex, cli.flags, ParamCommand{0});
   reindex->add_option("--model", *model, "The installed model to switch to")->required();
+  struct DbaFlags {
+    int n = -1;  // -1 = keep the database's
+    float alpha = DbaOptions{}.alpha;
+  };
+  auto dba = std::make_shared<DbaFlags>();
+  reindex->add_option("--dba", dba->n,
+                      "Database-side augmentation: each stored vector becomes the weighted mean "
+                      "of its N nearest (itself included); 0 = off (default: keep the "
+                      "database's). The same --model reindexes from the stored features")
+      ->check(CLI::Range(0, kMaxDbaN));
+  reindex->add_option("--dba-alpha", dba->alpha, "With --dba: weight = similarity^alpha")
+      ->check(CLI::Range(0.0f, kMaxDbaAlpha));
   reindex->add_flag("--json", cli.as_json, "Print JSON");
-  reindex->callback([&cli, model] { cli.rc = RunReindex(cli.home, cli.flags, *model, cli.as_json); });
+  reindex->callback([&cli, model, dba] {
+    std::optional<DbaOptions> options;
+    if (dba->n >= 0) options = DbaOptions{dba->n, dba->alpha};
+    cli.rc = RunReindex(cli.home, cli.flags, *model, options, cli.as_json);
+  });
 }
 
 void AddBuildCommand(CLI::App& app, Cli& cli) {
@@ -656,12 +677,30 @@ void AddBuildCommand(CLI::App& app, Cli& cli) {
   });
 }
 
+// --rerank (into `method`, parsed by ParseRerankMethod, the one list of
+// methods) and the re-ranking's parameters, starting from the config file's.
+void AddRerankFlags(CLI::App* cmd, RerankOptions& rerank, std::string& method) {
+  cmd->add_option("--rerank", method,
+                  "Re-rank the index's results: none, qe (alpha-query expansion), dba (the "
+                  "database's augmented vectors; see reindex --dba), dba+qe, or spatial "
+                  "(RANSAC-verified RootSIFT matches, for the same object or scene)");
+  cmd->add_option("--qe-n", rerank.qe_n, "qe: results averaged into the query")
+      ->check(CLI::Range(1, kMaxQeN));
+  cmd->add_option("--qe-alpha", rerank.qe_alpha, "qe: weight = similarity^alpha")
+      ->check(CLI::Range(0.0, 20.0));
+  cmd->add_option("--spatial-top", rerank.spatial_top, "spatial: results verified")
+      ->check(CLI::Range(1, kMaxSpatialTop));
+}
+
 void AddQueryCommand(CLI::App& app, Cli& cli) {
   struct State {
     std::string image;
     QueryParams params;
+    std::string rerank;
   };
   auto st = std::make_shared<State>();
+  st->params.rerank = cli.server.rerank;
+  st->rerank = ToString(cli.server.rerank.method);
   auto* cmd = app.add_subcommand("query", "Find the stored images most similar to IMAGE");
   cmd->add_option("IMAGE", st->image, "Query image file")->required();
   AddDbFlags(cmd, cli.flags, false);
@@ -673,9 +712,17 @@ void AddQueryCommand(CLI::App& app, Cli& cli) {
   cmd->add_option("--category", st->params.category,
                   "Only results of this category: auto (the query's predicted category) or a "
                   "label (first folder level at build)");
+  AddRerankFlags(cmd, st->params.rerank, st->rerank);
   cmd->add_flag("--json", cli.as_json, "Print JSON");
-  cmd->callback(
-      [&cli, st] { cli.rc = RunQuery(cli.home, cli.flags, st->image, st->params, cli.as_json); });
+  cmd->callback([&cli, st] {
+    auto method = ParseRerankMethod(st->rerank);
+    if (!method.ok()) {
+      cli.rc = Fail(method.status());
+      return;
+    }
+    st->params.rerank.method = *method;
+    cli.rc = RunQuery(cli.home, cli.flags, st->image, st->params, cli.as_json);
+  });
 }
 
 void AddWriteCommands(CLI::App& app, Cli& cli) {
@@ -740,6 +787,7 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
     std::string dir;
     std::string queries;
     std::string split = "none";
+    std::string report;
   };
   auto st = std::make_shared<State>();
   auto* eval = app.add_subcommand(
@@ -755,9 +803,13 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
                    "(every third image of each class) or classes (the second half of the "
                    "classes); queries and gallery are both the held-out images (with --queries, the "
                    "gallery only)");  // checked by ParseDataSplit, the one list of splits
+  eval->add_option("--report", st->report,
+                   "Also write REPORT/report.html: figures, precision-recall curve, per-class "
+                   "table and the worst classes' results, in one self-contained file");
   eval->add_flag("--json", cli.as_json, "Print JSON");
   eval->callback([&cli, st] {
-    cli.rc = RunEval(cli.home, cli.flags, st->dir, st->queries, st->split, cli.as_json);
+    cli.rc = RunEval(cli.home, cli.flags, st->dir, st->queries, st->split, st->report,
+                     cli.as_json);
   });
 
   auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");

@@ -227,6 +227,19 @@ Status ReadServer(SectionReader& r, ServerOptions& s) {
   return r.Finish();
 }
 
+// [search]: the default re-ranking of `pixseek query`, `pixseek eval` and
+// the server's searches.
+Status ReadSearch(SectionReader& r, RerankOptions& rerank) {
+  std::string method(ToString(rerank.method));
+  r.String("rerank", method, {"none", "qe", "dba", "dba+qe", "spatial"});
+  r.Int("qe_n", rerank.qe_n, 1, kMaxQeN);
+  r.Real("qe_alpha", rerank.qe_alpha, 0.0, 20.0);
+  r.Int("spatial_top", rerank.spatial_top, 1, kMaxSpatialTop);
+  PIXSEEK_RETURN_IF_ERROR(r.Finish());
+  PIXSEEK_ASSIGN_OR_RETURN(rerank.method, ParseRerankMethod(method));
+  return Status::Ok();
+}
+
 std::vector<std::string> SplitKeys(const std::string& text) {
   std::vector<std::string> keys;
   std::stringstream in(text);
@@ -261,7 +274,8 @@ Status LoadConfigFile(const std::filesystem::path& file, Config& config) {
     if (!node.is_table()) {
       return Status::InvalidArgument(name + ":" + std::to_string(node.source().begin.line) +
                                      ": '" + section +
-                                     "' must be a [section] (database, index, server or batching)");
+                                     "' must be a [section] (database, index, server, batching "
+                                     "or search)");
     }
     SectionReader reader(name, section, node.as_table());
     if (section == "database") {
@@ -272,10 +286,12 @@ Status LoadConfigFile(const std::filesystem::path& file, Config& config) {
       PIXSEEK_RETURN_IF_ERROR(ReadServer(reader, next.server));
     } else if (section == "batching") {
       PIXSEEK_RETURN_IF_ERROR(ReadBatching(reader, next.database.batching));
+    } else if (section == "search") {
+      PIXSEEK_RETURN_IF_ERROR(ReadSearch(reader, next.server.rerank));
     } else {
       return Status::InvalidArgument(name + ":" + std::to_string(node.source().begin.line) +
                                      ": unknown section [" + section +
-                                     "] (expected database, index, server or batching)");
+                                     "] (expected database, index, server, batching or search)");
     }
   }
   config = std::move(next);

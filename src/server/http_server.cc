@@ -140,8 +140,14 @@ Result<std::optional<float>> FloatParam(const Request& req, const char* name) {
   return std::optional<float>(value);
 }
 
-Result<QueryParams> QueryParamsFrom(const Request& req) {
+// `rerank`: the server's default re-ranking ([search] in the config file).
+Result<QueryParams> QueryParamsFrom(const Request& req, const RerankOptions& rerank) {
   QueryParams params;
+  params.rerank = rerank;
+  if (req.has_param("rerank")) {
+    PIXSEEK_ASSIGN_OR_RETURN(params.rerank.method,
+                             ParseRerankMethod(req.get_param_value("rerank")));
+  }
   PIXSEEK_ASSIGN_OR_RETURN(int64_t top_k,
                            IntParam(req, "top_k", static_cast<int64_t>(params.top_k), 1,
                                     static_cast<int64_t>(kMaxTopK)));
@@ -447,7 +453,7 @@ void HttpServer::Impl::InstallWebRoutes() {
 }
 
 void HttpServer::Impl::Search(const Request& req, Response& res) {
-  auto params = QueryParamsFrom(req);
+  auto params = QueryParamsFrom(req, options.rerank);
   if (!params.ok()) return ReplyError(res, params.status());
   QueryService query(db);
   Result<QueryResponse> response = Status::Internal("no search ran");

@@ -14,6 +14,7 @@
 #include "pixseek/embedding_engine.h"
 #include "pixseek/model_registry.h"
 #include "service/database_generation.h"
+#include "service/dba.h"
 #include "service/fit.h"
 #include "service/manifest.h"
 #include "service/model_resolution.h"
@@ -404,6 +405,7 @@ int Database::dimension() const { return current().projection.output_dimension()
 int Database::base_dimension() const { return current().embedding->dimension(); }
 const ModelCard& Database::card() const { return current().embedding->card(); }
 const TrainedHead* Database::head() const { return current().projection.head(); }
+DbaOptions Database::dba() const { return current().manifest.dba; }
 VectorIndex& Database::index() { return *current().index; }
 
 DecodeOptions Database::decode_options() const {
@@ -463,6 +465,12 @@ Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const floa
   }
   std::vector<float> vector(static_cast<size_t>(g.projection.output_dimension()));
   g.projection.Apply(base_feature.data(), 1, vector.data());
+  // A DBA index holds augmented vectors: the new one is augmented from its
+  // neighbours (theirs stay as they are; src/service/dba.h).
+  if (g.manifest.dba.enabled()) {
+    PIXSEEK_ASSIGN_OR_RETURN(vector, AugmentJoining(*g.index, *store_, g.projection, vector,
+                                                    /*self=*/-1, g.manifest.dba));
+  }
   PIXSEEK_ASSIGN_OR_RETURN(int64_t id, store_->Insert(record, base_feature));
   auto undo = [&](Status cause) {
     (void)store_->Remove(id);

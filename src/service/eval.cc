@@ -1,5 +1,9 @@
+// Evaluation: exact rankings of every query against the labelled gallery,
+// reduced to metrics chunk by chunk (eval_ranking.h, eval_metrics.h), and the
+// index's own ranking measured apart on a sample of the same queries.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <optional>
 #include <set>
 #include <unordered_map>
@@ -7,90 +11,41 @@
 #include "pixseek/services.h"
 #include "core/parallel.h"
 #include "core/progress.h"
+#include "service/eval_metrics.h"
+#include "service/eval_ranking.h"
 #include "service/indexing.h"
 
 namespace pixseek {
 namespace {
 
-void Accumulate(EvalMetrics& sum, const EvalMetrics& one) {
-  sum.map += one.map;
-  sum.p_at_1 += one.p_at_1;
-  sum.p_at_10 += one.p_at_10;
-  sum.r_at_10 += one.r_at_10;
-  sum.queries += one.queries;
-}
-
-EvalMetrics Mean(EvalMetrics sum, double n) {
-  if (n > 0) {
-    sum.map /= n;
-    sum.p_at_1 /= n;
-    sum.p_at_10 /= n;
-    sum.r_at_10 /= n;
-  }
-  return sum;
-}
+constexpr size_t kIndexK = 10;      // index_recall_at_k
+constexpr size_t kIndexMapK = 100;  // index_map_at_k
+constexpr size_t kStripLength = 8;  // results shown per example in the report
+constexpr size_t kWorstClasses = 3;
 
 // The gallery: labelled stored images, with lookups for scoring.
 struct Gallery {
   std::vector<LabelledImage> items;
+  std::vector<int64_t> ids;                  // ids[i] = items[i].id
+  std::vector<int32_t> labels;               // class index of items[i]
+  std::map<std::string, int32_t> label_index;
   std::unordered_map<int64_t, size_t> position;  // id -> index in items
-  std::unordered_map<std::string, size_t> label_count;
 
   explicit Gallery(std::vector<LabelledImage> labelled) : items(std::move(labelled)) {
     for (size_t i = 0; i < items.size(); ++i) {
       position[items[i].id] = i;
-      ++label_count[items[i].label];
+      ids.push_back(items[i].id);
+      auto [it, added] =
+          label_index.emplace(items[i].label, static_cast<int32_t>(label_index.size()));
+      labels.push_back(it->second);
     }
+  }
+
+  int32_t LabelOf(const std::string& label) const {
+    auto it = label_index.find(label);
+    return it == label_index.end() ? -1 : it->second;
   }
 };
-
-// Scores one query's full ranking: relevant = gallery images with its label,
-// `self` (the query's own id in leave-one-out, or -1) left out, images
-// outside the gallery skipped.
-EvalMetrics Score(const Gallery& gallery, const std::vector<SearchHit>& ranking,
-                  const std::string& label, int64_t self) {
-  EvalMetrics m;
-  m.queries = 1;
-  auto count = gallery.label_count.find(label);
-  size_t relevant_total = count == gallery.label_count.end() ? 0 : count->second;
-  if (self >= 0 && relevant_total > 0) --relevant_total;
-  if (relevant_total == 0) return m;
-  size_t rank = 0, relevant_seen = 0, relevant_in_10 = 0;
-  double ap = 0;
-  for (const SearchHit& hit : ranking) {
-    if (hit.id == self) continue;  // leave one out
-    auto it = gallery.position.find(hit.id);
-    if (it == gallery.position.end()) continue;  // not part of the evaluated set
-    ++rank;
-    if (gallery.items[it->second].label == label) {
-      ++relevant_seen;
-      ap += static_cast<double>(relevant_seen) / static_cast<double>(rank);
-      if (rank <= 10) ++relevant_in_10;
-      if (rank == 1) m.p_at_1 = 1;
-    }
-    if (relevant_seen == relevant_total && rank >= 10) break;
-  }
-  m.map = ap / static_cast<double>(relevant_total);
-  m.p_at_10 = static_cast<double>(relevant_in_10) / 10.0;
-  m.r_at_10 = static_cast<double>(relevant_in_10) / static_cast<double>(relevant_total);
-  return m;
-}
-
-// Means per label, over labels (macro) and over queries (overall).
-void Summarise(const std::map<std::string, EvalMetrics>& sums, EvalReport& report) {
-  EvalMetrics overall_sum;
-  EvalMetrics macro_sum;
-  for (const auto& [label, sum] : sums) {
-    Accumulate(overall_sum, sum);
-    report.per_label[label] = Mean(sum, static_cast<double>(sum.queries));
-    report.per_label[label].queries = sum.queries;
-    Accumulate(macro_sum, report.per_label[label]);
-  }
-  report.overall = Mean(overall_sum, static_cast<double>(overall_sum.queries));
-  report.overall.queries = overall_sum.queries;
-  report.macro = Mean(macro_sum, static_cast<double>(sums.size()));
-  report.macro.queries = overall_sum.queries;
-}
 
 // What an evaluation measures: the gallery (the held-out part of the
 // labelled images under a root) and, for a class split, the classes training
@@ -123,62 +78,233 @@ Result<EvalSet> EvalSetUnder(Database& db, const std::filesystem::path& root_arg
   return EvalSet{Gallery(std::move(parts.held_out)), std::move(training_classes)};
 }
 
-// Ranks the gallery for batches of query vectors. Without a split, the
-// index's full ranking of the whole database, as a search sees it (Score skips
-// images outside the gallery). With a split, exact scores against the
-// gallery's own vectors: nothing outside the held-out part can rank, and n
-// held-out vectors cost n^2 dot products instead of n searches for k = all.
-class Ranker {
- public:
-  // Reads the gallery's vectors from the index when `exact`.
-  static Result<Ranker> Make(Database& db, const Gallery& gallery, bool exact) {
-    Ranker ranker(db, gallery, exact);
-    if (!exact) return ranker;
-    ranker.vectors_.resize(gallery.items.size() * ranker.dim_);
-    for (size_t i = 0; i < gallery.items.size(); ++i) {
-      PIXSEEK_ASSIGN_OR_RETURN(std::vector<float> v, db.index().Get(gallery.items[i].id));
-      if (v.size() != ranker.dim_) {
-        return Status::DataLoss("image " + std::to_string(gallery.items[i].id) + " has a " +
-                                std::to_string(v.size()) + "-dimensional vector");
-      }
-      std::copy(v.begin(), v.end(), ranker.vectors_.begin() + static_cast<long>(i * ranker.dim_));
+// The gallery's vectors, row i = items[i]. The one copy an evaluation keeps
+// (n x dimension floats); the chunks of scores come on top.
+Result<std::vector<float>> GalleryMatrix(Database& db, const Gallery& gallery) {
+  const size_t dim = static_cast<size_t>(db.dimension());
+  std::vector<float> matrix(gallery.items.size() * dim);
+  for (size_t i = 0; i < gallery.items.size(); ++i) {
+    auto v = db.index().Get(gallery.items[i].id);
+    if (!v.ok()) {
+      return Status::DataLoss("image " + std::to_string(gallery.items[i].id) +
+                              " has no stored vector: " + v.status().ToString());
     }
-    return ranker;
+    if (v->size() != dim) {
+      return Status::DataLoss("image " + std::to_string(gallery.items[i].id) + " has a " +
+                              std::to_string(v->size()) + "-dimensional vector");
+    }
+    std::copy(v->begin(), v->end(), matrix.begin() + static_cast<long>(i * dim));
+  }
+  return matrix;
+}
+
+// One query as the evaluation sees it.
+struct QueryInfo {
+  std::string label;
+  int64_t self_row = -1;  // leave-one-out: its gallery row
+  std::string path;       // for the report's strips
+};
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Queries scored at once when the options leave it open: at most 256, and
+// no more than 128 MiB of scores.
+size_t ChunkSize(const EvalOptions& options, size_t gallery) {
+  if (options.chunk > 0) return options.chunk;
+  const size_t by_memory = (size_t{128} << 20) / (sizeof(float) * std::max<size_t>(gallery, 1));
+  return std::clamp<size_t>(by_memory, 16, 256);
+}
+
+// Scores queries chunk by chunk and keeps the sums. Queries are accumulated
+// in the order given, whatever the chunking, so the figures do not depend on
+// it.
+class Evaluation {
+ public:
+  Evaluation(Database& db, const Gallery& gallery, const std::vector<float>& matrix,
+             const EvalOptions& options, size_t total_queries)
+      : db_(db),
+        gallery_(gallery),
+        options_(options),
+        dim_(static_cast<size_t>(db.dimension())),
+        ranker_(matrix.data(), gallery.items.size(), dim_, gallery.ids, gallery.labels),
+        sample_stride_(options.index_sample == 0
+                           ? 0
+                           : std::max<size_t>(1, (total_queries + options.index_sample - 1) /
+                                                     options.index_sample)) {}
+
+  // Ranks and scores rows of `vectors` (infos.size() of them).
+  Status AddChunk(const float* vectors, std::span<const QueryInfo> infos) {
+    std::vector<RankRequest> requests(infos.size());
+    for (size_t q = 0; q < infos.size(); ++q) {
+      requests[q] = {infos[q].self_row, gallery_.LabelOf(infos[q].label)};
+    }
+    std::vector<RankedQuery> ranked;
+    ranker_.Rank(vectors, requests, std::max(kIndexK, kStripLength), options_.threads, &ranked);
+    std::vector<EvalMetrics> metrics(infos.size());
+    ParallelFor(infos.size(), ThreadCount(options_.threads), [&](size_t q) {
+      metrics[q] = ScoreRanks(ranked[q].relevant_ranks, ranked[q].relevant_total);
+    });
+    std::vector<size_t> sampled;
+    for (size_t q = 0; q < infos.size(); ++q) {
+      AccumulateMetrics(sums_[infos[q].label], metrics[q]);
+      Remember(infos[q], metrics[q].map, ranked[q].top);
+      if (sample_stride_ > 0 && (seen_ + q) % sample_stride_ == 0) sampled.push_back(q);
+    }
+    seen_ += infos.size();
+    return CompareWithIndex(vectors, requests, ranked, metrics, sampled);
   }
 
-  // out[q] = the ranking for row q of `queries` (n rows of dimension()).
-  Status Rank(const float* queries, size_t n, std::vector<std::vector<SearchHit>>* out) const {
-    if (!exact_) return db_->index().Search(n, queries, db_->index().size(), out);
-    out->assign(n, {});
-    ParallelFor(n, ThreadCount(0), [&](size_t q) { (*out)[q] = RankExactly(queries + q * dim_); });
-    return Status::Ok();
+  EvalReport Finish() {
+    EvalReport report;
+    Summarise(report);
+    if (index_queries_ > 0) {
+      const double n = static_cast<double>(index_queries_);
+      report.index_queries = index_queries_;
+      report.index_k = static_cast<int>(kIndexK);
+      report.index_recall_at_k = index_recall_sum_ / n;
+      report.index_map_at_k = index_map_sum_ / n;
+      report.index_exact_map_at_k = exact_map_sum_ / n;
+    }
+    report.examples = Examples(report);
+    report.images = gallery_.items.size();
+    report.split = options_.split;
+    report.model = db_.model_name();
+    return report;
   }
 
  private:
-  Ranker(Database& db, const Gallery& gallery, bool exact)
-      : db_(&db), gallery_(&gallery), exact_(exact), dim_(static_cast<size_t>(db.dimension())) {}
+  // What the report may show of a query: its AP and its best results.
+  struct Seen {
+    std::string label;
+    std::string path;
+    int64_t id = -1;
+    double ap = 0;
+    std::vector<uint32_t> top;
+  };
 
-  // Best first; equal scores by smaller id, as the indexes order them.
-  std::vector<SearchHit> RankExactly(const float* query) const {
-    std::vector<SearchHit> ranking(gallery_->items.size());
-    for (size_t i = 0; i < ranking.size(); ++i) {
-      const float* v = vectors_.data() + i * dim_;
-      float dot = 0;
-      for (size_t d = 0; d < dim_; ++d) dot += query[d] * v[d];
-      ranking[i] = {gallery_->items[i].id, dot};
+  void Remember(const QueryInfo& info, double ap, const std::vector<uint32_t>& top) {
+    Seen seen{info.label, info.path, -1, ap, {}};
+    if (info.self_row >= 0) {
+      seen.id = gallery_.ids[static_cast<size_t>(info.self_row)];
+      seen.path = gallery_.items[static_cast<size_t>(info.self_row)].path;
     }
-    std::sort(ranking.begin(), ranking.end(), [](const SearchHit& a, const SearchHit& b) {
-      return a.score != b.score ? a.score > b.score : a.id < b.id;
-    });
-    return ranking;
+    seen.top.assign(top.begin(), top.begin() + static_cast<long>(std::min(kStripLength, top.size())));
+    seen_queries_.push_back(std::move(seen));
   }
 
-  Database* db_;
-  const Gallery* gallery_;
-  bool exact_;
+  // The index's top k (up to kIndexMapK gallery images, self left out)
+  // against the exact ranking, for the sampled queries of a chunk.
+  Status CompareWithIndex(const float* vectors, std::span<const RankRequest> requests,
+                          const std::vector<RankedQuery>& ranked,
+                          const std::vector<EvalMetrics>& metrics,
+                          const std::vector<size_t>& sampled) {
+    if (sampled.empty()) return Status::Ok();
+    std::vector<float> rows(sampled.size() * dim_);
+    for (size_t i = 0; i < sampled.size(); ++i) {
+      std::copy_n(vectors + sampled[i] * dim_, dim_, rows.begin() + static_cast<long>(i * dim_));
+    }
+    // Room for the query itself and for stored images outside the gallery,
+    // which a search returns but the evaluation does not count.
+    const size_t outside = db_.index().size() - std::min(db_.index().size(), gallery_.items.size());
+    const size_t k = std::min(db_.index().size(), std::min<size_t>(kIndexMapK + 1 + outside, 1000));
+    std::vector<std::vector<SearchHit>> hits;
+    PIXSEEK_RETURN_IF_ERROR(db_.index().Search(sampled.size(), rows.data(), k, &hits));
+    for (size_t i = 0; i < sampled.size(); ++i) {
+      const size_t q = sampled[i];
+      IndexOne(requests[q], ranked[q], hits[i]);
+      exact_map_sum_ += metrics[q].map_at_100;
+    }
+    index_queries_ += sampled.size();
+    return Status::Ok();
+  }
+
+  void IndexOne(const RankRequest& request, const RankedQuery& exact,
+                const std::vector<SearchHit>& hits) {
+    std::vector<uint32_t> rows;  // the index's ranking, gallery rows only
+    for (const SearchHit& hit : hits) {
+      auto it = gallery_.position.find(hit.id);
+      if (it == gallery_.position.end() || static_cast<int64_t>(it->second) == request.self) continue;
+      rows.push_back(static_cast<uint32_t>(it->second));
+      if (rows.size() == kIndexMapK) break;
+    }
+    // Recall of the exact top k.
+    const size_t k = std::min(kIndexK, exact.top.size());
+    size_t found = 0;
+    for (size_t i = 0; i < k; ++i) {
+      const size_t limit = std::min(kIndexK, rows.size());
+      found += std::find(rows.begin(), rows.begin() + static_cast<long>(limit), exact.top[i]) !=
+               rows.begin() + static_cast<long>(limit);
+    }
+    index_recall_sum_ += k == 0 ? 1.0 : static_cast<double>(found) / static_cast<double>(k);
+    // AP@100 through the index.
+    std::vector<uint32_t> ranks;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (request.label >= 0 && gallery_.labels[rows[i]] == request.label) {
+        ranks.push_back(static_cast<uint32_t>(i + 1));
+      }
+    }
+    index_map_sum_ += ScoreRanks(ranks, exact.relevant_total).map_at_100;
+  }
+
+  // Means per label, over labels (macro) and over queries (overall).
+  void Summarise(EvalReport& report) const {
+    EvalMetrics overall_sum, macro_sum;
+    for (const auto& [label, sum] : sums_) {
+      AccumulateMetrics(overall_sum, sum);
+      report.per_label[label] = MeanMetrics(sum, static_cast<double>(sum.queries));
+      AccumulateMetrics(macro_sum, report.per_label[label]);
+    }
+    report.overall = MeanMetrics(overall_sum, static_cast<double>(overall_sum.queries));
+    report.macro = MeanMetrics(macro_sum, static_cast<double>(sums_.size()));
+    report.macro.queries = overall_sum.queries;
+  }
+
+  // For the classes with the lowest mAP, the query whose AP is closest to
+  // its class's: a typical failure, not the single worst.
+  std::vector<EvalExample> Examples(const EvalReport& report) const {
+    std::vector<std::pair<double, std::string>> classes;
+    for (const auto& [label, m] : report.per_label) classes.push_back({m.map, label});
+    std::sort(classes.begin(), classes.end());
+    if (classes.size() > kWorstClasses) classes.resize(kWorstClasses);
+    std::vector<EvalExample> examples;
+    for (const auto& [map, label] : classes) {
+      const Seen* best = nullptr;
+      for (const Seen& s : seen_queries_) {
+        if (s.label == label && (!best || std::abs(s.ap - map) < std::abs(best->ap - map))) {
+          best = &s;
+        }
+      }
+      if (!best) continue;
+      EvalExample example{label, best->id, best->path, best->ap, {}};
+      const int32_t index = gallery_.LabelOf(label);
+      for (uint32_t row : best->top) {
+        example.top.push_back(
+            {gallery_.ids[row], gallery_.items[row].path, gallery_.labels[row] == index});
+      }
+      examples.push_back(std::move(example));
+    }
+    return examples;
+  }
+
+  Database& db_;
+  const Gallery& gallery_;
+  const EvalOptions& options_;
   size_t dim_;
-  std::vector<float> vectors_;  // exact only: row i = gallery_->items[i]
+  ExactRanker ranker_;
+  size_t sample_stride_;  // every sample_stride_-th query is compared with the index
+  size_t seen_ = 0;       // queries ranked so far
+  std::map<std::string, EvalMetrics> sums_;
+  std::vector<Seen> seen_queries_;
+  uint64_t index_queries_ = 0;
+  double index_recall_sum_ = 0, index_map_sum_ = 0, exact_map_sum_ = 0;
 };
+
+Status CheckCancel(const EvalOptions& options) {
+  if (options.cancel && options.cancel->load()) return Status::Cancelled("evaluation stopped");
+  return Status::Ok();
+}
 
 // A query file and its label (its first folder level under the query root).
 struct Query {
@@ -212,102 +338,102 @@ Result<std::vector<Query>> LabelledQueries(const std::filesystem::path& query_ro
   return queries;
 }
 
-double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+// Decodes and embeds queries[begin, begin + n) into index vectors; files
+// that fail are counted and left out of `infos`.
+Status EmbedChunk(Database& db, const std::vector<Query>& queries, size_t begin, size_t n,
+                  int threads, std::vector<float>* features, std::vector<QueryInfo>* infos,
+                  uint64_t* failed) {
+  std::vector<std::optional<Image>> decoded(n);
+  const DecodeOptions decode = db.decode_options();
+  ParallelFor(n, threads, [&](size_t i) { decoded[i] = DecodeFile(queries[begin + i].path, decode); });
+  std::vector<const Image*> images;
+  infos->clear();
+  for (size_t i = 0; i < n; ++i) {
+    if (!decoded[i]) {
+      ++*failed;
+      continue;
+    }
+    images.push_back(&*decoded[i]);
+    infos->push_back({queries[begin + i].label, -1, queries[begin + i].path.string()});
+  }
+  if (images.empty()) return Status::Ok();
+  // Embed gives base features; the index holds them projected.
+  std::vector<float> base(images.size() * static_cast<size_t>(db.base_dimension()));
+  PIXSEEK_RETURN_IF_ERROR(db.Embed(images, base.data()));
+  features->resize(images.size() * static_cast<size_t>(db.dimension()));
+  db.Project(base.data(), images.size(), features->data());
+  return Status::Ok();
 }
 
 }  // namespace
 
 Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& root_arg,
                                    const std::filesystem::path& query_root_arg,
-                                   const EvalQueryOptions& options) {
+                                   const EvalOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   PIXSEEK_ASSIGN_OR_RETURN(const EvalSet set, EvalSetUnder(db, root_arg, options.split));
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<Query> queries,
                            LabelledQueries(query_root_arg, set.training_classes));
-  PIXSEEK_ASSIGN_OR_RETURN(const Ranker ranker,
-                           Ranker::Make(db, set.gallery, options.split != DataSplit::kNone));
+  PIXSEEK_ASSIGN_OR_RETURN(const std::vector<float> matrix, GalleryMatrix(db, set.gallery));
+  Evaluation evaluation(db, set.gallery, matrix, options, queries.size());
 
-  EvalReport report;
-  report.split = options.split;
-  report.images = set.gallery.items.size();
-  const size_t dim = static_cast<size_t>(db.dimension());
-  const DecodeOptions decode = db.decode_options();
-  const int threads = ThreadCount(options.decode_threads);
-  constexpr size_t kChunk = 64;
-  std::map<std::string, EvalMetrics> sums;
-  std::vector<std::vector<SearchHit>> results;
+  const size_t chunk = std::min<size_t>(ChunkSize(options, set.gallery.items.size()), 64);
+  uint64_t failed = 0;
+  std::vector<float> features;
+  std::vector<QueryInfo> infos;
   ProgressBar bar("eval", queries.size(), options.progress_out, options.show_progress);
-  for (size_t begin = 0; begin < queries.size(); begin += kChunk) {
-    const size_t n = std::min(kChunk, queries.size() - begin);
-    // Read and decode the chunk on worker threads; failures are counted.
-    std::vector<std::optional<Image>> decoded(n);
-    ParallelFor(n, threads, [&](size_t i) {
-      decoded[i] = DecodeFile(queries[begin + i].path, decode);
-    });
-
-    std::vector<const Image*> images;
-    std::vector<size_t> which;  // chunk positions of `images`
-    for (size_t i = 0; i < n; ++i) {
-      if (decoded[i]) {
-        images.push_back(&*decoded[i]);
-        which.push_back(i);
-      } else {
-        ++report.failed_queries;
-      }
-    }
-    if (!images.empty()) {
-      // Embed gives base features; the index holds them projected.
-      std::vector<float> base(images.size() * static_cast<size_t>(db.base_dimension()));
-      PIXSEEK_RETURN_IF_ERROR(db.Embed(images, base.data()));
-      std::vector<float> features(images.size() * dim);
-      db.Project(base.data(), images.size(), features.data());
-      PIXSEEK_RETURN_IF_ERROR(ranker.Rank(features.data(), images.size(), &results));
-      for (size_t q = 0; q < images.size(); ++q) {
-        const std::string& label = queries[begin + which[q]].label;
-        Accumulate(sums[label], Score(set.gallery, results[q], label, /*self=*/-1));
-      }
-    }
-    bar.Update(begin + n, report.failed_queries);
+  for (size_t begin = 0; begin < queries.size(); begin += chunk) {
+    PIXSEEK_RETURN_IF_ERROR(CheckCancel(options));
+    const size_t n = std::min(chunk, queries.size() - begin);
+    PIXSEEK_RETURN_IF_ERROR(
+        EmbedChunk(db, queries, begin, n, ThreadCount(options.threads), &features, &infos, &failed));
+    if (!infos.empty()) PIXSEEK_RETURN_IF_ERROR(evaluation.AddChunk(features.data(), infos));
+    bar.Update(begin + n, failed);
+    if (options.on_progress) options.on_progress(begin + n, queries.size());
   }
-  bar.Finish(queries.size(), report.failed_queries);
-  Summarise(sums, report);
+  bar.Finish(queries.size(), failed);
+  EvalReport report = evaluation.Finish();
+  report.protocol = "queries";
+  report.failed_queries = failed;
   report.seconds = SecondsSince(start);
   return report;
 }
 
 Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root_arg,
-                            DataSplit split) {
+                            const EvalOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  PIXSEEK_ASSIGN_OR_RETURN(const EvalSet set, EvalSetUnder(db, root_arg, split));
+  PIXSEEK_ASSIGN_OR_RETURN(const EvalSet set, EvalSetUnder(db, root_arg, options.split));
   const Gallery& gallery = set.gallery;
-  PIXSEEK_ASSIGN_OR_RETURN(const Ranker ranker,
-                           Ranker::Make(db, gallery, split != DataSplit::kNone));
+  PIXSEEK_ASSIGN_OR_RETURN(const std::vector<float> matrix, GalleryMatrix(db, gallery));
+  const size_t n = gallery.items.size();
+  Evaluation evaluation(db, gallery, matrix, options, n);
 
+  // Leave-one-out: the queries are the gallery's own rows.
   const size_t dim = static_cast<size_t>(db.dimension());
-  constexpr size_t kChunk = 64;
-  EvalReport report;
-  report.split = split;
-  report.images = gallery.items.size();
-  std::map<std::string, EvalMetrics> sums;
-  std::vector<float> queries;
-  std::vector<std::vector<SearchHit>> results;
-  for (size_t begin = 0; begin < gallery.items.size(); begin += kChunk) {
-    const size_t n = std::min(kChunk, gallery.items.size() - begin);
-    queries.resize(n * dim);
-    for (size_t q = 0; q < n; ++q) {
-      PIXSEEK_ASSIGN_OR_RETURN(std::vector<float> v, db.index().Get(gallery.items[begin + q].id));
-      std::copy(v.begin(), v.end(), queries.begin() + static_cast<long>(q * dim));
+  const size_t chunk = ChunkSize(options, n);
+  std::vector<QueryInfo> infos;
+  ProgressBar bar("eval", n, options.progress_out, options.show_progress);
+  for (size_t begin = 0; begin < n; begin += chunk) {
+    PIXSEEK_RETURN_IF_ERROR(CheckCancel(options));
+    const size_t count = std::min(chunk, n - begin);
+    infos.clear();
+    for (size_t q = begin; q < begin + count; ++q) {
+      infos.push_back({gallery.items[q].label, static_cast<int64_t>(q), {}});
     }
-    PIXSEEK_RETURN_IF_ERROR(ranker.Rank(queries.data(), n, &results));
-    for (size_t q = 0; q < n; ++q) {
-      const LabelledImage& query = gallery.items[begin + q];
-      Accumulate(sums[query.label], Score(gallery, results[q], query.label, query.id));
-    }
+    PIXSEEK_RETURN_IF_ERROR(evaluation.AddChunk(matrix.data() + begin * dim, infos));
+    bar.Update(begin + count, 0);
+    if (options.on_progress) options.on_progress(begin + count, n);
   }
-  Summarise(sums, report);
+  bar.Finish(n, 0);
+  EvalReport report = evaluation.Finish();
   report.seconds = SecondsSince(start);
   return report;
+}
+
+Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root, DataSplit split) {
+  EvalOptions options;
+  options.split = split;
+  return Evaluate(db, root, options);
 }
 
 }  // namespace pixseek

@@ -30,6 +30,10 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
     m.head_sha256 = j.value("head_sha256", "");
     m.index_dir = j.value("index_dir", "");
     m.reindexed_at = j.value("reindexed_at", int64_t{0});
+    if (auto dba = j.find("dba"); dba != j.end()) {
+      m.dba.n = dba->at("n").get<int>();
+      m.dba.alpha = dba->at("alpha").get<float>();
+    }
   } catch (const nlohmann::json::exception& e) {
     return damaged(e.what());
   }
@@ -44,6 +48,10 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
   if (!m.index_dir.empty() && (m.index_dir.find('/') != std::string::npos ||
                                !m.index_dir.starts_with("gen-"))) {
     return damaged("index_dir must be a gen-N folder of the database");
+  }
+  if (m.dba.n < 0 || m.dba.n > kMaxDbaN || !(m.dba.alpha >= 0 && m.dba.alpha <= kMaxDbaAlpha)) {
+    return damaged("dba must have n in [0, " + std::to_string(kMaxDbaN) + "] and alpha in [0, " +
+                   std::to_string(kMaxDbaAlpha) + "]");
   }
   auto kind = FindVectorIndexKind(m.index_kind);
   if (!kind.ok()) {
@@ -72,6 +80,7 @@ Status WriteManifest(const std::filesystem::path& file, const DatabaseManifest& 
   if (!m.head_sha256.empty()) j["head_sha256"] = m.head_sha256;
   if (!m.index_dir.empty()) j["index_dir"] = m.index_dir;
   if (m.reindexed_at != 0) j["reindexed_at"] = m.reindexed_at;
+  if (m.dba.enabled()) j["dba"] = {{"n", m.dba.n}, {"alpha", m.dba.alpha}};
   if (m.pca_dimension > 0) {
     j["pca_dimension"] = m.pca_dimension;
     j["pca_whiten"] = m.pca_whiten;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "pixseek/database.h"
 #include "pixseek/index_params.h"
 #include "pixseek/status.h"
 
@@ -49,6 +50,8 @@ struct DatabaseManifest {
   // created), or the folder "gen-N" that the last `pixseek reindex` built.
   std::string index_dir;
   int64_t reindexed_at = 0;  // unix seconds of the last reindex; 0 = never
+  // The DBA the index's vectors carry ("dba": {"n", "alpha"}; absent = none).
+  DbaOptions dba;
 };
 
 // DataLoss names the file when it is not a manifest; FailedPrecondition for

@@ -7,6 +7,7 @@
 #include "core/hash.h"
 #include "pixseek/services.h"
 #include "service/category.h"
+#include "service/rerank.h"
 
 namespace pixseek {
 namespace {
@@ -22,7 +23,24 @@ Status ValidateParams(const QueryParams& params) {
     return Status::InvalidArgument("search_list must be between 0 and " +
                                    std::to_string(kMaxSearchList));
   }
+  PIXSEEK_RETURN_IF_ERROR(ValidateRerank(params.rerank));
   return ValidateCategory(params.category);
+}
+
+// The part of the cache key that re-ranking changes ("" for none, so that
+// keys of plain searches stay as they were).
+std::string RerankKey(const RerankOptions& r) {
+  switch (r.method) {
+    case RerankMethod::kNone:
+    case RerankMethod::kDba:  // the index holds what DBA changes
+      return "";
+    case RerankMethod::kQe:
+    case RerankMethod::kDbaQe:
+      return "qe" + std::to_string(r.qe_n) + "/" + std::to_string(r.qe_alpha) + ":";
+    case RerankMethod::kSpatial:
+      return "sp" + std::to_string(r.spatial_top) + ":";
+  }
+  return "";
 }
 
 double MillisSince(std::chrono::steady_clock::time_point start) {
@@ -79,7 +97,10 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   const std::string key = "search:" + db_.model_name() + ":" + digest + ":" +
                           std::to_string(params.top_k) + ":" + std::to_string(params.min_score) +
                           ":" + std::to_string(params.search.search_list) + ":" +
-                          params.category;
+                          RerankKey(params.rerank) + params.category;
+  // A method the database cannot serve fails before any work (and on a
+  // cache hit too).
+  PIXSEEK_RETURN_IF_ERROR(RerankStage::Make(db_, params.rerank).status());
   if (auto cached = db_.cache().Get(key)) {
     CachedAnswer answer = DecodeAnswer(*cached);
     QueryResponse response;
@@ -108,7 +129,18 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   }
   std::vector<float> feature(static_cast<size_t>(db_.dimension()));
   db_.Project(base.data(), 1, feature.data());
-  PIXSEEK_ASSIGN_OR_RETURN(QueryResponse response, Answer(base, feature, params));
+  // Spatial verification matches the query's own pixels, at a resolution of
+  // its own (the model's input size is too small for SIFT).
+  QueryOrigin origin;
+  std::optional<DecodedImage> pixels;
+  if (params.rerank.method == RerankMethod::kSpatial) {
+    DecodeOptions decode;
+    decode.limits = db_.options().limits;
+    decode.min_short_side = 480;
+    PIXSEEK_ASSIGN_OR_RETURN(pixels, DecodeImage(bytes, decode));
+    origin.image = &pixels->image;
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(QueryResponse response, Answer(base, feature, origin, params));
   db_.cache().PutIfCurrent(key, EncodeAnswer(response), generation);
   response.took_ms = MillisSince(start);
   return response;
@@ -125,41 +157,54 @@ Result<QueryResponse> QueryService::SearchById(int64_t id, const QueryParams& pa
   if (const TrainedHead* head = db_.head(); head != nullptr && head->has_classifier()) {
     if (auto stored = db_.store().GetFeature(id); stored.ok()) base = std::move(*stored);
   }
-  PIXSEEK_ASSIGN_OR_RETURN(QueryResponse response, Answer(base, *vector, params));
+  QueryOrigin origin;
+  origin.id = id;
+  PIXSEEK_ASSIGN_OR_RETURN(QueryResponse response, Answer(base, *vector, origin, params));
   response.took_ms = MillisSince(start);
   return response;
 }
 
 Result<QueryResponse> QueryService::Answer(std::span<const float> base,
                                            std::span<const float> query,
+                                           const QueryOrigin& origin,
                                            const QueryParams& params) {
   // Enough neighbours for the answer and for the vote on its category.
   PIXSEEK_ASSIGN_OR_RETURN(
       std::vector<QueryHit> nearest,
-      Nearest(query, std::max(params.top_k, kCategoryVoters), params.search));
+      Nearest(query, origin, std::max(params.top_k, kCategoryVoters), params));
   QueryResponse response;
   response.category = PredictCategory(db_.head(), base, nearest);
   const std::optional<std::string> label = CategoryFilter(params.category, response.category);
   if (!label) {
+    // (Re-ranked hits need not be in score order: each is checked.)
     for (QueryHit& hit : nearest) {
-      if (response.hits.size() == params.top_k || hit.score < params.min_score) break;
-      response.hits.push_back(std::move(hit));
+      if (response.hits.size() == params.top_k) break;
+      if (hit.score >= params.min_score) response.hits.push_back(std::move(hit));
     }
     return response;
   }
   // The nearest images are of any category: NearestOfCategory searches
   // deeper (4 x top_k candidates, then 4 times more a round, up to
   // kMaxCategoryCandidates) until it has top_k of this one.
-  const FetchNearest fetch = [&](size_t k) { return Nearest(query, k, params.search); };
+  const FetchNearest fetch = [&](size_t k) { return Nearest(query, origin, k, params); };
   PIXSEEK_ASSIGN_OR_RETURN(response.hits, NearestOfCategory(fetch, db_.index().size(), *label,
                                                             params.top_k, params.min_score));
   return response;
 }
 
-Result<std::vector<QueryHit>> QueryService::Nearest(std::span<const float> query, size_t k,
-                                                    const SearchParams& search) {
+Result<std::vector<QueryHit>> QueryService::Nearest(std::span<const float> query,
+                                                    const QueryOrigin& origin, size_t k,
+                                                    const QueryParams& params) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<RerankStage> stage,
+                           RerankStage::Make(db_, params.rerank));
+  const RankFn rank = [&](const float* vectors, size_t n, size_t depth,
+                          std::vector<std::vector<SearchHit>>* out) {
+    return db_.index().Search(n, vectors, depth, params.search, out);
+  };
   std::vector<std::vector<SearchHit>> results;
-  PIXSEEK_RETURN_IF_ERROR(db_.index().Search(1, query.data(), k, search, &results));
+  PIXSEEK_RETURN_IF_ERROR(rank(query.data(), 1, stage->Depth(k), &results));
+  const RerankQuery one[] = {{query.data(), origin.id, origin.image}};
+  PIXSEEK_RETURN_IF_ERROR(stage->Apply(one, k, rank, &results));
   return Join(results[0]);
 }
 

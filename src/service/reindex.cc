@@ -15,6 +15,7 @@
 #include "core/progress.h"
 #include "pixseek/database.h"
 #include "service/database_generation.h"
+#include "service/dba.h"
 #include "service/fit.h"
 #include "service/indexing.h"
 #include "service/model_resolution.h"
@@ -171,12 +172,19 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
     return Status::FailedPrecondition("a reindex of " + options_.dir.string() +
                                       " is already running");
   }
+  if (options.dba && (options.dba->n < 0 || options.dba->n > kMaxDbaN ||
+                      !(options.dba->alpha >= 0 && options.dba->alpha <= kMaxDbaAlpha))) {
+    return Status::InvalidArgument("DBA needs n in [0, " + std::to_string(kMaxDbaN) +
+                                   "] and alpha in [0, " + std::to_string(kMaxDbaAlpha) + "]");
+  }
   const Generation& now = current();
   Rebuild r(options);
   r.report.from_model = now.model_name;
   r.report.to_model = options.model;
   PIXSEEK_ASSIGN_OR_RETURN(r.next, OpenNextGeneration(options.model));
   Generation& next = *r.next;
+  if (options.dba) next.manifest.dba = *options.dba;  // else the current one's, kept
+  r.report.dba = next.manifest.dba;
   const bool same_network = !now.model.card.sha256.empty() &&
                             next.model.card.sha256 == now.model.card.sha256 &&
                             next.embedding->dimension() == now.embedding->dimension();
@@ -191,6 +199,9 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
     PIXSEEK_ASSIGN_OR_RETURN(std::vector<int64_t> ids, store_->AllIds());
     PIXSEEK_RETURN_IF_ERROR(EmbedInto(r, ids));
   }
+  // DBA (src/service/dba.h) replaces the vectors just added by their
+  // augmented ones, before the index takes its long-term form.
+  PIXSEEK_RETURN_IF_ERROR(AugmentIndex(next.index, next.spec, next.manifest.dba));
   // The long-term form of the index is made before the switch, so that the
   // first searches on it are as fast as later ones.
   PIXSEEK_RETURN_IF_ERROR(next.index->Compact());
@@ -199,7 +210,12 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
 
   std::lock_guard<std::mutex> lock(write_mu_);
   if (Cancelled(options)) return Status::Cancelled("reindex cancelled");
+  const std::vector<int64_t> filled = next.index->Ids();
   PIXSEEK_RETURN_IF_ERROR(CatchUp(r));
+  // Images stored meanwhile join the augmented index as an insert does.
+  PIXSEEK_RETURN_IF_ERROR(AugmentAdded(*next.index, *store_, next.projection,
+                                       Difference(next.index->Ids(), filled),
+                                       next.manifest.dba));
   next.manifest.reindexed_at = static_cast<int64_t>(std::time(nullptr));
   // The commit point: a kill before it leaves the old database, after it
   // the new one (the old folder is removed by the next writer to open it).
