@@ -381,6 +381,51 @@ TEST_P(ReindexTest, TrainsAHeadInstallsItAndSwitchesToIt) {
   ExpectEachImageFindsItself(**db);
 }
 
+// The commands as a user runs them: `pixseek train --json`, `model list`,
+// `reindex`, and clear refusals.
+TEST_P(ReindexTest, TrainAndReindexCommands) {
+  Build();
+  const std::string db = (tmp_.path() / "db").string();
+  const std::vector<std::string> common = {PIXSEEK_BINARY, "--home", home_.string()};
+  auto run = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = common;
+    argv.insert(argv.end(), args.begin(), args.end());
+    return testing::RunCommand(argv);
+  };
+  auto trained = run({"train", images_.string(), "--db", db, "--name", "cli-head", "--epochs",
+                      "2", "--dim", "8", "--batch-classes", "2", "--json"});
+  if (trained.exit_code != 0 && trained.err.find("UNSUPPORTED") != std::string::npos) {
+    GTEST_SKIP() << trained.err;
+  }
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  const auto summary = nlohmann::json::parse(trained.out);
+  for (const char* key : {"model", "epochs", "seconds", "validation_map_before",
+                          "validation_map_after", "base", "data_sha256", "history"}) {
+    EXPECT_TRUE(summary.contains(key)) << key << " missing from " << trained.out;
+  }
+  EXPECT_EQ(summary["model"], "cli-head");
+  EXPECT_NE(trained.err.find("validation mAP"), std::string::npos) << "progress: " << trained.err;
+  auto list = run({"model", "list"});
+  EXPECT_NE(list.out.find("trained on 'tiny'"), std::string::npos) << list.out;
+  auto switched = run({"reindex", "--db", db, "--model", "cli-head", "--json"});
+  ASSERT_EQ(switched.exit_code, 0) << switched.err;
+  EXPECT_EQ(nlohmann::json::parse(switched.out)["from_base_features"], true);
+
+  auto taken = run({"train", images_.string(), "--db", db, "--name", "cli-head"});
+  EXPECT_EQ(taken.exit_code, 1);
+  EXPECT_NE(taken.err.find("already installed"), std::string::npos) << taken.err;
+  auto bad_loss = run({"train", images_.string(), "--db", db, "--name", "x", "--loss", "hinge"});
+  EXPECT_EQ(bad_loss.exit_code, 1);
+  EXPECT_NE(bad_loss.err.find("hinge"), std::string::npos) << bad_loss.err;
+  auto unknown = run({"reindex", "--db", db, "--model", "nope"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("not installed"), std::string::npos) << unknown.err;
+  auto unlabelled = run({"train", (tmp_.path() / "images" / "red").string(), "--db", db,
+                         "--name", "y"});
+  EXPECT_EQ(unlabelled.exit_code, 1);
+  EXPECT_NE(unlabelled.err.find("too little labelled data"), std::string::npos) << unlabelled.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Kinds, ReindexTest, ::testing::Values("flat", "disk"));
 
 }  // namespace

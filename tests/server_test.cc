@@ -232,6 +232,8 @@ TEST_F(ServerTest, OpenApiDescribesExactlyTheServedRoutes) {
       {"/api/v1/train/{id}", {"get"}},
       {"/api/v1/reindex", {"post"}},
       {"/api/v1/reindex/{id}", {"get"}},
+      {"/api/v1/evaluations", {"post"}},
+      {"/api/v1/evaluations/{id}", {"get"}},
       {"/api/v1/openapi.json", {"get"}},
       {"/healthz", {"get"}},
       {"/", {"get"}},
@@ -759,6 +761,77 @@ TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
   // A category no label can be: 400.
   std::tie(status, body) = search("?category=a%0Ab");
   EXPECT_EQ(status, 400) << body.dump();
+}
+
+// An evaluation as a background job: 202, then progress in queries and,
+// when done, the figures of `pixseek eval --json` (PR curve included).
+TEST(ServerLearningTest, EvaluationJobBehindTheApiKey) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto photos = tmp.path() / "photos";
+  const struct { const char* label; int r, g, b; } kClasses[] = {
+      {"red", 220, 30, 30}, {"blue", 30, 40, 220}, {"green", 30, 210, 40}};
+  uint32_t seed = 1;
+  for (const auto& c : kClasses) {
+    std::filesystem::create_directories(photos / c.label);
+    for (int i = 0; i < 4; ++i) {
+      testing::WriteBytes(photos / c.label / (std::to_string(i) + ".png"),
+                          testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
+    }
+  }
+  ASSERT_TRUE(BuildService(**db).Build(photos, {}).ok());
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  options.api_keys = {"k"};
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  const httplib::Headers key = {{"Authorization", "Bearer k"}};
+  const json request = {{"path", photos.string()}, {"split", "none"}};
+  auto refused = client.Post("/api/v1/evaluations", request.dump(), "application/json");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+  auto bad = client.Post("/api/v1/evaluations", key, json{{"path", "x"}, {"split", "some"}}.dump(),
+                         "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+
+  auto started = client.Post("/api/v1/evaluations", key, request.dump(), "application/json");
+  ASSERT_TRUE(started);
+  ASSERT_EQ(started->status, 202) << started->body;
+  const json queued = json::parse(started->body);
+  EXPECT_EQ(queued["kind"], "evaluate");
+  const std::string url = "/api/v1/evaluations/" + std::to_string(queued["id"].get<int64_t>());
+  json job;
+  testing::WaitFor(
+      [&] {
+        auto res = client.Get(url, key);
+        if (!res || res->status != 200) return false;
+        job = json::parse(res->body);
+        return job["state"] != "queued" && job["state"] != "running";
+      },
+      std::chrono::seconds(60));
+  ASSERT_EQ(job["state"], "done") << job.dump();
+  EXPECT_EQ(job["done"], 12);
+  EXPECT_EQ(job["total"], 12);
+  const json& result = job["result"];
+  EXPECT_EQ(result["images"], 12);
+  EXPECT_EQ(result["overall"]["queries"], 12);
+  EXPECT_EQ(result["per_label"].size(), 3u);
+  EXPECT_EQ(result["overall"]["pr_curve"].size(), 101u);
+  EXPECT_EQ(result["overall"]["pr_curve_11"].size(), 11u);
+  for (const char* k : {"map", "map_at_100", "ndcg_at_10", "ndcg_at_100", "p_at_100", "r_at_1"}) {
+    EXPECT_TRUE(result["overall"][k].is_number()) << k;
+  }
+  // Twelve images: the index's top 10 is the exact one.
+  EXPECT_DOUBLE_EQ(result["index_recall_at_k"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(result["index_map_at_k"].get<double>(),
+                   result["index_exact_map_at_k"].get<double>());
+  auto wrong_kind = client.Get("/api/v1/train/" + std::to_string(queued["id"].get<int64_t>()), key);
+  ASSERT_TRUE(wrong_kind);
+  EXPECT_EQ(wrong_kind->status, 404);
 }
 
 // Training and reindexing as background jobs over HTTP, behind the API key:

@@ -333,6 +333,9 @@ struct EvalOptions {
   // 128 MiB. The figures do not depend on it.
   size_t chunk = 0;
   size_t index_sample = 1000;  // queries compared with the index; 0 = none
+  // The queries' rankings go through this re-ranking, as a search's do
+  // (FailedPrecondition for dba on a database without DBA).
+  RerankOptions rerank;
 };
 using EvalQueryOptions = EvalOptions;
 

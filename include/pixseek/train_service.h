@@ -40,6 +40,9 @@ struct TrainRequest {
   double validation_fraction = 0.2;
   MetricTrainOptions metric;
   int trainable_blocks = 2;  // fine_tune backbone only
+  // fine_tune backbone only: Adam's step for pretrained weights, far below
+  // the head's metric.learning_rate.
+  float backbone_learning_rate = BackboneTrainOptions{}.learning_rate;
   bool show_progress = true;
   std::FILE* progress_out = stderr;
 };
@@ -74,13 +77,19 @@ Result<TrainReport> TrainModel(Database& db, const TrainRequest& request,
 
 // ---- Jobs over HTTP -------------------------------------------------------
 
-// One train or reindex job started over HTTP.
+// What an evaluation job measures (`pixseek eval ROOT --split S`).
+struct EvalJobRequest {
+  std::filesystem::path root;  // the labelled folders the database was built from
+  DataSplit split = DataSplit::kNone;
+};
+
+// One train, reindex or evaluate job started over HTTP.
 struct LearningJobStatus {
   int64_t id = 0;
-  std::string kind;   // "train" or "reindex"
-  std::string model;  // the model trained, or switched to
+  std::string kind;   // "train", "reindex" or "evaluate"
+  std::string model;  // the model trained, switched to, or evaluated
   std::string state;  // "queued", "running", "done", "failed", "cancelled"
-  // Progress: epochs (train) or images (reindex).
+  // Progress: epochs (train), images (reindex) or queries (evaluate).
   uint64_t done = 0;
   uint64_t total = 0;
   double rate = 0;   // per second: training rows, or images
@@ -92,9 +101,9 @@ struct LearningJobStatus {
   std::string result;              // JSON of the report, when done
 };
 
-// Runs train and reindex jobs on one background thread, one at a time, in
-// the order started (a reindex never runs beside a training that reads the
-// same database). Jobs live in memory: after a restart they are gone and may
+// Runs train, reindex and evaluate jobs on one background thread, one at a
+// time, in the order started (a reindex never runs beside a training or an
+// evaluation that reads the same database; an evaluation uses every core). Jobs live in memory: after a restart they are gone and may
 // be started again (a killed reindex leaves the old database, whole).
 // Thread-safety: all methods may be called concurrently. The destructor
 // cancels the running job and waits for it.
@@ -110,6 +119,9 @@ class LearningJobs {
   Result<int64_t> StartTrain(TrainRequest request);
   // Queues a switch to `model`. InvalidArgument for an empty name.
   Result<int64_t> StartReindex(const std::string& model);
+  // Queues an evaluation (Evaluate); its result is EvalReportJson.
+  // InvalidArgument for a request without a root.
+  Result<int64_t> StartEvaluate(EvalJobRequest request);
   // NotFound for an unknown job.
   Result<LearningJobStatus> Get(int64_t id) const;
   std::vector<LearningJobStatus> List() const;

@@ -335,14 +335,19 @@ void PrintEvalTable(const EvalReport& report) {
 
 int RunEval(const std::string& home, const DbFlags& flags, const std::string& dir,
             const std::string& query_dir, const std::string& split_name,
-            const std::string& report_dir, bool as_json) {
+            const std::string& report_dir, RerankOptions rerank, const std::string& rerank_name,
+            bool as_json) {
   auto split = ParseDataSplit(split_name);
   if (!split.ok()) return Fail(split.status());
+  auto method = ParseRerankMethod(rerank_name);
+  if (!method.ok()) return Fail(method.status());
+  rerank.method = *method;
   auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
   if (!db.ok()) return Fail(db.status());
   EvalOptions options;
   options.show_progress = true;  // on stderr, as build does
   options.split = *split;
+  options.rerank = rerank;
   auto report = query_dir.empty() ? Evaluate(**db, dir, options)
                                   : EvaluateQueries(**db, dir, query_dir, options);
   if (!report.ok()) return Fail(report.status());
@@ -558,21 +563,9 @@ struct Cli {
   int rc = 0;
 };
 
-void AddTrainCommands(CLI::App& app, Cli& cli) {
-  struct State {
-    TrainRequest request;
-    std::string loss = "contrastive", split = "none", fine_tune = "head";
-  };
-  auto st = std::make_shared<State>();
-  TrainRequest& r = st->request;
-  MetricTrainOptions& m = r.metric;
-  auto* train = app.add_subcommand(
-      "train", "Learn a model from the stored images under DIR (labels = first folder level)");
-  train->add_option("DIR", r.root, "Folder the database was built from")->required();
-  AddDbFlags(train, cli.flags, false);
-  AddIndexFlags(train, cli.flags, ParamCommand{0});
-  train->add_option("--name", r.name, "Name of the new model")->required();
-  train->add_option("--loss", st->loss, "triplet, triplet-per-query or contrastive")
+// The metric-learning flags of `pixseek train` (pixseek/train.h).
+void AddMetricFlags(CLI::App* train, MetricTrainOptions& m, std::string& loss) {
+  train->add_option("--loss", loss, "triplet, triplet-per-query or contrastive")
       ->capture_default_str();
   train->add_option("--margin", m.margin,
                     "Loss margin (default: 0.1 triplet, 0.5 contrastive)")
@@ -598,6 +591,23 @@ void AddTrainCommands(CLI::App& app, Cli& cli) {
                     "Epochs without a better validation mAP before stopping")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
+}
+
+void AddTrainCommand(CLI::App& app, Cli& cli) {
+  struct State {
+    TrainRequest request;
+    std::string loss = "contrastive", split = "none", fine_tune = "head";
+  };
+  auto st = std::make_shared<State>();
+  TrainRequest& r = st->request;
+  MetricTrainOptions& m = r.metric;
+  auto* train = app.add_subcommand(
+      "train", "Learn a model from the stored images under DIR (labels = first folder level)");
+  train->add_option("DIR", r.root, "Folder the database was built from")->required();
+  AddDbFlags(train, cli.flags, false);
+  AddIndexFlags(train, cli.flags, ParamCommand{0});
+  train->add_option("--name", r.name, "Name of the new model")->required();
+  AddMetricFlags(train, m, st->loss);
   train->add_option("--fine-tune", st->fine_tune,
                     "head (a projection and classifier on the stored base features) or "
                     "backbone (the network's last blocks, from the images)")
@@ -605,6 +615,10 @@ void AddTrainCommands(CLI::App& app, Cli& cli) {
   train->add_option("--trainable-blocks", r.trainable_blocks,
                     "With --fine-tune backbone: blocks at the end of the network trained")
       ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  train->add_option("--backbone-lr", r.backbone_learning_rate,
+                    "With --fine-tune backbone: learning rate of the network's weights")
+      ->check(CLI::Range(1e-9, 1.0))
       ->capture_default_str();
   train->add_option("--split", st->split,
                     "none, images (every third image of each class held out) or classes (the "
@@ -622,7 +636,9 @@ void AddTrainCommands(CLI::App& app, Cli& cli) {
     cli.rc = RunTrain(cli.home, cli.flags, st->request, st->loss, st->split, st->fine_tune,
                       cli.as_json);
   });
+}
 
+void AddReindexCommand(CLI::App& app, Cli& cli) {
   auto model = std::make_shared<std::string>();
   auto* reindex = app.add_subcommand(
       "reindex", "Switch a database to another model (a trained head needs no image read)");
@@ -788,8 +804,12 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
     std::string queries;
     std::string split = "none";
     std::string report;
+    RerankOptions rerank;
+    std::string rerank_name;
   };
   auto st = std::make_shared<State>();
+  st->rerank = cli.server.rerank;
+  st->rerank_name = ToString(cli.server.rerank.method);
   auto* eval = app.add_subcommand(
       "eval", "Leave-one-out retrieval quality (labels = first folder level under DIR)");
   eval->add_option("DIR", st->dir, "Folder the database was built from")->required();
@@ -806,10 +826,11 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
   eval->add_option("--report", st->report,
                    "Also write REPORT/report.html: figures, precision-recall curve, per-class "
                    "table and the worst classes' results, in one self-contained file");
+  AddRerankFlags(eval, st->rerank, st->rerank_name);
   eval->add_flag("--json", cli.as_json, "Print JSON");
   eval->callback([&cli, st] {
     cli.rc = RunEval(cli.home, cli.flags, st->dir, st->queries, st->split, st->report,
-                     cli.as_json);
+                     st->rerank, st->rerank_name, cli.as_json);
   });
 
   auto* stats = app.add_subcommand("stats", "Print database statistics as JSON");
@@ -963,7 +984,8 @@ int main(int argc, char** argv) {
   AddServeCommand(app, cli);
   AddReadCommands(app, cli);
   AddModelCommands(app, cli);
-  AddTrainCommands(app, cli);
+  AddTrainCommand(app, cli);
+  AddReindexCommand(app, cli);
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   AddBenchAnnCommand(bench, cli);

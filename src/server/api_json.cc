@@ -136,6 +136,8 @@ Result<TrainRequest> TrainRequestFromJson(const nlohmann::json& body) {
   PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "val_fraction", 0.01, 0.9, &r.validation_fraction));
   PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "seed", 0, 4294967295.0, &m.seed));
   PIXSEEK_RETURN_IF_ERROR(ReadNumber(body, "trainable_blocks", 1, 100, &r.trainable_blocks));
+  PIXSEEK_RETURN_IF_ERROR(
+      ReadNumber(body, "backbone_learning_rate", 1e-9, 1, &r.backbone_learning_rate));
   return r;
 }
 

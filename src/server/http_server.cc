@@ -145,8 +145,11 @@ Result<QueryParams> QueryParamsFrom(const Request& req, const RerankOptions& rer
   QueryParams params;
   params.rerank = rerank;
   if (req.has_param("rerank")) {
-    PIXSEEK_ASSIGN_OR_RETURN(params.rerank.method,
-                             ParseRerankMethod(req.get_param_value("rerank")));
+    // "dba+qe" unescaped in a URL arrives as "dba qe" ('+' is a space in a
+    // query string).
+    std::string method = req.get_param_value("rerank");
+    std::replace(method.begin(), method.end(), ' ', '+');
+    PIXSEEK_ASSIGN_OR_RETURN(params.rerank.method, ParseRerankMethod(method));
   }
   PIXSEEK_ASSIGN_OR_RETURN(int64_t top_k,
                            IntParam(req, "top_k", static_cast<int64_t>(params.top_k), 1,
@@ -225,6 +228,7 @@ struct HttpServer::Impl {
   void ListBuilds(const Request& req, Response& res);
   void StartTrain(const Request& req, Response& res);
   void StartReindex(const Request& req, Response& res);
+  void StartEvaluation(const Request& req, Response& res);
   void GetLearningJob(const Request& req, Response& res);
 
   // Answers `body` with `http_status`; a 503 also gets this server's
@@ -405,6 +409,8 @@ void HttpServer::Impl::InstallApiRoutes() {
   svr.Get(R"(/api/v1/train/([^/]+))", bind(&Impl::GetLearningJob));
   svr.Post("/api/v1/reindex", bind(&Impl::StartReindex));
   svr.Get(R"(/api/v1/reindex/([^/]+))", bind(&Impl::GetLearningJob));
+  svr.Post("/api/v1/evaluations", bind(&Impl::StartEvaluation));
+  svr.Get(R"(/api/v1/evaluations/([^/]+))", bind(&Impl::GetLearningJob));
   svr.Get("/metrics", [this](const Request& req, Response& res) {
     if (!Admit(req, res)) return;
     res.status = 200;
@@ -711,13 +717,39 @@ void HttpServer::Impl::StartReindex(const Request& req, Response& res) {
   ReplyJson(res, 202, server::LearningJobJson(*learning.Get(*id)));
 }
 
-// GET /api/v1/train/{id} and /api/v1/reindex/{id}: one id space; a job is
-// found only under its own kind.
+// POST /api/v1/evaluations {"path": DIR, "split": "none"}: DIR only names
+// which stored images are labelled (their paths' prefix); nothing is read
+// from it.
+void HttpServer::Impl::StartEvaluation(const Request& req, Response& res) {
+  json body = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+  if (!body.is_object() || !body.contains("path") || !body["path"].is_string()) {
+    return ReplyError(res, Status::InvalidArgument(
+                               "send a JSON body {\"path\": \"DIR\", \"split\": \"none\"}"));
+  }
+  EvalJobRequest request;
+  request.root = body["path"].get<std::string>();
+  if (body.contains("split")) {
+    if (!body["split"].is_string()) {
+      return ReplyError(res, Status::InvalidArgument("split must be a string"));
+    }
+    auto split = ParseDataSplit(body["split"].get<std::string>());
+    if (!split.ok()) return ReplyError(res, split.status());
+    request.split = *split;
+  }
+  auto id = learning.StartEvaluate(std::move(request));
+  if (!id.ok()) return ReplyError(res, id.status());
+  ReplyJson(res, 202, server::LearningJobJson(*learning.Get(*id)));
+}
+
+// GET /api/v1/train/{id}, /api/v1/reindex/{id} and /api/v1/evaluations/{id}:
+// one id space; a job is found only under its own kind.
 void HttpServer::Impl::GetLearningJob(const Request& req, Response& res) {
   auto id = ParseId(req.matches[1]);
   if (!id.ok()) return ReplyError(res, id.status());
   auto job = learning.Get(*id);
-  const std::string kind = req.path.starts_with("/api/v1/train/") ? "train" : "reindex";
+  const std::string kind = req.path.starts_with("/api/v1/train/")         ? "train"
+                           : req.path.starts_with("/api/v1/evaluations/") ? "evaluate"
+                                                                          : "reindex";
   if (!job.ok() || job->kind != kind) {
     return ReplyError(res, Status::NotFound("no " + kind + " job " + std::to_string(*id)));
   }

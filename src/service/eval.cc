@@ -14,6 +14,7 @@
 #include "service/eval_metrics.h"
 #include "service/eval_ranking.h"
 #include "service/indexing.h"
+#include "service/rerank.h"
 
 namespace pixseek {
 namespace {
@@ -123,8 +124,9 @@ size_t ChunkSize(const EvalOptions& options, size_t gallery) {
 class Evaluation {
  public:
   Evaluation(Database& db, const Gallery& gallery, const std::vector<float>& matrix,
-             const EvalOptions& options, size_t total_queries)
+             const EvalOptions& options, size_t total_queries, const RerankStage& rerank)
       : db_(db),
+        rerank_(rerank),
         gallery_(gallery),
         options_(options),
         dim_(static_cast<size_t>(db.dimension())),
@@ -140,8 +142,25 @@ class Evaluation {
     for (size_t q = 0; q < infos.size(); ++q) {
       requests[q] = {infos[q].self_row, gallery_.LabelOf(infos[q].label)};
     }
+    // Re-ranking as a search does it (src/service/rerank.h): QE ranks the
+    // expanded vectors, spatial verification re-orders the top.
+    std::vector<RerankQuery> queries;
+    std::vector<float> expanded;
+    if (options_.rerank.method != RerankMethod::kNone) {
+      for (size_t q = 0; q < infos.size(); ++q) {
+        const int64_t self =
+            infos[q].self_row >= 0 ? gallery_.ids[static_cast<size_t>(infos[q].self_row)] : -1;
+        queries.push_back({vectors + q * dim_, self, nullptr, self >= 0 ? "" : infos[q].path});
+      }
+      PIXSEEK_RETURN_IF_ERROR(rerank_.QueryVectors(queries, &expanded));
+      vectors = expanded.data();
+    }
     std::vector<RankedQuery> ranked;
-    ranker_.Rank(vectors, requests, std::max(kIndexK, kStripLength), options_.threads, &ranked);
+    ranker_.Rank(vectors, requests, std::max({kIndexK, kStripLength, rerank_.Depth(0)}),
+                 options_.threads, &ranked);
+    for (size_t q = 0; q < queries.size(); ++q) {
+      PIXSEEK_RETURN_IF_ERROR(ReorderTop(queries[q], requests[q].label, &ranked[q]));
+    }
     std::vector<EvalMetrics> metrics(infos.size());
     ParallelFor(infos.size(), ThreadCount(options_.threads), [&](size_t q) {
       metrics[q] = ScoreRanks(ranked[q].relevant_ranks, ranked[q].relevant_total);
@@ -175,6 +194,26 @@ class Evaluation {
   }
 
  private:
+  // The top of `ranked` as spatial verification re-orders it; the relevant
+  // images there take their new ranks, those below keep theirs.
+  Status ReorderTop(const RerankQuery& query, int32_t label, RankedQuery* ranked) const {
+    std::vector<int64_t> ids;
+    for (uint32_t row : ranked->top) ids.push_back(gallery_.ids[row]);
+    PIXSEEK_RETURN_IF_ERROR(rerank_.ReorderTop(query, &ids));
+    std::vector<uint32_t> ranks;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      ranked->top[i] = static_cast<uint32_t>(gallery_.position.at(ids[i]));
+      if (label >= 0 && gallery_.labels[ranked->top[i]] == label) {
+        ranks.push_back(static_cast<uint32_t>(i + 1));
+      }
+    }
+    for (uint32_t rank : ranked->relevant_ranks) {
+      if (rank > ids.size()) ranks.push_back(rank);
+    }
+    ranked->relevant_ranks = std::move(ranks);
+    return Status::Ok();
+  }
+
   // What the report may show of a query: its AP and its best results.
   struct Seen {
     std::string label;
@@ -289,6 +328,7 @@ class Evaluation {
   }
 
   Database& db_;
+  const RerankStage& rerank_;
   const Gallery& gallery_;
   const EvalOptions& options_;
   size_t dim_;
@@ -375,7 +415,10 @@ Result<EvalReport> EvaluateQueries(Database& db, const std::filesystem::path& ro
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<Query> queries,
                            LabelledQueries(query_root_arg, set.training_classes));
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<float> matrix, GalleryMatrix(db, set.gallery));
-  Evaluation evaluation(db, set.gallery, matrix, options, queries.size());
+  PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<RerankStage> rerank,
+                           RerankStage::Make(db, options.rerank));
+  rerank->CacheLocalFeatures();
+  Evaluation evaluation(db, set.gallery, matrix, options, queries.size(), *rerank);
 
   const size_t chunk = std::min<size_t>(ChunkSize(options, set.gallery.items.size()), 64);
   uint64_t failed = 0;
@@ -406,7 +449,10 @@ Result<EvalReport> Evaluate(Database& db, const std::filesystem::path& root_arg,
   const Gallery& gallery = set.gallery;
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<float> matrix, GalleryMatrix(db, gallery));
   const size_t n = gallery.items.size();
-  Evaluation evaluation(db, gallery, matrix, options, n);
+  PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<RerankStage> rerank,
+                           RerankStage::Make(db, options.rerank));
+  rerank->CacheLocalFeatures();
+  Evaluation evaluation(db, gallery, matrix, options, n, *rerank);
 
   // Leave-one-out: the queries are the gallery's own rows.
   const size_t dim = static_cast<size_t>(db.dimension());

@@ -1,6 +1,6 @@
-// LearningJobs: `pixseek train` and `pixseek reindex` as background jobs of
-// a server, one at a time, with their progress for GET /api/v1/train/{id}
-// and /api/v1/reindex/{id}.
+// LearningJobs: `pixseek train`, `pixseek reindex` and `pixseek eval` as
+// background jobs of a server, one at a time, with their progress for GET
+// /api/v1/train/{id}, /api/v1/reindex/{id} and /api/v1/evaluations/{id}.
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -21,6 +21,7 @@ struct LearningJobs::State {
   std::condition_variable wake;
   std::map<int64_t, LearningJobStatus> jobs;                      // guarded by mu
   std::map<int64_t, TrainRequest> train_requests;                 // guarded by mu
+  std::map<int64_t, EvalJobRequest> eval_requests;                // guarded by mu
   std::deque<int64_t> queue;                                      // guarded by mu
   int64_t next_id = 1;                                            // guarded by mu
   bool stopping = false;                                          // guarded by mu
@@ -46,6 +47,7 @@ struct LearningJobs::State {
     std::string kind;
     std::string model;
     TrainRequest request;
+    EvalJobRequest eval_request;
     {
       std::lock_guard<std::mutex> lock(mu);
       LearningJobStatus& job = jobs[id];
@@ -53,9 +55,11 @@ struct LearningJobs::State {
       kind = job.kind;
       model = job.model;
       if (kind == "train") request = train_requests[id];
+      if (kind == "evaluate") eval_request = eval_requests[id];
     }
-    Result<std::string> result = kind == "train" ? RunTrain(id, std::move(request))
-                                                 : RunReindex(id, model);
+    Result<std::string> result = kind == "train"      ? RunTrain(id, std::move(request))
+                                 : kind == "evaluate" ? RunEvaluate(id, eval_request)
+                                                      : RunReindex(id, model);
     Update(id, [&](LearningJobStatus& job) {
       if (result.ok()) {
         job.state = "done";
@@ -84,6 +88,31 @@ struct LearningJobs::State {
     PIXSEEK_ASSIGN_OR_RETURN(TrainReport report, TrainModel(db, request, &cancel));
     if (report.cancelled) return Status::Cancelled("training stopped (the server is stopping)");
     return TrainReportJson(report);
+  }
+
+  // Progress in queries ranked, at the rate so far.
+  std::function<void(uint64_t, uint64_t)> ProgressOf(int64_t id) {
+    const auto start = std::chrono::steady_clock::now();
+    return [this, id, start](uint64_t done, uint64_t total) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      Update(id, [&](LearningJobStatus& job) {
+        job.done = done;
+        job.total = total;
+        job.rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
+        job.eta_s = job.rate > 0 ? static_cast<double>(total - std::min(done, total)) / job.rate
+                                 : 0;
+      });
+    };
+  }
+
+  Result<std::string> RunEvaluate(int64_t id, const EvalJobRequest& request) {
+    EvalOptions options;
+    options.split = request.split;
+    options.cancel = &cancel;
+    options.on_progress = ProgressOf(id);
+    PIXSEEK_ASSIGN_OR_RETURN(EvalReport report, Evaluate(db, request.root, options));
+    return EvalReportJson(report);
   }
 
   Result<std::string> RunReindex(int64_t id, const std::string& model) {
@@ -155,6 +184,20 @@ Result<int64_t> LearningJobs::StartReindex(const std::string& model) {
   LearningJobStatus job;
   job.kind = "reindex";
   job.model = model;
+  return state_->Queue(std::move(job));
+}
+
+Result<int64_t> LearningJobs::StartEvaluate(EvalJobRequest request) {
+  if (request.root.empty()) {
+    return Status::InvalidArgument("an evaluation needs the folder the images were built from "
+                                   "(\"path\")");
+  }
+  std::lock_guard<std::mutex> lock(state_->mu);
+  LearningJobStatus job;
+  job.kind = "evaluate";
+  job.model = state_->db.model_name();
+  const int64_t id = state_->next_id;
+  state_->eval_requests[id] = std::move(request);
   return state_->Queue(std::move(job));
 }
 

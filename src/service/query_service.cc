@@ -203,7 +203,7 @@ Result<std::vector<QueryHit>> QueryService::Nearest(std::span<const float> query
   };
   std::vector<std::vector<SearchHit>> results;
   PIXSEEK_RETURN_IF_ERROR(rank(query.data(), 1, stage->Depth(k), &results));
-  const RerankQuery one[] = {{query.data(), origin.id, origin.image}};
+  const RerankQuery one[] = {{query.data(), origin.id, origin.image, {}}};
   PIXSEEK_RETURN_IF_ERROR(stage->Apply(one, k, rank, &results));
   return Join(results[0]);
 }

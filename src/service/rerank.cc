@@ -171,8 +171,15 @@ std::shared_ptr<const LocalFeatures> RerankStage::StoredFeatures(int64_t id) con
 // order after them, and results below the top keep theirs.
 Status RerankStage::Verify(const RerankQuery& query, std::vector<SearchHit>* ranking) const {
   std::shared_ptr<const LocalFeatures> mine;
-  if (query.image != nullptr) {
-    PIXSEEK_ASSIGN_OR_RETURN(LocalFeatures f, ExtractLocalFeatures(*query.image, spatial_));
+  if (query.image != nullptr || !query.file.empty()) {
+    std::optional<Image> decoded;
+    if (query.image == nullptr) {
+      decoded = DecodeFile(query.file, SpatialDecode(db_));
+      if (!decoded) return Status::DataLoss("cannot read the query image " + query.file);
+    }
+    PIXSEEK_ASSIGN_OR_RETURN(
+        LocalFeatures f,
+        ExtractLocalFeatures(query.image != nullptr ? *query.image : *decoded, spatial_));
     mine = std::make_shared<LocalFeatures>(std::move(f));
   } else {
     mine = StoredFeatures(query.self);

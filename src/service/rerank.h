@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -26,8 +27,10 @@ namespace pixseek {
 struct RerankQuery {
   const float* vector = nullptr;  // its vector in the index's space (dimension() floats)
   int64_t self = -1;              // its id when it is a stored image, else -1
-  // Spatial only: its pixels; nullptr = read the file of `self`.
+  // Spatial only: its pixels; nullptr = read `file`, or without one the
+  // file of `self`.
   const Image* image = nullptr;
+  std::string file;
 };
 
 // The first pass: out[i] = the best `k` stored images for row i of the n

@@ -311,6 +311,7 @@ Status TrainBackboneInto(const TrainingData& data, const TrainRequest& request,
   BackboneTrainOptions options;
   options.metric = request.metric;
   options.trainable_blocks = request.trainable_blocks;
+  options.learning_rate = request.backbone_learning_rate;
   options.on_estimate = [&request](double epoch_seconds, double images_per_second) {
     std::fprintf(request.progress_out,
                  "train: about %.0f s per epoch (%.1f images/s on this machine), at most %.0f s "
