@@ -184,6 +184,88 @@ TEST_P(DatabaseTest, EvaluateOnlyAmongHeldOutImages) {
   EXPECT_EQ(few.status().code(), StatusCode::kFailedPrecondition);
 }
 
+// Five classes of eight images of a colour each, with some spread.
+std::filesystem::path WriteColourClasses(const std::filesystem::path& root) {
+  const struct { const char* label; uint8_t r, g, b; } kClasses[] = {
+      {"red", 220, 30, 20}, {"green", 30, 200, 40}, {"blue", 20, 30, 220},
+      {"orange", 230, 140, 30}, {"purple", 140, 40, 160}};
+  uint32_t seed = 40;
+  for (const auto& c : kClasses) {
+    std::filesystem::create_directories(root / c.label);
+    for (int i = 0; i < 8; ++i) {
+      testing::WriteBytes(root / c.label / ("img" + std::to_string(i) + ".png"),
+                          testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
+    }
+  }
+  return root;
+}
+
+// The figures do not depend on how many queries are ranked at once, and on
+// the flat index the index's ranking is the exact one.
+TEST_P(DatabaseTest, EvaluationIsExactWhateverTheChunk) {
+  const auto collection = WriteColourClasses(tmp_.path() / "collection");
+  auto db = Create();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE(BuildService(**db).Build(collection, {}).ok());
+  EvalOptions one_chunk;
+  one_chunk.chunk = 1000;
+  EvalOptions small_chunks;
+  small_chunks.chunk = 3;
+  small_chunks.threads = 2;
+  auto a = Evaluate(**db, collection, one_chunk);
+  auto b = Evaluate(**db, collection, small_chunks);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(EvalReportJson(*a).substr(0, 2000), EvalReportJson(*b).substr(0, 2000));
+  for (const auto& [label, m] : a->per_label) {
+    const EvalMetrics& o = b->per_label.at(label);
+    EXPECT_EQ(m.map, o.map) << label;
+    EXPECT_EQ(m.ndcg_at_10, o.ndcg_at_10) << label;
+    EXPECT_EQ(m.pr_curve, o.pr_curve) << label;
+  }
+  EXPECT_EQ(a->overall.queries, 40u);
+  EXPECT_EQ(a->index_queries, 40u);
+  EXPECT_EQ(a->examples.size(), 3u);
+  if (GetParam() == "flat") {
+    EXPECT_DOUBLE_EQ(a->index_recall_at_k, 1.0);
+    EXPECT_DOUBLE_EQ(a->index_map_at_k, a->index_exact_map_at_k);
+  }
+  EXPECT_NEAR(a->index_exact_map_at_k, a->overall.map_at_100, 1e-12);  // every query sampled
+}
+
+// report.html stands alone: the plot, a row per class, thumbnails inline and
+// nothing fetched from anywhere.
+TEST_P(DatabaseTest, EvaluationReportIsSelfContained) {
+  const auto collection = WriteColourClasses(tmp_.path() / "collection");
+  auto db = Create();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  ASSERT_TRUE(BuildService(**db).Build(collection, {}).ok());
+  auto report = Evaluate(**db, collection);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  const auto dir = tmp_.path() / "report";
+  ASSERT_TRUE(WriteEvalReportHtml(**db, *report, dir).ok());
+  std::ifstream in(dir / "report.html");
+  const std::string html((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto count = [&](const std::string& what) {
+    size_t n = 0;
+    for (size_t at = html.find(what); at != std::string::npos; at = html.find(what, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+  EXPECT_EQ(count("<svg"), 1u);
+  EXPECT_EQ(count("<polyline"), 2u);  // over queries and over classes
+  EXPECT_EQ(count("<tr class=\"cls\">"), 5u);
+  EXPECT_EQ(count("<div class=\"strip\">"), 3u);
+  EXPECT_EQ(count("src=\"data:image/jpeg;base64,"), 3u * 9);  // query + 8 results
+  EXPECT_EQ(count("src="), count("src=\"data:"));
+  EXPECT_EQ(count("http://"), 0u);
+  EXPECT_EQ(count("https://"), 0u);
+  EXPECT_EQ(count("href="), 0u);
+  EXPECT_EQ(count("<script>"), 1u);
+  EXPECT_EQ(count("<script src"), 0u);
+}
+
 TEST_P(DatabaseTest, ManifestRecordsKindAndParameters) {
   DatabaseOptions o = Options();
   if (GetParam() == "disk") o.index_params.Set("max_degree", int64_t{24}, "--max-degree");

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "pixseek/config.h"
 #include "pixseek/database.h"
 #include "pixseek/feature_fit.h"
 #include "pixseek/model_registry.h"
@@ -107,6 +108,26 @@ TEST(RerankMethodTest, ParseAndValidate) {
   EXPECT_EQ(ValidateRerank(o).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(RerankConfigTest, SearchSectionSetsTheDefault) {
+  TempDir tmp;
+  const fs::path file = tmp.path() / "pixseek.toml";
+  std::ofstream(file) << "[search]\nrerank = \"dba+qe\"\nqe_n = 5\nqe_alpha = 2.5\n"
+                         "spatial_top = 8\n";
+  Config config;
+  ASSERT_TRUE(LoadConfigFile(file, config).ok());
+  EXPECT_EQ(config.server.rerank.method, RerankMethod::kDbaQe);
+  EXPECT_EQ(config.server.rerank.qe_n, 5);
+  EXPECT_FLOAT_EQ(config.server.rerank.qe_alpha, 2.5f);
+  EXPECT_EQ(config.server.rerank.spatial_top, 8);
+  for (const char* bad : {"rerank = \"fancy\"", "qe_n = 0", "spatial_top = 1000", "depth = 3"}) {
+    std::ofstream(file) << "[search]\n" << bad << "\n";
+    Config untouched;
+    const Status s = LoadConfigFile(file, untouched);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("[search]"), std::string::npos) << s.message();
+  }
+}
+
 // ---- A synthetic database ---------------------------------------------------
 
 // 16-d vectors: cluster "a" along e0, cluster "b" along e1, and between them
@@ -136,7 +157,7 @@ class RerankDbTest : public ::testing::Test {
     o.dir = tmp_.path() / "db";
     o.home = home_;
     o.model = "tiny";
-    o.index_kind = "flat";
+    o.index_kind = index_kind_;
     o.threads = 2;
     return o;
   }
@@ -184,6 +205,9 @@ class RerankDbTest : public ::testing::Test {
     return QueryService(db).SearchById(ids_.at("q"), params);
   }
 
+  void DbaLifecycle();
+
+  std::string index_kind_ = "flat";
   TempDir tmp_;
   fs::path home_;
   std::map<std::string, int64_t> ids_;
@@ -214,7 +238,7 @@ TEST_F(RerankDbTest, QueryExpansionFixesAWrongNearestNeighbour) {
   std::vector<float> expanded(kDim);
   WeightedMean(rows, sims, 3.0f, kDim, expanded.data());
   float want = 0;
-  for (int d = 0; d < kDim; ++d) want += expanded[static_cast<size_t>(d)] * vectors_["q"][static_cast<size_t>(d)];
+  for (size_t d = 0; d < kDim; ++d) want += expanded[d] * vectors_["q"][d];
   EXPECT_NEAR(qe->hits[0].score, want, kTol);
 
   // qe_n = 1 averages b* alone in: no fix.
@@ -229,7 +253,9 @@ TEST_F(RerankDbTest, QueryExpansionFixesAWrongNearestNeighbour) {
   EXPECT_NE(dba.status().message().find("--dba"), std::string::npos);
 }
 
-TEST_F(RerankDbTest, DbaAtReindexThroughInsertsAndReopen) {
+// DBA made by a reindex, kept through an insert, a reopen and a plain
+// reindex, turned off by --dba 0.
+void RerankDbTest::DbaLifecycle() {
   {
     auto db = MakeClusters();
     ReindexOptions options;
@@ -319,6 +345,13 @@ TEST_F(RerankDbTest, DbaAtReindexThroughInsertsAndReopen) {
   ExpectNear(*v, vectors_["bstar"]);
   off.dba = DbaOptions{kMaxDbaN + 1, 3.0f};
   EXPECT_EQ((*db)->Reindex(off).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(RerankDbTest, DbaAtReindexThroughInsertsAndReopen) { DbaLifecycle(); }
+
+TEST_F(RerankDbTest, DbaOnTheDiskIndex) {
+  index_kind_ = "disk";
+  DbaLifecycle();
 }
 
 // ---- Spatial verification ---------------------------------------------------

@@ -1,5 +1,5 @@
-// pixseek web app: search by image, the library (upload, browse, delete) and
-// server-side builds, over the JSON API in docs/openapi.json. Plain DOM code,
+// pixseek web app: search by image, the library (upload, browse, delete),
+// server-side builds and evaluations, over the JSON API in docs/openapi.json. Plain DOM code,
 // no framework and no build step; the server embeds this file as it is.
 "use strict";
 
@@ -9,6 +9,7 @@ const RESULTS_PAGE = 24;    // result cards added per "Show more" / scroll step
 const LIBRARY_PAGE = 48;    // images per GET /api/v1/images page
 const UPLOAD_PARALLEL = 3;  // files in flight at once
 const BUILD_POLL_MS = 1000;
+const EVAL_POLL_MS = 500;
 
 // ---------------------------------------------------------------- helpers
 
@@ -747,6 +748,110 @@ $("build-form").addEventListener("submit", async (e) => {
   }
 });
 
+// --------------------------------------------------------------- evaluate
+
+// POST /api/v1/evaluations starts a background job; its result is what
+// `pixseek eval --json` prints (docs/quality.md).
+const evaluation = { timer: null, id: null };
+const EVAL_COLUMNS = [["mAP", "map"], ["mAP@100", "map_at_100"], ["P@1", "p_at_1"], ["P@10", "p_at_10"],
+                      ["R@10", "r_at_10"], ["NDCG@10", "ndcg_at_10"], ["NDCG@100", "ndcg_at_100"]];
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function metricsHead() {
+  return el("tr", {}, el("th", { scope: "col", text: "" }), el("th", { scope: "col", text: "Queries" }),
+            ...EVAL_COLUMNS.map(([name]) => el("th", { scope: "col", text: name })));
+}
+
+function metricsRow(name, m, cls) {
+  return el("tr", { class: cls }, el("th", { scope: "row", text: name }), el("td", { text: String(m.queries) }),
+            ...EVAL_COLUMNS.map(([, key]) => el("td", { text: m[key].toFixed(3) })));
+}
+
+// The mean interpolated precision-recall curves, over queries and over classes.
+function prPlot(result) {
+  const W = 320, H = 240, L = 40, T = 10, PW = 270, PH = 190;
+  const x = (r) => L + r * PW, y = (p) => T + (1 - p) * PH;
+  const line = (curve, cls) => svgEl("polyline", { class: cls, points: curve.map(([r, p]) => x(r) + "," + y(p)).join(" ") });
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Precision-recall curve" });
+  for (const v of [0, 0.5, 1]) {
+    svg.append(svgEl("line", { class: "grid", x1: x(0), x2: x(1), y1: y(v), y2: y(v) }),
+               svgEl("line", { class: "grid", x1: x(v), x2: x(v), y1: y(0), y2: y(1) }),
+               svgEl("text", { x: x(0) - 6, y: y(v) + 4, "text-anchor": "end" }, String(v)),
+               svgEl("text", { x: x(v), y: y(0) + 16, "text-anchor": "middle" }, String(v)));
+  }
+  svg.append(svgEl("text", { x: x(0.5), y: H - 2, "text-anchor": "middle" }, "recall"),
+             line(result.macro.pr_curve, "macro"), line(result.overall.pr_curve, "overall"));
+  for (const [r, p] of result.overall.pr_curve_11) svg.append(svgEl("circle", { cx: x(r), cy: y(p), r: 2.5 }));
+  return svg;
+}
+
+function showEvaluation(result) {
+  $("eval-summary").replaceChildren(el("thead", {}, metricsHead()),
+    el("tbody", {}, metricsRow("overall", result.overall, "overall"), metricsRow("macro", result.macro, "macro")));
+  $("eval-index").textContent = `The index on ${result.index_queries} ${result.index_queries === 1 ? "query" : "queries"}: its top ${result.index_k} ` +
+    `holds ${result.index_recall_at_k.toFixed(3)} of the exact top ${result.index_k}; mAP@100 through it ` +
+    `${result.index_map_at_k.toFixed(3)} against ${result.index_exact_map_at_k.toFixed(3)} exact. ` +
+    `${plural(result.images, "image")}, ${formatDuration(result.seconds)}.`;
+  $("eval-pr").replaceChildren(prPlot(result),
+    el("p", { class: "muted key" }, el("span", { class: "swatch overall" }), " over queries (dots: 11-point) ",
+       el("span", { class: "swatch macro" }), " over classes"));
+  const classes = Object.entries(result.per_label).sort((a, b) => a[1].map - b[1].map);
+  $("eval-classes").replaceChildren(el("thead", {}, metricsHead()),
+    el("tbody", {}, ...classes.map(([label, m]) => metricsRow(label, m, "class"))));
+  $("eval-result").hidden = false;
+}
+
+function showEvaluationJob(job) {
+  const bar = $("eval-progress");
+  const running = job.state === "queued" || job.state === "running";
+  bar.hidden = !running;
+  if (job.total > 0) { bar.max = job.total; bar.value = job.done; } else bar.removeAttribute("value");
+  if (running) {
+    setStatus($("eval-status"), `Evaluation #${job.id} ${job.state}: ${job.done} / ${job.total || "?"} queries` +
+              (job.eta_s > 0 ? ", ETA " + formatDuration(job.eta_s) : ""), "busy");
+  } else if (job.state === "done") {
+    setStatus($("eval-status"), `Evaluation #${job.id} done.`);
+    showEvaluation(job.result);
+  } else {
+    setStatus($("eval-status"), job.error || "Evaluation " + job.state + ".", "error");
+  }
+  return running;
+}
+
+async function pollEvaluation() {
+  clearTimeout(evaluation.timer);
+  try {
+    const job = await api("/api/v1/evaluations/" + evaluation.id);
+    if (showEvaluationJob(job)) evaluation.timer = setTimeout(pollEvaluation, EVAL_POLL_MS);
+  } catch (e) {
+    setStatus($("eval-status"), e.message, "error");
+  }
+}
+
+$("eval-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const path = $("eval-path").value.trim();
+  const status = $("eval-status");
+  if (!path) { setStatus(status, "Enter the folder the database was built from.", "error"); $("eval-path").focus(); return; }
+  setStatus(status, "Starting…", "busy");
+  $("eval-result").hidden = true;
+  try {
+    const job = await api("/api/v1/evaluations", { method: "POST", json: { path, split: $("eval-split").value } });
+    evaluation.id = job.id;
+    showEvaluationJob(job);
+    evaluation.timer = setTimeout(pollEvaluation, 200);
+  } catch (err) {
+    setStatus(status, err.message, "error");
+  }
+});
+
 // ------------------------------------------------------- drag, drop, paste
 
 // Anywhere on the page: a dropped or pasted image is a query on the Search
@@ -790,12 +895,12 @@ let currentView = "";
 
 function showView(focus) {
   const name = (location.hash || "#search").slice(1);
-  const known = ["search", "library", "builds"].includes(name);
+  const known = ["search", "library", "builds", "evaluate"].includes(name);
   // Other fragments (the skip link's #main) leave the view as it is.
   const view = known ? name : currentView || "search";
   if (view === currentView) return;
   currentView = view;
-  for (const v of ["search", "library", "builds"]) $("view-" + v).hidden = v !== view;
+  for (const v of ["search", "library", "builds", "evaluate"]) $("view-" + v).hidden = v !== view;
   for (const a of document.querySelectorAll("nav a")) {
     if (a.dataset.view === view) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");

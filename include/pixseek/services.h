@@ -126,10 +126,25 @@ inline constexpr size_t kMaxTopK = 1000;
 //             (instance search: the same object or scene, not the same
 //             category); it reads the query's and the results' image files.
 enum class RerankMethod { kNone, kQe, kDba, kDbaQe, kSpatial };
+// The methods' names, in enum order: the one list that the CLI, the config
+// file and HTTP accept (inline, so that the configuration reads them
+// without linking the services).
+inline constexpr std::string_view kRerankMethodNames[] = {"none", "qe", "dba", "dba+qe",
+                                                          "spatial"};
+inline std::string_view ToString(RerankMethod method) {
+  return kRerankMethodNames[static_cast<size_t>(method)];
+}
 // "none", "qe", "dba", "dba+qe", "spatial"; InvalidArgument listing them
 // otherwise.
-Result<RerankMethod> ParseRerankMethod(std::string_view name);
-std::string_view ToString(RerankMethod method);
+inline Result<RerankMethod> ParseRerankMethod(std::string_view name) {
+  std::string list;
+  for (size_t i = 0; i < std::size(kRerankMethodNames); ++i) {
+    if (name == kRerankMethodNames[i]) return static_cast<RerankMethod>(i);
+    list += (i == 0 ? "" : ", ") + std::string(kRerankMethodNames[i]);
+  }
+  return Status::InvalidArgument("rerank must be one of " + list + "; got '" +
+                                 std::string(name) + "'");
+}
 
 struct RerankOptions {
   RerankMethod method = RerankMethod::kNone;

@@ -183,6 +183,10 @@ struct HeadTrainResult {
   int best_epoch = 0;  // 0 = the starting point was best
   double validation_map_base = 0;  // base features
   double validation_map_best = 0;  // what is kept
+  // The lower end of a one-sided 95 % confidence interval of the best
+  // epoch's gain over the base, per validation class (paired t over the
+  // classes); the projection is kept only when it is above 0.
+  double validation_gain_lower_bound = 0;
   bool cancelled = false;
   double seconds = 0;
   std::vector<EpochReport> history;

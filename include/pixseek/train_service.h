@@ -61,6 +61,9 @@ struct TrainReport {
   double validation_map_before = 0;
   double validation_map_after = 0;
   bool keeps_base = false;
+  // Head only: the lower end of the 95 % confidence interval of the gain per
+  // validation class; the projection is kept only when it is above 0.
+  double validation_gain_lower_bound = 0;
   bool cancelled = false;  // stopped by Ctrl-C: the best so far was kept
   double classifier_accuracy = 0;
   double seconds = 0;

@@ -516,7 +516,14 @@ int RunTrain(const std::string& home, const DbFlags& flags, TrainRequest request
                 report->model.c_str(), report->base_model.c_str(), report->loss.c_str(),
                 static_cast<unsigned long long>(report->train_images), report->classes,
                 report->seconds, report->validation_map_before, report->validation_map_after,
-                report->keeps_base ? " (the base features were best and are kept)" : "");
+                report->keeps_base ? " (the base features are kept)" : "");
+    if (report->keeps_base && report->best_epoch == 0 && report->validation_map_after >= 0 &&
+        report->validation_gain_lower_bound != 0) {
+      std::printf("the best epoch's gain was not consistent across the validation classes "
+                  "(95%% lower bound %.4f): the model keeps the base ranking and adds its "
+                  "classifier\n",
+                  report->validation_gain_lower_bound);
+    }
     if (report->cancelled) std::printf("interrupted: the best epoch so far was kept\n");
     std::printf("switch a database to it with: pixseek reindex --db %s --model %s\n",
                 (*db)->dir().c_str(), report->model.c_str());

@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -231,7 +232,8 @@ Status ReadServer(SectionReader& r, ServerOptions& s) {
 // the server's searches.
 Status ReadSearch(SectionReader& r, RerankOptions& rerank) {
   std::string method(ToString(rerank.method));
-  r.String("rerank", method, {"none", "qe", "dba", "dba+qe", "spatial"});
+  r.String("rerank", method,
+           std::vector<std::string>(std::begin(kRerankMethodNames), std::end(kRerankMethodNames)));
   r.Int("qe_n", rerank.qe_n, 1, kMaxQeN);
   r.Real("qe_alpha", rerank.qe_alpha, 0.0, 20.0);
   r.Int("spatial_top", rerank.spatial_top, 1, kMaxSpatialTop);

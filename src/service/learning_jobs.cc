@@ -236,6 +236,7 @@ std::string LearningJobs::TrainReportJson(const TrainReport& r) {
                         {"validation_map_before", r.validation_map_before},
                         {"validation_map_after", r.validation_map_after},
                         {"keeps_base", r.keeps_base},
+                        {"validation_gain_lower_bound", r.validation_gain_lower_bound},
                         {"classifier_accuracy", r.classifier_accuracy},
                         {"cancelled", r.cancelled},
                         {"seconds", r.seconds},

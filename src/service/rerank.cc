@@ -10,26 +10,6 @@
 
 namespace pixseek {
 
-Result<RerankMethod> ParseRerankMethod(std::string_view name) {
-  for (RerankMethod m : {RerankMethod::kNone, RerankMethod::kQe, RerankMethod::kDba,
-                         RerankMethod::kDbaQe, RerankMethod::kSpatial}) {
-    if (name == ToString(m)) return m;
-  }
-  return Status::InvalidArgument("rerank must be one of none, qe, dba, dba+qe, spatial; got '" +
-                                 std::string(name) + "'");
-}
-
-std::string_view ToString(RerankMethod method) {
-  switch (method) {
-    case RerankMethod::kNone: return "none";
-    case RerankMethod::kQe: return "qe";
-    case RerankMethod::kDba: return "dba";
-    case RerankMethod::kDbaQe: return "dba+qe";
-    case RerankMethod::kSpatial: return "spatial";
-  }
-  return "none";
-}
-
 Status ValidateRerank(const RerankOptions& options) {
   if (options.qe_n < 1 || options.qe_n > kMaxQeN) {
     return Status::InvalidArgument("qe_n must be between 1 and " + std::to_string(kMaxQeN));
@@ -128,7 +108,7 @@ Status RerankStage::QueryVectors(std::span<const RerankQuery> queries,
   const auto dim = static_cast<size_t>(db_.dimension());
   out->resize(queries.size() * dim);
   for (size_t i = 0; i < queries.size(); ++i) {
-    std::copy(queries[i].vector, queries[i].vector + dim, out->begin() + static_cast<long>(i * dim));
+    std::copy_n(queries[i].vector, dim, out->begin() + static_cast<long>(i * dim));
   }
   if (!Expands(options_.method) || queries.empty()) return Status::Ok();
   std::vector<std::vector<SearchHit>> first;

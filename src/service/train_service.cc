@@ -167,6 +167,7 @@ nlohmann::ordered_json TrainingJson(const TrainRequest& request, const TrainRepo
   j["epochs_run"] = report.epochs;
   j["best_epoch"] = report.best_epoch;
   j["keeps_base"] = report.keeps_base;
+  j["validation_gain_lower_bound"] = report.validation_gain_lower_bound;
   j["validation_map_before"] = report.validation_map_before;
   j["validation_map_after"] = report.validation_map_after;
   j["classifier_accuracy"] = report.classifier_accuracy;
@@ -289,6 +290,7 @@ Status TrainHeadInto(const TrainingData& data, const TrainRequest& request,
   report->validation_map_before = result.validation_map_base;
   report->validation_map_after = result.validation_map_best;
   report->keeps_base = result.keeps_base;
+  report->validation_gain_lower_bound = result.validation_gain_lower_bound;
   report->cancelled = result.cancelled;
   report->classifier_accuracy = result.classifier_accuracy;
   report->history = result.history;

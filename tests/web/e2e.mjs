@@ -311,6 +311,38 @@ for (const vp of Object.keys(VIEWPORTS)) {
   });
 }
 
+test("evaluate: a background evaluation shows its figures and PR curve", async () => {
+  for (const vp of Object.keys(VIEWPORTS)) {
+    const page = await sharedPage(vp);
+    await page.goto("/#evaluate");
+    await page.getByLabel("Labelled folder (as built)").fill(file("photos"));
+    await page.getByRole("button", { name: "Evaluate" }).click();
+    await page.locator("#eval-result").waitFor({ state: "visible", timeout: 30000 });
+    assert.match(await page.locator("#eval-status").textContent(), /^Evaluation #\d+ done\.$/);
+    // The same figures as the API's job result.
+    const id = Number(/#(\d+)/.exec(await page.locator("#eval-status").textContent())[1]);
+    const job = (await apiMessage("GET", "/api/v1/evaluations/" + id)).json;
+    assert.equal(job.state, "done");
+    const labels = Object.keys(job.result.per_label);
+    assert.ok(labels.length >= 2, labels.join(","));
+    assert.equal(await page.locator("#eval-classes tbody tr").count(), labels.length);
+    const overall = await page.locator("#eval-summary tr.overall td").allTextContents();
+    assert.equal(overall[0], String(job.result.overall.queries));
+    assert.equal(overall[1], job.result.overall.map.toFixed(3));
+    // Worst class first.
+    const worst = labels.sort((a, b) => job.result.per_label[a].map - job.result.per_label[b].map)[0];
+    assert.equal(await page.locator("#eval-classes tbody tr th").first().textContent(), worst);
+    // The PR curve: two lines of 101 points and the 11-point dots.
+    assert.equal(await page.locator("#eval-pr svg polyline").count(), 2);
+    const points = await page.locator("#eval-pr svg polyline.overall").getAttribute("points");
+    assert.equal(points.trim().split(" ").length, 101);
+    assert.equal(await page.locator("#eval-pr svg circle").count(), 11);
+    assert.match(await page.locator("#eval-index").textContent(), /exact top 10/);
+    await noHorizontalScroll(page, vp + " evaluate");
+    await shot(page, vp + "-evaluate", { full: true });
+  }
+});
+
 test("desktop: drag and drop, paste, keyboard, min score, errors, offline", async () => {
   const page = await sharedPage("desktop");
   const context = page.context();

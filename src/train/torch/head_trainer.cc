@@ -82,6 +82,35 @@ torch::Tensor Project(const Head& head, const torch::Tensor& x) {
   return F::normalize(torch::addmm(head.b, x, head.a.t()), F::NormalizeFuncOptions().dim(1));
 }
 
+// Student's t at one-sided 95 % for `df` degrees of freedom (df >= 1).
+double T95(int df) {
+  static constexpr double kTable[] = {6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895,
+                                      1.860, 1.833, 1.812, 1.796, 1.782, 1.771, 1.761,
+                                      1.753, 1.746, 1.740, 1.734, 1.729, 1.725};
+  if (df <= 20) return kTable[std::max(df, 1) - 1];
+  return df <= 30 ? 1.697 : 1.645;
+}
+
+// The lower end of a one-sided 95 % confidence interval of the mean gain in
+// per-class validation mAP of `trained` over `base` (paired over classes).
+// The class is the unit because a class's queries share their relevant set,
+// so they rise or fall together: with few validation classes a gain must be
+// large and consistent to count. -inf when fewer than 2 classes.
+double GainLowerBound(const std::map<int64_t, double>& base,
+                      const std::map<int64_t, double>& trained) {
+  std::vector<double> gains;
+  for (const auto& [label, map] : base) {
+    if (auto it = trained.find(label); it != trained.end()) gains.push_back(it->second - map);
+  }
+  const auto c = static_cast<double>(gains.size());
+  if (gains.size() < 2) return -std::numeric_limits<double>::infinity();
+  double mean = 0;
+  for (double g : gains) mean += g / c;
+  double var = 0;
+  for (double g : gains) var += (g - mean) * (g - mean) / (c - 1);
+  return mean - T95(static_cast<int>(gains.size()) - 1) * std::sqrt(var / c);
+}
+
 double ProjectedMap(const Head& head, const torch::Tensor& x, const torch::Tensor& y) {
   torch::NoGradGuard no_grad;
   return LeaveOneOutMap(Project(head, x), y);
@@ -256,9 +285,19 @@ Result<HeadTrainResult> TrainHeadOnTorch(const LabelledFeatures& train,
     Report(options, result, report);
   }
 
+  // The best epoch is kept only when its gain is unlikely to be noise of
+  // the validation classes: a head that fits a few classes can lose much of
+  // the base features' quality on others.
   result.best_epoch = best.epoch;
-  result.validation_map_best = best.map;
-  result.keeps_base = best.epoch == 0;
+  if (best.epoch > 0) {
+    torch::NoGradGuard no_grad;
+    Head kept{best.a, best.b};
+    result.validation_gain_lower_bound =
+        GainLowerBound(LeaveOneOutClassMaps(xv, yv), LeaveOneOutClassMaps(Project(kept, xv), yv));
+    if (!(result.validation_gain_lower_bound > 0)) result.best_epoch = 0;
+  }
+  result.keeps_base = result.best_epoch == 0;
+  result.validation_map_best = result.keeps_base ? result.validation_map_base : best.map;
   if (!result.keeps_base) {
     result.output_dimension = static_cast<int>(output_dimension);
     result.a = ToVector(best.a);

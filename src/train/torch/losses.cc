@@ -255,16 +255,22 @@ torch::Tensor BatchLoss(const MetricTrainOptions& options, const torch::Tensor& 
   return loss;
 }
 
-double LeaveOneOutMap(const torch::Tensor& z_in, const torch::Tensor& y_in) {
+// Each query's leave-one-out average precision, with its label; queries
+// without another relevant row are left out.
+struct QueryAps {
+  std::vector<double> ap;
+  std::vector<int64_t> label;
+};
+
+QueryAps LeaveOneOutAps(const torch::Tensor& z_in, const torch::Tensor& y_in) {
   torch::NoGradGuard no_grad;
   const torch::Tensor z = z_in.detach().to(torch::kFloat);
   const torch::Tensor y = y_in.reshape(-1).to(torch::kLong);
   const int64_t n = z.size(0);
-  if (n < 2) return 0;
+  QueryAps out;
+  if (n < 2) return out;
   const int64_t chunk = std::max<int64_t>(1, kMaxChunkElements / n);
   const torch::Tensor ranks = torch::arange(1, n, torch::kFloat);  // 1..n-1
-  double ap_sum = 0;
-  int64_t queries = 0;
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t end = std::min(n, start + chunk);
     torch::Tensor scores = z.slice(0, start, end).matmul(z.t());
@@ -273,16 +279,41 @@ double LeaveOneOutMap(const torch::Tensor& z_in, const torch::Tensor& y_in) {
                     -std::numeric_limits<float>::infinity());
     const torch::Tensor order =
         std::get<1>(scores.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true)).slice(1, 0, n - 1);
-    const torch::Tensor relevant =
-        y.index({order}).eq(y.slice(0, start, end).unsqueeze(1)).to(torch::kFloat);
+    const torch::Tensor labels = y.slice(0, start, end);
+    const torch::Tensor relevant = y.index({order}).eq(labels.unsqueeze(1)).to(torch::kFloat);
     const torch::Tensor relevant_count = relevant.sum(1);
     const torch::Tensor ap =
-        (relevant.cumsum(1) / ranks * relevant).sum(1) / relevant_count.clamp_min(1);
-    const torch::Tensor has_relevant = relevant_count.gt(0);
-    ap_sum += ap.masked_select(has_relevant).to(torch::kDouble).sum().item<double>();
-    queries += has_relevant.sum().item<int64_t>();
+        ((relevant.cumsum(1) / ranks * relevant).sum(1) / relevant_count.clamp_min(1))
+            .to(torch::kDouble).contiguous();
+    const torch::Tensor counts = relevant_count.to(torch::kLong).contiguous();
+    const torch::Tensor chunk_labels = labels.contiguous();
+    for (int64_t q = 0; q < end - start; ++q) {
+      if (counts.data_ptr<int64_t>()[q] == 0) continue;
+      out.ap.push_back(ap.data_ptr<double>()[q]);
+      out.label.push_back(chunk_labels.data_ptr<int64_t>()[q]);
+    }
   }
-  return queries > 0 ? ap_sum / static_cast<double>(queries) : 0;
+  return out;
+}
+
+double LeaveOneOutMap(const torch::Tensor& z, const torch::Tensor& y) {
+  const QueryAps aps = LeaveOneOutAps(z, y);
+  double sum = 0;
+  for (double ap : aps.ap) sum += ap;
+  return aps.ap.empty() ? 0 : sum / static_cast<double>(aps.ap.size());
+}
+
+std::map<int64_t, double> LeaveOneOutClassMaps(const torch::Tensor& z, const torch::Tensor& y) {
+  const QueryAps aps = LeaveOneOutAps(z, y);
+  std::map<int64_t, std::pair<double, int64_t>> sums;
+  for (size_t q = 0; q < aps.ap.size(); ++q) {
+    auto& [sum, count] = sums[aps.label[q]];
+    sum += aps.ap[q];
+    ++count;
+  }
+  std::map<int64_t, double> out;
+  for (const auto& [label, s] : sums) out[label] = s.first / static_cast<double>(s.second);
+  return out;
 }
 
 std::vector<std::vector<int64_t>> PkBatches(const std::vector<int32_t>& labels, int p, int k,

@@ -39,6 +39,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -96,6 +97,8 @@ torch::Tensor BatchLoss(const MetricTrainOptions& options, const torch::Tensor& 
 // label), computed in chunks of queries so that memory stays O(chunk x N).
 // Queries with no other relevant row are left out; 0 when none is left.
 double LeaveOneOutMap(const torch::Tensor& z, const torch::Tensor& y);
+// The same per class: each label's mean AP over its queries.
+std::map<int64_t, double> LeaveOneOutClassMaps(const torch::Tensor& z, const torch::Tensor& y);
 
 // The P x K batches of one epoch: each batch takes p classes (of those with
 // at least 2 rows; the others never anchor) and k rows of each (sampled
