@@ -226,6 +226,7 @@ TEST_F(ServerTest, OpenApiDescribesExactlyTheServedRoutes) {
       {"/api/v1/images/{id}/thumbnail", {"get"}},
       {"/api/v1/images/{id}/file", {"get"}},
       {"/api/v1/stats", {"get"}},
+      {"/api/v1/duplicates", {"get"}},
       {"/api/v1/builds", {"get", "post"}},
       {"/api/v1/builds/{id}", {"get"}},
       {"/api/v1/train", {"post"}},

@@ -603,6 +603,52 @@ $("forget-key").addEventListener("click", () => {
   setStatus($("library-status"), "The API key was removed from this browser.");
 });
 
+// Near-duplicates (GET /api/v1/duplicates): each group's first image is the
+// copy to keep; the others can be deleted one by one or all at once.
+const DUPS_SHOWN = 50;  // groups drawn; each costs a request per image
+
+async function findDuplicates() {
+  const status = $("dups-status");
+  setStatus(status, "Comparing every pair of images…", "busy");
+  $("dups").replaceChildren();
+  try {
+    const t = $("dups-threshold").value;
+    const body = await api("/api/v1/duplicates?threshold=" + encodeURIComponent(t));
+    const groups = (body.groups || []).slice(0, DUPS_SHOWN);
+    for (const ids of groups) {
+      const records = await Promise.all(ids.map((id) => api("/api/v1/images/" + id)));
+      const list = el("ul", { class: "grid", "aria-label": "Copies of " + (records[0].name || ids[0]) });
+      list.append(...records.map((r, i) => card(r, i === 0 ? [] :
+        [["Delete", "Delete copy", () => deleteImage(r)]])));
+      list.firstChild.classList.add("keep");
+      const extras = records.slice(1);
+      const all = el("button", { type: "button", text: "Delete the extra copies (" + extras.length + ")",
+        onclick: async () => {
+          if (!await confirmDialog("Delete " + extras.length + (extras.length === 1 ? " copy?" : " copies?"),
+                                   "The first image of the group is kept.")) return;
+          for (const r of extras) {
+            try { await api("/api/v1/images/" + r.id, { method: "DELETE" }); } catch (e) {
+              setStatus(status, "Could not delete " + (r.name || r.id) + ": " + e.message, "error");
+              return;
+            }
+            for (const c of document.querySelectorAll('.card[data-id="' + r.id + '"]')) c.remove();
+          }
+          group.remove();
+          loadStats();
+        } });
+      const group = el("section", { class: "dup-group" }, list, all);
+      $("dups").append(group);
+    }
+    const total = body.total_groups ?? groups.length;
+    setStatus(status, total === 0 ? "No near-duplicates at this similarity."
+      : plural(total, "group") + " of copies" +
+        (total > groups.length ? "; showing the " + groups.length + " largest." : "."));
+  } catch (e) {
+    setStatus(status, e.message, "error");
+  }
+}
+$("dups-form").addEventListener("submit", (e) => { e.preventDefault(); findDuplicates(); });
+
 // Uploads run UPLOAD_PARALLEL at a time, one request per file, so that each
 // file has its own progress bar and its own error.
 const uploadQueue = [];

@@ -68,6 +68,13 @@ struct DatabaseOptions {
   // model. An existing database keeps what it was created with
   // (FailedPrecondition when another PCA is asked for).
   PcaOptions pca;
+  // Preprocessing of a new database (include/pixseek/image.h): greyscale,
+  // denoising and the size cap of uploaded copies, recorded in its manifest
+  // and applied to every image embedded (build, upload, query, eval,
+  // reindex). nullopt = the database's (none for a new one); set for an
+  // existing database, grey and denoise must equal the recorded ones, and a
+  // stored_max_side > 0 the recorded cap (FailedPrecondition otherwise).
+  std::optional<ImagePreprocessing> preprocessing;
   // The folder a new database is built from: models learned per collection
   // (sift-vlad) and PCA learn from up to fit_sample of its images, spread
   // evenly. Without it such a database cannot be created.
@@ -198,6 +205,10 @@ class Database {
 
   // Decode options suited to the model (DCT downscaling to its input size).
   DecodeOptions decode_options() const;
+  // The preprocessing recorded in the manifest at creation. Embed,
+  // Preprocess and EmbedOne apply its filters themselves; callers use it
+  // for the size cap of uploaded copies.
+  const ImagePreprocessing& preprocessing() const { return preprocessing_; }
 
   // Embeds images into base features (serialised across threads): out holds
   // images.size() * base_dimension() floats. Project turns them into the
@@ -274,7 +285,9 @@ class Database {
   Result<std::unique_ptr<Generation>> OpenNextGeneration(const std::string& model);
   Status FillFromBaseFeatures(Rebuild& r);
   Status EmbedInto(Rebuild& r, std::span<const int64_t> ids);
+  Status Fill(Rebuild& r);
   Status CatchUp(Rebuild& r);
+  Status Commit(Rebuild& r);
 
   // The steps of Open.
   struct Opening;
@@ -287,6 +300,7 @@ class Database {
   Status Reconcile();
 
   DatabaseOptions options_;
+  ImagePreprocessing preprocessing_;  // from the manifest; fixed after Open
   std::atomic<Generation*> current_{nullptr};
   // Every generation opened, the current one last (guarded by write_mu_).
   std::vector<std::unique_ptr<Generation>> generations_;

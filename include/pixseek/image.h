@@ -86,6 +86,37 @@ Result<std::vector<uint8_t>> EncodeThumbnail(const Image& image,
                                              int max_side = 256,
                                              int quality = 85);
 
+// Filters applied to every decoded image before the embedder sees it, the
+// same at build, upload, query, eval and reindex time (a database records
+// them in its manifest at creation; DatabaseOptions::preprocessing).
+struct ImagePreprocessing {
+  // Luma (ITU-R BT.601) copied to all three channels: colour stops counting,
+  // so a colour photo matches its greyscale copy (sketches, scans).
+  bool grey = false;
+  // Edge-preserving bilateral filter (5x5 neighbourhood, OpenCV
+  // bilateralFilter): smooths sensor and JPEG noise at a bounded cost of 25
+  // taps a pixel, on the image as decoded for the model (DCT-downscaled).
+  bool denoise = false;
+  // Uploaded files that the database keeps under DB/images/: a larger one is
+  // re-encoded as JPEG at most stored_max_side pixels on its longer side at
+  // stored_quality (1..100); 0 = kept as sent. Files indexed in place are
+  // never rewritten.
+  int stored_max_side = 0;
+  int stored_quality = 90;
+
+  // grey or denoise: the embedder's input differs from the decoded image.
+  bool filters() const { return grey || denoise; }
+  bool operator==(const ImagePreprocessing&) const = default;
+};
+
+// "greyscale + denoise" / "none", for messages.
+std::string DescribePreprocessing(const ImagePreprocessing& preprocessing);
+
+// Applies the filters of `preprocessing` (grey, denoise) in place; nothing
+// when it has none. InvalidArgument when the buffer does not match the size,
+// Internal when OpenCV fails.
+[[nodiscard]] Status ApplyPreprocessing(const ImagePreprocessing& preprocessing, Image* image);
+
 }  // namespace pixseek
 
 #endif  // PIXSEEK_IMAGE_H_

@@ -392,6 +392,43 @@ std::string EvalReportJson(const EvalReport& report);
 Status WriteEvalReportHtml(const Database& db, const EvalReport& report,
                            const std::filesystem::path& dir);
 
+// ---- Near-duplicates -------------------------------------------------------
+
+// The default cosine above which two stored images count as copies of one
+// another: measured on edited copies of PACS photos with MobileNetV2
+// (docs/quality.md, "Near-duplicates").
+inline constexpr float kDefaultDuplicateThreshold = 0.92f;
+
+struct DuplicateOptions {
+  float threshold = kDefaultDuplicateThreshold;  // cosine, (0, 1]
+  int threads = 0;        // scanning threads; 0 = one per core
+  size_t max_groups = 0;  // groups returned, largest first; 0 = all
+};
+
+struct DuplicateReport {
+  // Groups of two or more ids, largest first, then by smallest id. In each,
+  // the first id is the copy to keep (the most pixels, then the largest
+  // file, then the oldest id); the others, the extra copies, ascend.
+  std::vector<std::vector<int64_t>> groups;
+  uint64_t total_groups = 0;  // before max_groups
+  bool truncated = false;     // total_groups > max_groups
+  uint64_t images = 0;        // stored vectors compared
+  float threshold = 0;
+  double seconds = 0;
+};
+
+// Groups of near-identical stored images: every pair of the index's vectors
+// with cosine >= options.threshold, found exactly (all pairs, chunked BLAS
+// products on all cores), joined transitively (a ~ b and b ~ c put a, b, c in
+// one group). Reads only. InvalidArgument for a threshold outside (0, 1];
+// DataLoss for a stored vector of the wrong dimension.
+Result<DuplicateReport> FindDuplicates(Database& db, const DuplicateOptions& options = {});
+
+// {"groups": [[id, ...], ...], "threshold", "images", "total_groups",
+// "truncated", "seconds"}: the JSON of `pixseek dups --json` and of
+// GET /api/v1/duplicates.
+std::string DuplicateReportJson(const DuplicateReport& report);
+
 }  // namespace pixseek
 
 #endif  // PIXSEEK_SERVICES_H_

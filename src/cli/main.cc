@@ -144,6 +144,38 @@ void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   cmd->add_option("--threads", f.threads, "Worker threads (0 = all cores)");
   cmd->add_option("--max-bytes", f.max_bytes, "Largest image file accepted, in bytes");
   cmd->add_option("--max-pixels", f.max_pixels, "Largest image accepted, in pixels");
+  // Preprocessing (include/pixseek/image.h): chosen when a database is
+  // built, recorded in its manifest and applied by every later command; on
+  // an existing database, given flags must match what it recorded.
+  cmd->add_flag_callback(
+      "--grey",
+      [&f] { f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{})).grey = true; },
+      "Embed images in greyscale (fixed when the database is built)");
+  cmd->add_flag_callback(
+      "--denoise",
+      [&f] { f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{})).denoise = true; },
+      "Denoise images (bilateral filter) before embedding (fixed when the database is built)");
+}
+
+// The size cap of uploaded copies, fixed when a database is built.
+void AddStoredCopyFlags(CLI::App* cmd, DbFlags& f) {
+  cmd->add_option_function<int>(
+         "--store-max-side",
+         [&f](int side) {
+           f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{}))
+               .stored_max_side = side;
+         },
+         "New database: re-encode uploads larger than this many pixels on the longer side "
+         "(0 = keep uploads as sent)")
+      ->check(CLI::Range(0, 1 << 16));
+  cmd->add_option_function<int>(
+         "--store-quality",
+         [&f](int quality) {
+           f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{}))
+               .stored_quality = quality;
+         },
+         "With --store-max-side: JPEG quality of the re-encoded copies (default 90)")
+      ->check(CLI::Range(1, 100));
 }
 
 DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_only = false) {
@@ -683,6 +715,7 @@ void AddBuildCommand(CLI::App& app, Cli& cli) {
   cmd->add_option("DIR", st->dir, "Folder of images (walked recursively)")->required();
   AddDbFlags(cmd, cli.flags, true);
   AddIndexFlags(cmd, cli.flags, kCmdBuild);
+  AddStoredCopyFlags(cmd, cli.flags);
   cmd->add_flag("--json", cli.as_json, "Print a JSON summary");
   cmd->add_option("--pca", st->pca.dimension,
                   "New database: reduce vectors to DIM with PCA learned from the images")
@@ -863,6 +896,51 @@ void AddReadCommands(CLI::App& app, Cli& cli) {
   });
 }
 
+// `pixseek dups`: groups of near-identical stored images (FindDuplicates).
+// Text: one line per group, the copy to keep first, as "id path".
+int RunDups(const std::string& home, const DbFlags& flags, float threshold, bool as_json) {
+  auto db = Database::Open(ToOptions(flags, home, /*read_only=*/true), false);
+  if (!db.ok()) return Fail(db.status());
+  DuplicateOptions options;
+  options.threshold = threshold;
+  options.threads = flags.threads;
+  auto report = FindDuplicates(**db, options);
+  if (!report.ok()) return Fail(report.status());
+  if (as_json) {
+    std::cout << DuplicateReportJson(*report) << std::endl;
+    return 0;
+  }
+  for (const std::vector<int64_t>& group : report->groups) {
+    auto records = (*db)->store().GetMany(group);
+    if (!records.ok()) return Fail(records.status());
+    std::string line;
+    for (const ImageRecord& r : *records) {
+      line += (line.empty() ? "" : "  ") + std::to_string(r.id) + " " + r.path;
+    }
+    std::cout << line << "\n";
+  }
+  std::fprintf(stderr, "%llu groups among %llu images (cosine >= %.3f, %.2f s)\n",
+               static_cast<unsigned long long>(report->total_groups),
+               static_cast<unsigned long long>(report->images), report->threshold,
+               report->seconds);
+  return 0;
+}
+
+void AddDupsCommand(CLI::App& app, Cli& cli) {
+  auto threshold = std::make_shared<float>(kDefaultDuplicateThreshold);
+  auto* dups = app.add_subcommand(
+      "dups", "List groups of near-identical stored images (the copy to keep first)");
+  AddDbFlags(dups, cli.flags, false);
+  AddIndexFlags(dups, cli.flags, ParamCommand{0});
+  dups->add_option("--threshold", *threshold,
+                   "Cosine at or above which two images are copies (0..1]")
+      ->capture_default_str();
+  dups->add_flag("--json", cli.as_json, "Print JSON: {\"groups\": [[id, ...], ...]}");
+  dups->callback([&cli, threshold] {
+    cli.rc = RunDups(cli.home, cli.flags, *threshold, cli.as_json);
+  });
+}
+
 void AddModelCommands(CLI::App& app, Cli& cli) {
   struct State {
     std::string arg;
@@ -990,6 +1068,7 @@ int main(int argc, char** argv) {
   AddWriteCommands(app, cli);
   AddServeCommand(app, cli);
   AddReadCommands(app, cli);
+  AddDupsCommand(app, cli);
   AddModelCommands(app, cli);
   AddTrainCommand(app, cli);
   AddReindexCommand(app, cli);

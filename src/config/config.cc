@@ -188,6 +188,14 @@ Status ReadDatabase(SectionReader& r, DatabaseOptions& d) {
   r.Int("threads", d.threads, 0, 1024);
   r.Int("max_bytes", d.limits.max_bytes, 1, kMaxI64);
   r.Int("max_pixels", d.limits.max_pixels, 1, kMaxI64);
+  // Preprocessing of a new database; on an existing one, when set, it must
+  // match the manifest's.
+  ImagePreprocessing pre = d.preprocessing.value_or(ImagePreprocessing{});
+  r.Bool("grey", pre.grey);
+  r.Bool("denoise", pre.denoise);
+  r.Int("store_max_side", pre.stored_max_side, 0, 1 << 16);
+  r.Int("store_quality", pre.stored_quality, 1, 100);
+  if (pre != ImagePreprocessing{}) d.preprocessing = pre;
   d.dir = dir;
   d.home = home;
   return r.Finish();

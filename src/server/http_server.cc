@@ -223,6 +223,7 @@ struct HttpServer::Impl {
   void GetFile(const Request& req, Response& res);
   void DeleteImage(const Request& req, Response& res);
   void Stats(const Request& req, Response& res);
+  void Duplicates(const Request& req, Response& res);
   void StartBuild(const Request& req, Response& res);
   void GetBuild(const Request& req, Response& res);
   void ListBuilds(const Request& req, Response& res);
@@ -402,6 +403,7 @@ void HttpServer::Impl::InstallApiRoutes() {
   svr.Get(R"(/api/v1/images/([^/]+)/file)", bind(&Impl::GetFile));
   svr.Delete(R"(/api/v1/images/([^/]+))", bind(&Impl::DeleteImage));
   svr.Get("/api/v1/stats", bind(&Impl::Stats));
+  svr.Get("/api/v1/duplicates", bind(&Impl::Duplicates));
   svr.Post("/api/v1/builds", bind(&Impl::StartBuild));
   svr.Get("/api/v1/builds", bind(&Impl::ListBuilds));
   svr.Get(R"(/api/v1/builds/([^/]+))", bind(&Impl::GetBuild));
@@ -591,6 +593,22 @@ void HttpServer::Impl::Stats(const Request&, Response& res) {
   auto stats = db.Stats();
   if (!stats.ok()) return ReplyError(res, stats.status());
   ReplyJson(res, 200, server::StatsJson(*stats));
+}
+
+// The groups of near-identical images, at most kMaxDuplicateGroups of them
+// (largest first; "truncated" says when more were found). An exact scan of
+// all pairs: seconds on a large database, so a read like any other GET.
+void HttpServer::Impl::Duplicates(const Request& req, Response& res) {
+  constexpr size_t kMaxDuplicateGroups = 1000;
+  auto threshold = FloatParam(req, "threshold");
+  if (!threshold.ok()) return ReplyError(res, threshold.status());
+  DuplicateOptions options;
+  if (threshold->has_value()) options.threshold = **threshold;
+  options.max_groups = kMaxDuplicateGroups;
+  auto report = FindDuplicates(db, options);
+  if (!report.ok()) return ReplyError(res, report.status());
+  res.status = 200;
+  SetBody(res, DuplicateReportJson(*report), kJson);
 }
 
 bool HttpServer::Impl::Admit(const Request& req, Response& res) {

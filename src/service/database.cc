@@ -83,6 +83,20 @@ Status CheckRequest(const DatabaseManifest& m, const DatabaseOptions& options) {
                                       "; its post-processing cannot be changed (build a new "
                                       "database)");
   }
+  if (options.preprocessing) {
+    const ImagePreprocessing& asked = *options.preprocessing;
+    const ImagePreprocessing& have = m.preprocessing;
+    const bool cap_differs =
+        asked.stored_max_side > 0 && (asked.stored_max_side != have.stored_max_side ||
+                                      asked.stored_quality != have.stored_quality);
+    if (asked.grey != have.grey || asked.denoise != have.denoise || cap_differs) {
+      return Status::FailedPrecondition(
+          "database " + dir + " was built with " + DescribePreprocessing(have) +
+          " but this command asks for " + DescribePreprocessing(asked) +
+          "; a database's preprocessing is fixed when it is created (leave the options out "
+          "to use the database's, or build a new database)");
+    }
+  }
   if (!options.index_kind.empty() && options.index_kind != m.index_kind) {
     return Status::FailedPrecondition("database " + dir + " uses the " + m.index_kind +
                                       " index; it cannot be opened as a " + options.index_kind +
@@ -194,7 +208,16 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
                             " (create one with `pixseek build DIR --db " + dir.string() + "`)");
   } else {
     PIXSEEK_RETURN_IF_ERROR(CheckCreatable(dir));
+    if (options.preprocessing) {
+      const ImagePreprocessing& p = *options.preprocessing;
+      if (p.stored_max_side < 0 || p.stored_quality < 1 || p.stored_quality > 100) {
+        return Status::InvalidArgument(
+            "the size cap of uploaded copies needs a max side >= 0 and a JPEG quality in 1..100");
+      }
+      o.manifest.preprocessing = p;
+    }
   }
+  db->preprocessing_ = o.manifest.preprocessing;
   // The index's kind and parameters are checked before the model is loaded
   // or anything is learned: a typo fails at once.
   o.generation = std::make_unique<Generation>();
@@ -251,6 +274,7 @@ Status Database::OpenEmbedding(Opening& o) {
     inputs.limits = options.limits;
     inputs.threads = options.threads;
     inputs.pca = options.pca;
+    inputs.preprocessing = o.manifest.preprocessing;
     PIXSEEK_ASSIGN_OR_RETURN(fitted, FitEmbedder(o.model, inputs));
     o.fitted_files = std::move(fitted.files);
     o.manifest.pca_dimension = options.pca.dimension;
@@ -412,14 +436,31 @@ DecodeOptions Database::decode_options() const {
   return DecodeOptionsFor(card(), options_.limits);
 }
 
+Status EmbedFiltered(EmbeddingEngine& embedding, const ImagePreprocessing& preprocessing,
+                     std::span<const Image* const> images, float* out) {
+  if (!preprocessing.filters()) return embedding.Embed(images, out);
+  std::vector<Image> filtered(images.size());
+  for (size_t i = 0; i < images.size(); ++i) filtered[i] = *images[i];
+  std::vector<const Image*> pointers;
+  pointers.reserve(filtered.size());
+  for (Image& image : filtered) {
+    PIXSEEK_RETURN_IF_ERROR(ApplyPreprocessing(preprocessing, &image));
+    pointers.push_back(&image);
+  }
+  return embedding.Embed(pointers, out);
+}
+
 Status Database::Embed(std::span<const Image* const> images, float* out) {
-  return current().embedding->Embed(images, out);
+  return EmbedFiltered(*current().embedding, preprocessing_, images, out);
 }
 
 size_t Database::preprocessed_size() const { return current().embedding->preprocessed_size(); }
 
 Status Database::Preprocess(const Image& image, float* dst) const {
-  return current().embedding->Preprocess(image, dst);
+  if (!preprocessing_.filters()) return current().embedding->Preprocess(image, dst);
+  Image filtered = image;
+  PIXSEEK_RETURN_IF_ERROR(ApplyPreprocessing(preprocessing_, &filtered));
+  return current().embedding->Preprocess(filtered, dst);
 }
 
 Status Database::EmbedPreprocessed(const float* input, size_t n, float* out) {
@@ -427,7 +468,10 @@ Status Database::EmbedPreprocessed(const float* input, size_t n, float* out) {
 }
 
 Status Database::EmbedOne(const Image& image, float* out) {
-  return current().embedding->EmbedOne(image, out);
+  if (!preprocessing_.filters()) return current().embedding->EmbedOne(image, out);
+  Image filtered = image;
+  PIXSEEK_RETURN_IF_ERROR(ApplyPreprocessing(preprocessing_, &filtered));
+  return current().embedding->EmbedOne(filtered, out);
 }
 
 void Database::Project(const float* base, size_t n, float* out) const {

@@ -6,6 +6,7 @@
 #define PIXSEEK_SERVICE_DATABASE_GENERATION_H_
 
 #include <memory>
+#include <span>
 #include <string>
 
 #include "pixseek/database.h"
@@ -25,6 +26,12 @@ struct Database::Generation {
   VectorIndexSpec spec;  // how the index was opened (its folder, kind, parameters)
   std::unique_ptr<VectorIndex> index;
 };
+
+// Embeds images into base features after the database's preprocessing
+// filters (copies of the images; the originals are left as they are).
+[[nodiscard]] Status EmbedFiltered(EmbeddingEngine& embedding,
+                                   const ImagePreprocessing& preprocessing,
+                                   std::span<const Image* const> images, float* out);
 
 }  // namespace pixseek
 

@@ -62,7 +62,12 @@ Result<FittedEmbedder> FitEmbedder(const InstalledModel& model, const FitInputs&
   const DecodeOptions decode = DecodeOptionsFor(card, inputs.limits);
   ImageSample sample;
   sample.size = paths.size();
-  sample.decode = [&](size_t i) { return DecodeFile(paths[i], decode); };
+  sample.decode = [&](size_t i) {
+    std::optional<Image> image = DecodeFile(paths[i], decode);
+    // An image the filters cannot take is left out like an unreadable one.
+    if (image && !ApplyPreprocessing(inputs.preprocessing, &*image).ok()) image.reset();
+    return image;
+  };
   const int threads = ThreadCount(inputs.threads);
 
   FittedEmbedder result;

@@ -37,6 +37,9 @@ struct FitInputs {
   DecodeLimits limits;
   int threads = 0;  // 0 = all cores
   PcaOptions pca;   // dimension 0 = no PCA
+  // The new database's filters, applied to the sample as to every image
+  // embedded later.
+  ImagePreprocessing preprocessing;
 };
 
 struct FittedEmbedder {

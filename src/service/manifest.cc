@@ -30,6 +30,12 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
     m.head_sha256 = j.value("head_sha256", "");
     m.index_dir = j.value("index_dir", "");
     m.reindexed_at = j.value("reindexed_at", int64_t{0});
+    if (auto pre = j.find("preprocess"); pre != j.end()) {
+      m.preprocessing.grey = pre->value("grey", false);
+      m.preprocessing.denoise = pre->value("denoise", false);
+      m.preprocessing.stored_max_side = pre->value("stored_max_side", 0);
+      m.preprocessing.stored_quality = pre->value("stored_quality", 90);
+    }
     if (auto dba = j.find("dba"); dba != j.end()) {
       m.dba.n = dba->at("n").get<int>();
       m.dba.alpha = dba->at("alpha").get<float>();
@@ -52,6 +58,10 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
   if (m.dba.n < 0 || m.dba.n > kMaxDbaN || !(m.dba.alpha >= 0 && m.dba.alpha <= kMaxDbaAlpha)) {
     return damaged("dba must have n in [0, " + std::to_string(kMaxDbaN) + "] and alpha in [0, " +
                    std::to_string(kMaxDbaAlpha) + "]");
+  }
+  if (m.preprocessing.stored_max_side < 0 || m.preprocessing.stored_quality < 1 ||
+      m.preprocessing.stored_quality > 100) {
+    return damaged("preprocess must have stored_max_side >= 0 and stored_quality in [1, 100]");
   }
   auto kind = FindVectorIndexKind(m.index_kind);
   if (!kind.ok()) {
@@ -81,6 +91,12 @@ Status WriteManifest(const std::filesystem::path& file, const DatabaseManifest& 
   if (!m.index_dir.empty()) j["index_dir"] = m.index_dir;
   if (m.reindexed_at != 0) j["reindexed_at"] = m.reindexed_at;
   if (m.dba.enabled()) j["dba"] = {{"n", m.dba.n}, {"alpha", m.dba.alpha}};
+  if (m.preprocessing != ImagePreprocessing{}) {
+    j["preprocess"] = {{"grey", m.preprocessing.grey},
+                       {"denoise", m.preprocessing.denoise},
+                       {"stored_max_side", m.preprocessing.stored_max_side},
+                       {"stored_quality", m.preprocessing.stored_quality}};
+  }
   if (m.pca_dimension > 0) {
     j["pca_dimension"] = m.pca_dimension;
     j["pca_whiten"] = m.pca_whiten;

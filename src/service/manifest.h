@@ -52,6 +52,10 @@ struct DatabaseManifest {
   int64_t reindexed_at = 0;  // unix seconds of the last reindex; 0 = never
   // The DBA the index's vectors carry ("dba": {"n", "alpha"}; absent = none).
   DbaOptions dba;
+  // Filters applied to every image before the model, and the size cap of
+  // uploaded copies ("preprocess": {"grey", "denoise", "stored_max_side",
+  // "stored_quality"}; absent = none), fixed at creation.
+  ImagePreprocessing preprocessing;
 };
 
 // DataLoss names the file when it is not a manifest; FailedPrecondition for

@@ -123,7 +123,7 @@ Status Database::EmbedInto(Rebuild& r, std::span<const int64_t> ids) {
       }
     }
     std::vector<float> base(images.size() * base_dimension);
-    PIXSEEK_RETURN_IF_ERROR(next.embedding->Embed(images, base.data()));
+    PIXSEEK_RETURN_IF_ERROR(EmbedFiltered(*next.embedding, preprocessing_, images, base.data()));
     std::vector<float> vectors(images.size() * out_dimension);
     next.projection.Apply(base.data(), images.size(), vectors.data());
     PIXSEEK_RETURN_IF_ERROR(next.index->Add(kept.size(), kept.data(), vectors.data()));
@@ -152,16 +152,20 @@ Status Database::CatchUp(Rebuild& r) {
     PIXSEEK_RETURN_IF_ERROR(EmbedInto(r, todo));
     PIXSEEK_RETURN_IF_ERROR(store_->PutFeatures(
         r.embedded_ids, next.embedding->dimension(), r.embedded_features));
-    return Status::Ok();
+  } else {
+    const auto out_dimension = static_cast<size_t>(next.projection.output_dimension());
+    std::vector<float> vector(out_dimension);
+    for (int64_t id : added) {
+      PIXSEEK_ASSIGN_OR_RETURN(std::vector<float> base, store_->GetFeature(id));
+      next.projection.Apply(base.data(), 1, vector.data());
+      PIXSEEK_RETURN_IF_ERROR(next.index->Add(1, &id, vector.data()));
+    }
   }
-  const auto out_dimension = static_cast<size_t>(next.projection.output_dimension());
-  std::vector<float> vector(out_dimension);
-  for (int64_t id : added) {
-    PIXSEEK_ASSIGN_OR_RETURN(std::vector<float> base, store_->GetFeature(id));
-    next.projection.Apply(base.data(), 1, vector.data());
-    PIXSEEK_RETURN_IF_ERROR(next.index->Add(1, &id, vector.data()));
-  }
-  return Status::Ok();
+  // Images stored meanwhile join the augmented index as an insert does.
+  std::vector<int64_t> now_indexed = next.index->Ids();
+  std::sort(now_indexed.begin(), now_indexed.end());
+  return AugmentAdded(*next.index, *store_, next.projection, Difference(now_indexed, indexed),
+                      next.manifest.dba);
 }
 
 Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
@@ -177,21 +181,36 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
     return Status::InvalidArgument("DBA needs n in [0, " + std::to_string(kMaxDbaN) +
                                    "] and alpha in [0, " + std::to_string(kMaxDbaAlpha) + "]");
   }
-  const Generation& now = current();
   Rebuild r(options);
-  r.report.from_model = now.model_name;
+  r.report.from_model = current().model_name;
   r.report.to_model = options.model;
   PIXSEEK_ASSIGN_OR_RETURN(r.next, OpenNextGeneration(options.model));
+  if (options.dba) r.next->manifest.dba = *options.dba;  // else the current one's, kept
+  r.report.dba = r.next->manifest.dba;
+  PIXSEEK_RETURN_IF_ERROR(Fill(r));
+
+  std::lock_guard<std::mutex> lock(write_mu_);
+  if (Cancelled(options)) return Status::Cancelled("reindex cancelled");
+  PIXSEEK_RETURN_IF_ERROR(CatchUp(r));
+  PIXSEEK_RETURN_IF_ERROR(Commit(r));
+  r.report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r.report;
+}
+
+// Fills the next generation's index without the write lock: from the stored
+// base features when its model runs the current network, else by embedding
+// every image again; then DBA and compaction.
+Status Database::Fill(Rebuild& r) {
+  const Generation& now = current();
   Generation& next = *r.next;
-  if (options.dba) next.manifest.dba = *options.dba;  // else the current one's, kept
-  r.report.dba = next.manifest.dba;
   const bool same_network = !now.model.card.sha256.empty() &&
                             next.model.card.sha256 == now.model.card.sha256 &&
                             next.embedding->dimension() == now.embedding->dimension();
   r.report.from_base_features = same_network;
   PIXSEEK_ASSIGN_OR_RETURN(uint64_t total, store_->CountFeatures());
-  r.bar.emplace("reindex", same_network ? total : now.index->size(), options.progress_out,
-                options.show_progress);
+  r.bar.emplace("reindex", same_network ? total : now.index->size(), r.options.progress_out,
+                r.options.show_progress);
   if (same_network) {
     PIXSEEK_RETURN_IF_ERROR(FillFromBaseFeatures(r));
   } else {
@@ -207,18 +226,16 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
   PIXSEEK_RETURN_IF_ERROR(next.index->Compact());
   r.bar->Finish(r.done, r.report.failed);
   r.bar.reset();  // the catch-up is short and says nothing
+  return Status::Ok();
+}
 
-  std::lock_guard<std::mutex> lock(write_mu_);
-  if (Cancelled(options)) return Status::Cancelled("reindex cancelled");
-  const std::vector<int64_t> filled = next.index->Ids();
-  PIXSEEK_RETURN_IF_ERROR(CatchUp(r));
-  // Images stored meanwhile join the augmented index as an insert does.
-  PIXSEEK_RETURN_IF_ERROR(AugmentAdded(*next.index, *store_, next.projection,
-                                       Difference(next.index->Ids(), filled),
-                                       next.manifest.dba));
+// With the write lock held: the manifest is replaced (the commit point: a
+// kill before it leaves the old database, after it the new one; the old
+// folder is removed by the next writer to open it), then the store's
+// settings, and the database switches to the new generation.
+Status Database::Commit(Rebuild& r) {
+  Generation& next = *r.next;
   next.manifest.reindexed_at = static_cast<int64_t>(std::time(nullptr));
-  // The commit point: a kill before it leaves the old database, after it
-  // the new one (the old folder is removed by the next writer to open it).
   PIXSEEK_RETURN_IF_ERROR(WriteManifest(options_.dir / kManifestFileName, next.manifest));
   for (const auto& [key, value] :
        {std::pair<std::string, std::string>{"model", next.manifest.model},
@@ -231,9 +248,7 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
   r.report.images = next.index->size();
   Adopt(std::move(r.next));
   cache_->Clear();
-  r.report.seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return r.report;
+  return Status::Ok();
 }
 
 // The model `name` opened as the next generation of this database: its

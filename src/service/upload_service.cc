@@ -1,3 +1,6 @@
+#include <algorithm>
+#include <vector>
+
 #include "core/files.h"
 #include "core/hash.h"
 #include "pixseek/services.h"
@@ -10,6 +13,22 @@ Result<int64_t> UploadService::AddBytes(std::span<const uint8_t> bytes, const st
   // written.
   PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, db_.decode_options()));
   const std::string sha = Sha256Hex(bytes);
+  // Over the database's size cap, the copy kept (and embedded, so that a
+  // reindex that reads it again gives the same vector) is a re-encoded JPEG,
+  // still filed under the sha256 of the bytes sent so that sending them
+  // again finds it.
+  std::vector<uint8_t> capped;
+  const ImagePreprocessing& pre = db_.preprocessing();
+  if (pre.stored_max_side > 0 &&
+      std::max(decoded.info.width, decoded.info.height) > pre.stored_max_side) {
+    DecodeOptions full;
+    full.limits = db_.options().limits;
+    PIXSEEK_ASSIGN_OR_RETURN(DecodedImage original, DecodeImage(bytes, full));
+    PIXSEEK_ASSIGN_OR_RETURN(capped, EncodeThumbnail(original.image, pre.stored_max_side,
+                                                     pre.stored_quality));
+    PIXSEEK_ASSIGN_OR_RETURN(decoded, DecodeImage(capped, db_.decode_options()));
+  }
+  const std::span<const uint8_t> kept = capped.empty() ? bytes : std::span<const uint8_t>(capped);
   const auto path = db_.UploadPath(sha, ImageFormatName(decoded.info.format));
   // The same bytes uploaded again are the same stored image. Two uploads of
   // them at once share one file: the lock keeps the one that finds it stored
@@ -21,11 +40,11 @@ Result<int64_t> UploadService::AddBytes(std::span<const uint8_t> bytes, const st
   // The file is written (durably) before it is indexed, so an acknowledged
   // upload always has its bytes on disk.
   PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(path.parent_path()));
-  PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(path, bytes));
+  PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(path, kept));
   ImageRecord record;
   record.path = path.string();
   record.name = name.empty() ? path.filename().string() : name;
-  auto id = StoreDecoded(db_, bytes, sha, decoded, record);
+  auto id = StoreDecoded(db_, kept, capped.empty() ? sha : Sha256Hex(kept), decoded, record);
   if (!id.ok()) {
     std::error_code ec;
     std::filesystem::remove(path, ec);
