@@ -613,7 +613,7 @@ void AddMetricFlags(CLI::App* train, MetricTrainOptions& m, std::string& loss) {
       ->check(CLI::Range(0, 1 << 20));
   train->add_option("--koleo", m.koleo, "Weight of the KoLeo regulariser (0 = off)")
       ->check(CLI::Range(0.0, 10.0));
-  train->add_option("--dim", m.dimension, "Output dimension of the head (0 = the base's)")
+  train->add_option("--dim", m.dimension, "Output dimension of the head (0 = the base's; cut to the base's when above)")
       ->check(CLI::Range(0, 1 << 16))
       ->capture_default_str();
   train->add_option("--epochs", m.epochs, "Most epochs")->check(CLI::Range(1, 10000))

@@ -369,6 +369,7 @@ Result<TrainReport> TrainModel(Database& db, const TrainRequest& request,
 
   TrainRequest run = request;
   run.metric.cancel = cancel;
+  run.metric.dimension = std::min(run.metric.dimension, db.base_dimension());
   const auto user_callback = request.metric.on_epoch;
   run.metric.on_epoch = [&run, user_callback](const EpochReport& e) {
     if (run.show_progress) PrintEpoch(run.progress_out, e);
