@@ -128,6 +128,13 @@ void AddIndexFlags(CLI::App* cmd, DbFlags& f, ParamCommand command) {
   }
 }
 
+// The preprocessing this command asks for, over the configuration file's
+// (a flag given names it; none given leaves the database's).
+ImagePreprocessing& AskedPreprocessing(DbFlags& f) {
+  if (!f.base.preprocessing) f.base.preprocessing.emplace();
+  return *f.base.preprocessing;
+}
+
 void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   cmd->add_option("--config", f.config_file,
                   "TOML configuration file (default $PIXSEEK_CONFIG; see docs/configuration.md)");
@@ -148,32 +155,22 @@ void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   // built, recorded in its manifest and applied by every later command; on
   // an existing database, given flags must match what it recorded.
   cmd->add_flag_callback(
-      "--grey",
-      [&f] { f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{})).grey = true; },
+      "--grey", [&f] { AskedPreprocessing(f).grey = true; },
       "Embed images in greyscale (fixed when the database is built)");
   cmd->add_flag_callback(
-      "--denoise",
-      [&f] { f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{})).denoise = true; },
+      "--denoise", [&f] { AskedPreprocessing(f).denoise = true; },
       "Denoise images (bilateral filter) before embedding (fixed when the database is built)");
 }
 
 // The size cap of uploaded copies, fixed when a database is built.
 void AddStoredCopyFlags(CLI::App* cmd, DbFlags& f) {
   cmd->add_option_function<int>(
-         "--store-max-side",
-         [&f](int side) {
-           f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{}))
-               .stored_max_side = side;
-         },
+         "--store-max-side", [&f](int side) { AskedPreprocessing(f).stored_max_side = side; },
          "New database: re-encode uploads larger than this many pixels on the longer side "
          "(0 = keep uploads as sent)")
       ->check(CLI::Range(0, 1 << 16));
   cmd->add_option_function<int>(
-         "--store-quality",
-         [&f](int quality) {
-           f.base.preprocessing.emplace(f.base.preprocessing.value_or(ImagePreprocessing{}))
-               .stored_quality = quality;
-         },
+         "--store-quality", [&f](int quality) { AskedPreprocessing(f).stored_quality = quality; },
          "With --store-max-side: JPEG quality of the re-encoded copies (default 90)")
       ->check(CLI::Range(1, 100));
 }
