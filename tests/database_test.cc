@@ -30,13 +30,8 @@ class DatabaseTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     home_ = tmp_.path() / "home";
-    const auto model_file = tmp_.path() / "tiny.onnx";
-    const auto card_file = tmp_.path() / "tiny.json";
-    testing::WriteBytes(model_file, testing::MakeTinyOnnxModel(kDim, 5));
-    const std::string card = testing::TinyModelCardJson(kDim, "tiny.onnx");
-    testing::WriteBytes(card_file, std::vector<uint8_t>(card.begin(), card.end()));
-    auto installed = ModelRegistry(home_).Import(model_file, card_file, std::string("tiny"));
-    ASSERT_TRUE(installed.ok()) << installed.status().ToString();
+    const Status installed = testing::InstallTinyModel(home_, tmp_.path(), kDim, 5);
+    ASSERT_TRUE(installed.ok()) << installed.ToString();
     images_ = tmp_.path() / "images";
     // Two labelled folders of clearly different colours.
     for (int i = 0; i < 6; ++i) {

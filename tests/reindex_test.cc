@@ -71,12 +71,7 @@ class ReindexTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     home_ = tmp_.path() / "home";
-    const auto model_file = tmp_.path() / "tiny.onnx";
-    const auto card_file = tmp_.path() / "tiny.json";
-    testing::WriteBytes(model_file, testing::MakeTinyOnnxModel(kDim, 5));
-    const std::string card = testing::TinyModelCardJson(kDim, "tiny.onnx");
-    testing::WriteBytes(card_file, std::vector<uint8_t>(card.begin(), card.end()));
-    ASSERT_TRUE(ModelRegistry(home_).Import(model_file, card_file, std::string("tiny")).ok());
+    ASSERT_TRUE(testing::InstallTinyModel(home_, tmp_.path(), kDim, 5).ok());
     images_ = tmp_.path() / "images";
     for (int i = 0; i < kImages; ++i) {
       const bool red = i % 2 == 0;
@@ -188,12 +183,7 @@ TEST_P(ReindexTest, HeadFromStoredBaseFeaturesThenBackByEmbedding) {
 // feature replaces the old one at the switch.
 TEST_P(ReindexTest, AnotherNetworkEmbedsEveryImageAgain) {
   Build();
-  const auto model_file = tmp_.path() / "other.onnx";
-  const auto card_file = tmp_.path() / "other.json";
-  testing::WriteBytes(model_file, testing::MakeTinyOnnxModel(12, 9));
-  const std::string card = testing::TinyModelCardJson(12, "other.onnx");
-  testing::WriteBytes(card_file, std::vector<uint8_t>(card.begin(), card.end()));
-  ASSERT_TRUE(ModelRegistry(home_).Import(model_file, card_file, std::string("other")).ok());
+  ASSERT_TRUE(testing::InstallTinyModel(home_, tmp_.path(), 12, 9, "other").ok());
   auto db = Database::Open(Options(), false);
   ASSERT_TRUE(db.ok());
   ReindexOptions options;

@@ -1,9 +1,12 @@
 #include "tiny_onnx.h"
 
 #include <cstring>
+#include <fstream>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
+
+#include "pixseek/model_registry.h"
 
 namespace pixseek::testing {
 namespace {
@@ -148,6 +151,18 @@ std::string TinyModelCardJson(int out_channels, const std::string& file) {
       {"max_batch", 8},
   };
   return card.dump(2) + "\n";
+}
+
+Status InstallTinyModel(const std::filesystem::path& home, const std::filesystem::path& scratch,
+                        int out_channels, uint32_t seed, const std::string& name) {
+  const std::filesystem::path model_file = scratch / (name + ".onnx");
+  const std::filesystem::path card_file = scratch / (name + ".json");
+  const std::vector<uint8_t> model = MakeTinyOnnxModel(out_channels, seed);
+  const std::string card = TinyModelCardJson(out_channels, name + ".onnx");
+  std::ofstream(model_file, std::ios::binary)
+      .write(reinterpret_cast<const char*>(model.data()), static_cast<std::streamsize>(model.size()));
+  std::ofstream(card_file, std::ios::binary) << card;
+  return ModelRegistry(home).Import(model_file, card_file, name).status();
 }
 
 }  // namespace pixseek::testing

@@ -7,8 +7,11 @@
 #define PIXSEEK_TESTS_TINY_ONNX_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
+
+#include "pixseek/status.h"
 
 namespace pixseek::testing {
 
@@ -19,6 +22,12 @@ std::vector<uint8_t> MakeTinyOnnxModel(int out_channels, uint32_t seed);
 // A model card (JSON) for that network stored as `file`: runtime onnx,
 // input 224x224, resize_shorter 224, centre crop, GAP, dimension out_channels.
 std::string TinyModelCardJson(int out_channels, const std::string& file);
+
+// Writes that network and its card into `scratch` and imports them into the
+// model registry at `home` as model `name` (what most database tests start
+// with).
+Status InstallTinyModel(const std::filesystem::path& home, const std::filesystem::path& scratch,
+                        int out_channels, uint32_t seed, const std::string& name = "tiny");
 
 }  // namespace pixseek::testing
 

@@ -10,12 +10,7 @@
 
 #include "core/parallel.h"
 #include "pixseek/services.h"
-
-// The BLAS's Fortran entry point, as eval_ranking.cc declares it.
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc);
+#include "service/score_chunk.h"
 
 namespace pixseek {
 namespace {
@@ -46,15 +41,6 @@ class DisjointSets {
   std::vector<uint32_t> parent_;
   std::vector<uint32_t> size_;
 };
-
-// scores (nq x m, row-major) = queries (nq x dim) times rows (m x dim)
-// transposed; see eval_ranking.cc's ScoreChunk for the column-major terms.
-void ScoreChunk(const float* rows, size_t m, size_t dim, const float* queries, size_t nq,
-                float* scores) {
-  const int mm = static_cast<int>(m), cols = static_cast<int>(nq), k = static_cast<int>(dim);
-  const float one = 1, zero = 0;
-  sgemm_("T", "N", &mm, &cols, &k, &one, rows, &k, queries, &k, &zero, scores, &mm);
-}
 
 // The copy to keep comes first: the most pixels, then the largest file (the
 // least recompressed), then the oldest (smallest id). The others follow by id.

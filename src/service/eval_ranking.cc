@@ -3,13 +3,7 @@
 #include <algorithm>
 
 #include "core/parallel.h"
-
-// The BLAS's Fortran entry point (OpenBLAS, or any BLAS the build finds);
-// declared here rather than through cblas.h, which not every BLAS ships.
-extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc);
+#include "service/score_chunk.h"
 
 namespace pixseek {
 namespace {
@@ -23,15 +17,6 @@ struct Entry {
 // The ranking order: higher score first, then smaller id.
 bool Before(const Entry& a, const Entry& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
-}
-
-// scores (nq x n, row-major) = queries (nq x dim) times gallery (n x dim)
-// transposed. In the BLAS's column-major terms that is gallery^T^T * queries^T.
-void ScoreChunk(const float* gallery, size_t n, size_t dim, const float* queries, size_t nq,
-                float* scores) {
-  const int m = static_cast<int>(n), cols = static_cast<int>(nq), k = static_cast<int>(dim);
-  const float one = 1, zero = 0;
-  sgemm_("T", "N", &m, &cols, &k, &one, gallery, &k, queries, &k, &zero, scores, &m);
 }
 
 // How many relevant images rank before a score, in O(1) on average: the

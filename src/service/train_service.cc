@@ -275,6 +275,18 @@ ModelCard TrainedCard(const InstalledModel& base, const std::string& name) {
   return card;
 }
 
+// What the head and the backbone trainers report alike.
+template <typename TrainResult>
+void CopyOutcome(const TrainResult& result, TrainReport* report) {
+  report->epochs = result.epochs_run;
+  report->best_epoch = result.best_epoch;
+  report->validation_map_before = result.validation_map_base;
+  report->validation_map_after = result.validation_map_best;
+  report->keeps_base = result.keeps_base;
+  report->cancelled = result.cancelled;
+  report->history = result.history;
+}
+
 Status TrainHeadInto(const TrainingData& data, const TrainRequest& request,
                      const std::filesystem::path& staged, ModelCard* card, TrainReport* report) {
   PIXSEEK_ASSIGN_OR_RETURN(HeadTrainResult result,
@@ -285,15 +297,9 @@ Status TrainHeadInto(const TrainingData& data, const TrainRequest& request,
   card->trained.head = kHeadFile;
   card->trained.head_sha256 =
       Sha256Hex({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
-  report->epochs = result.epochs_run;
-  report->best_epoch = result.best_epoch;
-  report->validation_map_before = result.validation_map_base;
-  report->validation_map_after = result.validation_map_best;
-  report->keeps_base = result.keeps_base;
+  CopyOutcome(result, report);
   report->validation_gain_lower_bound = result.validation_gain_lower_bound;
-  report->cancelled = result.cancelled;
   report->classifier_accuracy = result.classifier_accuracy;
-  report->history = result.history;
   return Status::Ok();
 }
 
@@ -327,13 +333,7 @@ Status TrainBackboneInto(const TrainingData& data, const TrainRequest& request,
                     ImagesOf(data.parts.train, data.train, decode),
                     ImagesOf(data.parts.validation, data.validation, decode), options,
                     staged / kNetworkFile));
-  report->epochs = result.epochs_run;
-  report->best_epoch = result.best_epoch;
-  report->validation_map_before = result.validation_map_base;
-  report->validation_map_after = result.validation_map_best;
-  report->keeps_base = result.keeps_base;
-  report->cancelled = result.cancelled;
-  report->history = result.history;
+  CopyOutcome(result, report);
   if (result.keeps_base) {
     return Status::FailedPrecondition(
         "fine-tuning never beat the base network on the validation images (mAP " +
