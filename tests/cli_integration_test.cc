@@ -323,6 +323,7 @@ TEST_F(CliIntegrationTest, ClearErrors) {
   EXPECT_GT(eval["overall"]["map"].get<double>(), 0.8) << eval.dump(2);
   EXPECT_EQ(eval["per_label"].size(), 2u);
   EXPECT_EQ(eval["split"], "none");
+  EXPECT_EQ(eval["rerank"], "none") << "eval --json names the re-ranking its queries went through";
 
   // Held out: every third image of each class (r2, r5, b2, b5), measured
   // among themselves only: one relevant image per query, in the top 10.

@@ -310,6 +310,7 @@ struct EvalReport {
   DataSplit split = DataSplit::kNone;  // which part of the collection was measured
   std::string protocol = "leave-one-out";  // or "queries" (EvaluateQueries)
   std::string model;                       // the database's model
+  RerankMethod rerank = RerankMethod::kNone;  // the re-ranking the queries went through
   // The gallery: the labelled stored images, or with a split only their
   // held-out part.
   uint64_t images = 0;

@@ -190,6 +190,7 @@ class Evaluation {
     report.images = gallery_.items.size();
     report.split = options_.split;
     report.model = db_.model_name();
+    report.rerank = options_.rerank.method;
     return report;
   }
 

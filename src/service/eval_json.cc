@@ -61,6 +61,7 @@ std::string EvalReportJson(const EvalReport& report) {
               {"per_label", std::move(labels)},
               {"images", report.images},
               {"split", std::string(ToString(report.split))},
+              {"rerank", std::string(ToString(report.rerank))},
               {"protocol", report.protocol},
               {"failed_queries", report.failed_queries},
               {"model", report.model},
