@@ -764,31 +764,49 @@ TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
   EXPECT_EQ(status, 400) << body.dump();
 }
 
+// A server with API key "k" over a tiny database built from three labelled
+// folders (red, blue, green) of `per_class` images each: the learning jobs'
+// tests start from it.
+struct LabelledServer {
+  void Start(const std::filesystem::path& root, int per_class) {
+    auto opened = OpenTinyDatabase(root, kDim, 7);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    db = std::move(*opened);
+    photos = root / "photos";
+    const struct { const char* label; int r, g, b; } kClasses[] = {
+        {"red", 220, 30, 30}, {"blue", 30, 40, 220}, {"green", 30, 210, 40}};
+    uint32_t seed = 1;
+    for (const auto& c : kClasses) {
+      std::filesystem::create_directories(photos / c.label);
+      for (int i = 0; i < per_class; ++i) {
+        testing::WriteBytes(photos / c.label / (std::to_string(i) + ".png"),
+                            testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
+      }
+    }
+    ASSERT_TRUE(BuildService(*db).Build(photos, {}).ok());
+    ServerOptions options;
+    options.port = 0;
+    options.log_requests = false;
+    options.api_keys = {"k"};
+    server = std::make_unique<HttpServer>(*db, options);
+    ASSERT_TRUE(server->Start().ok());
+    client = std::make_unique<httplib::Client>("127.0.0.1", server->port());
+  }
+
+  std::unique_ptr<Database> db;
+  std::filesystem::path photos;
+  std::unique_ptr<HttpServer> server;  // declared after db: stops before it goes
+  std::unique_ptr<httplib::Client> client;
+};
+
 // An evaluation as a background job: 202, then progress in queries and,
 // when done, the figures of `pixseek eval --json` (PR curve included).
 TEST(ServerLearningTest, EvaluationJobBehindTheApiKey) {
   TempDir tmp;
-  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
-  const auto photos = tmp.path() / "photos";
-  const struct { const char* label; int r, g, b; } kClasses[] = {
-      {"red", 220, 30, 30}, {"blue", 30, 40, 220}, {"green", 30, 210, 40}};
-  uint32_t seed = 1;
-  for (const auto& c : kClasses) {
-    std::filesystem::create_directories(photos / c.label);
-    for (int i = 0; i < 4; ++i) {
-      testing::WriteBytes(photos / c.label / (std::to_string(i) + ".png"),
-                          testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
-    }
-  }
-  ASSERT_TRUE(BuildService(**db).Build(photos, {}).ok());
-  ServerOptions options;
-  options.port = 0;
-  options.log_requests = false;
-  options.api_keys = {"k"};
-  HttpServer server(**db, options);
-  ASSERT_TRUE(server.Start().ok());
-  httplib::Client client("127.0.0.1", server.port());
+  LabelledServer labelled;
+  ASSERT_NO_FATAL_FAILURE(labelled.Start(tmp.path(), 4));
+  const auto& photos = labelled.photos;
+  httplib::Client& client = *labelled.client;
   const httplib::Headers key = {{"Authorization", "Bearer k"}};
   const json request = {{"path", photos.string()}, {"split", "none"}};
   auto refused = client.Post("/api/v1/evaluations", request.dump(), "application/json");
@@ -840,27 +858,10 @@ TEST(ServerLearningTest, EvaluationJobBehindTheApiKey) {
 // and answers with its classifier's category.
 TEST(ServerLearningTest, TrainAndReindexJobsBehindTheApiKey) {
   TempDir tmp;
-  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
-  const auto photos = tmp.path() / "photos";
-  const struct { const char* label; int r, g, b; } kClasses[] = {
-      {"red", 220, 30, 30}, {"blue", 30, 40, 220}, {"green", 30, 210, 40}};
-  uint32_t seed = 1;
-  for (const auto& c : kClasses) {
-    std::filesystem::create_directories(photos / c.label);
-    for (int i = 0; i < 8; ++i) {
-      testing::WriteBytes(photos / c.label / (std::to_string(i) + ".png"),
-                          testing::SyntheticImage(".png", 64, 48, c.r, c.g, c.b, seed++));
-    }
-  }
-  ASSERT_TRUE(BuildService(**db).Build(photos, {}).ok());
-  ServerOptions options;
-  options.port = 0;
-  options.log_requests = false;
-  options.api_keys = {"k"};
-  HttpServer server(**db, options);
-  ASSERT_TRUE(server.Start().ok());
-  httplib::Client client("127.0.0.1", server.port());
+  LabelledServer labelled;
+  ASSERT_NO_FATAL_FAILURE(labelled.Start(tmp.path(), 8));
+  const auto& photos = labelled.photos;
+  httplib::Client& client = *labelled.client;
   const httplib::Headers key = {{"Authorization", "Bearer k"}};
   const json train = {{"path", photos.string()}, {"name", "tiny-http"}, {"epochs", 3},
                       {"dim", 8},                {"batch_classes", 3},  {"per_class", 3}};

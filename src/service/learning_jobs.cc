@@ -90,7 +90,7 @@ struct LearningJobs::State {
     return TrainReportJson(report);
   }
 
-  // Progress in queries ranked, at the rate so far.
+  // Progress in items (queries ranked, images reindexed), at the rate so far.
   std::function<void(uint64_t, uint64_t)> ProgressOf(int64_t id) {
     const auto start = std::chrono::steady_clock::now();
     return [this, id, start](uint64_t done, uint64_t total) {
@@ -120,18 +120,7 @@ struct LearningJobs::State {
     options.model = model;
     options.show_progress = false;
     options.cancel = &cancel;
-    const auto start = std::chrono::steady_clock::now();
-    options.on_progress = [this, id, start](uint64_t done, uint64_t total) {
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      Update(id, [&](LearningJobStatus& job) {
-        job.done = done;
-        job.total = total;
-        job.rate = seconds > 0 ? static_cast<double>(done) / seconds : 0;
-        job.eta_s = job.rate > 0 ? static_cast<double>(total - std::min(done, total)) / job.rate
-                                 : 0;
-      });
-    };
+    options.on_progress = ProgressOf(id);
     PIXSEEK_ASSIGN_OR_RETURN(ReindexReport report, db.Reindex(options));
     return ReindexReportJson(report);
   }

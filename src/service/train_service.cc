@@ -77,7 +77,7 @@ Result<TrainParts> CarveValidation(const std::vector<LabelledImage>& pool, DataS
 
 // The base features of `images` (rows in their order) with class indices
 // from `classes` (a label not in it gets the next free index).
-Result<LabelledFeatures> FeaturesOf(const std::vector<LabelledImage>& images,
+LabelledFeatures FeaturesOf(const std::vector<LabelledImage>& images,
                                     const std::unordered_map<int64_t, size_t>& row_of,
                                     const std::vector<float>& features, int dimension,
                                     std::map<std::string, int32_t>* class_index) {
@@ -252,10 +252,8 @@ Result<TrainingData> Gather(Database& db, const TrainRequest& request,
   for (const std::string& c : ClassesOf(data.parts.train)) {
     class_index.emplace(c, static_cast<int32_t>(class_index.size()));
   }
-  PIXSEEK_ASSIGN_OR_RETURN(data.train,
-                           FeaturesOf(data.parts.train, row_of, features, dimension, &class_index));
-  PIXSEEK_ASSIGN_OR_RETURN(data.validation, FeaturesOf(data.parts.validation, row_of, features,
-                                                       dimension, &class_index));
+  data.train = FeaturesOf(data.parts.train, row_of, features, dimension, &class_index);
+  data.validation = FeaturesOf(data.parts.validation, row_of, features, dimension, &class_index);
   data.classes.resize(class_index.size());
   for (const auto& [label, index] : class_index) data.classes[static_cast<size_t>(index)] = label;
   report->data_sha256 = DataHash(data.parts.train, row_of, features, dimension);
