@@ -137,11 +137,6 @@ class PcaTransform {
   std::shared_ptr<const Impl> impl_;
 };
 
-// An Embedder whose vectors are inner's passed through `pca`; its card is
-// inner's with dimension = pca.output_dimension(). InvalidArgument when the
-// dimensions do not match.
-Result<std::unique_ptr<Embedder>> WithPca(std::unique_ptr<Embedder> inner, PcaTransform pca);
-
 }  // namespace pixseek
 
 #endif  // PIXSEEK_FEATURE_FIT_H_

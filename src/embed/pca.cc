@@ -1,6 +1,7 @@
-// PcaTransform (learned on a collection by TrainPca, src/train), its
-// checksummed file, and the Embedder wrapper that applies it after any
-// model. FAISS (its LinearTransform applies the map) stays inside this file.
+// PcaTransform (learned on a collection by TrainPca, src/train) and its
+// checksummed file; the service layer applies it after the network
+// (src/service/projection.h). FAISS (its LinearTransform applies the map)
+// stays inside this file.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -46,50 +47,6 @@ template <typename T>
 void Append(std::string* out, const T* data, size_t count) {
   out->append(reinterpret_cast<const char*>(data), count * sizeof(T));
 }
-
-// The PCA applied after an inner Embedder.
-//
-// Thread-safety: as the Embedder contract (one caller at a time). Owns the
-// inner embedder and a scratch buffer.
-class PcaEmbedder final : public Embedder {
- public:
-  PcaEmbedder(std::unique_ptr<Embedder> inner, PcaTransform pca)
-      : inner_(std::move(inner)), pca_(std::move(pca)), card_(inner_->card()) {
-    card_.dimension = pca_.output_dimension();
-  }
-
-  const ModelCard& card() const override { return card_; }
-
-  Status Embed(std::span<const Image* const> images, float* out) override {
-    if (images.empty()) return Status::Ok();
-    if (out == nullptr) return Status::InvalidArgument("Embed: output buffer is null");
-    scratch_.resize(images.size() * static_cast<size_t>(inner_->dimension()));
-    PIXSEEK_RETURN_IF_ERROR(inner_->Embed(images, scratch_.data()));
-    pca_.Apply(scratch_.data(), images.size(), out);
-    return Status::Ok();
-  }
-
-  // Preprocessing is the inner model's; the PCA follows its network.
-  size_t preprocessed_size() const override { return inner_->preprocessed_size(); }
-  Status Preprocess(const Image& image, float* dst) const override {
-    return inner_->Preprocess(image, dst);
-  }
-  Status EmbedPreprocessed(const float* input, size_t n, float* out) override {
-    if (n == 0) return Status::Ok();
-    if (out == nullptr) return Status::InvalidArgument("EmbedPreprocessed: null buffer");
-    scratch_.resize(n * static_cast<size_t>(inner_->dimension()));
-    PIXSEEK_RETURN_IF_ERROR(inner_->EmbedPreprocessed(input, n, scratch_.data()));
-    pca_.Apply(scratch_.data(), n, out);
-    return Status::Ok();
-  }
-  void SetThreads(int threads) override { inner_->SetThreads(threads); }
-
- private:
-  std::unique_ptr<Embedder> inner_;
-  PcaTransform pca_;
-  ModelCard card_;
-  std::vector<float> scratch_;
-};
 
 }  // namespace
 
@@ -191,16 +148,6 @@ void PcaTransform::Apply(const float* in, size_t n, float* out) const {
   if (n == 0) return;
   impl_->transform.apply_noalloc(static_cast<faiss::Index::idx_t>(n), in, out);
   L2NormalizeRows(out, n, static_cast<size_t>(output_dimension()));
-}
-
-Result<std::unique_ptr<Embedder>> WithPca(std::unique_ptr<Embedder> inner, PcaTransform pca) {
-  if (inner == nullptr) return Status::InvalidArgument("WithPca: no embedder");
-  if (inner->dimension() != pca.input_dimension()) {
-    return Status::InvalidArgument("the PCA expects " + std::to_string(pca.input_dimension()) +
-                                   "-d vectors but model '" + inner->card().name + "' gives " +
-                                   std::to_string(inner->dimension()) + "-d");
-  }
-  return std::unique_ptr<Embedder>(std::make_unique<PcaEmbedder>(std::move(inner), std::move(pca)));
 }
 
 }  // namespace pixseek
