@@ -384,6 +384,59 @@ TYPED_TEST(MetadataStoreTest, ListPaging) {
   EXPECT_TRUE(store->List(tail)->empty());
 }
 
+// FilterIds: each condition alone and together, ascending ids, and the
+// bounds of the half-open date range.
+TYPED_TEST(MetadataStoreTest, FilterIdsByEveryField) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  // Record i: label cats (i % 3 != 0) or dogs, added at 1700000000 + i,
+  // 640 + i wide, 480 tall; every 4th a PNG 300 tall.
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 20; ++i) {
+    ImageRecord r = MakeRecord(i, i % 3 != 0 ? "cats" : "dogs");
+    if (i % 4 == 0) {
+      r.format = "png";
+      r.height = 300;
+    }
+    auto id = store->Insert(r);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    ids.push_back(*id);
+  }
+  auto expect = [&](const RecordFilter& filter, auto&& pass, const char* what) {
+    std::vector<int64_t> want;
+    for (int i = 0; i < 20; ++i) {
+      if (pass(i)) want.push_back(ids[i]);
+    }
+    auto got = store->FilterIds(filter);
+    ASSERT_TRUE(got.ok()) << what << ": " << got.status().ToString();
+    EXPECT_EQ(*got, want) << what;
+  };
+  expect(RecordFilter{}, [](int) { return true; }, "no condition");
+  RecordFilter f;
+  f.label = "dogs";
+  expect(f, [](int i) { return i % 3 == 0; }, "label");
+  f = {};
+  f.added_after = 1700000005;
+  f.added_before = 1700000009;
+  expect(f, [](int i) { return i >= 5 && i < 9; }, "after <= added_at < before");
+  f = {};
+  f.format = "png";
+  expect(f, [](int i) { return i % 4 == 0; }, "format");
+  f = {};
+  f.min_width = 650;
+  f.min_height = 400;
+  expect(f, [](int i) { return i >= 10 && i % 4 != 0; }, "size");
+  f = {};
+  f.label = "cats";
+  f.format = "jpeg";
+  f.added_after = 1700000002;
+  f.min_width = 641;
+  expect(f, [](int i) { return i % 3 != 0 && i % 4 != 0 && i >= 2; }, "all together");
+  f = {};
+  f.label = "birds";
+  expect(f, [](int) { return false; }, "unknown label");
+}
+
 TYPED_TEST(MetadataStoreTest, Settings) {
   auto store = this->Open();
   ASSERT_NE(store, nullptr);

@@ -669,6 +669,113 @@ TYPED_TEST(VectorIndexTest, AgreesWithFlatGroundTruth) {
   EXPECT_GE(recall / nq, TypeParam::kMinRecall);
 }
 
+// A filter is applied inside the search: k hits of the allowed ids come back
+// whenever k of them are live, whatever share of the index they are, from
+// the index's long-term form (after Compact) and from what was added since.
+// Allowed ids that were removed or never added are not returned.
+TYPED_TEST(VectorIndexTest, FilteredSearchReturnsKOfTheAllowedIds) {
+  const size_t n = 6000, extra = 300, dim = 96, nq = 16, k = 10;
+  auto data = RandomUnitVectors(n + extra, dim, 301);
+  const auto ids = SequentialIds(n + extra, 1);
+  auto index = this->Open(dim);
+  ASSERT_NE(index, nullptr);
+  ASSERT_TRUE(index->Add(n, ids.data(), data.data()).ok());
+  ASSERT_TRUE(index->Compact().ok());
+  ASSERT_TRUE(index->Add(extra, ids.data() + n, data.data() + n * dim).ok());
+  std::vector<int64_t> removed;
+  for (int64_t id = 7; id <= 700; id += 7) removed.push_back(id);
+  removed.push_back(static_cast<int64_t>(n + 7));  // one of the additions
+  ASSERT_TRUE(index->Remove(removed).ok());
+  std::map<int64_t, std::vector<float>> stored;
+  for (size_t i = 0; i < n + extra; ++i) {
+    if (std::find(removed.begin(), removed.end(), ids[i]) == removed.end()) {
+      stored[ids[i]] = std::vector<float>(data.begin() + i * dim, data.begin() + (i + 1) * dim);
+    }
+  }
+
+  struct Case {
+    const char* name;
+    std::vector<int64_t> allowed;
+  };
+  std::vector<Case> cases = {{"1 in 100, removed and unknown ids", {}},
+                             {"half at random", {}},
+                             {"the additions only", {}},
+                             {"fewer than k", {5, 14, 2000, int64_t(n + 7), int64_t(n + 100), 99999}},
+                             {"none", {}}};
+  std::mt19937 rng(302);
+  for (int64_t id : ids) {
+    if (id % 100 == 3) cases[0].allowed.push_back(id);
+    if (rng() % 2 == 0) cases[1].allowed.push_back(id);
+    if (id > static_cast<int64_t>(n)) cases[2].allowed.push_back(id);
+  }
+  cases[0].allowed.insert(cases[0].allowed.end(), removed.begin(), removed.end());
+  cases[0].allowed.push_back(-5);
+  cases[0].allowed.push_back(int64_t{1} << 40);
+
+  auto queries = RandomUnitVectors(nq, dim, 303);
+  // Half the queries are stored vectors (most not allowed).
+  for (size_t q = 0; q < nq / 2; ++q) {
+    std::copy_n(data.begin() + (q * 397) * dim, dim, queries.begin() + q * dim);
+  }
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const IdFilter filter(c.allowed);
+    std::map<int64_t, std::vector<float>> allowed;
+    for (const auto& [id, v] : stored) {
+      if (filter.Contains(id)) allowed[id] = v;
+    }
+    SearchParams params;
+    params.filter = &filter;
+    std::vector<std::vector<SearchHit>> results;
+    ASSERT_TRUE(index->Search(nq, queries.data(), k, params, &results).ok());
+    ASSERT_EQ(results.size(), nq);
+    double recall = 0;
+    for (size_t q = 0; q < nq; ++q) {
+      const float* query = queries.data() + q * dim;
+      const auto ref = BruteForce(allowed, query, dim, k);
+      ASSERT_EQ(results[q].size(), ref.size()) << "query " << q;
+      for (const SearchHit& h : results[q]) {
+        EXPECT_EQ(allowed.count(h.id), 1u) << "id " << h.id << " is not allowed";
+      }
+      if (TypeParam::kExact) {
+        ExpectMatchesReference(results[q], ref, allowed, query, dim);
+        continue;
+      }
+      ExpectBestFirst(results[q]);
+      size_t good = 0;
+      for (const SearchHit& h : results[q]) {
+        auto it = allowed.find(h.id);
+        if (it != allowed.end() &&
+            ExactDot(query, it->second.data(), dim) >= ref.back().score - 1e-5) {
+          ++good;
+        }
+      }
+      recall += ref.empty() ? 1.0 : double(good) / double(ref.size());
+    }
+    if (!TypeParam::kExact) EXPECT_GE(recall / nq, TypeParam::kMinRecall);
+  }
+}
+
+TEST(IdFilterTest, DenseSparseAndNegativeIds) {
+  const IdFilter dense({5, 3, 3, 1000, 0});
+  EXPECT_EQ(dense.size(), 4u);
+  EXPECT_EQ(std::vector<int64_t>(dense.ids().begin(), dense.ids().end()),
+            (std::vector<int64_t>{0, 3, 5, 1000}));
+  for (int64_t id : std::vector<int64_t>{0, 3, 5, 1000}) EXPECT_TRUE(dense.Contains(id)) << id;
+  for (int64_t id : std::vector<int64_t>{-1, 1, 4, 999, 1001, int64_t{1} << 50}) {
+    EXPECT_FALSE(dense.Contains(id)) << id;
+  }
+  // Too sparse for a bitmap, and negative ids: answered by binary search.
+  const IdFilter sparse({int64_t{1} << 45, -7, 12});
+  for (int64_t id : {int64_t{1} << 45, int64_t{-7}, int64_t{12}}) EXPECT_TRUE(sparse.Contains(id));
+  for (int64_t id : {int64_t{0}, int64_t{-8}, int64_t{13}, (int64_t{1} << 45) + 1}) {
+    EXPECT_FALSE(sparse.Contains(id)) << id;
+  }
+  const IdFilter none({});
+  EXPECT_TRUE(none.empty());
+  EXPECT_FALSE(none.Contains(0));
+}
+
 // ---------------------------------------------------------------------------
 // The flat index's log file (docs/index_format.md).
 

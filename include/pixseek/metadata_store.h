@@ -37,6 +37,24 @@ struct ListOptions {
   std::optional<std::string> label;  // only this label when set
 };
 
+// The records a filtered search keeps (MetadataStore::FilterIds): every
+// condition that is set must hold. Dates are a half-open range,
+// added_after <= added_at < added_before.
+struct RecordFilter {
+  std::optional<std::string> label;
+  std::optional<int64_t> added_after;   // unix seconds, inclusive
+  std::optional<int64_t> added_before;  // unix seconds, exclusive
+  std::optional<std::string> format;    // ImageFormatName(): "jpeg", "png", ...
+  int min_width = 0;                    // pixels; 0 = any
+  int min_height = 0;
+
+  // No condition set: every record passes.
+  bool empty() const {
+    return !label && !added_after && !added_before && !format && min_width <= 0 &&
+           min_height <= 0;
+  }
+};
+
 // Thread-safety: all methods are safe to call concurrently.
 class MetadataStore {
  public:
@@ -61,6 +79,8 @@ class MetadataStore {
   virtual Result<std::vector<ImageRecord>> List(const ListOptions& options) const = 0;
   // Every id, ascending.
   virtual Result<std::vector<int64_t>> AllIds() const = 0;
+  // The ids of the records that pass `filter`, ascending.
+  virtual Result<std::vector<int64_t>> FilterIds(const RecordFilter& filter) const = 0;
 
   // Base features: the network's L2-normalised output before PCA or any
   // head, one per image at most, kept beside the record (its own table, so

@@ -164,8 +164,12 @@ struct QueryParams {
   SearchParams search;
   // Results only of this category (ImageRecord::label): "" = any, "auto" =
   // the query's predicted category (any when none is predicted), else that
-  // label. Still up to top_k results: the search looks deeper for them.
+  // label. Applied as filter.label (both set and different: no results).
   std::string category;
+  // Results only of the images whose records pass this filter. It is applied
+  // inside the index search, so top_k results come back whenever top_k
+  // stored images pass it (and score >= min_score).
+  RecordFilter filter;
   // Re-ranking of the index's results (RerankMethod).
   RerankOptions rerank;
 };
@@ -186,6 +190,15 @@ struct QueryResponse {
   bool cached = false;
 };
 
+// What users write for RecordFilter's fields (HTTP parameters, CLI flags).
+// A time bound (added_after, added_before): unix seconds ("1764547200"), a
+// UTC date ("2026-12-01", its midnight) or a UTC date and time
+// ("2026-12-01T08:30:00Z", the Z optional). InvalidArgument otherwise.
+Result<int64_t> ParseFilterTime(std::string_view text);
+// An image format: ImageFormatName()'s names in any case, "jpg" for "jpeg"
+// and "tif" for "tiff". InvalidArgument listing the names otherwise.
+Result<std::string> ParseFilterFormat(std::string_view text);
+
 class QueryService {
  public:
   explicit QueryService(Database& db) : db_(db) {}
@@ -203,12 +216,14 @@ class QueryService {
     const Image* image = nullptr;  // its pixels when searched by image
   };
   // The nearest `k` stored images to `query` with their records, best first,
-  // re-ranked as params.rerank says (ids removed meanwhile are dropped).
+  // re-ranked as params.rerank says (ids removed meanwhile are dropped);
+  // only ids in `allowed` when it is given.
   Result<std::vector<QueryHit>> Nearest(std::span<const float> query, const QueryOrigin& origin,
-                                        size_t k, const QueryParams& params);
+                                        size_t k, const QueryParams& params,
+                                        const IdFilter* allowed = nullptr);
   // The answer to a query (`query`: its vector in the index; `base`: its
   // base feature, empty when unknown): its category, and its top_k hits
-  // with score >= min_score of the category asked for.
+  // with score >= min_score that pass the category and the filter.
   Result<QueryResponse> Answer(std::span<const float> base, std::span<const float> query,
                                const QueryOrigin& origin, const QueryParams& params);
   // Joins metadata to cached hits (dropping ids removed meanwhile).

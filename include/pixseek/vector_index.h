@@ -31,12 +31,45 @@ struct SearchHit {
 // The largest per-query search list accepted (SearchParams::search_list).
 inline constexpr int kMaxSearchList = 100000;
 
+// The ids a filtered search may return (SearchParams::filter), e.g. the
+// images whose metadata match a label or a date range. Fixed at
+// construction; Contains is O(1) for ids as dense as a metadata store's
+// (a bitmap over [0, largest id]) and O(log n) otherwise.
+//
+// Thread-safety: immutable after construction, so safe to share.
+class IdFilter {
+ public:
+  // Any order; duplicates are ignored.
+  explicit IdFilter(std::vector<int64_t> ids);
+
+  bool Contains(int64_t id) const {
+    if (id >= 0 && static_cast<uint64_t>(id) < bits_.size() * 64) {
+      return (bits_[static_cast<uint64_t>(id) >> 6] >> (id & 63)) & 1;
+    }
+    return !bits_.empty() ? false : ContainsSparse(id);
+  }
+  size_t size() const { return ids_.size(); }
+  bool empty() const { return ids_.empty(); }
+  // The ids, ascending.
+  std::span<const int64_t> ids() const { return ids_; }
+
+ private:
+  bool ContainsSparse(int64_t id) const;
+
+  std::vector<int64_t> ids_;
+  std::vector<uint64_t> bits_;  // empty when the ids are too sparse for a bitmap
+};
+
 // Per-query search settings; each 0 means the index's own default (an exact
 // index ignores them).
 struct SearchParams {
   // Candidate list size of a graph search (DiskANN's L): larger finds more
   // of the true neighbours, slower. 0 = the index's search_list parameter.
   int search_list = 0;
+  // When set, only ids in the filter are returned, and every index returns
+  // min(k, live ids in the filter) hits: the filter is applied inside the
+  // search, not to its k results. Not owned; must outlive the call.
+  const IdFilter* filter = nullptr;
 };
 
 // One figure of an index's state for `pixseek stats` and /api/v1/stats

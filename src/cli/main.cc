@@ -745,11 +745,51 @@ void AddRerankFlags(CLI::App* cmd, RerankOptions& rerank, std::string& method) {
       ->check(CLI::Range(1, kMaxSpatialTop));
 }
 
+// A search's filter as written on the command line (the times and the
+// format are parsed once the flags are read).
+struct FilterFlags {
+  std::optional<std::string> label, added_after, added_before, format;
+  int min_width = 0;
+  int min_height = 0;
+};
+
+void AddFilterFlags(CLI::App* cmd, FilterFlags& f) {
+  cmd->add_option("--label", f.label, "Only images of this label (first folder level at build)");
+  cmd->add_option("--added-after", f.added_after,
+                  "Only images added at or after this time: unix seconds, 2026-12-01 or "
+                  "2026-12-01T08:30:00Z (UTC)");
+  cmd->add_option("--added-before", f.added_before, "Only images added before this time");
+  cmd->add_option("--format", f.format, "Only images of this format: jpeg, png, webp, bmp, "
+                                        "tiff or gif");
+  cmd->add_option("--min-width", f.min_width, "Only images at least this wide (pixels)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--min-height", f.min_height, "Only images at least this tall (pixels)")
+      ->check(CLI::Range(0, 1 << 20));
+}
+
+Result<RecordFilter> ParseFilterFlags(const FilterFlags& f) {
+  RecordFilter filter;
+  filter.label = f.label;
+  if (f.added_after) {
+    PIXSEEK_ASSIGN_OR_RETURN(filter.added_after, ParseFilterTime(*f.added_after));
+  }
+  if (f.added_before) {
+    PIXSEEK_ASSIGN_OR_RETURN(filter.added_before, ParseFilterTime(*f.added_before));
+  }
+  if (f.format) {
+    PIXSEEK_ASSIGN_OR_RETURN(filter.format, ParseFilterFormat(*f.format));
+  }
+  filter.min_width = f.min_width;
+  filter.min_height = f.min_height;
+  return filter;
+}
+
 void AddQueryCommand(CLI::App& app, Cli& cli) {
   struct State {
     std::string image;
     QueryParams params;
     std::string rerank;
+    FilterFlags filter;
   };
   auto st = std::make_shared<State>();
   st->params.rerank = cli.server.rerank;
@@ -765,6 +805,7 @@ void AddQueryCommand(CLI::App& app, Cli& cli) {
   cmd->add_option("--category", st->params.category,
                   "Only results of this category: auto (the query's predicted category) or a "
                   "label (first folder level at build)");
+  AddFilterFlags(cmd, st->filter);
   AddRerankFlags(cmd, st->params.rerank, st->rerank);
   cmd->add_flag("--json", cli.as_json, "Print JSON");
   cmd->callback([&cli, st] {
@@ -774,6 +815,12 @@ void AddQueryCommand(CLI::App& app, Cli& cli) {
       return;
     }
     st->params.rerank.method = *method;
+    auto filter = ParseFilterFlags(st->filter);
+    if (!filter.ok()) {
+      cli.rc = Fail(filter.status());
+      return;
+    }
+    st->params.filter = *std::move(filter);
     cli.rc = RunQuery(cli.home, cli.flags, st->image, st->params, cli.as_json);
   });
 }

@@ -501,6 +501,37 @@ Status DiskGraph::LoadCache(uint64_t cache_bytes) {
   return Status::Ok();
 }
 
+Status DiskGraph::SearchNodes(const float* query, std::span<const uint32_t> nodes, size_t k,
+                              size_t rerank, std::vector<SearchHit>* out) const {
+  out->clear();
+  if (k == 0 || nodes.empty()) return Status::Ok();
+  std::vector<float> tables(pq_->table_size());
+  pq_->ComputeL2Tables(query, tables.data());
+  std::vector<float> pq_scores(nodes.size());
+  PqScoreBatch(tables.data(), pq_->code_size(), codes_.data(), nodes.data(), nodes.size(),
+               pq_scores.data());
+  std::vector<Candidate> ranked(nodes.size());
+  for (size_t i = 0; i < nodes.size(); ++i) ranked[i] = {pq_scores[i], nodes[i], false};
+  const size_t depth = std::min(nodes.size(), std::max(k, rerank));
+  std::partial_sort(ranked.begin(), ranked.begin() + depth, ranked.end(), Closer);
+  const size_t d = static_cast<size_t>(dim_);
+  AlignedBuffer buf(block_bytes_);
+  for (size_t i = 0; i < depth; ++i) {
+    const uint32_t node = ranked[i].id;
+    const uint8_t* rec = CachedNode(node);
+    if (rec == nullptr) {
+      PIXSEEK_RETURN_IF_ERROR(ReadBlock(node / nodes_per_block_, buf.data, false));
+      rec = buf.data + (node % nodes_per_block_) * node_bytes_;
+    }
+    out->push_back({ids_[node], InnerProductStored(storage_, query, rec, d)});
+  }
+  std::sort(out->begin(), out->end(), [](const SearchHit& a, const SearchHit& b) {
+    return a.score > b.score || (a.score == b.score && a.id < b.id);
+  });
+  if (out->size() > k) out->resize(k);
+  return Status::Ok();
+}
+
 Result<std::vector<float>> DiskGraph::ReadVector(uint32_t node) const {
   if (node >= n_) return Status::NotFound("no node " + std::to_string(node));
   std::vector<float> v(static_cast<size_t>(dim_));

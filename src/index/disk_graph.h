@@ -211,6 +211,14 @@ class DiskGraph {
                      std::vector<std::vector<SearchHit>>* results,
                      std::vector<DiskSearchStats>* stats = nullptr) const;
 
+  // The k best of `nodes` (distinct node numbers) for one query, best first
+  // by exact score, for a filter that leaves too few nodes for a graph
+  // search to meet: every node is ranked by its PQ code (in RAM), and the
+  // best max(k, rerank) of those are read and scored exactly. Same errors as
+  // Search.
+  Status SearchNodes(const float* query, std::span<const uint32_t> nodes, size_t k,
+                     size_t rerank, std::vector<SearchHit>* out) const;
+
   // The stored (decoded) vector of a node, read from disk and checked.
   Result<std::vector<float>> ReadVector(uint32_t node) const;
 

@@ -37,6 +37,7 @@
 #include "index/delta_graph.h"
 #include "index/disk_graph.h"
 #include "index/flat_log.h"
+#include "index/inner_product.h"
 #include "index/index_kinds.h"
 #include "index/rw_mutex.h"
 #include "index/vecs_io.h"
@@ -125,6 +126,12 @@ bool AllFinite(const float* v, size_t n) {
   }
   return true;
 }
+
+// A filtered search walks the base graph only when the filter keeps at least
+// this share of its nodes (the search list grows by 1 / share, so up to 5x);
+// a smaller share ranks the allowed nodes' PQ codes directly
+// (bench/filter_bench.cc measured the crossover).
+constexpr double kFilterGraphMinShare = 0.2;
 
 // Where a live id's vector is.
 struct Location {
@@ -278,6 +285,7 @@ class DiskIndexImpl final : public DiskIndex {
     std::shared_lock lock(mu_);
     const int configured = params.search_list > 0 ? params.search_list : options_.search_list;
     const int list = configured > 0 ? configured : static_cast<int>(std::max<size_t>(64, 2 * k));
+    if (params.filter != nullptr) return SearchFiltered(n, queries, k, list, *params.filter, results);
     std::vector<std::vector<SearchHit>> base_hits;
     if (base_ != nullptr) {
       DiskSearchParams p;
@@ -304,6 +312,72 @@ class DiskIndexImpl final : public DiskIndex {
           const auto node = static_cast<uint32_t>(h.id);
           if (!seg->deleted[node]) out.push_back({seg->ids[node], h.score});
         }
+      }
+      std::sort(out.begin(), out.end(), [](const SearchHit& a, const SearchHit& b) {
+        return a.score > b.score || (a.score == b.score && a.id < b.id);
+      });
+      if (out.size() > k) out.resize(k);
+    }
+    return Status::Ok();
+  }
+
+  // Search with params.filter; the caller holds mu_ shared. The allowed
+  // live ids are located first. In the delta segments (RAM, bounded by
+  // compaction) they are scored exactly. In the base graph, a filter that
+  // keeps a large share of the nodes is met by a graph search whose list
+  // grows as the share shrinks (the rejected nodes are traversed, not
+  // returned); a smaller share, or a graph search that met fewer than k
+  // allowed nodes, is answered by ranking just the allowed nodes' PQ codes
+  // and reading the best of them (DiskGraph::SearchNodes). Either way k hits
+  // come back when k allowed ids are live.
+  Status SearchFiltered(size_t n, const float* queries, size_t k, int list,
+                        const IdFilter& filter,
+                        std::vector<std::vector<SearchHit>>* results) const {
+    std::vector<uint32_t> base_nodes;
+    std::vector<std::pair<const DeltaSegment*, uint32_t>> delta_nodes;
+    auto locate = [&](const Location& loc) {
+      if (loc.where == Location::kBase) {
+        base_nodes.push_back(loc.node);
+      } else {
+        delta_nodes.push_back({loc.where == Location::kDelta ? delta_.get() : frozen_.get(),
+                               loc.node});
+      }
+    };
+    if (filter.size() < locations_.size()) {
+      for (int64_t id : filter.ids()) {
+        if (auto it = locations_.find(id); it != locations_.end()) locate(it->second);
+      }
+    } else {
+      for (const auto& [id, loc] : locations_) {
+        if (filter.Contains(id)) locate(loc);
+      }
+    }
+    const size_t base_size = base_ != nullptr ? base_->size() : 0;
+    const bool graph = base_nodes.size() >= kFilterGraphMinShare * double(base_size) &&
+                       base_nodes.size() > k;
+    std::vector<std::vector<SearchHit>> base_hits(n);
+    if (graph) {
+      std::vector<uint8_t> allowed(base_size, 0);
+      for (uint32_t node : base_nodes) allowed[node] = 1;
+      DiskSearchParams p;
+      p.search_list = static_cast<int>(std::min<double>(
+          kMaxSearchList, std::ceil(list * double(base_size) / double(base_nodes.size()))));
+      p.beam_width = options_.beam_width;
+      const NodeFilter node_filter = [&allowed](uint32_t node) { return allowed[node] != 0; };
+      PIXSEEK_RETURN_IF_ERROR(base_->SearchBatch(queries, n, k, p, 1, node_filter, &base_hits));
+    }
+    const size_t dim = static_cast<size_t>(dim_);
+    const size_t want = std::min(k, base_nodes.size());
+    for (size_t q = 0; q < n; ++q) {
+      const float* query = queries + q * dim;
+      std::vector<SearchHit>& out = (*results)[q];
+      out = std::move(base_hits[q]);
+      if (out.size() < want) {
+        PIXSEEK_RETURN_IF_ERROR(
+            base_->SearchNodes(query, base_nodes, k, static_cast<size_t>(list), &out));
+      }
+      for (const auto& [seg, node] : delta_nodes) {
+        out.push_back({seg->ids[node], InnerProduct(query, seg->graph.vector(node), dim)});
       }
       std::sort(out.begin(), out.end(), [](const SearchHit& a, const SearchHit& b) {
         return a.score > b.score || (a.score == b.score && a.id < b.id);

@@ -143,8 +143,9 @@ class FlatIndex final : public VectorIndex {
   }
 
   using VectorIndex::Search;
-  // Exact: every stored vector is scored, so SearchParams change nothing.
-  Status Search(size_t n, const float* queries, size_t k, const SearchParams& /*params*/,
+  // Exact: every stored vector is scored, so search_list changes nothing; a
+  // filter keeps the ids it rejects out of the heaps.
+  Status Search(size_t n, const float* queries, size_t k, const SearchParams& params,
                 std::vector<std::vector<SearchHit>>* results) const override {
     if (results == nullptr) return Status::InvalidArgument("Search: null results");
     if (n > 0 && queries == nullptr) return Status::InvalidArgument("Search: null queries");
@@ -173,7 +174,7 @@ class FlatIndex final : public VectorIndex {
       try {
         workers.emplace_back([&, t] {
           auto [begin, end] = range(t);
-          Scan(begin, end, n, queries, heaps[t]);
+          Scan(begin, end, n, queries, params.filter, heaps[t]);
         });
       } catch (const std::system_error&) {
         inline_parts.push_back(t);  // no thread available: scan it here
@@ -181,7 +182,7 @@ class FlatIndex final : public VectorIndex {
     }
     for (size_t t : inline_parts) {
       auto [begin, end] = range(t);
-      Scan(begin, end, n, queries, heaps[t]);
+      Scan(begin, end, n, queries, params.filter, heaps[t]);
     }
     for (auto& w : workers) w.join();
 
@@ -196,8 +197,9 @@ class FlatIndex final : public VectorIndex {
   }
 
  private:
-  // Scores slots [begin, end) against every query, block by block.
-  void Scan(size_t begin, size_t end, size_t n, const float* queries,
+  // Scores slots [begin, end) against every query, block by block; ids the
+  // filter (when given) rejects are scored but not kept.
+  void Scan(size_t begin, size_t end, size_t n, const float* queries, const IdFilter* filter,
             std::vector<TopK>& heaps) const {
     const size_t block = std::max<size_t>(4, (kBlockBytes / (dim_ * sizeof(float))) & ~size_t{3});
     const float* data = vectors_.data();
@@ -214,7 +216,10 @@ class FlatIndex final : public VectorIndex {
           for (size_t j = 0; j < 4; ++j) group[j] = data + (s + std::min(j, m - 1)) * dim_;
           float scores[4];
           InnerProduct4(query, group, dim_, scores);
-          for (size_t j = 0; j < m; ++j) heap.Push(scores[j], slot_ids_[s + j]);
+          for (size_t j = 0; j < m; ++j) {
+            const int64_t id = slot_ids_[s + j];
+            if (filter == nullptr || filter->Contains(id)) heap.Push(scores[j], id);
+          }
         }
       }
     }

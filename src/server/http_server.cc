@@ -140,6 +140,29 @@ Result<std::optional<float>> FloatParam(const Request& req, const char* name) {
   return std::optional<float>(value);
 }
 
+// A search's filter: label, added_after, added_before, format, min_width,
+// min_height (QueryService checks what the parsers leave).
+Result<RecordFilter> RecordFilterFrom(const Request& req) {
+  RecordFilter filter;
+  if (req.has_param("label")) filter.label = req.get_param_value("label");
+  for (auto [name, bound] : {std::pair{"added_after", &filter.added_after},
+                             std::pair{"added_before", &filter.added_before}}) {
+    if (!req.has_param(name)) continue;
+    auto time = ParseFilterTime(req.get_param_value(name));
+    if (!time.ok()) return Status::InvalidArgument(std::string(name) + ": " + time.status().message());
+    *bound = *time;
+  }
+  if (req.has_param("format")) {
+    PIXSEEK_ASSIGN_OR_RETURN(filter.format, ParseFilterFormat(req.get_param_value("format")));
+  }
+  constexpr int64_t kMaxSide = 1 << 20;
+  PIXSEEK_ASSIGN_OR_RETURN(int64_t min_width, IntParam(req, "min_width", 0, 0, kMaxSide));
+  PIXSEEK_ASSIGN_OR_RETURN(int64_t min_height, IntParam(req, "min_height", 0, 0, kMaxSide));
+  filter.min_width = static_cast<int>(min_width);
+  filter.min_height = static_cast<int>(min_height);
+  return filter;
+}
+
 // `rerank`: the server's default re-ranking ([search] in the config file).
 Result<QueryParams> QueryParamsFrom(const Request& req, const RerankOptions& rerank) {
   QueryParams params;
@@ -162,6 +185,7 @@ Result<QueryParams> QueryParamsFrom(const Request& req, const RerankOptions& rer
   if (min_score) params.min_score = *min_score;
   // "auto" or a label; QueryService checks it.
   if (req.has_param("category")) params.category = req.get_param_value("category");
+  PIXSEEK_ASSIGN_OR_RETURN(params.filter, RecordFilterFrom(req));
   return params;
 }
 

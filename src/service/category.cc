@@ -64,24 +64,4 @@ std::optional<std::string> CategoryFilter(const std::string& category,
   return predicted->label;
 }
 
-Result<std::vector<QueryHit>> NearestOfCategory(const FetchNearest& fetch, size_t searchable,
-                                                const std::string& label, size_t top_k,
-                                                float min_score) {
-  size_t k = std::min(4 * top_k, kMaxCategoryCandidates);
-  while (true) {
-    PIXSEEK_ASSIGN_OR_RETURN(std::vector<QueryHit> candidates, fetch(k));
-    // Deeper rounds cannot help once every image was a candidate, or once
-    // the last candidate (the worst) already scores below min_score.
-    const bool exhausted = k >= searchable;
-    const bool below = !candidates.empty() && candidates.back().score < min_score;
-    std::vector<QueryHit> kept;
-    for (QueryHit& hit : candidates) {
-      if (kept.size() == top_k || hit.score < min_score) break;
-      if (hit.record.label == label) kept.push_back(std::move(hit));
-    }
-    if (kept.size() == top_k || exhausted || below || k == kMaxCategoryCandidates) return kept;
-    k = std::min(4 * k, kMaxCategoryCandidates);
-  }
-}
-
 }  // namespace pixseek

@@ -1,11 +1,11 @@
-// Which labelled class a search's query looks like, and the filter that keeps
-// a search's results to one class (QueryParams::category). Internal to the
+// Which labelled class a search's query looks like, and the label that keeps
+// a search's results to one class (QueryParams::category; QueryService
+// applies it as RecordFilter::label). Internal to the
 // service module; QueryService is the only caller.
 #ifndef PIXSEEK_SERVICE_CATEGORY_H_
 #define PIXSEEK_SERVICE_CATEGORY_H_
 
 #include <cstddef>
-#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -22,10 +22,6 @@ namespace pixseek {
 // classifier predicts it: enough that one odd neighbour does not decide,
 // few enough that the vote stays local.
 inline constexpr size_t kCategoryVoters = 10;
-
-// The most candidates the category filter ranks before it gives up looking
-// for more results of a rare category (16 rounds of kMaxTopK).
-inline constexpr size_t kMaxCategoryCandidates = 16 * kMaxTopK;
 
 // QueryParams::category's special value: filter by the predicted category.
 inline constexpr std::string_view kAutoCategory = "auto";
@@ -54,21 +50,6 @@ std::optional<CategoryPrediction> PredictCategory(const TrainedHead* head,
 // nothing predicted), the prediction's label for "auto", else `category`.
 std::optional<std::string> CategoryFilter(const std::string& category,
                                           const std::optional<CategoryPrediction>& predicted);
-
-// The nearest `k` stored images with their records, best first. The
-// caller's search, so that the filter below needs no database to test.
-using FetchNearest = std::function<Result<std::vector<QueryHit>>(size_t k)>;
-
-// Up to `top_k` hits labelled `label` with score >= min_score, best first.
-// An index returns nearest images whatever their label, so this over-fetches:
-// it asks for 4 x top_k candidates, then 4 times as many each round, until
-// top_k of the category are found, all `searchable` images (the index's
-// size) were candidates, the candidates fall below min_score, or
-// kMaxCategoryCandidates were ranked. So a category rarer than that among a
-// query's neighbours can return fewer than top_k. Errors are fetch's.
-Result<std::vector<QueryHit>> NearestOfCategory(const FetchNearest& fetch, size_t searchable,
-                                                const std::string& label, size_t top_k,
-                                                float min_score);
 
 }  // namespace pixseek
 

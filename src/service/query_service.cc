@@ -7,6 +7,7 @@
 #include "core/hash.h"
 #include "pixseek/services.h"
 #include "service/category.h"
+#include "service/record_filter.h"
 #include "service/rerank.h"
 
 namespace pixseek {
@@ -24,6 +25,7 @@ Status ValidateParams(const QueryParams& params) {
                                    std::to_string(kMaxSearchList));
   }
   PIXSEEK_RETURN_IF_ERROR(ValidateRerank(params.rerank));
+  PIXSEEK_RETURN_IF_ERROR(ValidateRecordFilter(params.filter));
   return ValidateCategory(params.category);
 }
 
@@ -93,11 +95,13 @@ Result<QueryResponse> QueryService::SearchImage(std::span<const uint8_t> bytes,
   PIXSEEK_RETURN_IF_ERROR(ValidateParams(params));
   if (bytes.empty()) return Status::InvalidArgument("empty file");
   const std::string digest = Sha256Hex(bytes);
-  // The category comes last: it may hold any printable text, ':' included.
+  // The filter is self-delimiting; the category comes last: it may hold any
+  // printable text, ':' included.
   const std::string key = "search:" + db_.model_name() + ":" + digest + ":" +
                           std::to_string(params.top_k) + ":" + std::to_string(params.min_score) +
                           ":" + std::to_string(params.search.search_list) + ":" +
-                          RerankKey(params.rerank) + params.category;
+                          RerankKey(params.rerank) + RecordFilterKey(params.filter) +
+                          params.category;
   // A method the database cannot serve fails before any work (and on a
   // cache hit too).
   PIXSEEK_RETURN_IF_ERROR(RerankStage::Make(db_, params.rerank).status());
@@ -174,32 +178,37 @@ Result<QueryResponse> QueryService::Answer(std::span<const float> base,
       Nearest(query, origin, std::max(params.top_k, kCategoryVoters), params));
   QueryResponse response;
   response.category = PredictCategory(db_.head(), base, nearest);
-  const std::optional<std::string> label = CategoryFilter(params.category, response.category);
-  if (!label) {
-    // (Re-ranked hits need not be in score order: each is checked.)
-    for (QueryHit& hit : nearest) {
-      if (response.hits.size() == params.top_k) break;
-      if (hit.score >= params.min_score) response.hits.push_back(std::move(hit));
-    }
-    return response;
+  RecordFilter filter = params.filter;
+  if (const std::optional<std::string> label = CategoryFilter(params.category, response.category)) {
+    if (filter.label && *filter.label != *label) return response;  // no image has two labels
+    filter.label = *label;
   }
-  // The nearest images are of any category: NearestOfCategory searches
-  // deeper (4 x top_k candidates, then 4 times more a round, up to
-  // kMaxCategoryCandidates) until it has top_k of this one.
-  const FetchNearest fetch = [&](size_t k) { return Nearest(query, origin, k, params); };
-  PIXSEEK_ASSIGN_OR_RETURN(response.hits, NearestOfCategory(fetch, db_.index().size(), *label,
-                                                            params.top_k, params.min_score));
+  if (!filter.empty()) {
+    // The vote above needed the nearest images of any kind; the answer is
+    // searched again, inside the images that pass.
+    PIXSEEK_ASSIGN_OR_RETURN(std::vector<int64_t> ids, db_.store().FilterIds(filter));
+    const IdFilter allowed(std::move(ids));
+    PIXSEEK_ASSIGN_OR_RETURN(nearest, Nearest(query, origin, params.top_k, params, &allowed));
+  }
+  // (Re-ranked hits need not be in score order: each is checked.)
+  for (QueryHit& hit : nearest) {
+    if (response.hits.size() == params.top_k) break;
+    if (hit.score >= params.min_score) response.hits.push_back(std::move(hit));
+  }
   return response;
 }
 
 Result<std::vector<QueryHit>> QueryService::Nearest(std::span<const float> query,
                                                     const QueryOrigin& origin, size_t k,
-                                                    const QueryParams& params) {
+                                                    const QueryParams& params,
+                                                    const IdFilter* allowed) {
   PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<RerankStage> stage,
                            RerankStage::Make(db_, params.rerank));
+  SearchParams search = params.search;
+  search.filter = allowed;
   const RankFn rank = [&](const float* vectors, size_t n, size_t depth,
                           std::vector<std::vector<SearchHit>>* out) {
-    return db_.index().Search(n, vectors, depth, params.search, out);
+    return db_.index().Search(n, vectors, depth, search, out);
   };
   std::vector<std::vector<SearchHit>> results;
   PIXSEEK_RETURN_IF_ERROR(rank(query.data(), 1, stage->Depth(k), &results));

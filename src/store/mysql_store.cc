@@ -600,6 +600,16 @@ constexpr const char* kList = PIXSEEK_SELECT_IMAGES "WHERE id > ? ORDER BY id LI
 constexpr const char* kListLabel =
     PIXSEEK_SELECT_IMAGES "WHERE label = ? AND id > ? ORDER BY id LIMIT ?";
 constexpr const char* kAllIds = "SELECT id FROM images ORDER BY id";
+// FilterIds: an absent date bound is bound as the widest value, an absent
+// format as 0 in the first of its two parameters. The label has a statement
+// of its own so that it can use the images_label index.
+#define PIXSEEK_FILTER_CONDITIONS \
+  "added_at >= ? AND added_at < ? AND width >= ? AND height >= ? AND (? = 0 OR format = ?) "
+constexpr const char* kFilterIds =
+    "SELECT id FROM images WHERE " PIXSEEK_FILTER_CONDITIONS "ORDER BY id";
+constexpr const char* kFilterIdsLabel =
+    "SELECT id FROM images WHERE " PIXSEEK_FILTER_CONDITIONS "AND label = ? ORDER BY id";
+#undef PIXSEEK_FILTER_CONDITIONS
 constexpr const char* kPutFeature =
     "INSERT INTO features (id, vector) VALUES (?, ?) "
     "ON DUPLICATE KEY UPDATE vector = VALUES(vector)";
@@ -629,9 +639,10 @@ constexpr const char* kUnlock = "SELECT RELEASE_LOCK(CONCAT('pixseek_schema.', D
 #undef PIXSEEK_Q4
 #undef PIXSEEK_SELECT_IMAGES
 constexpr const char* kAllStatements[] = {
-    kInsert,    kGet,        kGetBatch,     kFindByPath,    kDelete,     kList,
-    kListLabel, kAllIds,     kPutFeature,   kGetFeature,    kScanFeatures, kCountFeatures,
-    kGetSetting, kSetSetting};
+    kInsert,     kGet,        kGetBatch,     kFindByPath,   kDelete,
+    kList,       kListLabel,  kAllIds,       kFilterIds,    kFilterIdsLabel,
+    kPutFeature, kGetFeature, kScanFeatures, kCountFeatures, kGetSetting,
+    kSetSetting};
 
 ImageRecord ReadRecord(Row& row) {
   ImageRecord r;
@@ -800,6 +811,26 @@ class MysqlStore final : public MetadataStore {
   Result<std::vector<int64_t>> AllIds() const override {
     return Call([&](Connection& c, bool) -> Result<std::vector<int64_t>> {
       PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kAllIds, {}), "cannot list image ids"));
+      std::vector<int64_t> ids;
+      ids.reserve(out.rows.size());
+      for (const Row& row : out.rows) ids.push_back(row[0].number);
+      return ids;
+    });
+  }
+
+  Result<std::vector<int64_t>> FilterIds(const RecordFilter& filter) const override {
+    std::vector<Param> params = {
+        Int(filter.added_after.value_or(std::numeric_limits<int64_t>::min())),
+        Int(filter.added_before.value_or(std::numeric_limits<int64_t>::max())),
+        Int(filter.min_width),
+        Int(filter.min_height),
+        Int(filter.format ? 1 : 0),
+        Text(filter.format ? std::string_view(*filter.format) : std::string_view())};
+    if (filter.label) params.push_back(Text(*filter.label));
+    return Call([&](Connection& c, bool) -> Result<std::vector<int64_t>> {
+      PIXSEEK_ASSIGN_OR_RETURN(
+          Outcome out, Checked(c.Run(filter.label ? kFilterIdsLabel : kFilterIds, params),
+                               "cannot filter images"));
       std::vector<int64_t> ids;
       ids.reserve(out.rows.size());
       for (const Row& row : out.rows) ids.push_back(row[0].number);

@@ -266,6 +266,25 @@ class SqliteStore final : public MetadataStore {
     return out;
   }
 
+  Result<std::vector<int64_t>> FilterIds(const RecordFilter& filter) const override {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(filter.label ? kFilterIdsLabel : kFilterIds, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, filter.added_after.value_or(std::numeric_limits<int64_t>::min()));
+    sqlite3_bind_int64(stmt, 2, filter.added_before.value_or(std::numeric_limits<int64_t>::max()));
+    sqlite3_bind_int64(stmt, 3, filter.min_width);
+    sqlite3_bind_int64(stmt, 4, filter.min_height);
+    sqlite3_bind_int64(stmt, 5, filter.format ? 1 : 0);
+    BindText(stmt, 6, filter.format.value_or(""));
+    if (filter.label) BindText(stmt, 7, *filter.label);
+    std::vector<int64_t> out;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) out.push_back(sqlite3_column_int64(stmt, 0));
+    if (rc != SQLITE_DONE) return Error(rc, "cannot filter images");
+    return out;
+  }
+
   Status PutFeatures(std::span<const int64_t> ids, int dimension,
                      std::span<const float> features) override {
     PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(ids.size(), dimension, features));
@@ -356,6 +375,17 @@ class SqliteStore final : public MetadataStore {
   static constexpr const char* kListLabel =
       PIXSEEK_SELECT_IMAGES "WHERE label = ?3 AND id > ?1 ORDER BY id LIMIT ?2";
   static constexpr const char* kAllIds = "SELECT id FROM images ORDER BY id";
+  // FilterIds: an absent date bound is bound as the widest value, an absent
+  // format as ?5 = 0. The label has a statement of its own so that it can
+  // use the images_label index.
+#define PIXSEEK_FILTER_CONDITIONS                                                    \
+  "added_at >= ?1 AND added_at < ?2 AND (?5 = 0 OR format = ?6) AND width >= ?3 " \
+  "AND height >= ?4 "
+  static constexpr const char* kFilterIds =
+      "SELECT id FROM images WHERE " PIXSEEK_FILTER_CONDITIONS "ORDER BY id";
+  static constexpr const char* kFilterIdsLabel =
+      "SELECT id FROM images WHERE label = ?7 AND " PIXSEEK_FILTER_CONDITIONS "ORDER BY id";
+#undef PIXSEEK_FILTER_CONDITIONS
   static constexpr const char* kPutFeature =
       "INSERT INTO features (id, vector) VALUES (?1, ?2) "
       "ON CONFLICT(id) DO UPDATE SET vector = excluded.vector";
@@ -370,9 +400,9 @@ class SqliteStore final : public MetadataStore {
 
 #undef PIXSEEK_SELECT_IMAGES
   static constexpr const char* kAllStatements[] = {
-      kInsert,     kGet,         kFindByPath,   kDelete,        kList,
-      kListLabel,  kAllIds,      kPutFeature,   kGetFeature,    kScanFeatures,
-      kCountFeatures, kGetSetting, kSetSetting};
+      kInsert,     kGet,        kFindByPath,   kDelete,        kList,
+      kListLabel,  kAllIds,     kFilterIds,    kFilterIdsLabel, kPutFeature,
+      kGetFeature, kScanFeatures, kCountFeatures, kGetSetting, kSetSetting};
 
   Status Error(int rc, const std::string& what) const {
     return SqliteStatus(db_, rc, file_.string() + ": " + what);
