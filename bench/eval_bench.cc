@@ -12,6 +12,15 @@
 //   {"method":"exact-chunked",...,"seconds":...,"map":...,"peak_rss_kb":...}
 //   {"method":"sort-per-query",...,"seconds_extrapolated":...,"agree":...}
 // "agree" is whether the sampled queries' AP matched the chunked run's.
+//
+//   pixseek_bench_eval --make-db DB MODEL [n=100000] [classes=100] [noise=0.1]
+//
+// writes the same vectors (MODEL's dimension) as a real database instead: a
+// new `--index flat` database at DB on MODEL (installed under
+// $PIXSEEK_HOME), one SQLite record per vector at DB/labelled/class-C/N.jpg
+// (the files do not exist; `pixseek eval` reads only the records and the
+// index), so that `pixseek eval DB/labelled --db DB` times the whole command
+// on n stored images.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -22,7 +31,10 @@
 #include <random>
 #include <vector>
 
+#include <string>
+
 #include "core/parallel.h"
+#include "pixseek/database.h"
 #include "service/eval_metrics.h"
 #include "service/eval_ranking.h"
 
@@ -64,9 +76,62 @@ void Generate(size_t n, size_t dim, int classes, float sigma, std::vector<float>
   });
 }
 
+int Fail(const pixseek::Status& s) {
+  std::fprintf(stderr, "pixseek_bench_eval: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+// --make-db: the generated vectors as a real flat-index database.
+int MakeDatabase(const std::filesystem::path& dir, const std::string& model, size_t n,
+                 int classes, float noise) {
+  pixseek::DatabaseOptions options;
+  options.dir = dir;
+  options.model = model;
+  options.index_kind = "flat";
+  auto db = pixseek::Database::Open(options, /*create=*/true);
+  if (!db.ok()) return Fail(db.status());
+  const auto dim = static_cast<size_t>((*db)->dimension());
+  std::vector<float> vectors;
+  std::vector<int32_t> labels;
+  Generate(n, dim, classes, noise, &vectors, &labels);
+  const auto root = std::filesystem::absolute(dir) / "labelled";
+  const auto start = Clock::now();
+  constexpr size_t kBatch = 1000;
+  for (size_t begin = 0; begin < n; begin += kBatch) {
+    const size_t count = std::min(kBatch, n - begin);
+    std::vector<int64_t> ids;
+    for (size_t i = begin; i < begin + count; ++i) {
+      pixseek::ImageRecord r;
+      r.label = "class-" + std::to_string(labels[i]);
+      r.path = (root / r.label / (std::to_string(i) + ".jpg")).string();
+      r.name = std::to_string(i) + ".jpg";
+      r.sha256 = std::to_string(i);
+      r.format = "jpeg";
+      r.width = r.height = 224;
+      r.added_at = 1764547200;
+      auto id = (*db)->store().Insert(r);
+      if (!id.ok()) return Fail(id.status());
+      ids.push_back(*id);
+    }
+    if (auto s = (*db)->index().Add(count, ids.data(), vectors.data() + begin * dim); !s.ok()) {
+      return Fail(s);
+    }
+    std::fprintf(stderr, "\r%zu / %zu", begin + count, n);
+  }
+  std::printf("{\"made\":\"%s\",\"n\":%zu,\"dim\":%zu,\"classes\":%d,\"seconds\":%.1f,"
+              "\"eval\":\"pixseek eval %s --db %s --json\"}\n",
+              dir.c_str(), n, dim, classes, Since(start), root.c_str(), dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 4 && std::string(argv[1]) == "--make-db") {
+    return MakeDatabase(argv[2], argv[3], argc > 4 ? std::strtoull(argv[4], nullptr, 10) : 100000,
+                        argc > 5 ? std::atoi(argv[5]) : 100,
+                        argc > 6 ? std::strtof(argv[6], nullptr) : 0.1f);
+  }
   const size_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 100000;
   const size_t dim = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1280;
   const int classes = argc > 3 ? std::atoi(argv[3]) : 100;

@@ -209,6 +209,77 @@ TEST_F(CliIntegrationTest, AddAndRemoveInPlace) {
   EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
 }
 
+// `pixseek dups` on a database made by the CLI: a photo and its downsized,
+// re-saved copy form one group, the photo first (the copy to keep, though
+// the copy was added first), and no unrelated picture joins them; the
+// threshold decides what counts as a copy; a bad threshold and a missing
+// database are clear errors.
+TEST_F(CliIntegrationTest, DupsGroupsAnEditedCopyWithItsOriginal) {
+  // Unrelated pictures, each of its own colour (the tiny model mostly sees
+  // colour), built from a folder; then the copy and the photo, added.
+  const auto others = tmp_.path() / "others";
+  std::filesystem::create_directories(others);
+  WriteBytes(others / "red.jpg", SyntheticImage(".jpg", 320, 240, 220, 30, 30, 31));
+  WriteBytes(others / "blue.png", SyntheticImage(".png", 200, 300, 30, 40, 220, 32));
+  WriteBytes(others / "yellow.jpg", SyntheticImage(".jpg", 300, 300, 230, 220, 40, 33));
+  auto r = Pixseek({"build", others.string(), "--db", db_.string(), "--model", "tiny", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(json::parse(r.out)["indexed"], 3);
+  const auto photo = SyntheticImage(".png", 320, 240, 30, 180, 180, 34);  // teal
+  WriteBytes(tmp_.path() / "photo.png", photo);
+  WriteBytes(tmp_.path() / "photo-copy.jpg", testing::EditedCopy(photo, 0.5, ".jpg", 60));
+  r = Pixseek({"add", (tmp_.path() / "photo-copy.jpg").string(),
+               (tmp_.path() / "photo.png").string(), "--db", db_.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json added = json::parse(r.out)["ids"];
+  ASSERT_EQ(added.size(), 2u) << r.out;
+  const int64_t copy = added[0].get<int64_t>(), original = added[1].get<int64_t>();
+
+  auto dups = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"dups", "--db", db_.string()});
+    return Pixseek(args);
+  };
+  r = dups({"--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json report = json::parse(r.out);
+  EXPECT_EQ(report["images"], 5);
+  EXPECT_EQ(report["groups"], json::array({json::array({original, copy})})) << r.out;
+  // Text: one line per group, "id path" for each, the one to keep first.
+  r = dups({});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto path_of = [&](const char* name) {
+    return std::filesystem::canonical(tmp_.path() / name).string();
+  };
+  EXPECT_EQ(r.out, std::to_string(original) + " " + path_of("photo.png") + "  " +
+                       std::to_string(copy) + " " + path_of("photo-copy.jpg") + "\n");
+
+  // The threshold decides: at 1 the copy (resized, recompressed) is not the
+  // same vector; low enough, every picture counts as a copy of the others.
+  r = dups({"--threshold", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["groups"], json::array()) << r.out;
+  r = dups({"--threshold", "0.1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  report = json::parse(r.out);
+  ASSERT_EQ(report["groups"].size(), 1u) << r.out;
+  EXPECT_EQ(report["groups"][0].size(), 5u) << r.out;
+
+  // Bad thresholds and a missing database: one clear line, exit code 1.
+  for (const char* bad : {"0", "1.5", "-0.3"}) {
+    r = dups({"--threshold", bad, "--json"});
+    EXPECT_EQ(r.exit_code, 1) << bad;
+    EXPECT_NE(r.err.find("threshold must be in (0, 1]"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << bad;
+  }
+  r = dups({"--threshold", "high"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--threshold"), std::string::npos) << r.err;
+  r = Pixseek({"dups", "--db", (tmp_.path() / "nothing").string(), "--json"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no pixseek database"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp_.path() / "nothing")) << "dups only reads";
+}
+
 TEST_F(CliIntegrationTest, IndexKindsAndCompact) {
   // New databases use the disk index; small ones keep every vector in its
   // in-memory graph, so compact has nothing to fold in yet.
@@ -244,6 +315,39 @@ TEST_F(CliIntegrationTest, IndexKindsAndCompact) {
   // A bad parameter is refused with a message.
   r = Pixseek({"compact", "--db", db_.string(), "--storage", "fp8"});
   EXPECT_NE(r.exit_code, 0);
+}
+
+// The preprocessing a database was built with shows in `pixseek stats` and
+// GET /api/v1/stats, as its manifest records it ("preprocess").
+TEST_F(CliIntegrationTest, StatsShowThePreprocessing) {
+  const auto plain_db = tmp_.path() / "plain.db";
+  auto r =
+      Pixseek({"build", images_.string(), "--db", plain_db.string(), "--model", "tiny", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"stats", "--db", plain_db.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(
+      json::parse(r.out)["preprocess"],
+      json({{"grey", false}, {"denoise", false}, {"stored_max_side", 0}, {"stored_quality", 90}}))
+      << r.out;
+
+  r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "tiny", "--grey",
+               "--store-max-side", "512", "--store-quality", "80", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Pixseek({"stats", "--db", db_.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json grey = {
+      {"grey", true}, {"denoise", false}, {"stored_max_side", 512}, {"stored_quality", 80}};
+  EXPECT_EQ(json::parse(r.out)["preprocess"], grey) << r.out;
+
+  std::unique_ptr<ChildProcess> server;
+  const int port = StartServer(server);
+  ASSERT_GT(port, 0);
+  auto res = httplib::Client("127.0.0.1", port).Get("/api/v1/stats");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(json::parse(res->body)["preprocess"], grey) << res->body;
+  EXPECT_EQ(server->Stop(SIGTERM), 0) << server->stderr_text();
 }
 
 // One configuration for every command: the file, then the environment, then

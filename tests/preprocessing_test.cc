@@ -82,10 +82,20 @@ TEST_F(PreprocessingTest, ManifestRecordsItAndReopenUsesIt) {
   auto db = Database::Open(Options("db", std::nullopt), false);
   ASSERT_TRUE(db.ok()) << db.status().ToString();
   EXPECT_EQ((*db)->preprocessing(), asked);
+  // And its stats show it (`pixseek stats`, GET /api/v1/stats).
+  auto stats = (*db)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->preprocessing, asked);
 }
 
 TEST_F(PreprocessingTest, NoneRecordsNothing) {
-  { ASSERT_TRUE(Database::Open(Options("db", std::nullopt), true).ok()); }
+  {
+    auto db = Database::Open(Options("db", std::nullopt), true);
+    ASSERT_TRUE(db.ok()) << db.status().ToString();
+    auto stats = (*db)->Stats();
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    EXPECT_EQ(stats->preprocessing, ImagePreprocessing{});
+  }
   std::ifstream in(tmp_.path() / "db" / "pixseek.json");
   EXPECT_FALSE(nlohmann::json::parse(in).contains("preprocess"));
 }

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -441,6 +442,12 @@ TEST_F(ServerTest, Stats) {
   EXPECT_EQ(stats["dimension"], kDim);
   EXPECT_EQ(stats["model"], "tiny");
   EXPECT_FALSE(stats["index_kind"].get<std::string>().empty());
+  // Built without preprocessing: every filter off, uploads kept as sent.
+  EXPECT_EQ(stats["preprocess"], json({{"grey", false},
+                                       {"denoise", false},
+                                       {"stored_max_side", 0},
+                                       {"stored_quality", 90}}))
+      << res->body;
 }
 
 TEST_F(ServerTest, CorruptImageIs400) {
@@ -762,6 +769,114 @@ TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
   // A category no label can be: 400.
   std::tie(status, body) = search("?category=a%0Ab");
   EXPECT_EQ(status, 400) << body.dump();
+}
+
+// The search filters (label, format, min_width/min_height, added_after/
+// added_before) keep top_k results of the images that pass, never a
+// post-filtered few; bad values are 400 with the reason.
+TEST(ServerFilterTest, FiltersKeepTopKOfTheImagesThatPass) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto photos = tmp.path() / "photos";
+  // red: 8 small PNGs; blue: 5 large JPEGs and 3 small PNGs.
+  uint32_t seed = 1;
+  std::filesystem::create_directories(photos / "red");
+  std::filesystem::create_directories(photos / "blue");
+  for (int i = 0; i < 8; ++i) {
+    testing::WriteBytes(photos / "red" / (std::to_string(i) + ".png"),
+                        testing::SyntheticImage(".png", 96, 64, 220, 30, 30, seed++));
+  }
+  for (int i = 0; i < 5; ++i) {
+    testing::WriteBytes(photos / "blue" / (std::to_string(i) + ".jpg"),
+                        testing::SyntheticImage(".jpg", 200, 150, 30, 40, 220, seed++));
+  }
+  for (int i = 5; i < 8; ++i) {
+    testing::WriteBytes(photos / "blue" / (std::to_string(i) + ".png"),
+                        testing::SyntheticImage(".png", 96, 64, 30, 40, 220, seed++));
+  }
+  const int64_t before_build = static_cast<int64_t>(std::time(nullptr));
+  auto built = BuildService(**db).Build(photos, {});
+  ASSERT_TRUE(built.ok()) << built.status().ToString();
+  ASSERT_EQ(built->indexed, 16u);
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  const auto query = testing::ReadBytes(photos / "red" / "0.png");
+  auto search = [&](const std::string& params) {
+    auto res = client.Post("/api/v1/search" + params,
+                           httplib::MultipartFormDataItems{
+                               {"image", std::string(query.begin(), query.end()), "q.png", "image/png"}});
+    EXPECT_TRUE(res);
+    if (!res) return std::make_pair(0, json());
+    return std::make_pair(res->status, json::parse(res->body, nullptr, false));
+  };
+  // The values of one metadata field over the results.
+  auto field = [](const json& body, const char* name) {
+    std::vector<std::string> out;
+    for (const json& r : body["results"]) {
+      const json& v = r["metadata"][name];
+      out.push_back(v.is_string() ? v.get<std::string>() : v.dump());
+    }
+    return out;
+  };
+
+  // The red query's nearest 5 are red: a post-filter of them would find no blue.
+  auto [status, body] = search("?top_k=5");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(field(body, "label"), std::vector<std::string>(5, "red")) << body.dump();
+  std::tie(status, body) = search("?top_k=5&label=blue");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(field(body, "label"), std::vector<std::string>(5, "blue")) << body.dump();
+  // Re-ranked searches stay inside the filter too.
+  std::tie(status, body) = search("?top_k=5&label=blue&rerank=qe");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(field(body, "label"), std::vector<std::string>(5, "blue")) << body.dump();
+  // Format ("jpg" is jpeg) and size: the five large JPEGs, all there are.
+  std::tie(status, body) = search("?top_k=10&format=JPG");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(field(body, "format"), std::vector<std::string>(5, "jpeg")) << body.dump();
+  std::tie(status, body) = search("?top_k=10&min_width=150&min_height=150");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(field(body, "width"), std::vector<std::string>(5, "200")) << body.dump();
+  // Conditions combine: the small blue PNGs.
+  std::tie(status, body) = search("?top_k=10&label=blue&format=png");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(field(body, "label"), std::vector<std::string>(3, "blue")) << body.dump();
+  // A category and another label: nothing can pass both.
+  std::tie(status, body) = search("?top_k=10&label=blue&category=red");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_TRUE(body["results"].empty()) << body.dump();
+  // Dates: every image was added at or after before_build, none before it.
+  std::tie(status, body) =
+      search("?top_k=20&added_after=" + std::to_string(before_build));
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["results"].size(), 16u);
+  std::tie(status, body) = search("?top_k=20&added_before=" + std::to_string(before_build));
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_TRUE(body["results"].empty()) << body.dump();
+  std::tie(status, body) = search("?top_k=20&added_after=2000-01-01&added_before=2999-12-31T23:59:59Z");
+  ASSERT_EQ(status, 200) << body.dump();
+  EXPECT_EQ(body["results"].size(), 16u);
+  // By stored id as well.
+  auto by_id = client.Post("/api/v1/search?top_k=3&label=blue", json{{"image_id", 1}}.dump(),
+                           "application/json");
+  ASSERT_TRUE(by_id);
+  ASSERT_EQ(by_id->status, 200) << by_id->body;
+  EXPECT_EQ(field(json::parse(by_id->body), "label"), std::vector<std::string>(3, "blue"));
+
+  // Bad values name what is wrong.
+  for (const char* bad : {"?format=heic", "?added_after=yesterday", "?added_before=2026-02-30",
+                          "?min_width=-1", "?min_height=x",
+                          "?added_after=2026-12-02&added_before=2026-12-01", "?label=a%0Ab"}) {
+    std::tie(status, body) = search(bad);
+    EXPECT_EQ(status, 400) << bad << ": " << body.dump();
+  }
+  std::tie(status, body) = search("?format=heic");
+  EXPECT_NE(body.dump().find("jpeg, png"), std::string::npos) << body.dump();
 }
 
 // A server with API key "k" over a tiny database built from three labelled

@@ -26,4 +26,17 @@ std::vector<uint8_t> SyntheticImage(const std::string& ext, int width, int heigh
   return out;
 }
 
+std::vector<uint8_t> EditedCopy(const std::vector<uint8_t>& image, double scale,
+                                const std::string& ext, int jpeg_quality) {
+  const cv::Mat decoded = cv::imdecode(image, cv::IMREAD_COLOR);
+  if (decoded.empty()) throw std::runtime_error("cannot decode the picture to copy");
+  cv::Mat resized;
+  cv::resize(decoded, resized, cv::Size(), scale, scale, cv::INTER_AREA);
+  std::vector<uint8_t> out;
+  if (!cv::imencode(ext, resized, out, {cv::IMWRITE_JPEG_QUALITY, jpeg_quality})) {
+    throw std::runtime_error("cannot encode " + ext);
+  }
+  return out;
+}
+
 }  // namespace pixseek::testing

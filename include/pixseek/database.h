@@ -124,6 +124,9 @@ struct DatabaseStats {
   int base_dimension = 0;      // the network's output (what training reads)
   int64_t base_features = 0;   // images whose base feature is stored
   bool trained_head = false;   // the model has a head from `pixseek train`
+  // The filters and the size cap of uploaded copies, recorded in the
+  // manifest when the database was built (all off when none was asked).
+  ImagePreprocessing preprocessing;
 };
 
 // Database-side augmentation (DBA, src/service/dba.h): every stored vector

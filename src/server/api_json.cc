@@ -54,7 +54,12 @@ nlohmann::json StatsJson(const DatabaseStats& stats) {
                       {"index_kind", stats.index_kind},
                       {"base_dimension", stats.base_dimension},
                       {"base_features", stats.base_features},
-                      {"trained_head", stats.trained_head}};
+                      {"trained_head", stats.trained_head},
+                      {"preprocess",
+                       {{"grey", stats.preprocessing.grey},
+                        {"denoise", stats.preprocessing.denoise},
+                        {"stored_max_side", stats.preprocessing.stored_max_side},
+                        {"stored_quality", stats.preprocessing.stored_quality}}}};
   if (!stats.index.empty()) {
     nlohmann::json index = nlohmann::json::object();
     for (const IndexStat& stat : stats.index) {

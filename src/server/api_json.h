@@ -30,7 +30,8 @@ nlohmann::json HitJson(const QueryHit& hit);
 nlohmann::json SearchResponseJson(const QueryResponse& response);
 
 // Stats schema: {"count","dimension","model","index_kind","base_dimension",
-// "base_features","trained_head","index"?}.
+// "base_features","trained_head","preprocess":{"grey","denoise",
+// "stored_max_side","stored_quality"},"index"?}.
 nlohmann::json StatsJson(const DatabaseStats& stats);
 
 // BuildJob schema: {"id","path","state","processed","total","failed","indexed",

@@ -569,6 +569,7 @@ Result<DatabaseStats> Database::Stats() const {
   s.index_kind = g.index->kind();
   s.index = g.index->Stats();
   s.trained_head = g.projection.head() != nullptr;
+  s.preprocessing = preprocessing_;
   PIXSEEK_ASSIGN_OR_RETURN(uint64_t features, store_->CountFeatures());
   s.base_features = static_cast<int64_t>(features);
   return s;

@@ -283,6 +283,57 @@ for (const vp of Object.keys(VIEWPORTS)) {
     await until(() => page.locator("#library-status").textContent(), (t) => t === `Deleted ${name}.`, "the deletion notice");
   });
 
+  test(`${vp}: the duplicates block lists an edited copy and deletes it`, async () => {
+    const page = await sharedPage(vp);
+    // A photo and its downsized, re-saved copy (the fixture's pair of this
+    // viewport), stored as a user would: the copy first.
+    const name = `dup-${vp}.png`, copyName = `dup-${vp}-copy.jpg`;
+    const ids = {};
+    for (const n of [copyName, name]) {
+      const res = await apiMessage("POST", "/api/v1/images", imageForm(file("dups", n)));
+      assert.equal(res.status, 201, JSON.stringify(res.json));
+      ids[n] = res.json.ids[0];
+    }
+    const original = ids[name], copy = ids[copyName];
+    await page.goto("/#library");
+    await page.getByRole("button", { name: "Find copies" }).click();
+    // The pair is one group, nothing else in it, the photo first as the one
+    // to keep (it has more pixels, though the copy is older).
+    const group = page.locator("#dups .dup-group", { has: page.locator(`.card[data-id="${copy}"]`) });
+    await group.waitFor();
+    const list = group.getByRole("list", { name: "Copies of " + name });
+    const cards = list.locator(".card");
+    assert.deepEqual(await cards.evaluateAll((cs) => cs.map((c) => Number(c.dataset.id))), [original, copy]);
+    assert.ok(await cards.first().evaluate((c) => c.classList.contains("keep")), "the photo is the one kept");
+    assert.equal(await cards.first().getByRole("button", { name: /^Delete/ }).count(), 0,
+                 "the one kept has no delete button");
+    assert.match(await page.locator("#dups-status").textContent(), /^\d+ groups? of copies/);
+    await noHorizontalScroll(page, vp + " duplicates");
+    await group.scrollIntoViewIfNeeded();
+    await shot(page, vp + "-duplicates", { full: vp === "desktop" });
+
+    // Delete the copy from the block: the whole group's button at desktop
+    // width, the copy's own button at phone width; each asks first.
+    if (vp === "desktop") {
+      await group.getByRole("button", { name: "Delete the extra copies (1)" }).click();
+    } else {
+      await group.getByRole("button", { name: "Delete copy: " + copyName }).click();
+    }
+    const confirm = page.locator("#confirm");
+    await confirm.waitFor({ state: "visible" });
+    await confirm.getByRole("button", { name: "Delete" }).click();
+    await page.locator(`#dups .card[data-id="${copy}"]`).waitFor({ state: "detached" });
+    if (vp === "desktop") await group.waitFor({ state: "detached" });
+    // The copy is gone from the database, the photo stays, and the server
+    // finds no copies of it any more.
+    assert.equal((await apiMessage("GET", "/api/v1/images/" + copy)).status, 404);
+    const kept = await apiMessage("GET", "/api/v1/images/" + original);
+    assert.equal(kept.status, 200);
+    assert.equal(kept.json.name, name);
+    const groups = (await apiMessage("GET", "/api/v1/duplicates")).json.groups;
+    assert.ok(!groups.some((g) => g.includes(original) || g.includes(copy)), JSON.stringify(groups));
+  });
+
   test(`${vp}: start a build and watch it complete`, async () => {
     const page = await sharedPage(vp);
     await page.goto("/#builds");

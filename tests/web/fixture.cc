@@ -1,7 +1,8 @@
 // Writes the files the web end-to-end test (tests/web/e2e.mjs) needs into one
 // folder: the tiny ONNX model and its card, a labelled photo collection to
-// build the database from, query and upload pictures, and folders for builds
-// started from the browser (with broken files that must be listed as failed).
+// build the database from, query and upload pictures, near-duplicate pairs,
+// and folders for builds started from the browser (with broken files that
+// must be listed as failed).
 //   web_e2e_fixture OUT_DIR
 #include <cstdio>
 #include <filesystem>
@@ -13,6 +14,7 @@
 #include "tiny_onnx.h"
 
 namespace fs = std::filesystem;
+using pixseek::testing::EditedCopy;
 using pixseek::testing::SyntheticImage;
 
 namespace {
@@ -63,6 +65,19 @@ int main(int argc, char** argv) {
   ok = ok && Write(out / "upload" / "green-key-phone.png",
                    SyntheticImage(".png", 256, 256, 60, 180, 50, 4545));
   ok = ok && WriteText(out / "upload" / "notes.png", "this is text, not a picture\n");
+
+  // Near-duplicate pairs for the library's duplicates block, one per
+  // viewport: a photo and its downsized, re-saved copy. Each pair has a
+  // colour nothing else stored has (the tiny model mostly sees colour), so
+  // that a group holds the pair and nothing more.
+  struct Pair { const char* name; int r, g, b; uint32_t seed; };
+  const Pair pairs[] = {{"dup-desktop", 30, 180, 180, 4646}, {"dup-phone", 235, 235, 235, 4747}};
+  for (const Pair& p : pairs) {
+    const std::vector<uint8_t> original = SyntheticImage(".png", 320, 240, p.r, p.g, p.b, p.seed);
+    ok = ok && Write(out / "dups" / (std::string(p.name) + ".png"), original) &&
+         Write(out / "dups" / (std::string(p.name) + "-copy.jpg"),
+               EditedCopy(original, 0.5, ".jpg", 60));
+  }
 
   // Folders for builds started from the browser, under the import root.
   for (const char* batch : {"batch-desktop", "batch-phone"}) {
