@@ -621,12 +621,14 @@ async function findDuplicates() {
       list.append(...records.map((r, i) => card(r, i === 0 ? [] :
         [["Delete", "Delete copy", () => deleteImage(r)]])));
       list.firstChild.classList.add("keep");
-      const extras = records.slice(1);
-      const all = el("button", { type: "button", text: "Delete the extra copies (" + extras.length + ")",
+      // The copies still shown: one may have been deleted with its own button.
+      const extras = () => records.slice(1).filter((r) => list.querySelector('.card[data-id="' + r.id + '"]'));
+      const all = el("button", { type: "button",
         onclick: async () => {
-          if (!await confirmDialog("Delete " + extras.length + (extras.length === 1 ? " copy?" : " copies?"),
+          const left = extras();
+          if (!await confirmDialog("Delete " + left.length + (left.length === 1 ? " copy?" : " copies?"),
                                    "The first image of the group is kept.")) return;
-          for (const r of extras) {
+          for (const r of left) {
             try { await api("/api/v1/images/" + r.id, { method: "DELETE" }); } catch (e) {
               setStatus(status, "Could not delete " + (r.name || r.id) + ": " + e.message, "error");
               return;
@@ -637,6 +639,14 @@ async function findDuplicates() {
           loadStats();
         } });
       const group = el("section", { class: "dup-group" }, list, all);
+      // The button counts what is left; with no copy left the group goes.
+      const refresh = () => {
+        const n = extras().length;
+        if (n === 0) group.remove();
+        else all.textContent = "Delete the extra copies (" + n + ")";
+      };
+      refresh();
+      new MutationObserver(refresh).observe(list, { childList: true, subtree: true });
       $("dups").append(group);
     }
     const total = body.total_groups ?? groups.length;
