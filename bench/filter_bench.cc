@@ -151,6 +151,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "disk index of %zu x %zu built in %.1f s\n", n, dim,
                  std::chrono::duration<double>(Clock::now() - build_start).count());
   }
+  // Everything in the disk graph: vectors still in the in-RAM delta (an
+  // earlier run stopped before its compaction) would be scored exactly.
+  if (auto s = (*disk)->Compact(); !s.ok()) return Fail(s);
+  for (const pixseek::IndexStat& stat : (*disk)->Stats()) {
+    if (stat.name == "delta_vectors" && std::get<int64_t>(stat.value) != 0) {
+      return Fail(pixseek::Status::Internal("vectors left in the delta after compaction"));
+    }
+  }
   VectorIndex& exact = **flat;
   VectorIndex& index = **disk;
 

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -69,10 +70,14 @@ class CliIntegrationTest : public ::testing::Test {
     return json::parse(r.out);
   }
 
-  // Starts `pixseek serve` on a free port and returns the port.
-  int StartServer(std::unique_ptr<ChildProcess>& server) {
-    server = std::make_unique<ChildProcess>(std::vector<std::string>{
-        PIXSEEK_BINARY, "--home", home_.string(), "serve", "--db", db_.string(), "--port", "0"});
+  // Starts `pixseek serve` (with `extra` arguments) on a free port and
+  // returns the port.
+  int StartServer(std::unique_ptr<ChildProcess>& server,
+                  const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {PIXSEEK_BINARY, "--home",     home_.string(), "serve",
+                                     "--db",         db_.string(), "--port",       "0"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    server = std::make_unique<ChildProcess>(argv);
     std::string line = server->WaitForLine("serving", 30000);
     EXPECT_FALSE(line.empty()) << server->stderr_text();
     auto colon = line.rfind(':');
@@ -183,6 +188,42 @@ TEST_F(CliIntegrationTest, BuildQueryServeRestart) {
   ASSERT_TRUE(res);
   EXPECT_EQ(json::parse(res->body)["count"], 12);  // 12 built + 1 uploaded - 1 removed
   server->Stop(SIGTERM);
+}
+
+// `serve --hide-paths`, or API keys without `--show-paths`, keep absolute
+// server paths out of the answers.
+TEST_F(CliIntegrationTest, ServeHidesPathsOnRequestOrWithKeys) {
+  BuildJson();
+  const auto config = tmp_.path() / "keys.toml";
+  std::ofstream(config) << "[server]\napi_keys = [\"k\"]\n";
+  // The paths of the stored images as a server started with `extra` lists them.
+  auto listed = [&](const std::vector<std::string>& extra) {
+    std::set<std::string> paths;
+    std::unique_ptr<ChildProcess> server;
+    const int port = StartServer(server, extra);
+    EXPECT_GT(port, 0);
+    if (port <= 0) return paths;
+    httplib::Client http("127.0.0.1", port);
+    auto res = http.Get("/api/v1/images?limit=500");
+    EXPECT_TRUE(res && res->status == 200);
+    if (res) {
+      const json body = json::parse(res->body);  // kept: the loop reads a part of it
+      for (const json& image : body["images"]) paths.insert(image["path"]);
+    }
+    EXPECT_EQ(server->Stop(SIGTERM), 0) << server->stderr_text();
+    return paths;
+  };
+  const std::string absolute = std::filesystem::canonical(images_ / "red" / "r0.jpg").string();
+  for (const auto& extra :
+       std::vector<std::vector<std::string>>{{"--hide-paths"}, {"--config", config.string()}}) {
+    SCOPED_TRACE(extra.back());
+    const std::set<std::string> hidden = listed(extra);
+    EXPECT_EQ(hidden.size(), 12u);
+    EXPECT_TRUE(hidden.count("red/r0.jpg"));
+    for (const std::string& path : hidden) EXPECT_NE(path.front(), '/') << path;
+  }
+  EXPECT_TRUE(listed({"--config", config.string(), "--show-paths"}).count(absolute));
+  EXPECT_TRUE(listed({}).count(absolute));
 }
 
 TEST_F(CliIntegrationTest, AddAndRemoveInPlace) {
@@ -402,6 +443,13 @@ TEST_F(CliIntegrationTest, ClearErrors) {
   auto r = Pixseek({"query", (images_ / "red" / "r0.jpg").string(), "--db", db_.string()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("no pixseek database"), std::string::npos) << r.err;
+
+  // An empty folder to build is named as such, and creates nothing.
+  r = Pixseek({"build", "", "--db", db_.string(), "--model", "tiny"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("empty"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(db_));
 
   // A model that is not installed, with nowhere to download it from.
   r = Pixseek({"build", images_.string(), "--db", db_.string(), "--model", "nonexistent"});

@@ -55,6 +55,7 @@ host = "0.0.0.0"
 port = 9000
 api_keys = ["a", "b"]
 keyed_reads = true
+hide_paths = false
 import_roots = ["/srv/import"]
 rate_limit_per_s = 20
 log_format = "json"
@@ -85,6 +86,7 @@ max_wait_ms = 1.5
   EXPECT_EQ(c.server.port, 9000);
   EXPECT_EQ(c.server.api_keys, (std::vector<std::string>{"a", "b"}));
   EXPECT_TRUE(c.server.keyed_reads);
+  EXPECT_EQ(c.server.hide_paths, std::optional<bool>(false));  // set, even against the keys
   EXPECT_EQ(c.server.import_roots, (std::vector<std::string>{"/srv/import"}));
   EXPECT_DOUBLE_EQ(c.server.rate_limit_per_s, 20);
   EXPECT_EQ(c.server.log_format, "json");
@@ -101,6 +103,7 @@ TEST(ConfigTest, AbsentKeysKeepTheirValues) {
   EXPECT_EQ(c.server.host, "::1");
   EXPECT_EQ(c.server.port, 1234);
   EXPECT_EQ(c.database.cache_bytes, 77u);
+  EXPECT_FALSE(c.server.hide_paths.has_value());  // unset: the server decides by its keys
 }
 
 // Each mistake is named with file, line and key, and a bad file changes
@@ -124,6 +127,7 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
       {"port = 80\n", "'port' must be a [section]"},
       {"[server\nport = 80\n", "pixseek.toml:1"},
       {"[server]\nkeyed_reads = 1\n", "keyed_reads must be true or false"},
+      {"[server]\nhide_paths = \"yes\"\n", ":2: [server] hide_paths must be true or false"},
       {"[batching]\nmax_batch = -1\n", "max_batch must be an integer in [0, 4096]"},
       {"[batching]\nmax_wait_ms = 5000\n", "max_wait_ms must be a number in"},
   };

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "core/files.h"
 #include "core/hash.h"
@@ -59,6 +63,84 @@ TEST(FilesTest, AtomicWriteReplacesContent) {
   EXPECT_EQ(*ReadTextFile(file), "two");
   EXPECT_FALSE(std::filesystem::exists(tmp.path() / "a.json.tmp"));
   EXPECT_EQ(ReadTextFile(tmp.path() / "missing").status().code(), StatusCode::kNotFound);
+}
+
+// OpenRegularNoFollow opens regular files and refuses every link on the way,
+// with openat2 where the kernel has it and by the component walk it falls
+// back to (both run here whatever the kernel).
+class NoFollowTest : public ::testing::TestWithParam<bool> {
+ protected:
+  Result<UniqueFd> Open(const std::filesystem::path& dir, const std::filesystem::path& file) {
+    return GetParam() ? OpenRegularNoFollow(dir, file) : OpenRegularNoFollowByWalk(dir, file);
+  }
+  // The whole content of what Open gives, or its error.
+  Result<std::string> Read(const std::filesystem::path& dir, const std::filesystem::path& file) {
+    PIXSEEK_ASSIGN_OR_RETURN(UniqueFd fd, Open(dir, file));
+    PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadOpenFile(fd.get(), 1 << 20));
+    return std::string(bytes.begin(), bytes.end());
+  }
+};
+
+TEST_P(NoFollowTest, OpensRegularFilesAndRefusesLinks) {
+  testing::TempDir tmp;
+  const auto root = std::filesystem::canonical(tmp.path());
+  std::filesystem::create_directories(root / "lib" / "sub");
+  std::filesystem::create_directories(root / "elsewhere");
+  ASSERT_TRUE(WriteFileAtomic(root / "lib" / "sub" / "a.txt", std::string("aaa")).ok());
+  ASSERT_TRUE(WriteFileAtomic(root / "elsewhere" / "secret", std::string("secret")).ok());
+  std::filesystem::create_symlink(root / "elsewhere" / "secret", root / "lib" / "sub" / "link");
+  std::filesystem::create_directory_symlink(root / "lib" / "sub", root / "lib" / "dirlink");
+  std::filesystem::create_directory_symlink(root / "lib", root / "trusted");
+  ASSERT_EQ(::mkfifo((root / "lib" / "fifo").c_str(), 0600), 0);
+
+  EXPECT_EQ(Read({}, root / "lib" / "sub" / "a.txt").value(), "aaa");
+  EXPECT_EQ(Read(root / "lib", "sub/a.txt").value(), "aaa");
+  // The folder named by the caller may be reached through a link.
+  EXPECT_EQ(Read(root / "trusted", "sub/a.txt").value(), "aaa");
+
+  const struct {
+    std::filesystem::path dir, file;
+    StatusCode code;
+    std::string why;
+  } kRefused[] = {
+      {{}, root / "lib" / "sub" / "link", StatusCode::kNotFound, "symbolic link"},
+      {root / "lib", "sub/link", StatusCode::kNotFound, "symbolic link"},
+      {{}, root / "lib" / "dirlink" / "a.txt", StatusCode::kNotFound, "symbolic link"},
+      {root / "lib", "dirlink/a.txt", StatusCode::kNotFound, "symbolic link"},
+      {{}, root / "trusted" / "sub" / "a.txt", StatusCode::kNotFound, "symbolic link"},
+      {{}, root / "lib" / "fifo", StatusCode::kNotFound, "not a regular file"},
+      {{}, root / "lib" / "sub", StatusCode::kNotFound, "not a regular file"},
+      {{}, root / "lib" / "missing", StatusCode::kNotFound, "no such file"},
+      {root / "lib", "sub/../sub/a.txt", StatusCode::kInvalidArgument, ".."},
+      {{}, "lib/sub/a.txt", StatusCode::kInvalidArgument, "without its folder"},
+      {root / "lib", root / "lib" / "sub" / "a.txt", StatusCode::kInvalidArgument, "absolute"},
+      {root / "lib", "", StatusCode::kInvalidArgument, "empty"},
+  };
+  for (const auto& c : kRefused) {
+    SCOPED_TRACE(c.dir.string() + " | " + c.file.string());
+    auto opened = Open(c.dir, c.file);
+    ASSERT_FALSE(opened.ok());
+    EXPECT_EQ(opened.status().code(), c.code) << opened.status().ToString();
+    EXPECT_NE(opened.status().message().find(c.why), std::string::npos)
+        << opened.status().ToString();
+    EXPECT_EQ(opened.status().message().find(root.string()), std::string::npos)
+        << "names the path: " << opened.status().ToString();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(OpenAt2AndWalk, NoFollowTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "OpenAt2" : "Walk";
+                         });
+
+TEST(FilesTest, ReadOpenFileStopsAtTheLimit) {
+  testing::TempDir tmp;
+  ASSERT_TRUE(WriteFileAtomic(tmp.path() / "f", std::string(100, 'x')).ok());
+  auto fd = OpenRegularNoFollow({}, std::filesystem::absolute(tmp.path() / "f"));
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  EXPECT_EQ(OpenFileSize(fd->get()).value(), 100u);
+  EXPECT_EQ(ReadOpenFile(fd->get(), 100).value().size(), 100u);
+  EXPECT_EQ(ReadOpenFile(fd->get(), 99).status().code(), StatusCode::kResourceExhausted);
 }
 
 TEST(ProgressTest, FormatsDurations) {

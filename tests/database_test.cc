@@ -360,7 +360,7 @@ TEST_P(DatabaseTest, ConcurrentUploadsOfTheSameBytesKeepTheFile) {
   }
   auto record = (*db)->store().Get(*ids[0]);
   ASSERT_TRUE(record.ok());
-  EXPECT_TRUE(std::filesystem::exists(record->path)) << record->path;
+  EXPECT_TRUE(std::filesystem::exists((*db)->FilePath(*record))) << record->path;
   EXPECT_EQ((*db)->index().size(), 1u);
 }
 

@@ -53,6 +53,7 @@ OWNER = {
     "train.h": "train",
     "database.h": "service",
     "services.h": "service",
+    "database_check.h": "service",
     "train_service.h": "service",
     "server.h": "server",
     "config.h": "config",

@@ -167,7 +167,7 @@ TEST_F(PreprocessingTest, SizeCapReencodesLargeUploadsAndKeepsSmallOnes) {
   EXPECT_EQ(large_record->format, "jpeg");
   EXPECT_EQ(large_record->width, 40);
   EXPECT_EQ(large_record->height, 30);
-  auto stored = ReadFileLimited(large_record->path, 1 << 20);
+  auto stored = ReadFileLimited((*db)->FilePath(*large_record), 1 << 20);
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(SniffFormat(*stored), ImageFormat::kJpeg);
   EXPECT_NE(*stored, large);
@@ -181,7 +181,7 @@ TEST_F(PreprocessingTest, SizeCapReencodesLargeUploadsAndKeepsSmallOnes) {
   ASSERT_TRUE(small_id.ok()) << small_id.status().ToString();
   auto small_record = (*db)->store().Get(*small_id);
   ASSERT_TRUE(small_record.ok());
-  auto kept = ReadFileLimited(small_record->path, 1 << 20);
+  auto kept = ReadFileLimited((*db)->FilePath(*small_record), 1 << 20);
   ASSERT_TRUE(kept.ok());
   EXPECT_EQ(*kept, small);
 

@@ -20,6 +20,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,13 +29,16 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sstream>
 
+#include "core/hash.h"
 #include "pixseek/database.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/services.h"
+#include "server/api_json.h"
 #include "server/request_guard.h"
 #include "test_images.h"
 #include "test_util.h"
@@ -1144,6 +1148,31 @@ httplib::Result UploadWith(httplib::Client& client, const std::string& key, int 
                      httplib::MultipartFormDataItems{{"image", MakeImage(kind), "a.png", "image/png"}});
 }
 
+// The Authorization header is compared exactly as sent: no percent-decoding
+// ("k%31secret" is not "k1secret"), so a key with "%41" in it works as
+// written; a header smuggled through the front's own names is ignored.
+TEST(ServerPolicyTest, KeysAreComparedExactlyAsSent) {
+  ServerOptions options;
+  options.api_keys = {"k1secret", "a%41b"};
+  PolicyServer s(options);
+  ASSERT_TRUE(s.server);
+  auto client = s.Client();
+  ExpectError(UploadWith(client, "k%31secret", 0), 403, "PERMISSION_DENIED");
+  ExpectError(UploadWith(client, "aAb", 0), 403, "PERMISSION_DENIED");
+  auto res = UploadWith(client, "a%41b", 0);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 201) << res->body;
+  res = UploadWith(client, "k1secret", 1);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 201) << res->body;
+  // Headers named like the front's own are dropped before relaying.
+  res = client.Post("/api/v1/images",
+                    httplib::Headers{{"X-Pixseek-Authorization", "4265617265722061253431"},
+                                     {"X-Pixseek-Client", "10.0.0.1"}},
+                    httplib::MultipartFormDataItems{{"image", MakeImage(2), "a.png", "image/png"}});
+  ExpectError(res, 401, "UNAUTHENTICATED");
+}
+
 TEST(ServerPolicyTest, WritesNeedAKeyOnceKeysAreConfigured) {
   ServerOptions options;
   options.api_keys = {"first-key", "second-key"};
@@ -1265,25 +1294,46 @@ TEST(ServerPolicyTest, RateLimitAnswers429WithRetryAfter) {
   EXPECT_LT(std::chrono::steady_clock::now() - refused, std::chrono::seconds(retry) + 2s);
 }
 
-// Asks `s` for GET `path` while another connection, which has sent half a
-// request, holds the one place the server admits (max_concurrent_requests =
-// 1): the answer is an overloaded server's quick 503. `s` needs a second
-// worker thread to give it.
+// Asks `s` for GET `path` while an upload holds the one place the server
+// admits (max_concurrent_requests = 1): 24 photos of 800 x 800 pixels in
+// one request, whose decoding, embedding and thumbnails keep a worker busy
+// for a while; `path` is asked again and again meanwhile until it gets the
+// overloaded server's quick 503. (A connection that has sent only part of a
+// request holds no place: the front reads requests without a worker.)
 httplib::Result GetWhileOverloaded(const PolicyServer& s, const std::string& path) {
-  // Connections are accepted in the order they were made, so the blocker
-  // holds the place before the request below arrives.
-  const int blocker = ConnectLoopback(s.server->port());
-  EXPECT_GE(blocker, 0);
-  const char partial[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
-  EXPECT_GT(::send(blocker, partial, sizeof(partial) - 1, 0), 0);
+  httplib::MultipartFormDataItems photos;
+  for (int i = 0; i < 24; ++i) {
+    const auto bytes = testing::SyntheticImage(".png", 800, 800, 40 + 8 * i, 90, 200 - 6 * i,
+                                               static_cast<uint32_t>(100 + i));
+    photos.push_back({"image", std::string(bytes.begin(), bytes.end()),
+                      "p" + std::to_string(i) + ".png", "image/png"});
+  }
+  std::atomic<bool> done{false};
+  // The upload itself may find a GET in the place: it tries again.
+  std::thread upload([&] {
+    auto uploader = s.Client();
+    uploader.set_read_timeout(60, 0);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      auto stored = uploader.Post("/api/v1/images", photos);
+      if (stored && stored->status == 201) break;
+      EXPECT_TRUE(stored && stored->status == 503) << (stored ? stored->body : "no answer");
+      std::this_thread::sleep_for(10ms);
+    }
+    done = true;
+  });
+  std::this_thread::sleep_for(20ms);
   auto client = s.Client();
-  auto res = client.Get(path);
-  ::close(blocker);
+  httplib::Result res = client.Get(path);
+  while (!done && !(res && res->status == 503)) {
+    std::this_thread::sleep_for(2ms);
+    res = client.Get(path);
+  }
+  upload.join();
   return res;
 }
 
-// With room for one connection, a second connection that arrives while the
-// first holds it is answered 503 at once (not queued).
+// With room for one request, a second request that arrives while the first
+// is being handled is answered 503 at once (not queued).
 TEST(ServerPolicyTest, OverloadAnswers503WithRetryAfter) {
   ServerOptions options;
   options.threads = 2;  // one held by the blocker, one to answer 503
@@ -1488,6 +1538,418 @@ TEST_F(ServerTest, FeatureCacheSurvivesUploads) {
   EXPECT_EQ(after.hits, before.hits + 1) << "the feature came from the cache";
   ASSERT_FALSE(again["results"].empty());
   EXPECT_EQ(again["results"][0]["id"], ids[0]) << again.dump();
+}
+
+// ---- Stored files: serving, links, moved databases, hidden paths -----------
+
+std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+// The error body's message, or "" when there is none.
+std::string ErrorMessage(const httplib::Result& res) {
+  if (!res) return "";
+  json body = json::parse(res->body, nullptr, false);
+  if (!body.is_object() || !body.contains("error")) return "";
+  return body["error"].value("message", "");
+}
+
+// GET /api/v1/images/{id}/file serves a file only while it is the regular
+// file that was indexed, reached without a link: a file swapped for a link
+// (even to the same bytes) or under a folder swapped for one is 404, a file
+// changed since indexing is 409, a deleted one or a FIFO is 404; no answer
+// names a server path.
+TEST(ServerFileTest, ServesOnlyTheUnchangedRegularFileThatWasIndexed) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto library = std::filesystem::canonical(tmp.path()) / "library";
+  const auto outside = std::filesystem::canonical(tmp.path()) / "outside";
+  std::filesystem::create_directories(library / "set");
+  std::filesystem::create_directories(library / "sub");
+  std::filesystem::create_directories(outside);
+  const std::vector<std::string> names = {"keep.png",   "linked.png", "same_size.png",
+                                          "longer.png", "gone.png",   "fifo.png"};
+  std::map<std::string, std::string> bytes;
+  for (size_t i = 0; i < names.size(); ++i) {
+    bytes[names[i]] = MakeImage(static_cast<int>(i));
+    testing::WriteBytes(library / "set" / names[i], Bytes(bytes[names[i]]));
+  }
+  bytes["under_link.png"] = MakeImage(2, ".jpg");
+  testing::WriteBytes(library / "sub" / "under_link.png", Bytes(bytes["under_link.png"]));
+  auto report = BuildService(**db).Build(library, {});
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  ASSERT_EQ(report->indexed, names.size() + 1);
+  auto id_of = [&](const std::filesystem::path& path) -> int64_t {
+    auto found = (*db)->store().FindByPath(path.string());
+    return found.ok() && *found ? (*found)->id : -1;
+  };
+  std::map<std::string, std::string> url;
+  for (const auto& name : names) {
+    url[name] = "/api/v1/images/" + std::to_string(id_of(library / "set" / name)) + "/file";
+  }
+  url["under_link.png"] =
+      "/api/v1/images/" + std::to_string(id_of(library / "sub" / "under_link.png")) + "/file";
+
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  client.set_read_timeout(10, 0);  // a server stuck opening the FIFO fails here
+  const std::string tmp_path = std::filesystem::canonical(tmp.path()).string();
+  auto expect_refused = [&](const std::string& name, int status, const std::string& code,
+                            const std::string& why) {
+    SCOPED_TRACE(name);
+    auto res = client.Get(url[name]);
+    ExpectError(res, status, code);
+    if (!res) return;
+    const std::string message = ErrorMessage(res);
+    EXPECT_NE(message.find(why), std::string::npos) << message;
+    EXPECT_EQ(res->body.find(tmp_path), std::string::npos) << "leaks a path: " << res->body;
+    EXPECT_EQ(res->body.find(name), std::string::npos) << "names the file: " << res->body;
+  };
+
+  // Unchanged: the bytes indexed.
+  auto res = client.Get(url["keep.png"]);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(res->body, bytes["keep.png"]);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "image/png");
+
+  // Swapped for a link to a copy of the very same bytes outside: only the
+  // link can be what refuses it (size and hash still match).
+  testing::WriteBytes(outside / "copy.png", Bytes(bytes["linked.png"]));
+  std::filesystem::remove(library / "set" / "linked.png");
+  std::filesystem::create_symlink(outside / "copy.png", library / "set" / "linked.png");
+  expect_refused("linked.png", 404, "NOT_FOUND", "symbolic link");
+  // The same for a folder above the file swapped for a link to a copy.
+  std::filesystem::rename(library / "sub", outside / "sub");
+  std::filesystem::create_directory_symlink(outside / "sub", library / "sub");
+  expect_refused("under_link.png", 404, "NOT_FOUND", "symbolic link");
+
+  // Changed since indexing: one byte flipped (same size), or grown.
+  std::string flipped = bytes["same_size.png"];
+  flipped[flipped.size() / 2] ^= 0x01;
+  testing::WriteBytes(library / "set" / "same_size.png", Bytes(flipped));
+  expect_refused("same_size.png", 409, "FAILED_PRECONDITION", "changed since it was indexed");
+  testing::WriteBytes(library / "set" / "longer.png", Bytes(bytes["longer.png"] + "tail"));
+  expect_refused("longer.png", 409, "FAILED_PRECONDITION", "changed since it was indexed");
+
+  // Gone, or replaced by something that is not a regular file.
+  std::filesystem::remove(library / "set" / "gone.png");
+  expect_refused("gone.png", 404, "NOT_FOUND", "no such file");
+  std::filesystem::remove(library / "set" / "fifo.png");
+  ASSERT_EQ(::mkfifo((library / "set" / "fifo.png").c_str(), 0600), 0);
+  expect_refused("fifo.png", 404, "NOT_FOUND", "not a regular file");
+
+  // The unchanged file and every thumbnail are still served.
+  res = client.Get(url["keep.png"]);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  const std::string thumb = url["linked.png"].substr(0, url["linked.png"].size() - 4) + "thumbnail";
+  res = client.Get(thumb);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+}
+
+// Builds follow no link that leaves the folder they build: a link to a file
+// outside is listed among the failures and never read, a linked folder is
+// not entered, and a link to a file inside is stored once, as that file.
+// The same through BuildService and POST /api/v1/builds.
+TEST(ServerBuildTest, BuildsFollowNoLinkThatLeavesTheRoot) {
+  TempDir tmp;
+  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const auto base = std::filesystem::canonical(tmp.path());
+  const auto root = base / "import";
+  const auto set = root / "set";
+  const auto outside = base / "outside";
+  std::filesystem::create_directories(set / "real");
+  std::filesystem::create_directories(outside / "folder");
+  testing::WriteBytes(set / "a.png", Bytes(MakeImage(0)));
+  testing::WriteBytes(set / "real" / "b.png", Bytes(MakeImage(1)));
+  std::filesystem::create_symlink(set / "real" / "b.png", set / "alias.png");
+  testing::WriteBytes(outside / "secret.png", Bytes(MakeImage(2)));
+  testing::WriteBytes(outside / "folder" / "deep.png", Bytes(MakeImage(3)));
+  std::filesystem::create_symlink(outside / "secret.png", set / "escape.png");
+  std::filesystem::create_directory_symlink(outside / "folder", set / "linked_folder");
+  auto no_record_outside = [&] {
+    auto ids = (*db)->store().AllIds();
+    ASSERT_TRUE(ids.ok());
+    auto records = (*db)->store().GetMany(*ids);
+    ASSERT_TRUE(records.ok());
+    EXPECT_EQ(records->size(), 2u);
+    for (const ImageRecord& r : *records) {
+      EXPECT_EQ(r.path.rfind(set.string() + "/", 0), 0u) << r.path;
+      EXPECT_EQ(r.path.find("alias"), std::string::npos) << "stored as the file itself";
+    }
+  };
+
+  auto report = BuildService(**db).Build(set, {});
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->indexed, 2u);
+  EXPECT_EQ(report->total, 3u);
+  ASSERT_EQ(report->failed.size(), 1u);
+  EXPECT_EQ(report->failed[0].path, (set / "escape.png").string());
+  EXPECT_NE(report->failed[0].reason.find("symbolic link"), std::string::npos)
+      << report->failed[0].reason;
+  no_record_outside();
+
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  options.import_roots = {root.string()};
+  HttpServer server(**db, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  auto res = client.Post("/api/v1/builds", json{{"path", set.string()}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 202) << res->body;
+  const std::string job_url = "/api/v1/builds/" + json::parse(res->body)["id"].dump();
+  json job;
+  testing::WaitFor(
+      [&] {
+        res = client.Get(job_url);
+        if (!res || res->status != 200) return true;
+        job = json::parse(res->body);
+        return job["state"] == "done" || job["state"] == "failed";
+      },
+      60s, 20ms);
+  ASSERT_EQ(job["state"], "done") << job.dump(2);
+  EXPECT_EQ(job["indexed"], 0);
+  EXPECT_EQ(job["skipped"], 2);
+  ASSERT_EQ(job["failures"].size(), 1u) << job.dump(2);
+  EXPECT_EQ(job["failures"][0]["path"], (set / "escape.png").string());
+  EXPECT_NE(job["failures"][0]["reason"].get<std::string>().find("symbolic link"),
+            std::string::npos);
+  no_record_outside();
+}
+
+// An empty build path is a clear 400, with or without import roots (it was a
+// 500 from the filesystem library).
+TEST(ServerBuildTest, EmptyBuildPathIs400) {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp.path() / "import");
+  for (bool with_root : {false, true}) {
+    SCOPED_TRACE(with_root ? "with an import root" : "without");
+    ServerOptions options;
+    if (with_root) options.import_roots = {(tmp.path() / "import").string()};
+    PolicyServer s(options);
+    ASSERT_TRUE(s.server);
+    httplib::Client client = s.Client();
+    auto res = client.Post("/api/v1/builds", R"({"path": ""})", "application/json");
+    ExpectError(res, 400, "INVALID_ARGUMENT");
+    EXPECT_NE(ErrorMessage(res).find("empty"), std::string::npos) << res->body;
+  }
+  TempDir other;
+  auto db = OpenTinyDatabase(other.path(), kDim, 7);
+  ASSERT_TRUE(db.ok());
+  auto report = BuildService(**db).Build("", {});
+  ASSERT_FALSE(report.ok());
+  EXPECT_EQ(report.status().code(), StatusCode::kInvalidArgument) << report.status().ToString();
+}
+
+// Uploads are recorded relative to the database directory: a database moved
+// elsewhere and reopened still serves them, and a delete there removes the
+// file. An upload recorded by an older release (absolute, under DB/images)
+// is served and deleted too.
+TEST(ServerUploadTest, UploadsFollowAMovedDatabase) {
+  TempDir tmp;
+  const auto first = tmp.path() / "first";
+  std::filesystem::create_directories(first);
+  auto opened = OpenTinyDatabase(first, kDim, 7);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Database> db = std::move(*opened);
+  const std::string picture = MakeImage(1);
+  int64_t id = 0;
+  std::string stored;
+  {
+    ServerOptions options;
+    options.port = 0;
+    options.log_requests = false;
+    HttpServer server(*db, options);
+    ASSERT_TRUE(server.Start().ok());
+    httplib::Client client("127.0.0.1", server.port());
+    auto res =
+        client.Post("/api/v1/images",
+                    httplib::MultipartFormDataItems{{"image", picture, "p.png", "image/png"}});
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 201) << res->body;
+    id = json::parse(res->body)["ids"][0].get<int64_t>();
+    auto record = db->store().Get(id);
+    ASSERT_TRUE(record.ok());
+    stored = record->path;
+  }
+  EXPECT_EQ(stored.rfind("images/", 0), 0u) << "recorded relative to the database: " << stored;
+  EXPECT_EQ(testing::ReadBytes(first / "db" / stored), Bytes(picture));
+  db.reset();
+
+  const auto moved = tmp.path() / "elsewhere" / "moved-db";
+  std::filesystem::create_directories(moved.parent_path());
+  std::filesystem::rename(first / "db", moved);
+  DatabaseOptions reopen;
+  reopen.dir = moved;
+  reopen.model = "tiny";
+  reopen.home = first / "home";
+  auto again = Database::Open(reopen, false);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+
+  // An upload as older releases recorded it: the absolute path.
+  const std::string legacy_bytes = MakeImage(3, ".jpg");
+  const auto legacy_file = moved / "images" / "zz" / "legacy.jpg";
+  std::filesystem::create_directories(legacy_file.parent_path());
+  testing::WriteBytes(legacy_file, Bytes(legacy_bytes));
+  ImageRecord legacy;
+  legacy.path = legacy_file.string();
+  legacy.name = "legacy.jpg";
+  legacy.sha256 = Sha256Hex(Bytes(legacy_bytes));
+  legacy.size_bytes = static_cast<int64_t>(legacy_bytes.size());
+  legacy.format = "jpeg";
+  legacy.width = legacy.height = 64;
+  std::vector<float> feature(static_cast<size_t>((*again)->base_dimension()), 0.0f);
+  feature[0] = 1.0f;  // unit length, as stored features are
+  auto legacy_id = (*again)->Insert(legacy, feature, Bytes(MakeImage(3, ".jpg")));
+  ASSERT_TRUE(legacy_id.ok()) << legacy_id.status().ToString();
+
+  ServerOptions options;
+  options.port = 0;
+  options.log_requests = false;
+  HttpServer server(**again, options);
+  ASSERT_TRUE(server.Start().ok());
+  httplib::Client client("127.0.0.1", server.port());
+  for (auto [image, body, file] : {std::tuple{id, picture, moved / stored},
+                                   std::tuple{*legacy_id, legacy_bytes, legacy_file}}) {
+    SCOPED_TRACE(file.string());
+    const std::string image_url = "/api/v1/images/" + std::to_string(image);
+    auto res = client.Get(image_url + "/file");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(res->body, body);
+    res = client.Get(image_url + "/thumbnail");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+    ASSERT_TRUE(std::filesystem::exists(file));
+    res = client.Delete(image_url);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 204) << res->body;
+    EXPECT_FALSE(std::filesystem::exists(file)) << "the delete removes the uploaded file";
+  }
+}
+
+// With API keys (and unless told otherwise), no answer shows an absolute
+// server path: built files relative to their library root, uploads relative
+// to the database. hide_paths = false shows them as stored.
+TEST(ServerPathsTest, KeysHideAbsolutePathsByDefault) {
+  TempDir tmp;
+  auto opened = OpenTinyDatabase(tmp.path(), kDim, 7);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  std::unique_ptr<Database> db = std::move(*opened);
+  const auto photos = std::filesystem::canonical(tmp.path()) / "photos";
+  std::filesystem::create_directories(photos / "red");
+  testing::WriteBytes(photos / "red" / "r.png", Bytes(MakeImage(0)));
+  testing::WriteBytes(photos / "top.png", Bytes(MakeImage(1)));
+  ASSERT_TRUE(BuildService(*db).Build(photos, {}).ok());
+
+  // What each answer shows as the paths of all stored images.
+  auto paths_shown = [&](ServerOptions options, bool upload) {
+    options.port = 0;
+    options.log_requests = false;
+    HttpServer server(*db, options);
+    EXPECT_TRUE(server.Start().ok());
+    httplib::Client client("127.0.0.1", server.port());
+    if (upload) {
+      client.set_bearer_token_auth("k");
+      auto res = client.Post("/api/v1/images", httplib::MultipartFormDataItems{
+                                                   {"image", MakeImage(3), "u.png", "image/png"}});
+      EXPECT_TRUE(res && res->status == 201) << (res ? res->body : "no answer");
+    }
+    std::set<std::string> shown;
+    auto res = client.Get("/api/v1/images");
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+    if (!res) return shown;
+    const json listed = json::parse(res->body);  // kept: the loop reads a part of it
+    for (const json& image : listed["images"]) {
+      shown.insert(image["path"].get<std::string>());
+      // The record and a search by it show the same path.
+      const std::string id = image["id"].dump();
+      auto one = client.Get("/api/v1/images/" + id);
+      EXPECT_TRUE(one && one->status == 200);
+      if (one) {
+        EXPECT_EQ(json::parse(one->body)["path"], image["path"]);
+      }
+      auto found =
+          client.Post("/api/v1/search?top_k=3", R"({"image_id": )" + id + "}", "application/json");
+      EXPECT_TRUE(found && found->status == 200);
+      if (!found) continue;
+      int seen = 0;
+      const json answer = json::parse(found->body);
+      for (const json& hit : answer["results"]) {
+        if (hit["id"] != image["id"]) continue;
+        EXPECT_EQ(hit["path"], image["path"]);
+        ++seen;
+      }
+      EXPECT_EQ(seen, 1) << found->body;
+    }
+    return shown;
+  };
+
+  ServerOptions keyed;
+  keyed.api_keys = {"k"};
+  const std::set<std::string> hidden = paths_shown(keyed, /*upload=*/true);
+  ASSERT_EQ(hidden.size(), 3u);
+  EXPECT_TRUE(hidden.count("red/r.png"));
+  EXPECT_TRUE(hidden.count("top.png"));
+  for (const std::string& path : hidden) {
+    EXPECT_NE(path.front(), '/') << path;
+    if (path != "red/r.png" && path != "top.png") {
+      EXPECT_EQ(path.rfind("images/", 0), 0u) << path;
+    }
+  }
+
+  keyed.hide_paths = false;
+  const std::set<std::string> shown = paths_shown(keyed, false);
+  ASSERT_EQ(shown.size(), 3u);
+  EXPECT_TRUE(shown.count((photos / "red" / "r.png").string()));
+  EXPECT_TRUE(shown.count((photos / "top.png").string()));
+  for (const std::string& path : shown) {  // an upload's resolved in the database
+    if (path.find("photos") == std::string::npos) {
+      EXPECT_EQ(path.rfind((db->dir() / "images").string() + "/", 0), 0u) << path;
+    }
+  }
+  // Without keys, paths are shown unless asked to hide them.
+  EXPECT_EQ(paths_shown(ServerOptions{}, false), shown);
+  ServerOptions hide;
+  hide.hide_paths = true;
+  EXPECT_EQ(paths_shown(hide, false), hidden);
+}
+
+// How a hidden path is chosen: an upload's as recorded, an older upload's
+// relative to the database, a built file's relative to the import root it
+// fits (its label is its first folder there), else from the nearest folder
+// named as its label, else its file name.
+TEST(ServerPathsTest, ShownPathIsRelativeToTheLibraryRoot) {
+  server::PathView view;
+  view.hide = true;
+  view.db_dir = "/srv/db";
+  view.roots = {"/imports", "/imports/lib"};
+  auto shown = [&](const std::string& path, const std::string& label) {
+    ImageRecord r;
+    r.path = path;
+    r.label = label;
+    return server::ShownPath(r, view);
+  };
+  EXPECT_EQ(shown("images/ab/abc.png", ""), "images/ab/abc.png");
+  EXPECT_EQ(shown("/srv/db/images/ab/abc.png", ""), "images/ab/abc.png");
+  EXPECT_EQ(shown("/imports/lib/cats/cats/x.jpg", "cats"), "cats/cats/x.jpg");  // the root decides
+  EXPECT_EQ(shown("/imports/lib/top.jpg", ""), "top.jpg");
+  EXPECT_EQ(shown("/imports/other/dogs/x.jpg", "dogs"), "dogs/x.jpg");
+  EXPECT_EQ(shown("/home/u/pics/cats/cats/x.jpg", "cats"), "cats/x.jpg");  // nearest folder
+  EXPECT_EQ(shown("/home/u/pics/cats/sub/x.jpg", "cats"), "cats/sub/x.jpg");
+  EXPECT_EQ(shown("/home/u/pics/x.jpg", ""), "x.jpg");
+  EXPECT_EQ(shown("/home/u/pics/x.jpg", "added-with-a-label"), "x.jpg");
+  view.hide = false;
+  EXPECT_EQ(shown("/home/u/pics/x.jpg", ""), "/home/u/pics/x.jpg");
+  EXPECT_EQ(shown("images/ab/abc.png", ""), "/srv/db/images/ab/abc.png");
 }
 }  // namespace
 }  // namespace pixseek

@@ -248,7 +248,26 @@ class Database {
   std::mutex& ContentMutex(std::string_view sha256);
 
   std::filesystem::path ThumbnailPath(int64_t id) const;
+  // Where an upload of these bytes is written. Its record holds the path
+  // relative to dir() ("images/HH/SHA.ext"), so that a database directory
+  // that is moved or restored elsewhere keeps its uploads.
   std::filesystem::path UploadPath(const std::string& sha256, std::string_view format) const;
+  // Where `record`'s file lies: a relative path (an upload) under dir(); an
+  // absolute one (a file indexed in place, or an upload of an older
+  // database) as recorded. Every reader of stored files resolves them here.
+  std::filesystem::path FilePath(const ImageRecord& record) const;
+  // `record`'s file as it was indexed, for serving it: opened without
+  // following any symbolic link (OpenRegularNoFollow, src/core/files.h; an
+  // upload beneath dir()), at most options().limits.max_bytes, and holding
+  // the size and sha256 that the record holds.
+  // NotFound when it is gone, is not a regular file, or is (or lies under) a
+  // symbolic link; FailedPrecondition when it changed since it was indexed;
+  // ResourceExhausted over the limit. Messages name the image's id, never a
+  // path (they reach HTTP clients).
+  Result<std::vector<uint8_t>> ReadImageFile(const ImageRecord& record) const;
+  // Image `id`'s thumbnail, opened like ReadImageFile beneath dir(), at most
+  // max_bytes. NotFound when missing; messages never name a path.
+  Result<std::vector<uint8_t>> ReadThumbnail(int64_t id, size_t max_bytes) const;
 
   Result<DatabaseStats> Stats() const;
 

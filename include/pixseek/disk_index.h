@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "pixseek/status.h"
 #include "pixseek/vector_index.h"
@@ -57,6 +58,10 @@ struct DiskIndexOptions {
   // Run that compaction on a background thread after a write; otherwise the
   // owner calls Compact() (or CompactIfNeeded()).
   bool background_compaction = false;
+  // A writable open salvages damaged logs and sets a damaged base graph
+  // aside instead of failing, as VectorIndexSpec::salvaged describes. Not
+  // owned.
+  std::vector<IndexFileCheck>* salvaged = nullptr;
 };
 
 struct DiskIndexStats {

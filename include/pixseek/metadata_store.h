@@ -19,7 +19,10 @@ namespace pixseek {
 // One stored image. `id` is assigned by the store on Insert.
 struct ImageRecord {
   int64_t id = 0;
-  std::string path;           // absolute path of the stored file
+  // The stored file: absolute for a file indexed in place, relative to the
+  // database directory for an upload ("images/HH/SHA.ext"; absolute in older
+  // databases). Database::FilePath resolves it.
+  std::string path;
   std::string name;           // file name shown to users (original upload name)
   std::string sha256;         // hex, of the file's bytes
   int64_t size_bytes = 0;
@@ -115,6 +118,12 @@ class MetadataStore {
   // Small key/value settings of the database (model name, dimension, ...).
   virtual Result<std::optional<std::string>> GetSetting(const std::string& key) const = 0;
   virtual Status SetSetting(const std::string& key, const std::string& value) = 0;
+
+  // Verifies the store's own structures (`pixseek check`): SQLite's PRAGMA
+  // integrity_check and foreign_key_check; for MariaDB, that the server
+  // answers and every pixseek table can be read. DataLoss saying what is
+  // damaged; Unavailable when the server cannot be reached.
+  virtual Status CheckIntegrity() const = 0;
 };
 
 // SQLite in WAL mode at `file` (created with its schema when absent).

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,12 @@ struct ServerOptions {
   std::vector<std::string> api_keys;
   // Reads (search, list, images, stats) need a key too.
   bool keyed_reads = false;
+  // Answers never show absolute server paths: a record's `path` is relative
+  // to the library root it was built from (an upload's to the database
+  // directory), and file errors name the image, not its file. nullopt = on
+  // exactly when api_keys is set. (Errors of the file routes never show a
+  // path, whatever this says.)
+  std::optional<bool> hide_paths;
   // Requests handled at once beyond which the server answers 503 with
   // Retry-After instead of queueing without bound; 0 = 4 x threads.
   int max_concurrent_requests = 0;

@@ -54,7 +54,10 @@ class BuildService {
   explicit BuildService(Database& db) : db_(db) {}
   // Walks `root` recursively and stores every image not stored yet. A file
   // whose path is stored with another hash is replaced. Bad files are listed
-  // in the report, never fatal. NotFound when root is not a directory.
+  // in the report, never fatal; so are symbolic links that lead outside
+  // `root`, which are never followed (a link to a file under `root` is stored
+  // as that file). Files are opened without following links. InvalidArgument
+  // for an empty root; NotFound when root is not a directory.
   Result<BuildReport> Build(const std::filesystem::path& root, const BuildOptions& options);
 
  private:
@@ -91,9 +94,9 @@ class BuildJobs {
   BuildJobs(const BuildJobs&) = delete;
   BuildJobs& operator=(const BuildJobs&) = delete;
 
-  // Queues a build of `path`. PermissionDenied when no import root is
-  // configured or the path lies outside them; NotFound when it is not a
-  // directory.
+  // Queues a build of `path`. InvalidArgument for an empty path;
+  // PermissionDenied when no import root is configured or the path lies
+  // outside them; NotFound when it is not a directory.
   Result<int64_t> Start(const std::filesystem::path& path);
   // NotFound for an unknown job.
   Result<BuildJobStatus> Get(int64_t id) const;
@@ -236,10 +239,12 @@ class QueryService {
 class UploadService {
  public:
   explicit UploadService(Database& db) : db_(db) {}
-  // Stores uploaded bytes under DB/images/ and indexes them. `name` is the
-  // client's file name (for display only; never used as a path).
+  // Stores uploaded bytes under DB/images/ and indexes them, recording the
+  // path relative to the database directory (Database::UploadPath). `name`
+  // is the client's file name (for display only; never used as a path).
   Result<int64_t> AddBytes(std::span<const uint8_t> bytes, const std::string& name);
-  // Indexes a file in place (by absolute path), as the build does.
+  // Indexes a file in place (by its absolute path without links), as the
+  // build does.
   Result<int64_t> AddFile(const std::filesystem::path& file, const std::string& label);
   Status Remove(int64_t id);
 

@@ -79,6 +79,45 @@ struct IndexStat {
   std::variant<int64_t, double, bool, std::string> value;
 };
 
+// What `pixseek check` learns about one file of an index (VerifyVectorIndex),
+// or what a salvaging open did to a damaged one (VectorIndexSpec::salvaged).
+struct IndexFileCheck {
+  std::filesystem::path file;
+  // What the file holds: "4 records: 12 vectors added, 1 removed".
+  std::string summary;
+  // Empty when the file is intact; else what is wrong (DataLoss messages).
+  std::string damage;
+  // Not damage: what the next writable open tidies (a torn last record).
+  std::string note;
+  // Ids whose vectors the damage makes unreadable, where they are known:
+  // those added by intact records after a log's damaged one, or stored in a
+  // base graph's failing blocks (all of its ids when only the blocks fail).
+  std::vector<int64_t> lost_ids;
+  // A salvage: where the damage starts and the bytes dropped from there
+  // (a log), and the damaged file as it was, kept beside it.
+  uint64_t offset = 0;
+  uint64_t bytes_dropped = 0;
+  std::filesystem::path damaged_copy;
+};
+
+// Every file of one index, as VerifyVectorIndex found it.
+struct IndexVerifyReport {
+  std::vector<IndexFileCheck> files;
+  // The ids whose vectors can be read, ascending: what the index holds once
+  // a salvaging open has cut the damage away.
+  std::vector<int64_t> ids;
+  // Another process had the index open for writing: what it appends now may
+  // be half-written.
+  bool writer_active = false;
+
+  bool damaged() const {
+    for (const IndexFileCheck& f : files) {
+      if (!f.damage.empty()) return true;
+    }
+    return false;
+  }
+};
+
 // Thread-safety: implementations are safe for concurrent Search calls, and
 // Add/Remove may run concurrently with Search (they take a writer lock).
 class VectorIndex {
@@ -138,6 +177,13 @@ struct VectorIndexSpec {
   bool background_compaction = false;
   // Every parameter of the kind (MergeParams fills the defaults).
   IndexParams params;
+  // Writable opens only (`pixseek check --repair`): when set, damage that
+  // can be cut away is not DataLoss. A log is replayed up to its first
+  // damaged record and cut there (the records after it are lost); a disk
+  // graph that fails its checks is set aside (its vectors are lost). Each
+  // damaged file is first kept as "<file>.damaged-<unix seconds>" and
+  // described here. Not owned; must outlive the open.
+  std::vector<IndexFileCheck>* salvaged = nullptr;
 };
 
 // One kind of vector index: its name, its parameter table and how to open it.
@@ -150,6 +196,9 @@ struct VectorIndexKind {
   Result<std::unique_ptr<VectorIndex>> (*open)(const VectorIndexSpec& spec);
   // The files or directories the kind keeps in the database directory.
   const char* files;
+  // Reads the kind's files in spec.dir without changing them (see
+  // VerifyVectorIndex).
+  Result<IndexVerifyReport> (*verify)(const VectorIndexSpec& spec);
 };
 
 // Every registered kind; the first is the default for new databases.
@@ -166,6 +215,14 @@ std::vector<IndexParamSpec> AllIndexParams();
 // another writer holds it, DataLoss when a file is damaged.
 Result<std::unique_ptr<VectorIndex>> OpenVectorIndex(const VectorIndexSpec& spec);
 
+// Reads every file of spec.kind's index in spec.dir (`pixseek check`),
+// without changing them or taking the writer's lock: each log record by
+// record, a disk graph's header, sections and every node block, and which
+// ids can be read. Damage is described in the report, not returned as an
+// error. InvalidArgument for an unknown kind or another dimension; NotFound
+// when the kind's files are missing.
+Result<IndexVerifyReport> VerifyVectorIndex(const VectorIndexSpec& spec);
+
 struct FlatIndexOptions {
   // Threads used to scan the vectors for one batch of queries; 0 = all cores.
   int num_threads = 0;
@@ -174,6 +231,9 @@ struct FlatIndexOptions {
   // query, eval) open an index that a server is writing: a record the writer
   // is appending at that moment is simply not seen.
   bool read_only = false;
+  // A writable open salvages a damaged log instead of failing, as
+  // VectorIndexSpec::salvaged describes. Not owned.
+  std::vector<IndexFileCheck>* salvaged = nullptr;
 };
 
 // The exact index: SIMD inner products over every stored vector, kept in RAM

@@ -23,6 +23,7 @@
 #include "bench_embed/embed_bench.h"
 #include "pixseek/config.h"
 #include "pixseek/database.h"
+#include "pixseek/database_check.h"
 #include "pixseek/disk_index.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/server.h"
@@ -211,6 +212,8 @@ void OnInterrupt(int) {
 
 int RunBuild(const std::string& home, const DbFlags& flags, const std::string& dir, bool as_json,
              const PcaOptions& pca, size_t fit_sample) {
+  // Before the database is created: an empty DIR must leave nothing behind.
+  if (dir.empty()) return Fail(Status::InvalidArgument("the folder to build is empty; name one"));
   DatabaseOptions options = ToOptions(flags, home);
   options.pull_missing_model = true;
   // A new database learns its codebook (sift-vlad) and PCA from this folder.
@@ -254,6 +257,8 @@ int RunQuery(const std::string& home, const DbFlags& flags, const std::string& i
   if (!bytes.ok()) return Fail(bytes.status());
   auto response = QueryService(**db).SearchImage(*bytes, params);
   if (!response.ok()) return Fail(response.status().WithContext(image));
+  // Uploads are recorded relative to the database: show where they lie.
+  for (QueryHit& h : response->hits) h.record.path = (*db)->FilePath(h.record).string();
   if (as_json) {
     std::cout << SearchResponseToJson(*response) << std::endl;
   } else {
@@ -879,6 +884,13 @@ void AddServeCommand(CLI::App& app, Cli& cli) {
   cmd->add_flag("--keyed-reads", so.keyed_reads,
                 "Searches and reads need an API key too (keys: $PIXSEEK_API_KEYS or "
                 "api_keys in the config file, never on the command line)");
+  auto* hide = cmd->add_flag(
+      "--hide-paths", [&so](int64_t) { so.hide_paths = true; },
+      "Answers show no absolute server paths: records' paths relative to their library "
+      "root (default when API keys are set)");
+  cmd->add_flag("--show-paths", [&so](int64_t) { so.hide_paths = false; },
+                "Answers show records' absolute server paths (default without API keys)")
+      ->excludes(hide);
   cmd->callback([&cli] { cli.rc = RunServe(cli.home, cli.flags, cli.server); });
 }
 
@@ -959,7 +971,8 @@ int RunDups(const std::string& home, const DbFlags& flags, float threshold, bool
     if (!records.ok()) return Fail(records.status());
     std::string line;
     for (const ImageRecord& r : *records) {
-      line += (line.empty() ? "" : "  ") + std::to_string(r.id) + " " + r.path;
+      line += (line.empty() ? "" : "  ") + std::to_string(r.id) + " " +
+              (*db)->FilePath(r).string();
     }
     std::cout << line << "\n";
   }
@@ -1088,6 +1101,51 @@ void AddBenchEmbedCommand(CLI::App* bench, Cli& cli) {
   });
 }
 
+// `pixseek check [--repair]` (pixseek/database_check.h). Exit status: 0 no
+// damage (after --repair: none left), 1 damage found (or left), 2 the check
+// could not run (no database, another writer during --repair).
+void AddCheckCommand(CLI::App& app, Cli& cli) {
+  auto repair = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand(
+      "check", "Verify every part of a database; --repair salvages what is intact");
+  cmd->add_option("--config", cli.flags.config_file,
+                  "TOML configuration file (default $PIXSEEK_CONFIG; see docs/configuration.md)");
+  cmd->add_option("--db", cli.flags.db, "Database directory (or $PIXSEEK_DB)");
+  cmd->add_option("--metadata-url", cli.flags.metadata_url,
+                  "The metadata store when it is MariaDB (or $PIXSEEK_METADATA_URL)");
+  cmd->add_flag("--repair", *repair,
+                "Salvage what is intact and say what was lost (the database must not be open "
+                "for writing: stop a running server first)");
+  cmd->add_flag("--json", cli.as_json, "Print the report as JSON");
+  cmd->callback([&cli, repair] {
+    CheckOptions options;
+    options.dir = cli.flags.db;
+    options.metadata_url = cli.flags.metadata_url;
+    options.home = cli.home;
+    options.limits.max_bytes = cli.flags.max_bytes;
+    options.limits.max_pixels = cli.flags.max_pixels;
+    if (*repair) {
+      auto report = RepairDatabase(options);
+      if (!report.ok()) {
+        Fail(report.status());
+        cli.rc = 2;
+        return;
+      }
+      std::cout << (cli.as_json ? RepairReportJson(*report) + "\n" : RepairReportText(*report));
+      cli.rc = report->after.damaged() ? 1 : 0;
+      return;
+    }
+    auto report = CheckDatabase(options);
+    if (!report.ok()) {
+      Fail(report.status());
+      cli.rc = 2;
+      return;
+    }
+    std::cout << (cli.as_json ? CheckReportJson(*report) + "\n" : CheckReportText(*report));
+    cli.rc = report->damaged() ? 1 : 0;
+  });
+}
+
 }  // namespace
 }  // namespace pixseek
 
@@ -1116,6 +1174,7 @@ int main(int argc, char** argv) {
   AddModelCommands(app, cli);
   AddTrainCommand(app, cli);
   AddReindexCommand(app, cli);
+  AddCheckCommand(app, cli);
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   AddBenchAnnCommand(bench, cli);

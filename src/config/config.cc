@@ -73,6 +73,13 @@ class SectionReader {
     out = *v;
   }
 
+  void Bool(const char* key, std::optional<bool>& out) {
+    bool value = false;
+    bool had = Find(key) != nullptr;
+    Bool(key, value);
+    if (had && status_.ok()) out = value;
+  }
+
   // `allowed` empty = any string.
   void String(const char* key, std::string& out, const std::vector<std::string>& allowed = {}) {
     const toml::node* node = Find(key);
@@ -227,6 +234,7 @@ Status ReadServer(SectionReader& r, ServerOptions& s) {
   r.Strings("import_roots", s.import_roots);
   r.Strings("api_keys", s.api_keys);
   r.Bool("keyed_reads", s.keyed_reads);
+  r.Bool("hide_paths", s.hide_paths);
   r.Int("max_concurrent_requests", s.max_concurrent_requests, 0, 100000);
   r.Real("rate_limit_per_s", s.rate_limit_per_s, 0.0, 1e9);
   r.Int("rate_burst", s.rate_burst, 1, 1000000);

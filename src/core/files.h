@@ -41,6 +41,61 @@ Status WriteFullAt(int fd, const void* buf, size_t bytes, uint64_t offset,
 // fsync on a directory so a rename or create inside it survives a crash.
 Status SyncDirectory(const std::filesystem::path& dir);
 
+// An open file descriptor, closed when destroyed. Move-only; -1 holds none.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd();
+
+  int get() const { return fd_; }
+  // Hands the descriptor over without closing it.
+  int release() {
+    const int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens a regular file for reading without following any symbolic link, so
+// that a file swapped for a link (or a folder above it swapped for one)
+// after it was checked can never lead elsewhere.
+//   `dir` empty:  `file` is absolute; none of its components may be a link.
+//   `dir` given:  `file` is relative to the folder `dir`, which is opened as
+//                 named (its own links followed: the caller trusts it);
+//                 no component of `file` may be a link or leave `dir`.
+// Uses openat2(RESOLVE_NO_SYMLINKS) where the kernel has it; otherwise opens
+// one component at a time with O_NOFOLLOW, which refuses the same links and
+// is as immune to a swap while it runs. Never blocks on a FIFO.
+// Errors, whose messages say why but never name the file (the caller knows
+// which file it asked for and whether its path may be shown):
+// NotFound when the file or a folder above it is missing, is a symbolic
+// link, or the file is not a regular file; PermissionDenied when it may not
+// be read; InvalidArgument for an empty `file`, a ".." component, or a
+// `file` that is not absolute without `dir` (or is absolute with it);
+// Internal for other I/O errors.
+Result<UniqueFd> OpenRegularNoFollow(const std::filesystem::path& dir,
+                                     const std::filesystem::path& file);
+// The same without trying openat2: what it falls back to on kernels that
+// lack it (exposed so that tests check both ways on any kernel).
+Result<UniqueFd> OpenRegularNoFollowByWalk(const std::filesystem::path& dir,
+                                           const std::filesystem::path& file);
+
+// The size of an open file (fstat). Internal on an I/O error.
+Result<uint64_t> OpenFileSize(int fd);
+
+// Reads an open file from offset 0 to its end. ResourceExhausted when it
+// holds more than max_bytes (checked before reading and while reading, as
+// the file may grow); Internal on an I/O error. Messages never name a file.
+Result<std::vector<uint8_t>> ReadOpenFile(int fd, size_t max_bytes);
+
 }  // namespace pixseek
 
 #endif  // PIXSEEK_CORE_FILES_H_

@@ -568,6 +568,21 @@ Status DiskGraph::ForEachVector(const std::function<Status(uint32_t, const float
   return Status::Ok();
 }
 
+Status DiskGraph::VerifyBlocks(std::vector<uint64_t>* bad) const {
+  const uint64_t blocks = (n_ + nodes_per_block_ - 1) / nodes_per_block_;
+  constexpr uint64_t kBlocksPerRead = 256;
+  AlignedBuffer buf(kBlocksPerRead * block_bytes_);
+  for (uint64_t b0 = 0; b0 < blocks; b0 += kBlocksPerRead) {
+    const uint64_t nb = std::min(kBlocksPerRead, blocks - b0);
+    PIXSEEK_RETURN_IF_ERROR(
+        ReadFullAt(fd_, buf.data, nb * block_bytes_, blocks_offset_ + b0 * block_bytes_, path_));
+    for (uint64_t b = 0; b < nb; ++b) {
+      if (!VerifyBlock(b0 + b, buf.data + b * block_bytes_).ok()) bad->push_back(b0 + b);
+    }
+  }
+  return Status::Ok();
+}
+
 Status DiskGraph::Search(const float* query, size_t k, const DiskSearchParams& params,
                          const NodeFilter& filter, std::vector<SearchHit>* out,
                          DiskSearchStats* stats) const {

@@ -226,6 +226,12 @@ class DiskGraph {
   // used by compaction. Sequential reads; checks every block.
   Status ForEachVector(const std::function<Status(uint32_t, const float*)>& fn) const;
 
+  // Reads every node block and checks it against its checksum (pixseek
+  // check): the blocks that fail go to *bad, ascending. A read that fails is
+  // returned as an error. Node i lives in block i / nodes_per_block().
+  Status VerifyBlocks(std::vector<uint64_t>* bad) const;
+  uint32_t nodes_per_block() const { return nodes_per_block_; }
+
  private:
   class Searcher;
   DiskGraph() = default;

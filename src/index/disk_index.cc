@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -128,14 +129,14 @@ bool AllFinite(const float* v, size_t n) {
 }
 
 // A filtered search walks the base graph only when the filter keeps at least
-// this share of its nodes (the search list grows by 1 / share^2, so up to
-// 4x); a smaller share ranks the allowed nodes' PQ codes directly. Measured
-// by bench/filter_bench.cc (bench/RESULTS.md, "Filtered search"): below
-// half, a filter that keeps whole clusters leaves the graph search in the
-// query's neighbourhood with few allowed nodes (recall@10 0.84 at a share
-// of 0.5 with a list grown by 1 / share), while ranking the codes of 15 % of
-// the nodes was faster than that graph search.
-constexpr double kFilterGraphMinShare = 0.5;
+// this share of its nodes (its search list grown by 1 / share^2); a smaller
+// share ranks the allowed nodes' PQ codes and reads the best. Measured by
+// bench/filter_bench.cc (bench/RESULTS.md, "Filtered search"): a filter that
+// keeps whole clusters leaves a graph search in the query's neighbourhood
+// among nodes it may not return (recall@10 0.72 at a share of 0.7, against
+// 0.87 unfiltered), while ranking the codes of the allowed nodes kept 0.99
+// at every share below that, at 2-4x the exact index's speed.
+constexpr double kFilterGraphMinShare = 0.9;
 
 // Where a live id's vector is.
 struct Location {
@@ -328,7 +329,7 @@ class DiskIndexImpl final : public DiskIndex {
   // Search with params.filter; the caller holds mu_ shared. The allowed
   // live ids are located first. In the delta segments (RAM, bounded by
   // compaction) they are scored exactly. In the base graph, a filter that
-  // keeps at least half of the nodes is met by a graph search whose list
+  // keeps at least 90 % of the nodes is met by a graph search whose list
   // grows as the share shrinks (the rejected nodes are traversed, not
   // returned); a smaller share, or a graph search that met fewer than k
   // allowed nodes, is answered by ranking just the allowed nodes' PQ codes
@@ -450,9 +451,7 @@ class DiskIndexImpl final : public DiskIndex {
                                      std::to_string(m.dimension) + ", not " + std::to_string(dim_));
     }
     base_generation_ = m.base_generation;
-    if (m.has_base) {
-      PIXSEEK_RETURN_IF_ERROR(OpenBase(BasePath(dir_, m.base_generation)));
-    }
+    if (m.has_base) PIXSEEK_RETURN_IF_ERROR(LoadBase(m));
     if (!options_.read_only) RemoveStrayFiles(m);
     std::vector<uint64_t> wals = ListWals(dir_, m.base_generation);
     if (wals.empty() || wals.front() != m.base_generation) {
@@ -485,8 +484,14 @@ class DiskIndexImpl final : public DiskIndex {
         }
         return Status::Ok();
       };
-      PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<FlatLog> log,
-                               FlatLog::Open(WalPath(dir_, wals[i]), dim_, visitor, options_.read_only));
+      FlatLogSalvage salvage;
+      PIXSEEK_ASSIGN_OR_RETURN(
+          std::unique_ptr<FlatLog> log,
+          FlatLog::Open(WalPath(dir_, wals[i]), dim_, visitor, options_.read_only,
+                        options_.salvaged != nullptr ? &salvage : nullptr));
+      if (salvage.salvaged) {
+        options_.salvaged->push_back(SalvagedLogCheck(WalPath(dir_, wals[i]), salvage));
+      }
       if (i + 1 == wals.size()) {
         wal_ = std::move(log);
         wal_generation_ = wals[i];
@@ -503,6 +508,65 @@ class DiskIndexImpl final : public DiskIndex {
     frozen_.reset();
     locations_.clear();
     wal_.reset();
+  }
+
+  // Opens the manifest's base. A salvaging open (options_.salvaged) also
+  // reads every node block, and sets a base that fails any check aside.
+  Status LoadBase(Manifest& m) {
+    const fs::path path = BasePath(dir_, m.base_generation);
+    Status opened = OpenBase(path);
+    if (options_.salvaged == nullptr) return opened;
+    std::string damage;
+    std::vector<int64_t> ids;
+    if (!opened.ok()) {
+      // A damaged graph, or one gone: the logs still replay without it.
+      if (opened.code() != StatusCode::kDataLoss && opened.code() != StatusCode::kNotFound) {
+        return opened;
+      }
+      damage = opened.message();
+    } else {
+      std::vector<uint64_t> bad;
+      PIXSEEK_RETURN_IF_ERROR(base_->VerifyBlocks(&bad));
+      if (bad.empty()) return Status::Ok();
+      damage = path.string() + ": " + std::to_string(bad.size()) +
+               " node blocks fail their checksums (first: block " + std::to_string(bad[0]) + ")";
+      for (uint32_t node = 0; node < base_->size(); ++node) ids.push_back(base_->id(node));
+      std::sort(ids.begin(), ids.end());
+    }
+    base_.reset();
+    base_deleted_.clear();
+    locations_.clear();
+    return SetBaseAside(m, damage, std::move(ids));
+  }
+
+  // Salvage: renames a damaged base (when it is there) to
+  // "<base>.damaged-<unix seconds>" and records that there is no base (the
+  // logs from its generation on stay).
+  Status SetBaseAside(Manifest& m, const std::string& damage, std::vector<int64_t> ids) {
+    IndexFileCheck check;
+    check.file = BasePath(dir_, m.base_generation);
+    check.damage = damage;
+    check.damaged_copy = check.file.string() + ".damaged-" + std::to_string(std::time(nullptr));
+    std::error_code ec;
+    if (fs::exists(check.file, ec)) {
+      fs::rename(check.file, check.damaged_copy, ec);
+      if (ec) {
+        return Status::Internal("cannot set aside " + check.file.string() + ": " + ec.message());
+      }
+    } else {
+      check.damaged_copy.clear();
+    }
+    m.has_base = false;
+    PIXSEEK_RETURN_IF_ERROR(WriteManifest(dir_, m));
+    check.summary = "set aside: the disk graph's " +
+                    (ids.empty() ? std::string("vectors are") : std::to_string(ids.size()) +
+                                                                    " vectors are") +
+                    " lost";
+    check.lost_ids = std::move(ids);
+    std::fprintf(stderr, "pixseek: %s: %s; the index goes on without it\n", check.file.c_str(),
+                 damage.c_str());
+    options_.salvaged->push_back(std::move(check));
+    return Status::Ok();
   }
 
   Status OpenBase(const fs::path& path) {
@@ -881,8 +945,145 @@ Result<std::unique_ptr<VectorIndex>> OpenDiskIndexFromSpec(const VectorIndexSpec
   options.read_only = spec.read_only;
   options.num_threads = spec.threads;
   options.background_compaction = spec.background_compaction;
+  options.salvaged = spec.salvaged;
   PIXSEEK_ASSIGN_OR_RETURN(auto index, OpenDiskIndex(spec.dir / "index", spec.dimension, options));
   return std::unique_ptr<VectorIndex>(std::move(index));
+}
+
+namespace {
+
+// VerifyDiskIndexFromSpec's reading of the base graph: its ids go to *live,
+// except those in blocks that fail their checksums (the file check's lost
+// ids).
+IndexFileCheck VerifyBase(const fs::path& path, int dimension, std::unordered_set<int64_t>* live) {
+  IndexFileCheck check;
+  check.file = path;
+  DiskGraphOptions options;
+  options.direct_io = false;
+  auto graph = DiskGraph::Open(path, options);
+  if (!graph.ok()) {
+    check.damage = graph.status().message();
+    return check;
+  }
+  const DiskGraph& g = **graph;
+  if (g.dimension() != dimension) {
+    check.damage = path.string() + " holds dimension " + std::to_string(g.dimension()) + ", not " +
+                   std::to_string(dimension);
+    return check;
+  }
+  std::vector<uint64_t> bad;
+  if (Status s = g.VerifyBlocks(&bad); !s.ok()) check.damage = s.message();
+  const uint64_t blocks = (g.size() + g.nodes_per_block() - 1) / g.nodes_per_block();
+  check.summary = std::to_string(g.size()) + " nodes in " + std::to_string(blocks) + " blocks";
+  std::vector<uint8_t> bad_block(blocks, 0);
+  for (uint64_t b : bad) bad_block[b] = 1;
+  for (uint32_t node = 0; node < g.size(); ++node) {
+    if (bad_block[node / g.nodes_per_block()]) {
+      check.lost_ids.push_back(g.id(node));
+    } else {
+      live->insert(g.id(node));
+    }
+  }
+  if (!bad.empty()) {
+    std::string list;
+    for (size_t i = 0; i < bad.size() && i < 5; ++i) {
+      list += (i ? ", " : "") + std::to_string(bad[i]);
+    }
+    check.damage = path.string() + ": " + std::to_string(bad.size()) +
+                   " node blocks fail their checksums (" + list + (bad.size() > 5 ? ", ..." : "") +
+                   "): " + std::to_string(check.lost_ids.size()) + " vectors cannot be read";
+  }
+  std::sort(check.lost_ids.begin(), check.lost_ids.end());
+  return check;
+}
+
+// One log of the disk index, replayed onto *live (the readable ids) and
+// *unreadable (ids in the base's failing blocks).
+Result<IndexFileCheck> VerifyLog(const fs::path& path, int dimension,
+                                 std::unordered_set<int64_t>* live,
+                                 std::unordered_set<int64_t>* unreadable) {
+  std::unordered_set<int64_t> added_after_damage;
+  auto ids_of = [](uint32_t count, const uint8_t* ids) {
+    std::vector<int64_t> id(count);
+    std::memcpy(id.data(), ids, count * sizeof(int64_t));
+    return id;
+  };
+  FlatLogVisitor visitor;
+  visitor.on_add = [&](uint32_t count, const uint8_t* ids, const uint8_t*) -> Status {
+    for (int64_t x : ids_of(count, ids)) {
+      if (unreadable->count(x) > 0 || !live->insert(x).second) {
+        return Status::DataLoss("disk index log adds id " + std::to_string(x) + " twice");
+      }
+    }
+    return Status::Ok();
+  };
+  visitor.on_remove = [&](uint32_t count, const uint8_t* ids) {
+    for (int64_t x : ids_of(count, ids)) {
+      live->erase(x);
+      unreadable->erase(x);
+    }
+    return Status::Ok();
+  };
+  FlatLogVisitor after;
+  after.on_add = [&](uint32_t count, const uint8_t* ids, const uint8_t*) {
+    for (int64_t x : ids_of(count, ids)) added_after_damage.insert(x);
+    return Status::Ok();
+  };
+  after.on_remove = [&](uint32_t count, const uint8_t* ids) {
+    for (int64_t x : ids_of(count, ids)) added_after_damage.erase(x);
+    return Status::Ok();
+  };
+  PIXSEEK_ASSIGN_OR_RETURN(FlatLogInspection inspection,
+                           FlatLog::Inspect(path, dimension, visitor, after));
+  std::vector<int64_t> lost;
+  for (int64_t x : added_after_damage) {
+    if (live->count(x) == 0) lost.push_back(x);
+  }
+  std::sort(lost.begin(), lost.end());
+  return LogFileCheck(path, inspection, std::move(lost));
+}
+
+}  // namespace
+
+Result<IndexVerifyReport> VerifyDiskIndexFromSpec(const VectorIndexSpec& spec) {
+  const fs::path dir = spec.dir / "index";
+  IndexVerifyReport report;
+  report.writer_active = HeldByWriter(dir / "LOCK");
+  IndexFileCheck manifest;
+  manifest.file = dir / kManifest;
+  auto m = ReadManifest(dir);
+  if (m.ok() && m->dimension != spec.dimension) {
+    m = Status::DataLoss("disk index " + dir.string() + " holds dimension " +
+                         std::to_string(m->dimension) + ", the database " +
+                         std::to_string(spec.dimension));
+  }
+  if (!m.ok()) {
+    // Without it nothing says which base and logs are current.
+    manifest.damage = m.status().message();
+    report.files.push_back(std::move(manifest));
+    return report;
+  }
+  manifest.summary = "generation " + std::to_string(m->base_generation) +
+                     (m->has_base ? ", with a disk graph" : ", no disk graph yet");
+  report.files.push_back(std::move(manifest));
+  std::unordered_set<int64_t> live, unreadable;
+  if (m->has_base) {
+    report.files.push_back(VerifyBase(BasePath(dir, m->base_generation), spec.dimension, &live));
+    unreadable.insert(report.files[1].lost_ids.begin(), report.files[1].lost_ids.end());
+  }
+  for (uint64_t g : ListWals(dir, m->base_generation)) {
+    PIXSEEK_ASSIGN_OR_RETURN(IndexFileCheck log,
+                             VerifyLog(WalPath(dir, g), spec.dimension, &live, &unreadable));
+    report.files.push_back(std::move(log));
+  }
+  // Base ids in failing blocks that a log removed afterwards are not lost.
+  if (m->has_base) {
+    std::erase_if(report.files[1].lost_ids,
+                  [&](int64_t id) { return unreadable.count(id) == 0; });
+  }
+  report.ids.assign(live.begin(), live.end());
+  std::sort(report.ids.begin(), report.ids.end());
+  return report;
 }
 
 }  // namespace pixseek

@@ -48,7 +48,8 @@ class FlatIndex final : public VectorIndex {
         num_threads_(options.num_threads > 0
                          ? options.num_threads
                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
-        read_only_(options.read_only) {}
+        read_only_(options.read_only),
+        salvaged_(options.salvaged) {}
 
   // Opens the log and replays it into memory. Called once, before sharing.
   Status Load(const std::filesystem::path& file) {
@@ -62,8 +63,11 @@ class FlatIndex final : public VectorIndex {
       for (int64_t id : removed) RemoveFromMemory(id);
       return Status::Ok();
     };
-    PIXSEEK_ASSIGN_OR_RETURN(log_,
-                             FlatLog::Open(file, static_cast<int>(dim_), visitor, read_only_));
+    FlatLogSalvage salvage;
+    PIXSEEK_ASSIGN_OR_RETURN(
+        log_, FlatLog::Open(file, static_cast<int>(dim_), visitor, read_only_,
+                            salvaged_ != nullptr ? &salvage : nullptr));
+    if (salvage.salvaged) salvaged_->push_back(SalvagedLogCheck(file, salvage));
     if (!read_only_) MaybeCompact();
     return Status::Ok();
   }
@@ -276,6 +280,7 @@ class FlatIndex final : public VectorIndex {
   const size_t dim_;
   const int num_threads_;
   const bool read_only_;
+  std::vector<IndexFileCheck>* const salvaged_;  // not owned; used by Load only
 
   // Search holds it shared, Add/Remove exclusive (std::shared_mutex inside,
   // with a turnstile so a stream of searches cannot starve a writer).
@@ -308,7 +313,72 @@ Result<std::unique_ptr<VectorIndex>> OpenFlatIndexFromSpec(const VectorIndexSpec
   FlatIndexOptions options;
   options.num_threads = spec.threads;
   options.read_only = spec.read_only;
+  options.salvaged = spec.salvaged;
   return OpenFlatIndex(spec.dir / "vectors.flat", spec.dimension, options);
+}
+
+Result<IndexVerifyReport> VerifyFlatIndexFromSpec(const VectorIndexSpec& spec) {
+  const std::filesystem::path file = spec.dir / "vectors.flat";
+  IndexVerifyReport report;
+  report.writer_active = HeldByWriter(file);
+  const size_t dim = static_cast<size_t>(spec.dimension);
+  // The live ids as a replay builds them, with the checks ReplayAdd makes;
+  // and the ids that intact records after a damaged one would add.
+  std::unordered_set<int64_t> live, added_after_damage;
+  FlatLogVisitor visitor;
+  visitor.on_add = [&](uint32_t count, const uint8_t* ids, const uint8_t* vectors) -> Status {
+    std::vector<int64_t> id(count);
+    std::vector<float> v(count * dim);
+    std::memcpy(id.data(), ids, count * sizeof(int64_t));
+    std::memcpy(v.data(), vectors, v.size() * sizeof(float));
+    if (!AllFinite(v.data(), v.size())) {
+      return Status::DataLoss("add record holds non-finite values");
+    }
+    for (int64_t x : id) {
+      if (!live.insert(x).second) {
+        return Status::DataLoss("add record repeats id " + std::to_string(x));
+      }
+    }
+    return Status::Ok();
+  };
+  visitor.on_remove = [&](uint32_t count, const uint8_t* ids) {
+    std::vector<int64_t> id(count);
+    std::memcpy(id.data(), ids, count * sizeof(int64_t));
+    for (int64_t x : id) live.erase(x);
+    return Status::Ok();
+  };
+  FlatLogVisitor after;
+  after.on_add = [&](uint32_t count, const uint8_t* ids, const uint8_t*) {
+    std::vector<int64_t> id(count);
+    std::memcpy(id.data(), ids, count * sizeof(int64_t));
+    added_after_damage.insert(id.begin(), id.end());
+    return Status::Ok();
+  };
+  after.on_remove = [&](uint32_t count, const uint8_t* ids) {
+    std::vector<int64_t> id(count);
+    std::memcpy(id.data(), ids, count * sizeof(int64_t));
+    for (int64_t x : id) added_after_damage.erase(x);
+    return Status::Ok();
+  };
+  auto inspection = FlatLog::Inspect(file, spec.dimension, visitor, after);
+  if (!inspection.ok() && inspection.status().code() == StatusCode::kNotFound) {
+    IndexFileCheck missing;
+    missing.file = file;
+    missing.summary = "absent";
+    missing.note = "no log yet: the index is empty (a writable open creates it)";
+    report.files.push_back(std::move(missing));
+    return report;
+  }
+  if (!inspection.ok()) return inspection.status();
+  std::vector<int64_t> lost;
+  for (int64_t x : added_after_damage) {
+    if (live.count(x) == 0) lost.push_back(x);
+  }
+  std::sort(lost.begin(), lost.end());
+  report.files.push_back(LogFileCheck(file, *inspection, std::move(lost)));
+  report.ids.assign(live.begin(), live.end());
+  std::sort(report.ids.begin(), report.ids.end());
+  return report;
 }
 
 }  // namespace pixseek

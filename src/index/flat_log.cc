@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <utility>
 
@@ -145,29 +146,101 @@ class Mapping {
   size_t size_;
 };
 
-// Whether a complete record with a valid checksum starts anywhere in
-// [from, size). Used to tell a torn tail (nothing valid can follow the last
-// write) from a record whose length field was damaged in the middle.
-bool ValidRecordFollows(const uint8_t* file, uint64_t from, uint64_t size, int dimension) {
+// The offset of the first complete record with a valid checksum in
+// [from, size), or `size` when none starts there. Tells a torn tail (nothing
+// valid can follow the last write) from a record whose length field was
+// damaged in the middle, and finds the intact records after a damaged one.
+uint64_t NextValidRecord(const uint8_t* file, uint64_t from, uint64_t size, int dimension) {
   uint8_t magic[4];
   PutU32(magic, kRecordMagic);
   uint64_t at = from;
   while (at + kRecordPrefix + kRecordTrailer <= size) {
     auto* hit = static_cast<const uint8_t*>(::memmem(file + at, size - at, magic, 4));
-    if (hit == nullptr) return false;
+    if (hit == nullptr) return size;
     uint64_t off = static_cast<uint64_t>(hit - file);
-    if (off + kRecordPrefix + kRecordTrailer > size) return false;
+    if (off + kRecordPrefix + kRecordTrailer > size) return size;
     uint8_t op = file[off + 4];
     if (op == kOpAdd || op == kOpRemove) {
       uint64_t rec = RecordSize(op, GetU32(file + off + 5), dimension);
       if (rec <= size - off) {
         uint32_t crc = Crc32(0, file + off + 4, rec - 4 - kRecordTrailer);
-        if (crc == GetU32(file + off + rec - kRecordTrailer)) return true;
+        if (crc == GetU32(file + off + rec - kRecordTrailer)) return off;
       }
     }
     at = off + 1;
   }
-  return false;
+  return size;
+}
+
+// How a walk over a log's records ended.
+struct RecordWalk {
+  uint64_t end = 0;  // where the intact records replayed stop
+  // Not OK: the record at `end` is damaged (record_damaged) or the visitor
+  // refused it. OK with end < size: a torn last record starts at `end`.
+  Status status;
+  bool record_damaged = false;
+  uint64_t records = 0;
+  uint64_t adds = 0;
+  uint64_t removes = 0;
+};
+
+// Hands the records from `from` on to `visitor` (a missing member skips
+// that kind of record) until the end of the file, a torn last record or the
+// first damaged one. Messages name `path` and the record's offset.
+RecordWalk WalkRecords(const std::filesystem::path& path, const uint8_t* file, uint64_t size,
+                       uint64_t from, int dimension, const FlatLogVisitor& visitor) {
+  RecordWalk w;
+  uint64_t off = from;
+  auto damaged = [&](const std::string& why) {
+    w.end = off;
+    w.status = Status::DataLoss(Where(path, off) + ": " + why);
+    w.record_damaged = true;
+    return w;
+  };
+  while (off < size) {
+    const uint64_t rest = size - off;
+    w.end = off;
+    if (rest < kRecordPrefix) return w;
+    const uint8_t* rec = file + off;
+    if (GetU32(rec) != kRecordMagic) return damaged("bad record magic");
+    const uint8_t op = rec[4];
+    if (op != kOpAdd && op != kOpRemove) {
+      return damaged("unknown record type " + std::to_string(op));
+    }
+    const uint32_t count = GetU32(rec + 5);
+    const uint64_t rec_size = RecordSize(op, count, dimension);
+    if (rec_size > rest) {
+      if (NextValidRecord(file, off + 1, size, dimension) < size) {
+        return damaged(
+            "record length runs past the end of the file but valid records follow (damaged "
+            "length field)");
+      }
+      return w;
+    }
+    const uint32_t crc = Crc32(0, rec + 4, rec_size - 4 - kRecordTrailer);
+    if (crc != GetU32(rec + rec_size - kRecordTrailer)) {
+      // The last record: a write cut short by a crash.
+      if (off + rec_size == size) return w;
+      return damaged("record checksum mismatch");
+    }
+    const uint8_t* ids = rec + kRecordPrefix;
+    Status s;
+    if (op == kOpAdd) {
+      if (visitor.on_add) s = visitor.on_add(count, ids, ids + 8 * static_cast<uint64_t>(count));
+      w.adds += count;
+    } else {
+      if (visitor.on_remove) s = visitor.on_remove(count, ids);
+      w.removes += count;
+    }
+    if (!s.ok()) {
+      w.status = s.WithContext(Where(path, off));
+      return w;
+    }
+    ++w.records;
+    off += rec_size;
+  }
+  w.end = off;
+  return w;
 }
 
 }  // namespace
@@ -236,79 +309,159 @@ Status CheckHeader(const std::filesystem::path& path, const uint8_t* file, int d
 
 }  // namespace
 
+namespace {
+
+// A read-only mapping of `size` bytes of fd (none for an empty file).
+Result<std::unique_ptr<Mapping>> MapFile(int fd, uint64_t size, const std::filesystem::path& path) {
+  if (size == 0) return std::make_unique<Mapping>(nullptr, 0);
+  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (mapped == MAP_FAILED) return ErrnoStatus("cannot map index file", path);
+  ::madvise(mapped, size, MADV_SEQUENTIAL);
+  return std::make_unique<Mapping>(static_cast<const uint8_t*>(mapped), size);
+}
+
+Status HeaderOf(const std::filesystem::path& path, const uint8_t* file, uint64_t size,
+                int dimension) {
+  if (size < kHeaderSize) {
+    return Status::DataLoss(path.string() + ": file too short for a flat index header (" +
+                            std::to_string(size) + " bytes)");
+  }
+  return CheckHeader(path, file, dimension);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<FlatLog>> FlatLog::Open(const std::filesystem::path& path, int dimension,
-                                               const FlatLogVisitor& visitor, bool read_only) {
+                                               const FlatLogVisitor& visitor, bool read_only,
+                                               FlatLogSalvage* salvage) {
   if (dimension <= 0 || dimension > kMaxDimension) {
     return Status::InvalidArgument("index dimension must be in 1.." +
                                    std::to_string(kMaxDimension) + ", got " +
                                    std::to_string(dimension));
   }
+  if (salvage != nullptr && read_only) {
+    return Status::InvalidArgument("a log opened read-only cannot be salvaged");
+  }
   PIXSEEK_ASSIGN_OR_RETURN(int fd, OpenLogFile(path, dimension, read_only));
   FdCloser closer(fd);
   struct stat st;
   if (::fstat(fd, &st) != 0) return ErrnoStatus("cannot stat index file", path);
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < kHeaderSize) {
-    return Status::DataLoss(path.string() + ": file too short for a flat index header (" +
-                            std::to_string(size) + " bytes)");
-  }
-  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (mapped == MAP_FAILED) return ErrnoStatus("cannot map index file", path);
-  auto mapping = std::make_unique<Mapping>(static_cast<const uint8_t*>(mapped), size);
-  ::madvise(mapped, size, MADV_SEQUENTIAL);
-  PIXSEEK_RETURN_IF_ERROR(CheckHeader(path, mapping->data(), dimension));
-
+  uint64_t size = static_cast<uint64_t>(st.st_size);
+  PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<Mapping> mapping, MapFile(fd, size, path));
   auto log = std::unique_ptr<FlatLog>(
       new FlatLog(path, dimension, closer.release(), size, read_only));
-  PIXSEEK_ASSIGN_OR_RETURN(uint64_t end, log->Replay(mapping->data(), size, visitor));
+  if (Status header = HeaderOf(path, mapping->data(), size, dimension); !header.ok()) {
+    if (salvage == nullptr || header.code() != StatusCode::kDataLoss) return header;
+    PIXSEEK_RETURN_IF_ERROR(log->KeepDamagedCopy(mapping->data(), size, salvage));
+    salvage->damage = header.message();
+    // The header holds nothing but the format and the dimension: write it
+    // again and read the records as they are.
+    auto fresh = EncodeHeader(dimension);
+    if (size < kHeaderSize && ::ftruncate(log->fd_, 0) != 0) {
+      return ErrnoStatus("cannot truncate", path);
+    }
+    PIXSEEK_RETURN_IF_ERROR(WriteAt(log->fd_, 0, fresh.data(), fresh.size(), path));
+    if (::fdatasync(log->fd_) != 0) return ErrnoStatus("cannot fdatasync", path);
+    size = std::max<uint64_t>(size, kHeaderSize);
+    log->file_size_ = size;
+    mapping.reset();
+    PIXSEEK_ASSIGN_OR_RETURN(mapping, MapFile(log->fd_, size, path));
+  }
+  uint64_t damaged_at = UINT64_MAX;
+  Result<uint64_t> end = log->Replay(mapping->data(), size, visitor, &damaged_at);
+  if (!end.ok()) {
+    if (salvage == nullptr || damaged_at == UINT64_MAX) return end.status();
+    salvage->damage += (salvage->damage.empty() ? "" : "; ") + end.status().message();
+    PIXSEEK_RETURN_IF_ERROR(log->CutDamaged(mapping->data(), size, damaged_at, salvage));
+    return log;
+  }
   mapping.reset();
-  if (end < size) PIXSEEK_RETURN_IF_ERROR(log->DropTornTail(end, size));
+  if (*end < size) PIXSEEK_RETURN_IF_ERROR(log->DropTornTail(*end, size));
   return log;
 }
 
-Result<uint64_t> FlatLog::Replay(const uint8_t* file, uint64_t size,
-                                 const FlatLogVisitor& visitor) {
-  const std::filesystem::path& path = path_;
-  uint64_t off = kHeaderSize;
-  while (off < size) {
-    const uint64_t rest = size - off;
-    if (rest < kRecordPrefix) return off;
-    const uint8_t* rec = file + off;
-    if (GetU32(rec) != kRecordMagic) {
-      return Status::DataLoss(Where(path, off) + ": bad record magic");
-    }
-    const uint8_t op = rec[4];
-    if (op != kOpAdd && op != kOpRemove) {
-      return Status::DataLoss(Where(path, off) + ": unknown record type " + std::to_string(op));
-    }
-    const uint32_t count = GetU32(rec + 5);
-    const uint64_t rec_size = RecordSize(op, count, dimension_);
-    if (rec_size > rest) {
-      if (ValidRecordFollows(file, off + 1, size, dimension_)) {
-        return Status::DataLoss(Where(path, off) + ": record length runs past the end of the " +
-                                "file but valid records follow (damaged length field)");
-      }
-      return off;
-    }
-    const uint32_t crc = Crc32(0, rec + 4, rec_size - 4 - kRecordTrailer);
-    if (crc != GetU32(rec + rec_size - kRecordTrailer)) {
-      // The last record: a write cut short by a crash.
-      if (off + rec_size == size) return off;
-      return Status::DataLoss(Where(path, off) + ": record checksum mismatch");
-    }
-    const uint8_t* ids = rec + kRecordPrefix;
-    Status s;
-    if (op == kOpAdd) {
-      s = visitor.on_add(count, ids, ids + 8 * static_cast<uint64_t>(count));
-      logged_adds_ += count;
-    } else {
-      s = visitor.on_remove(count, ids);
-      logged_removes_ += count;
-    }
-    if (!s.ok()) return s.WithContext(Where(path, off));
-    off += rec_size;
+Result<FlatLogInspection> FlatLog::Inspect(const std::filesystem::path& path, int dimension,
+                                           const FlatLogVisitor& visitor,
+                                           const FlatLogVisitor& after_damage) {
+  if (dimension <= 0 || dimension > kMaxDimension) {
+    return Status::InvalidArgument("index dimension must be in 1.." +
+                                   std::to_string(kMaxDimension) + ", got " +
+                                   std::to_string(dimension));
   }
-  return off;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return Status::NotFound("no index file " + path.string());
+  if (fd < 0) return ErrnoStatus("cannot open index file", path);
+  FdCloser closer(fd);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus("cannot stat index file", path);
+  FlatLogInspection r;
+  r.file_size = static_cast<uint64_t>(st.st_size);
+  PIXSEEK_ASSIGN_OR_RETURN(std::unique_ptr<Mapping> mapping, MapFile(fd, r.file_size, path));
+  const uint8_t* file = mapping->data();
+  const uint64_t size = r.file_size;
+  if (Status header = HeaderOf(path, file, size, dimension); !header.ok()) {
+    if (header.code() != StatusCode::kDataLoss) return header;
+    r.header_damage = header.message();
+    if (size < kHeaderSize) return r;
+  }
+  const RecordWalk w = WalkRecords(path, file, size, kHeaderSize, dimension, visitor);
+  r.records = w.records;
+  r.adds = w.adds;
+  r.removes = w.removes;
+  r.end = w.end;
+  if (w.status.ok()) {
+    r.torn_tail = w.end < size;
+    return r;
+  }
+  r.damage = w.status.message();
+  for (uint64_t at = NextValidRecord(file, w.end + 1, size, dimension); at < size;) {
+    const RecordWalk later = WalkRecords(path, file, size, at, dimension, after_damage);
+    r.records_after_damage += later.records;
+    if (later.status.ok()) break;
+    at = NextValidRecord(file, later.end + 1, size, dimension);
+  }
+  return r;
+}
+
+Result<uint64_t> FlatLog::Replay(const uint8_t* file, uint64_t size, const FlatLogVisitor& visitor,
+                                 uint64_t* damaged_at) {
+  const RecordWalk w = WalkRecords(path_, file, size, kHeaderSize, dimension_, visitor);
+  logged_adds_ += w.adds;
+  logged_removes_ += w.removes;
+  if (!w.status.ok()) {
+    if (w.record_damaged) *damaged_at = w.end;
+    return w.status;
+  }
+  return w.end;
+}
+
+Status FlatLog::KeepDamagedCopy(const uint8_t* file, uint64_t size, FlatLogSalvage* salvage) {
+  if (!salvage->copy.empty()) return Status::Ok();
+  const std::string stem = path_.string() + ".damaged-" + std::to_string(std::time(nullptr));
+  std::filesystem::path copy = stem;
+  std::error_code ec;
+  for (int i = 2; std::filesystem::exists(copy, ec); ++i) copy = stem + "-" + std::to_string(i);
+  PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(copy, std::span<const uint8_t>(file, size)));
+  salvage->copy = copy;
+  salvage->salvaged = true;
+  return Status::Ok();
+}
+
+Status FlatLog::CutDamaged(const uint8_t* file, uint64_t size, uint64_t end,
+                           FlatLogSalvage* salvage) {
+  PIXSEEK_RETURN_IF_ERROR(KeepDamagedCopy(file, size, salvage));
+  if (::ftruncate(fd_, static_cast<off_t>(end)) != 0 || ::fdatasync(fd_) != 0) {
+    return ErrnoStatus("cannot cut the damaged records of", path_);
+  }
+  salvage->offset = end;
+  salvage->bytes_dropped = size - end;
+  file_size_ = end;
+  std::fprintf(stderr,
+               "pixseek: %s: salvaged the records before the damaged one at offset %llu; "
+               "dropped the %llu bytes from there on (the damaged file is kept as %s)\n",
+               path_.c_str(), static_cast<unsigned long long>(end),
+               static_cast<unsigned long long>(size - end), salvage->copy.c_str());
+  return Status::Ok();
 }
 
 Status FlatLog::DropTornTail(uint64_t end, uint64_t size) {
@@ -395,6 +548,57 @@ Status FlatLog::Rewrite(size_t n, const int64_t* ids, const float* vectors) {
   logged_adds_ = n;
   logged_removes_ = 0;
   return SyncDirectory(path_.parent_path());
+}
+
+IndexFileCheck LogFileCheck(const std::filesystem::path& path, const FlatLogInspection& inspection,
+                            std::vector<int64_t> lost) {
+  IndexFileCheck check;
+  check.file = path;
+  check.summary = std::to_string(inspection.records) + " records: " +
+                  std::to_string(inspection.adds) + " vectors added, " +
+                  std::to_string(inspection.removes) + " removed";
+  check.damage = inspection.header_damage;
+  if (!inspection.damage.empty()) {
+    check.damage += (check.damage.empty() ? "" : "; ") + inspection.damage + "; the " +
+                    std::to_string(inspection.file_size - inspection.end) +
+                    " bytes from there on hold " +
+                    std::to_string(inspection.records_after_damage) +
+                    " intact records, which a repair drops";
+    check.offset = inspection.end;
+    check.bytes_dropped = inspection.file_size - inspection.end;
+  }
+  if (inspection.torn_tail) {
+    check.note = "a torn last record at offset " + std::to_string(inspection.end) + " (" +
+                 std::to_string(inspection.file_size - inspection.end) +
+                 " bytes, a write cut short by a crash and never acknowledged); the next "
+                 "writable open drops it";
+  }
+  check.lost_ids = std::move(lost);
+  return check;
+}
+
+IndexFileCheck SalvagedLogCheck(const std::filesystem::path& path, const FlatLogSalvage& salvage) {
+  IndexFileCheck check;
+  check.file = path;
+  check.damage = salvage.damage;
+  check.offset = salvage.offset;
+  check.bytes_dropped = salvage.bytes_dropped;
+  check.damaged_copy = salvage.copy;
+  check.summary = salvage.bytes_dropped > 0
+                      ? "kept the records before offset " + std::to_string(salvage.offset) +
+                            ", dropped the " + std::to_string(salvage.bytes_dropped) +
+                            " bytes from there on"
+                      : "wrote the damaged header again, kept every record";
+  return check;
+}
+
+bool HeldByWriter(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  FdCloser closer(fd);
+  if (::flock(fd, LOCK_SH | LOCK_NB) != 0) return errno == EWOULDBLOCK;
+  (void)::flock(fd, LOCK_UN);
+  return false;
 }
 
 }  // namespace pixseek

@@ -1,5 +1,5 @@
-// The index kinds' openers for the registry (index_registry.cc), each
-// defined beside its index.
+// The index kinds' openers and verifiers for the registry
+// (index_registry.cc), each defined beside its index.
 #ifndef PIXSEEK_INDEX_INDEX_KINDS_H_
 #define PIXSEEK_INDEX_INDEX_KINDS_H_
 
@@ -14,6 +14,10 @@ namespace pixseek {
 Result<std::unique_ptr<VectorIndex>> OpenFlatIndexFromSpec(const VectorIndexSpec& spec);
 // "disk": DIR/index/ (disk_index.cc).
 Result<std::unique_ptr<VectorIndex>> OpenDiskIndexFromSpec(const VectorIndexSpec& spec);
+
+// Their VerifyVectorIndex, beside each opener.
+Result<IndexVerifyReport> VerifyFlatIndexFromSpec(const VectorIndexSpec& spec);
+Result<IndexVerifyReport> VerifyDiskIndexFromSpec(const VectorIndexSpec& spec);
 
 // Every table parameter of `options` (disk_params.cc).
 IndexParams DiskIndexParamsOf(const DiskIndexOptions& options);

@@ -10,9 +10,9 @@ namespace {
 
 const VectorIndexKind kKinds[] = {
     {"disk", "the disk graph index (DiskANN-style): vectors on SSD, compressed codes in RAM",
-     DiskIndexParamSpecs(), OpenDiskIndexFromSpec, "index/"},
+     DiskIndexParamSpecs(), OpenDiskIndexFromSpec, "index/", VerifyDiskIndexFromSpec},
     {"flat", "exact search over every vector, all of them in RAM", {}, OpenFlatIndexFromSpec,
-     "vectors.flat"},
+     "vectors.flat", VerifyFlatIndexFromSpec},
 };
 
 }  // namespace
@@ -42,6 +42,11 @@ std::vector<IndexParamSpec> AllIndexParams() {
 Result<std::unique_ptr<VectorIndex>> OpenVectorIndex(const VectorIndexSpec& spec) {
   PIXSEEK_ASSIGN_OR_RETURN(const VectorIndexKind* kind, FindVectorIndexKind(spec.kind));
   return kind->open(spec);
+}
+
+Result<IndexVerifyReport> VerifyVectorIndex(const VectorIndexSpec& spec) {
+  PIXSEEK_ASSIGN_OR_RETURN(const VectorIndexKind* kind, FindVectorIndexKind(spec.kind));
+  return kind->verify(spec);
 }
 
 }  // namespace pixseek

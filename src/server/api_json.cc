@@ -1,16 +1,83 @@
 #include "server/api_json.h"
 
+#include <iterator>
+#include <system_error>
+
 namespace pixseek::server {
 
 std::string ThumbnailUrl(int64_t id) {
   return "/api/v1/images/" + std::to_string(id) + "/thumbnail";
 }
 
+namespace {
 
-nlohmann::json RecordJson(const ImageRecord& record) {
+// `rel` (a path relative to a root) is where a build from that root would
+// have put a file with `label`: under the folder named as the label, or
+// straight in the root when there is none.
+bool FitsLabel(const std::filesystem::path& rel, const std::string& label) {
+  if (rel.empty() || *rel.begin() == ".." || rel.is_absolute()) return false;
+  const auto parts = std::distance(rel.begin(), rel.end());
+  return label.empty() ? parts == 1 : parts > 1 && *rel.begin() == label;
+}
+
+}  // namespace
+
+PathView PathViewFor(const ServerOptions& options, const std::filesystem::path& db_dir) {
+  PathView view;
+  view.hide = options.hide_paths.value_or(!options.api_keys.empty());
+  view.db_dir = db_dir;
+  for (const std::string& root : options.import_roots) {
+    std::error_code ec;
+    if (auto given = std::filesystem::absolute(root, ec); !ec && !root.empty()) {
+      view.roots.push_back(given.lexically_normal());
+    }
+    if (auto real = std::filesystem::canonical(root, ec); !ec) view.roots.push_back(real);
+  }
+  return view;
+}
+
+std::string ShownPath(const ImageRecord& record, const PathView& view) {
+  const std::filesystem::path path = std::filesystem::path(record.path).lexically_normal();
+  if (!view.hide) {
+    // An upload's path resolved, as Database::FilePath does: the absolute
+    // path of the file, as answers showed before uploads were recorded
+    // relative.
+    return path.is_relative() && !view.db_dir.empty() ? (view.db_dir / path).string() : record.path;
+  }
+  if (path.is_relative()) return path.generic_string();  // an upload, under the database
+  if (!view.db_dir.empty()) {
+    const auto rel = path.lexically_relative(view.db_dir);
+    if (!rel.empty() && *rel.begin() != "..") return rel.generic_string();
+  }
+  std::filesystem::path best;
+  size_t best_length = 0;
+  for (const auto& root : view.roots) {
+    const auto rel = path.lexically_relative(root);
+    const size_t length = root.native().size();
+    if (FitsLabel(rel, record.label) && length >= best_length) {
+      best = rel;
+      best_length = length;
+    }
+  }
+  if (!best.empty()) return best.generic_string();
+  if (!record.label.empty()) {
+    // The nearest folder named as the label: the shortest path that fits.
+    std::vector<std::filesystem::path> folders(path.begin(), path.end());
+    if (!folders.empty()) folders.pop_back();  // the file name
+    for (size_t i = folders.size(); i-- > 0;) {
+      if (folders[i] != record.label) continue;
+      std::filesystem::path shown;
+      for (size_t j = i; j < folders.size(); ++j) shown /= folders[j];
+      return (shown / path.filename()).generic_string();
+    }
+  }
+  return path.filename().generic_string();
+}
+
+nlohmann::json RecordJson(const ImageRecord& record, const PathView& view) {
   return {
       {"id", record.id},
-      {"path", record.path},
+      {"path", ShownPath(record, view)},
       {"name", record.name},
       {"thumbnail_url", ThumbnailUrl(record.id)},
       {"metadata",
@@ -27,16 +94,16 @@ nlohmann::json RecordJson(const ImageRecord& record) {
   };
 }
 
-nlohmann::json HitJson(const QueryHit& hit) {
-  nlohmann::json j = RecordJson(hit.record);
+nlohmann::json HitJson(const QueryHit& hit, const PathView& view) {
+  nlohmann::json j = RecordJson(hit.record, view);
   j["id"] = hit.id;
   j["score"] = hit.score;
   return j;
 }
 
-nlohmann::json SearchResponseJson(const QueryResponse& response) {
+nlohmann::json SearchResponseJson(const QueryResponse& response, const PathView& view) {
   nlohmann::json results = nlohmann::json::array();
-  for (const QueryHit& hit : response.hits) results.push_back(HitJson(hit));
+  for (const QueryHit& hit : response.hits) results.push_back(HitJson(hit, view));
   nlohmann::json out = {{"results", std::move(results)},
                         {"took_ms", response.took_ms},
                         {"cached", response.cached}};

@@ -4,13 +4,16 @@
 #define PIXSEEK_SERVER_API_JSON_H_
 
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "pixseek/database.h"
 #include "pixseek/metadata_store.h"
+#include "pixseek/server.h"
 #include "pixseek/services.h"
 #include "pixseek/train_service.h"
 
@@ -19,15 +22,40 @@ namespace pixseek::server {
 // "/api/v1/images/ID/thumbnail".
 std::string ThumbnailUrl(int64_t id);
 
-// Image schema: {"id","path","name","thumbnail_url","metadata":{...}}.
-nlohmann::json RecordJson(const ImageRecord& record);
+// How answers show records' paths (ServerOptions::hide_paths).
+struct PathView {
+  // false: paths as recorded, an upload's resolved under db_dir (absolute).
+  bool hide = false;
+  // The database directory: uploads lie under it.
+  std::filesystem::path db_dir;
+  // Folders a record may have been built from (the import roots, as given
+  // and without links), tried before guessing from the record's label.
+  std::vector<std::filesystem::path> roots;
+};
+
+// The view `options` ask for: hide_paths, by default hidden exactly when
+// API keys are set; the import roots as given and without links.
+PathView PathViewFor(const ServerOptions& options, const std::filesystem::path& db_dir);
+
+// `record`'s path as an answer shows it. Hidden, it is never absolute: an
+// upload's path relative to the database directory ("images/HH/SHA.ext");
+// a built file's relative to the folder it was built from: the longest
+// root under which it lies with its label as the first folder (or no
+// folder when it has no label), else the part from the nearest folder named
+// as its label (a build labels a file by its first folder under the root),
+// else its file name.
+std::string ShownPath(const ImageRecord& record, const PathView& view);
+
+// Image schema: {"id","path","name","thumbnail_url","metadata":{...}}, the
+// path as `view` shows it.
+nlohmann::json RecordJson(const ImageRecord& record, const PathView& view = {});
 
 // SearchResult schema: the Image schema plus "score".
-nlohmann::json HitJson(const QueryHit& hit);
+nlohmann::json HitJson(const QueryHit& hit, const PathView& view = {});
 
 // SearchResponse schema: {"results":[...],"took_ms","cached"}, and
 // "category":{"label","confidence"} when one was predicted.
-nlohmann::json SearchResponseJson(const QueryResponse& response);
+nlohmann::json SearchResponseJson(const QueryResponse& response, const PathView& view = {});
 
 // Stats schema: {"count","dimension","model","index_kind","base_dimension",
 // "base_features","trained_head","preprocess":{"grey","denoise",

@@ -1,9 +1,19 @@
 // HttpServer: routes of the REST API (docs/openapi.json) and the web page over
-// cpp-httplib. httplib stays inside this file; nothing of it crosses the
-// public header.
+// cpp-httplib, behind the bounded front (server/http_front.h). Clients talk
+// only to the front; it relays each complete, checked request over a
+// kept-alive loopback connection (one per front worker) to an httplib server
+// bound to 127.0.0.1 that answers only requests carrying this process's
+// secret. httplib stays inside this file; nothing of it crosses the public
+// header.
 #include "pixseek/server.h"
 
 #include <httplib.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -16,7 +26,9 @@
 #include <ctime>
 #include <exception>
 #include <mutex>
+#include <limits>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +43,7 @@
 #include "pixseek/train_service.h"
 #include "server/api_json.h"
 #include "server/http_errors.h"
+#include "server/http_front.h"
 #include "server/metrics.h"
 #include "server/request_guard.h"
 #include "server/web_assets.h"
@@ -54,39 +67,173 @@ constexpr char kJson[] = "application/json";
 // request at a time per worker thread, from routing to logging.
 thread_local std::optional<Clock::time_point> tls_request_start;
 thread_local std::optional<double> tls_request_ms;
-// Set on a worker thread while it serves a connection that arrived when the
-// queue was over the limit: its requests are answered 503 at once.
-thread_local bool tls_overloaded = false;
+// Headers the front adds to what it relays (a client's own X-Pixseek-*
+// headers are dropped): the process's secret, the client's address, and
+// its Authorization header hex-encoded, so that httplib's parsing cannot
+// change a byte of it before it is compared.
+constexpr char kFrontHeader[] = "X-Pixseek-Front";
+constexpr char kClientHeader[] = "X-Pixseek-Client";
+constexpr char kAuthorizationHeader[] = "X-Pixseek-Authorization";
 
-// httplib's task queue with a bound: a connection that arrives while
-// `limit` connections are already waiting or being served is still taken
-// (httplib has no way to refuse it) but served only with a quick 503, so the
-// backlog drains instead of growing. Also reports the depth for /metrics.
-class BoundedTaskQueue : public httplib::TaskQueue {
- public:
-  BoundedTaskQueue(size_t threads, int limit) : pool_(threads), limit_(limit) {}
-
-  void enqueue(std::function<void()> fn) override {
-    const bool over = pending_->fetch_add(1) >= limit_;
-    auto pending = pending_;
-    pool_.enqueue([fn = std::move(fn), over, pending] {
-      tls_overloaded = over;
-      fn();
-      tls_overloaded = false;
-      pending->fetch_sub(1);
-    });
+std::string Hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * bytes.size());
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
   }
-  void shutdown() override { pool_.shutdown(); }
+  return out;
+}
 
-  // Connections waiting or being served; shared so /metrics can read it
-  // while httplib owns the queue.
-  std::shared_ptr<std::atomic<int>> pending() const { return pending_; }
+std::string Unhex(std::string_view hex) {
+  auto nibble = [](char c) {
+    return c <= '9' ? c - '0' : c - 'a' + 10;
+  };
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(nibble(hex[i]) << 4 | nibble(hex[i + 1])));
+  }
+  return out;
+}
 
- private:
-  httplib::ThreadPool pool_;
-  int limit_;
-  std::shared_ptr<std::atomic<int>> pending_ = std::make_shared<std::atomic<int>>(0);
+// The client's address as the front saw it.
+std::string ClientOf(const Request& req) {
+  return req.has_header(kClientHeader) ? req.get_header_value(kClientHeader) : req.remote_addr;
+}
+
+// A front worker's kept-alive connection to the internal httplib server.
+struct RelayConnection {
+  int fd = -1;
+  int port = -1;
+  std::string buffer;  // read past the last answer (nothing, normally)
+  void Reset() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+    buffer.clear();
+  }
+  ~RelayConnection() { Reset(); }
 };
+thread_local RelayConnection tls_relay;
+
+bool ConnectRelay(RelayConnection& r, int port) {
+  r.Reset();
+  r.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (r.fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(r.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    r.Reset();
+    return false;
+  }
+  int yes = 1;
+  ::setsockopt(r.fd, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
+  r.port = port;
+  return true;
+}
+
+bool SendAll(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t sent = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent <= 0) return false;
+    bytes.remove_prefix(static_cast<size_t>(sent));
+  }
+  return true;
+}
+
+// Reads until `buffer` holds at least `want` bytes; false on EOF or error.
+bool ReadAtLeast(RelayConnection& r, size_t want) {
+  char chunk[64 << 10];
+  while (r.buffer.size() < want) {
+    const ssize_t got = ::recv(r.fd, chunk, sizeof(chunk), 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    r.buffer.append(chunk, static_cast<size_t>(got));
+  }
+  return true;
+}
+
+// The request as the internal server gets it: framed by Content-Length,
+// hop-by-hop and X-Pixseek-* headers dropped, the front's headers added.
+std::string RelayedRequest(const server::FrontRequest& req, const std::string& secret) {
+  static constexpr std::string_view kDropped[] = {
+      "connection", "keep-alive", "transfer-encoding", "content-length", "expect",
+      "te",         "upgrade",    "proxy-connection",  "authorization",  "trailer"};
+  std::string out = req.method + " " + req.target + " HTTP/1.1\r\n";
+  for (const auto& [name, value] : req.headers) {
+    std::string lower = name;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower.starts_with("x-pixseek-") ||
+        std::find(std::begin(kDropped), std::end(kDropped), lower) != std::end(kDropped)) {
+      continue;
+    }
+    out += name + ": " + value + "\r\n";
+  }
+  out += std::string(kFrontHeader) + ": " + secret + "\r\n";
+  out += std::string(kClientHeader) + ": " + req.client + "\r\n";
+  if (const std::string* auth = req.Header("Authorization")) {
+    out += std::string(kAuthorizationHeader) + ": " + Hex(*auth) + "\r\n";
+  }
+  out += "Content-Length: " + std::to_string(req.body.size()) + "\r\n\r\n";
+  out += req.body;
+  return out;
+}
+
+// One exchange over the worker's relay connection; nullopt when the
+// connection failed before an answer began (the caller retries once on a
+// fresh one: httplib closes idle kept-alive connections).
+std::optional<server::FrontResponse> Exchange(RelayConnection& r, const std::string& request,
+                                              bool head_request) {
+  if (!SendAll(r.fd, request)) return std::nullopt;
+  size_t end;
+  while ((end = r.buffer.find("\r\n\r\n")) == std::string::npos) {
+    const size_t before = r.buffer.size();
+    if (!ReadAtLeast(r, before + 1)) return std::nullopt;
+  }
+  server::FrontResponse out;
+  const std::string_view head(r.buffer.data(), end + 2);
+  size_t length = 0;
+  bool close = false;
+  int status = 0;
+  size_t pos = 0;
+  while (pos < head.size()) {
+    const size_t eol = head.find("\r\n", pos);
+    const std::string_view line = head.substr(pos, eol - pos);
+    pos = eol + 2;
+    if (out.head.empty()) {  // the status line
+      if (line.size() >= 12) std::from_chars(line.data() + 9, line.data() + 12, status);
+      out.head.append(line).append("\r\n");
+      continue;
+    }
+    const size_t colon = line.find(':');
+    std::string name(line.substr(0, colon));
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    std::string_view value = colon == std::string_view::npos ? "" : line.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (name == "connection") {
+      close = value == "close";
+      continue;
+    }
+    if (name == "keep-alive") continue;
+    if (name == "content-length") std::from_chars(value.data(), value.data() + value.size(), length);
+    out.head.append(line).append("\r\n");
+  }
+  r.buffer.erase(0, end + 4);
+  if (head_request || status == 204 || status == 304) length = 0;
+  if (!ReadAtLeast(r, length)) {
+    r.Reset();
+    return server::FrontErrorResponse(502, "the answer was cut off", 0);
+  }
+  out.body = r.buffer.substr(0, length);
+  r.buffer.erase(0, length);
+  if (close) r.Reset();
+  return out;
+}
 
 std::span<const uint8_t> AsBytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -223,6 +370,7 @@ struct HttpServer::Impl {
   Impl(Database& database, ServerOptions opts)
       : db(database),
         options(std::move(opts)),
+        paths(server::PathViewFor(options, database.dir())),
         guard(options),
         builds(database, {options.import_roots.begin(), options.import_roots.end()}),
         learning(database) {}
@@ -261,8 +409,9 @@ struct HttpServer::Impl {
   void ReplyJson(Response& res, int http_status, const json& body) const;
   // Answers the error body of `status` with its HTTP status.
   void ReplyError(Response& res, const Status& status) const;
-  // Replies with a file's bytes, or an error.
-  void ReplyFile(Response& res, const std::filesystem::path& path, size_t max_bytes,
+  // Replies with a file's bytes (read by Database::ReadImageFile or
+  // ReadThumbnail, whose errors never name a path), or its error.
+  void ReplyFile(Response& res, Result<std::vector<uint8_t>> bytes,
                  std::string_view content_type);
 
   // Prometheus text for GET /metrics.
@@ -275,12 +424,19 @@ struct HttpServer::Impl {
 
   Database& db;
   const ServerOptions options;
+  const server::PathView paths;  // how answers show records' paths (hide_paths)
   server::RequestGuard guard;
   server::Metrics metrics;
-  std::shared_ptr<std::atomic<int>> queue_depth = std::make_shared<std::atomic<int>>(0);
   BuildJobs builds;  // background builds started over HTTP
   LearningJobs learning;  // trainings and reindexes started over HTTP
-  httplib::Server svr;
+  // Answers a request the front read, through the internal server.
+  server::FrontResponse Relay(const server::FrontRequest& req);
+
+  httplib::Server svr;  // the internal server, on 127.0.0.1
+  int internal_port = -1;
+  // Proves a request came through the front (random per process).
+  std::string secret;
+  std::unique_ptr<server::HttpFront> front;
   int port = -1;
 
   std::mutex stop_mu;  // serialises Stop (and the destructor) with each other
@@ -319,29 +475,45 @@ void HttpServer::Impl::ConfigureTransport() {
   // algorithm on, the body waits for the client to ACK the headers, and
   // clients delay that ACK by up to 40 ms: every small answer on a kept-alive
   // connection took ~42 ms (bench/load/load.sh, one connection, cached).
+  // The front sets the same on clients' sockets.
   svr.set_tcp_nodelay(true);
-  const size_t threads = static_cast<size_t>(std::max(1, options.threads));
-  const int queue_limit = options.max_concurrent_requests > 0
-                              ? options.max_concurrent_requests
-                              : 4 * static_cast<int>(threads);
-  // httplib's API takes ownership of a raw pointer here.
-  svr.new_task_queue = [this, threads, queue_limit] {
-    auto* queue = new BoundedTaskQueue(threads, queue_limit);
-    queue_depth = queue->pending();
-    return queue;
-  };
+  // One kept-alive relay connection per front worker, each served by one of
+  // httplib's threads for as long as it lives (admission is the front's).
+  const size_t workers = static_cast<size_t>(std::max(1, options.threads));
+  svr.new_task_queue = [workers] { return new httplib::ThreadPool(workers + 2); };
+  svr.set_keep_alive_max_count(std::numeric_limits<int>::max());
+  svr.set_keep_alive_timeout(3600);
+  svr.set_read_timeout(3600);
+  svr.set_write_timeout(3600);
 
-  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would
-  // let a second server silently share (and split) a port already in use.
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT.
   svr.set_socket_options([](socket_t sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
 
-  svr.set_pre_routing_handler([](const Request&, Response&) {
+  // Only what came through the front is served: another local process that
+  // finds the internal port gets 403.
+  svr.set_pre_routing_handler([this](const Request& req, Response& res) {
+    if (req.get_header_value(kFrontHeader) != secret) {
+      ReplyError(res, Status::PermissionDenied("connect to the server's public address"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     tls_request_start = Clock::now();
     return httplib::Server::HandlerResponse::Unhandled;
   });
+}
+
+server::FrontResponse HttpServer::Impl::Relay(const server::FrontRequest& req) {
+  const std::string request = RelayedRequest(req, secret);
+  const bool head = req.method == "HEAD";
+  RelayConnection& r = tls_relay;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if ((r.fd < 0 || r.port != internal_port) && !ConnectRelay(r, internal_port)) break;
+    if (auto answer = Exchange(r, request, head)) return *std::move(answer);
+    r.Reset();
+  }
+  return server::FrontErrorResponse(503, "the server is shutting down", options.retry_after_s);
 }
 
 void HttpServer::Impl::InstallErrorHandlers() {
@@ -404,7 +576,7 @@ void HttpServer::Impl::InstallObservers() {
                    {"path", LoggablePath(req.path)},
                    {"status", res.status},
                    {"ms", std::round(ms * 10) / 10},
-                   {"client", req.remote_addr}};
+                   {"client", ClientOf(req)}};
       std::fprintf(stderr, "%s\n", line.dump().c_str());
     } else {
       std::fprintf(stderr, "%s %s %d %.1f ms\n", LoggablePath(req.method).c_str(),
@@ -507,7 +679,7 @@ void HttpServer::Impl::Search(const Request& req, Response& res) {
     response = query.SearchById(*id, *params);
   }
   if (!response.ok()) return ReplyError(res, response.status());
-  ReplyJson(res, 200, server::SearchResponseJson(*response));
+  ReplyJson(res, 200, server::SearchResponseJson(*response, paths));
 }
 
 // All-or-report: files are stored in order; the first failure stops the
@@ -554,7 +726,7 @@ void HttpServer::Impl::List(const Request& req, Response& res) {
   auto records = db.store().List(options);
   if (!records.ok()) return ReplyError(res, records.status());
   json images = json::array();
-  for (const ImageRecord& record : *records) images.push_back(server::RecordJson(record));
+  for (const ImageRecord& record : *records) images.push_back(server::RecordJson(record, paths));
   // A full page may have a next one; a short page is the last.
   json next = nullptr;
   if (!records->empty() && records->size() == options.limit) next = records->back().id;
@@ -566,16 +738,16 @@ void HttpServer::Impl::GetImage(const Request& req, Response& res) {
   if (!id.ok()) return ReplyError(res, id.status());
   auto record = db.store().Get(*id);
   if (!record.ok()) return ReplyError(res, record.status());
-  ReplyJson(res, 200, server::RecordJson(*record));
+  ReplyJson(res, 200, server::RecordJson(*record, paths));
 }
 
-void HttpServer::Impl::ReplyFile(Response& res, const std::filesystem::path& path,
-                                 size_t max_bytes, std::string_view content_type) {
-  auto bytes = ReadFileLimited(path, max_bytes);
+void HttpServer::Impl::ReplyFile(Response& res, Result<std::vector<uint8_t>> bytes,
+                                 std::string_view content_type) {
   if (!bytes.ok()) {
     // The record exists, so a missing file is damage on the server's side;
-    // still reported as NotFound (404) so clients can tell "no bytes".
-    return ReplyError(res, bytes.status().WithContext("stored file"));
+    // still reported as NotFound (404) so clients can tell "no bytes", and a
+    // file changed since it was indexed as FailedPrecondition (409).
+    return ReplyError(res, bytes.status());
   }
   res.status = 200;
   res.set_header("X-Content-Type-Options", "nosniff");
@@ -589,20 +761,21 @@ void HttpServer::Impl::GetThumbnail(const Request& req, Response& res) {
   if (!id.ok()) return ReplyError(res, id.status());
   auto record = db.store().Get(*id);
   if (!record.ok()) return ReplyError(res, record.status());
-  ReplyFile(res, db.ThumbnailPath(*id), kMaxThumbnailBytes, "image/jpeg");
+  ReplyFile(res, db.ReadThumbnail(*id, kMaxThumbnailBytes), "image/jpeg");
   // Ids are never reused, so a thumbnail never changes.
   if (res.status == 200) res.set_header("Cache-Control", "public, max-age=86400, immutable");
 }
 
-// Serves only the path recorded in the metadata; nothing from the request
-// names a file.
+// Serves only the path recorded in the metadata (nothing from the request
+// names a file), and only while it is the regular file that was indexed,
+// reached without a symbolic link: a file swapped for a link after indexing
+// must not serve whatever the link leads to.
 void HttpServer::Impl::GetFile(const Request& req, Response& res) {
   auto id = ParseId(req.matches[1]);
   if (!id.ok()) return ReplyError(res, id.status());
   auto record = db.store().Get(*id);
   if (!record.ok()) return ReplyError(res, record.status());
-  ReplyFile(res, record->path, db.options().limits.max_bytes,
-            server::ContentTypeForFormat(record->format));
+  ReplyFile(res, db.ReadImageFile(*record), server::ContentTypeForFormat(record->format));
 }
 
 void HttpServer::Impl::DeleteImage(const Request& req, Response& res) {
@@ -636,12 +809,7 @@ void HttpServer::Impl::Duplicates(const Request& req, Response& res) {
 }
 
 bool HttpServer::Impl::Admit(const Request& req, Response& res) {
-  if (tls_overloaded) {
-    metrics.Reject("overload");
-    ReplyError(res, Status::Unavailable("the server is busy; try again shortly"));
-    return false;
-  }
-  if (double wait = guard.TakeToken(req.remote_addr); wait > 0) {
+  if (double wait = guard.TakeToken(ClientOf(req)); wait > 0) {
     metrics.Reject("rate_limit");
     const int seconds = static_cast<int>(std::ceil(wait));
     res.set_header("Retry-After", std::to_string(seconds));
@@ -653,7 +821,9 @@ bool HttpServer::Impl::Admit(const Request& req, Response& res) {
     return false;
   }
   const server::Access access = server::AccessFor(req.method, req.path);
-  if (Status s = guard.CheckKey(access, req.get_header_value("Authorization")); !s.ok()) {
+  // The header exactly as the client sent it (the front hex-encodes it).
+  const std::string authorization = Unhex(req.get_header_value(kAuthorizationHeader));
+  if (Status s = guard.CheckKey(access, authorization); !s.ok()) {
     metrics.Reject("auth");
     if (s.code() == StatusCode::kUnauthenticated) res.set_header("WWW-Authenticate", "Bearer");
     ReplyError(res, s);
@@ -673,7 +843,7 @@ std::string HttpServer::Impl::RenderMetrics() {
   samples.push_back({"pixseek_cache_hit_ratio", "Hits over lookups since start.", "gauge",
                      lookups > 0 ? static_cast<double>(cache.hits) / lookups : 0});
   samples.push_back({"pixseek_queue_depth", "Connections waiting or being served.", "gauge",
-                     static_cast<double>(queue_depth->load())});
+                     static_cast<double>(front ? front->pending() : 0)});
   const EmbedBatcherStats batching = db.batcher_stats();
   samples.push_back({"pixseek_embed_batches_total",
                      "Forward passes run for searches and uploads (dynamic batching).", "counter",
@@ -815,22 +985,15 @@ Status HttpServer::Start() {
   if (s.options.port < 0 || s.options.port > 65535) {
     return Status::InvalidArgument("port out of range: " + std::to_string(s.options.port));
   }
-  int port = -1;
+  // The internal server first, on a free loopback port.
+  std::random_device random;
+  for (int i = 0; i < 4; ++i) s.secret += Hex(std::to_string(random()));
   try {
-    if (s.options.port == 0) {
-      port = s.svr.bind_to_any_port(s.options.host);
-    } else if (s.svr.bind_to_port(s.options.host, s.options.port)) {
-      port = s.options.port;
-    }
+    s.internal_port = s.svr.bind_to_any_port("127.0.0.1");
   } catch (const std::exception& e) {
-    return Status::Unavailable("cannot bind " + where + ": " + e.what());
+    return Status::Unavailable(std::string("cannot bind a loopback port: ") + e.what());
   }
-  if (port <= 0) return Status::Unavailable("cannot bind " + where);
-  s.port = port;
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    s.started = true;
-  }
+  if (s.internal_port <= 0) return Status::Unavailable("cannot bind a loopback port");
   s.thread = std::thread([&s] {
     try {
       s.svr.listen_after_bind();
@@ -844,21 +1007,48 @@ Status HttpServer::Start() {
     s.cv.notify_all();
   });
   // httplib's stop() only acts once the accept loop runs, so wait for it
-  // before returning; Stop() right after Start() must not hang.
+  // before going on; Stop() right after Start() must not hang.
   const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (!s.svr.is_running()) {
+  while (!s.svr.is_running() && Clock::now() < deadline) {
     {
       std::lock_guard<std::mutex> lock(s.mu);
       if (s.finished) break;
     }
-    if (Clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  std::lock_guard<std::mutex> lock(s.mu);
-  if (s.finished) {
-    s.thread.join();
-    return Status::Unavailable("cannot listen on " + where);
+  auto stop_internal = [&s] {
+    if (s.svr.is_running()) s.svr.stop();
+    if (s.thread.joinable()) s.thread.join();
+  };
+  if (!s.svr.is_running()) {
+    stop_internal();
+    return Status::Unavailable("cannot listen on a loopback port");
   }
+
+  server::FrontOptions front;
+  front.host = s.options.host;
+  front.port = s.options.port;
+  front.workers = std::max(1, s.options.threads);
+  front.max_pending = s.options.max_concurrent_requests > 0
+                          ? s.options.max_concurrent_requests
+                          : 4 * front.workers;
+  front.max_body_bytes = s.options.max_request_bytes;
+  front.retry_after_s = s.options.retry_after_s;
+  s.front = std::make_unique<server::HttpFront>(
+      front, [&s](const server::FrontRequest& req) { return s.Relay(req); },
+      [&s](const std::string& method, const std::string& target, int status) {
+        if (status == 503) s.metrics.Reject("overload");
+        s.metrics.Observe(method, target.substr(0, target.find('?')), status, 0);
+      });
+  if (Status started = s.front->Start(); !started.ok()) {
+    s.front.reset();
+    stop_internal();
+    return Status::Unavailable(started.message());
+  }
+  s.port = s.front->port();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.started = true;
+  s.finished = false;
   return Status::Ok();
 }
 
@@ -871,6 +1061,7 @@ void HttpServer::Wait() {
 void HttpServer::Stop() {
   Impl& s = *impl_;
   std::lock_guard<std::mutex> stop_lock(s.stop_mu);
+  if (s.front) s.front->Stop();
   if (s.svr.is_running()) s.svr.stop();
   if (s.thread.joinable()) s.thread.join();
   std::lock_guard<std::mutex> lock(s.mu);

@@ -205,6 +205,9 @@ BuildJobs::~BuildJobs() {
 }
 
 Result<int64_t> BuildJobs::Start(const std::filesystem::path& path) {
+  if (path.empty()) {
+    return Status::InvalidArgument("the build's path is empty; send {\"path\": \"DIR\"}");
+  }
   if (state_->roots.empty()) {
     return Status::PermissionDenied(
         "builds over HTTP are disabled; start the server with --import-root DIR");

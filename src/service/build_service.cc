@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/bounded_queue.h"
+#include "core/files.h"
 #include "core/hash.h"
 #include "core/parallel.h"
 #include "core/progress.h"
@@ -30,22 +31,28 @@ struct Prepared {
 // counters are guarded by mu_; the rest is set before the workers start.
 class BuildRun {
  public:
+  // `refused`: files found but not to be read (links that leave the root),
+  // reported as failures.
   BuildRun(Database& db, std::filesystem::path root, std::vector<std::filesystem::path> files,
-           const BuildOptions& options)
+           std::vector<RefusedFile> refused, const BuildOptions& options)
       : db_(db),
         root_(std::move(root)),
         files_(std::move(files)),
+        refused_(std::move(refused)),
         options_(options),
         decode_(db.decode_options()),
         batch_size_(static_cast<size_t>(std::max(1, db.card().max_batch))),
         input_floats_(db.preprocessed_size()),
-        bar_("build", files_.size(), options.progress_out, options.show_progress),
+        bar_("build", files_.size() + refused_.size(), options.progress_out, options.show_progress),
         queue_(batch_size_ * 2) {
-    report_.total = files_.size();
+    report_.total = files_.size() + refused_.size();
   }
 
   // Runs the workers and the embedding loop; a fatal store error stops it.
   Result<BuildReport> Run() {
+    for (const RefusedFile& file : refused_) {
+      Finish(BuildFailure{file.path.string(), file.reason}, false);
+    }
     std::vector<std::thread> workers;
     for (int t = 0; t < ThreadCount(options_.decode_threads); ++t) {
       workers.emplace_back([this] { Work(); });
@@ -95,8 +102,12 @@ class BuildRun {
 
   // Nothing (nullopt) when the file is stored already with this content.
   Result<std::optional<Prepared>> Prepare(const std::filesystem::path& path) {
+    // Opened without following links: a file swapped for one after it was
+    // listed (ListImages follows only those that stay under the root) is
+    // refused rather than read from wherever it leads.
+    PIXSEEK_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularNoFollow({}, path));
     PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
-                             ReadFileLimited(path, decode_.limits.max_bytes));
+                             ReadOpenFile(fd.get(), decode_.limits.max_bytes));
     const std::string sha = Sha256Hex(bytes);
     PIXSEEK_ASSIGN_OR_RETURN(std::optional<int64_t> stored,
                              StoredUnchanged(db_, path.string(), sha));
@@ -179,6 +190,7 @@ class BuildRun {
   Database& db_;
   const std::filesystem::path root_;
   const std::vector<std::filesystem::path> files_;
+  const std::vector<RefusedFile> refused_;
   const BuildOptions& options_;
   const DecodeOptions decode_;
   const size_t batch_size_;
@@ -198,15 +210,17 @@ class BuildRun {
 Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
                                         const BuildOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  if (root_arg.empty()) return Status::InvalidArgument("the folder to build is empty; name one");
   std::error_code ec;
   if (!std::filesystem::is_directory(root_arg, ec)) {
     return Status::NotFound(root_arg.string() + " is not a directory");
   }
   const auto root = std::filesystem::canonical(root_arg, ec);
   if (ec) return Status::NotFound("cannot resolve " + root_arg.string() + ": " + ec.message());
-  PIXSEEK_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> files, ListImages(root));
-  PIXSEEK_ASSIGN_OR_RETURN(BuildReport report,
-                           BuildRun(db_, root, std::move(files), options).Run());
+  std::vector<RefusedFile> refused;
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> files, ListImages(root, &refused));
+  PIXSEEK_ASSIGN_OR_RETURN(
+      BuildReport report, BuildRun(db_, root, std::move(files), std::move(refused), options).Run());
   if (!report.cancelled && report.indexed > 0) {
     // The new vectors sit in the disk index's in-memory graph; fold them into
     // the disk graph now rather than on some later upload.

@@ -333,7 +333,13 @@ Status Database::OpenIndexAndStores(Opening& o) {
   }
   o.index.dir = options.dir / o.manifest.index_dir;
   o.generation->spec = o.index;
-  PIXSEEK_ASSIGN_OR_RETURN(o.generation->index, OpenVectorIndex(o.index));
+  auto index = OpenVectorIndex(o.index);
+  if (!index.ok() && index.status().code() == StatusCode::kDataLoss) {
+    // A damaged log or disk graph: its intact part can be salvaged.
+    return Status::DataLoss(index.status().message() + "; run `pixseek check --db " +
+                            options.dir.string() + " --repair` to salvage what is intact");
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(o.generation->index, std::move(index));
   PIXSEEK_ASSIGN_OR_RETURN(store_, OpenMetadataStore(MetadataUrl(options)));
   if (o.exists) {
     PIXSEEK_RETURN_IF_ERROR(CheckStoreOwner(*store_, o.manifest, RedactUrl(MetadataUrl(options))));
@@ -496,6 +502,65 @@ std::filesystem::path Database::UploadPath(const std::string& sha256,
   return options_.dir / "images" / sha256.substr(0, 2) / (sha256 + "." + ext);
 }
 
+std::filesystem::path Database::FilePath(const ImageRecord& record) const {
+  const std::filesystem::path path(record.path);
+  return path.is_relative() ? options_.dir / path : path;
+}
+
+namespace {
+
+// `record`'s path relative to `dir` when the database owns the file (an
+// upload: recorded relative, or by an older release absolute under
+// dir/images/); empty for a file indexed in place.
+std::filesystem::path UploadUnder(const std::filesystem::path& dir, const ImageRecord& record) {
+  const std::filesystem::path path = std::filesystem::path(record.path).lexically_normal();
+  const std::filesystem::path rel = path.is_relative() ? path : path.lexically_relative(dir);
+  if (rel.empty() || *rel.begin() != "images") return {};
+  return rel;
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> Database::ReadImageFile(const ImageRecord& record) const {
+  const std::string what = "the file of image " + std::to_string(record.id);
+  // An upload is opened beneath the database directory (which may itself be
+  // reached through a link: the operator chose it), anything else by its
+  // absolute path, with no link followed in either.
+  const std::filesystem::path upload = UploadUnder(options_.dir, record);
+  const std::filesystem::path path(record.path);
+  if (upload.empty() && !path.is_absolute()) {
+    return Status::NotFound(what + " has no usable path");
+  }
+  auto fd =
+      upload.empty() ? OpenRegularNoFollow({}, path) : OpenRegularNoFollow(options_.dir, upload);
+  if (!fd.ok()) {
+    return Status(fd.status().code(), what + " cannot be served: " + fd.status().message());
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(uint64_t size, OpenFileSize(fd->get()));
+  const std::string changed = what + " changed since it was indexed";
+  if (size != static_cast<uint64_t>(record.size_bytes)) {
+    return Status::FailedPrecondition(changed + " (its size differs); index it again");
+  }
+  auto bytes = ReadOpenFile(fd->get(), options_.limits.max_bytes);
+  if (!bytes.ok()) return Status(bytes.status().code(), what + ": " + bytes.status().message());
+  if (bytes->size() != static_cast<size_t>(record.size_bytes) ||
+      Sha256Hex(*bytes) != record.sha256) {
+    return Status::FailedPrecondition(changed + " (its content differs); index it again");
+  }
+  return bytes;
+}
+
+Result<std::vector<uint8_t>> Database::ReadThumbnail(int64_t id, size_t max_bytes) const {
+  const std::string what = "the thumbnail of image " + std::to_string(id);
+  auto fd = OpenRegularNoFollow(options_.dir, ThumbnailPath(id).lexically_relative(options_.dir));
+  if (!fd.ok()) {
+    return Status(fd.status().code(), what + " cannot be served: " + fd.status().message());
+  }
+  auto bytes = ReadOpenFile(fd->get(), max_bytes);
+  if (!bytes.ok()) return Status(bytes.status().code(), what + ": " + bytes.status().message());
+  return bytes;
+}
+
 Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const float> base_feature,
                                  std::span<const uint8_t> thumbnail_jpeg) {
   if (options_.read_only) return Status::FailedPrecondition("database is open read-only");
@@ -551,8 +616,9 @@ Status Database::Remove(int64_t id) {
   std::filesystem::remove(ThumbnailPath(id), ec);
   // Files uploaded over HTTP belong to the database; files indexed in place
   // belong to the user and are never deleted.
-  const auto uploads = (options_.dir / "images").lexically_normal().string() + "/";
-  if (record.path.rfind(uploads, 0) == 0) std::filesystem::remove(record.path, ec);
+  if (auto upload = UploadUnder(options_.dir, record); !upload.empty()) {
+    std::filesystem::remove(options_.dir / upload, ec);
+  }
   return Status::Ok();
 }
 

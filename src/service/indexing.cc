@@ -57,9 +57,31 @@ std::optional<Image> DecodeFile(const std::filesystem::path& path, const DecodeO
   return std::move(decoded->image);
 }
 
-Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root) {
+namespace {
+
+// Where the link `link` under `root` (`real_root`: root without links)
+// leads when that is an image file under root, named under root; nullopt
+// for a dangling link or one to anything else (skipped, as before links were
+// looked at); empty when it leads outside.
+std::optional<std::filesystem::path> LinkedFileUnder(const std::filesystem::path& link,
+                                                     const std::filesystem::path& root,
+                                                     const std::filesystem::path& real_root) {
+  std::error_code ec;
+  const auto target = std::filesystem::canonical(link, ec);
+  if (ec || !std::filesystem::is_regular_file(target, ec)) return std::nullopt;
+  const auto rel = target.lexically_relative(real_root);
+  if (rel.empty() || *rel.begin() == "..") return std::filesystem::path();
+  return root / rel;
+}
+
+}  // namespace
+
+Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root,
+                                                      std::vector<RefusedFile>* refused) {
   std::vector<std::filesystem::path> files;
   std::error_code ec;
+  auto real_root = std::filesystem::canonical(root, ec);
+  if (ec) return Status::NotFound("cannot read directory " + root.string() + ": " + ec.message());
   std::filesystem::recursive_directory_iterator it(
       root, std::filesystem::directory_options::skip_permission_denied, ec);
   if (ec) return Status::NotFound("cannot read directory " + root.string() + ": " + ec.message());
@@ -71,12 +93,23 @@ Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::pat
       if (entry.is_directory(ec)) it.disable_recursion_pending();
       continue;
     }
-    if (entry.is_regular_file(ec) && HasImageExtension(entry.path())) {
+    if (!HasImageExtension(entry.path())) continue;
+    std::error_code link_ec;
+    if (entry.is_symlink(link_ec)) {
+      auto linked = LinkedFileUnder(entry.path(), root, real_root);
+      if (linked && !linked->empty()) {
+        files.push_back(std::move(*linked));
+      } else if (linked && refused != nullptr) {
+        refused->push_back({entry.path(), "a symbolic link to a file outside " + root.string() +
+                                              "; links that leave the folder are not followed"});
+      }
+    } else if (entry.is_regular_file(ec)) {
       files.push_back(entry.path());
     }
   }
   if (ec) return Status::Internal("error while listing " + root.string() + ": " + ec.message());
   std::sort(files.begin(), files.end());
+  files.erase(std::unique(files.begin(), files.end()), files.end());
   return files;
 }
 

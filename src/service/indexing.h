@@ -37,10 +37,21 @@ Result<int64_t> StoreDecoded(Database& db, std::span<const uint8_t> bytes,
 // count or report it).
 std::optional<Image> DecodeFile(const std::filesystem::path& path, const DecodeOptions& decode);
 
+// A file that ListImages found and refused, and why.
+struct RefusedFile {
+  std::filesystem::path path;
+  std::string reason;
+};
+
 // Image files under `root` (recursively, following no symlinked directories),
 // sorted so that runs are repeatable. Hidden files and folders are skipped.
+// A symbolic link to an image file is listed as the file it leads to (named
+// under `root`, once even if it is also listed itself) when that file lies
+// under `root`; a link that leads outside `root` is never followed: it is
+// left out, and added to `refused` when that is given.
 // NotFound when root cannot be read.
-Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root);
+Result<std::vector<std::filesystem::path>> ListImages(const std::filesystem::path& root,
+                                                      std::vector<RefusedFile>* refused = nullptr);
 
 }  // namespace pixseek
 

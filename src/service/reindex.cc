@@ -109,7 +109,7 @@ Status Database::EmbedInto(Rebuild& r, std::span<const int64_t> ids) {
                              store_->GetMany(ids.subspan(begin, n)));
     std::vector<std::optional<Image>> decoded(records.size());
     ParallelFor(records.size(), threads,
-                [&](size_t i) { decoded[i] = DecodeFile(records[i].path, decode); });
+                [&](size_t i) { decoded[i] = DecodeFile(FilePath(records[i]), decode); });
     std::vector<const Image*> images;
     std::vector<int64_t> kept;
     for (size_t i = 0; i < records.size(); ++i) {

@@ -133,7 +133,7 @@ std::shared_ptr<const LocalFeatures> RerankStage::StoredFeatures(int64_t id) con
   }
   auto features = std::make_shared<LocalFeatures>();
   if (auto record = db_.store().Get(id); record.ok()) {
-    if (std::optional<Image> image = DecodeFile(record->path, SpatialDecode(db_))) {
+    if (std::optional<Image> image = DecodeFile(db_.FilePath(*record), SpatialDecode(db_))) {
       if (auto extracted = ExtractLocalFeatures(*image, spatial_); extracted.ok()) {
         *features = std::move(*extracted);
       }

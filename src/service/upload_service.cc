@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <system_error>
 #include <vector>
 
 #include "core/files.h"
@@ -34,15 +35,21 @@ Result<int64_t> UploadService::AddBytes(std::span<const uint8_t> bytes, const st
   // them at once share one file: the lock keeps the one that finds it stored
   // from racing the one storing it (whose failure would remove the file).
   std::lock_guard<std::mutex> same_content(db_.ContentMutex(sha));
-  PIXSEEK_ASSIGN_OR_RETURN(auto existing, db_.store().FindByPath(path.string()));
-  if (existing) return existing->id;
+  // Recorded relative to the database directory, so that a moved database
+  // keeps its uploads (Database::FilePath); older databases recorded the
+  // absolute path.
+  const std::string stored = path.lexically_relative(db_.dir()).generic_string();
+  for (const std::string& known : {stored, path.string()}) {
+    PIXSEEK_ASSIGN_OR_RETURN(auto existing, db_.store().FindByPath(known));
+    if (existing) return existing->id;
+  }
 
   // The file is written (durably) before it is indexed, so an acknowledged
   // upload always has its bytes on disk.
   PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(path.parent_path()));
   PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(path, kept));
   ImageRecord record;
-  record.path = path.string();
+  record.path = stored;
   record.name = name.empty() ? path.filename().string() : name;
   auto id = StoreDecoded(db_, kept, capped.empty() ? sha : Sha256Hex(kept), decoded, record);
   if (!id.ok()) {
@@ -54,7 +61,11 @@ Result<int64_t> UploadService::AddBytes(std::span<const uint8_t> bytes, const st
 
 Result<int64_t> UploadService::AddFile(const std::filesystem::path& file,
                                        const std::string& label) {
-  const auto path = std::filesystem::absolute(file).lexically_normal();
+  // Recorded without links (as a build records its files), so that the
+  // file can be served: GET .../file follows none.
+  std::error_code ec;
+  auto path = std::filesystem::canonical(file, ec);
+  if (ec) path = std::filesystem::absolute(file, ec).lexically_normal();
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
                            ReadFileLimited(path, db_.options().limits.max_bytes));
   const std::string sha = Sha256Hex(bytes);

@@ -617,6 +617,12 @@ constexpr const char* kGetFeature = "SELECT vector FROM features WHERE id = ?";
 constexpr const char* kScanFeatures =
     "SELECT id, vector FROM features WHERE id > ? ORDER BY id LIMIT ?";
 constexpr const char* kCountFeatures = "SELECT COUNT(*) FROM features";
+// CheckIntegrity: every table read through (features' rows without an
+// image would be a broken foreign key).
+constexpr const char* kCountImages = "SELECT COUNT(*) FROM images";
+constexpr const char* kCountSettings = "SELECT COUNT(*) FROM settings";
+constexpr const char* kOrphanFeatures =
+    "SELECT COUNT(*) FROM features f LEFT JOIN images i ON i.id = f.id WHERE i.id IS NULL";
 constexpr const char* kGetSetting = "SELECT value FROM settings WHERE name = ?";
 constexpr const char* kSetSetting =
     "INSERT INTO settings (name, value) VALUES (?, ?) "
@@ -895,6 +901,21 @@ class MysqlStore final : public MetadataStore {
       PIXSEEK_ASSIGN_OR_RETURN(Outcome out,
                                Checked(c.Run(kCountFeatures, {}), "cannot count features"));
       return static_cast<uint64_t>(out.rows.at(0).at(0).number);
+    });
+  }
+
+  Status CheckIntegrity() const override {
+    return Call([&](Connection& c, bool) -> Status {
+      for (const char* sql : {kCountImages, kCountFeatures, kCountSettings}) {
+        PIXSEEK_RETURN_IF_ERROR(
+            Checked(c.Run(sql, {}), std::string("cannot read through: ") + sql).status());
+      }
+      PIXSEEK_ASSIGN_OR_RETURN(Outcome out,
+                               Checked(c.Run(kOrphanFeatures, {}), "cannot check features"));
+      if (const int64_t orphans = out.rows.at(0).at(0).number; orphans > 0) {
+        return Status::DataLoss(std::to_string(orphans) + " features belong to no image");
+      }
+      return Status::Ok();
     });
   }
 

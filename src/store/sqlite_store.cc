@@ -344,6 +344,45 @@ class SqliteStore final : public MetadataStore {
     return std::optional<std::string>(ColumnText(stmt, 0));
   }
 
+  Status CheckIntegrity() const override {
+    std::lock_guard lock(mu_);
+    std::string problems;
+    // integrity_check answers "ok" or up to 100 rows naming each problem;
+    // foreign_key_check a row per feature whose image is gone.
+    for (const char* sql : {"PRAGMA integrity_check(100)", "PRAGMA foreign_key_check"}) {
+      sqlite3_stmt* stmt = nullptr;
+      int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
+      if (rc != SQLITE_OK) {
+        if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) {
+          return Status::DataLoss(file_.string() + ": " + sqlite3_errmsg(db_));
+        }
+        return Error(rc, std::string("cannot run ") + sql);
+      }
+      const bool foreign_keys = std::string_view(sql).find("foreign") != std::string_view::npos;
+      while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        std::string row;
+        if (foreign_keys) {
+          row = "row " + std::to_string(sqlite3_column_int64(stmt, 1)) + " of " +
+                ColumnText(stmt, 0) + " refers to a missing " + ColumnText(stmt, 2) + " row";
+        } else {
+          row = ColumnText(stmt, 0);
+          if (row == "ok") continue;
+        }
+        problems += (problems.empty() ? "" : "; ") + row;
+      }
+      sqlite3_finalize(stmt);
+      if (rc != SQLITE_DONE) {
+        if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) {
+          problems += (problems.empty() ? "" : "; ") + std::string(sqlite3_errmsg(db_));
+          break;
+        }
+        return Error(rc, std::string("cannot run ") + sql);
+      }
+    }
+    if (!problems.empty()) return Status::DataLoss(file_.string() + ": " + problems);
+    return Status::Ok();
+  }
+
   Status SetSetting(const std::string& key, const std::string& value) override {
     std::lock_guard lock(mu_);
     sqlite3_stmt* stmt;
