@@ -694,13 +694,47 @@ TEST(ServerBuildTest, BuildJobUnderImportRootCompletes) {
 }
 
 
+// A server over a tiny database built from `photos` (one folder per label),
+// for the search tests.
+struct BuiltServer {
+  std::unique_ptr<Database> db;
+  std::unique_ptr<HttpServer> server;
+  std::unique_ptr<httplib::Client> client;
+
+  // `indexed`: how many images the build must store.
+  void Start(const std::filesystem::path& root, const std::filesystem::path& photos,
+             size_t indexed) {
+    auto opened = OpenTinyDatabase(root, kDim, 7);
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    db = std::move(*opened);
+    auto built = BuildService(*db).Build(photos, {});
+    ASSERT_TRUE(built.ok()) << built.status().ToString();
+    ASSERT_EQ(built->indexed, indexed);
+    ServerOptions options;
+    options.port = 0;
+    options.log_requests = false;
+    server = std::make_unique<HttpServer>(*db, options);
+    ASSERT_TRUE(server->Start().ok());
+    client = std::make_unique<httplib::Client>("127.0.0.1", server->port());
+  }
+
+  // POST /api/v1/search`params` with `image` as the query file: the status
+  // and the parsed body.
+  std::pair<int, json> Search(const std::vector<uint8_t>& image, const std::string& params) {
+    auto res = client->Post("/api/v1/search" + params,
+                            httplib::MultipartFormDataItems{
+                                {"image", std::string(image.begin(), image.end()), "q.png", "image/png"}});
+    EXPECT_TRUE(res);
+    if (!res) return {0, json()};
+    return {res->status, json::parse(res->body, nullptr, false)};
+  }
+};
+
 // Over a database built from labelled folders, every search carries the
 // query's predicted category, and `category` (auto or a label) keeps the
 // results to one category, still up to top_k of them.
 TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
   TempDir tmp;
-  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
   const auto photos = tmp.path() / "photos";
   const struct { const char* label; int count, r, g, b; } kClasses[] = {
       {"red", 6, 220, 30, 30}, {"blue", 6, 30, 40, 220}, {"yellow", 4, 230, 220, 40}};
@@ -712,24 +746,11 @@ TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
                           testing::SyntheticImage(".png", 96, 64, c.r, c.g, c.b, seed++));
     }
   }
-  auto built = BuildService(**db).Build(photos, {});
-  ASSERT_TRUE(built.ok()) << built.status().ToString();
-  ASSERT_EQ(built->indexed, 16u);
-  ServerOptions options;
-  options.port = 0;
-  options.log_requests = false;
-  HttpServer server(**db, options);
-  ASSERT_TRUE(server.Start().ok());
-  httplib::Client client("127.0.0.1", server.port());
+  BuiltServer s;
+  ASSERT_NO_FATAL_FAILURE(s.Start(tmp.path(), photos, 16));
+  httplib::Client& client = *s.client;
   const auto query = testing::ReadBytes(photos / "red" / "0.png");
-  auto search = [&](const std::string& params) {
-    auto res = client.Post("/api/v1/search" + params,
-                           httplib::MultipartFormDataItems{
-                               {"image", std::string(query.begin(), query.end()), "q.png", "image/png"}});
-    EXPECT_TRUE(res);
-    if (!res) return std::make_pair(0, json());
-    return std::make_pair(res->status, json::parse(res->body, nullptr, false));
-  };
+  auto search = [&](const std::string& params) { return s.Search(query, params); };
   auto labels = [](const json& body) {
     std::vector<std::string> out;
     for (const json& r : body["results"]) out.push_back(r["metadata"]["label"].get<std::string>());
@@ -780,8 +801,6 @@ TEST(ServerCategoryTest, SearchCarriesTheCategoryAndFiltersByIt) {
 // post-filtered few; bad values are 400 with the reason.
 TEST(ServerFilterTest, FiltersKeepTopKOfTheImagesThatPass) {
   TempDir tmp;
-  auto db = OpenTinyDatabase(tmp.path(), kDim, 7);
-  ASSERT_TRUE(db.ok()) << db.status().ToString();
   const auto photos = tmp.path() / "photos";
   // red: 8 small PNGs; blue: 5 large JPEGs and 3 small PNGs.
   uint32_t seed = 1;
@@ -800,24 +819,11 @@ TEST(ServerFilterTest, FiltersKeepTopKOfTheImagesThatPass) {
                         testing::SyntheticImage(".png", 96, 64, 30, 40, 220, seed++));
   }
   const int64_t before_build = static_cast<int64_t>(std::time(nullptr));
-  auto built = BuildService(**db).Build(photos, {});
-  ASSERT_TRUE(built.ok()) << built.status().ToString();
-  ASSERT_EQ(built->indexed, 16u);
-  ServerOptions options;
-  options.port = 0;
-  options.log_requests = false;
-  HttpServer server(**db, options);
-  ASSERT_TRUE(server.Start().ok());
-  httplib::Client client("127.0.0.1", server.port());
+  BuiltServer s;
+  ASSERT_NO_FATAL_FAILURE(s.Start(tmp.path(), photos, 16));
+  httplib::Client& client = *s.client;
   const auto query = testing::ReadBytes(photos / "red" / "0.png");
-  auto search = [&](const std::string& params) {
-    auto res = client.Post("/api/v1/search" + params,
-                           httplib::MultipartFormDataItems{
-                               {"image", std::string(query.begin(), query.end()), "q.png", "image/png"}});
-    EXPECT_TRUE(res);
-    if (!res) return std::make_pair(0, json());
-    return std::make_pair(res->status, json::parse(res->body, nullptr, false));
-  };
+  auto search = [&](const std::string& params) { return s.Search(query, params); };
   // The values of one metadata field over the results.
   auto field = [](const json& body, const char* name) {
     std::vector<std::string> out;
