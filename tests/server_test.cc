@@ -1706,22 +1706,27 @@ TEST(ServerBuildTest, BuildsFollowNoLinkThatLeavesTheRoot) {
   options.port = 0;
   options.log_requests = false;
   options.import_roots = {root.string()};
-  HttpServer server(**db, options);
-  ASSERT_TRUE(server.Start().ok());
-  httplib::Client client("127.0.0.1", server.port());
-  auto res = client.Post("/api/v1/builds", json{{"path", set.string()}}.dump(), "application/json");
-  ASSERT_TRUE(res);
-  ASSERT_EQ(res->status, 202) << res->body;
-  const std::string job_url = "/api/v1/builds/" + json::parse(res->body)["id"].dump();
-  json job;
-  testing::WaitFor(
-      [&] {
-        res = client.Get(job_url);
-        if (!res || res->status != 200) return true;
-        job = json::parse(res->body);
-        return job["state"] == "done" || job["state"] == "failed";
-      },
-      60s, 20ms);
+  // Builds `set` over HTTP on a server with `options`: the finished job.
+  auto build_over_http = [&](const ServerOptions& with) {
+    HttpServer server(**db, with);
+    EXPECT_TRUE(server.Start().ok());
+    httplib::Client client("127.0.0.1", server.port());
+    auto res = client.Post("/api/v1/builds", json{{"path", set.string()}}.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 202) << (res ? res->body : "no answer");
+    if (!res || res->status != 202) return json();
+    const std::string job_url = "/api/v1/builds/" + json::parse(res->body)["id"].dump();
+    json job;
+    testing::WaitFor(
+        [&] {
+          res = client.Get(job_url);
+          if (!res || res->status != 200) return true;
+          job = json::parse(res->body);
+          return job["state"] == "done" || job["state"] == "failed";
+        },
+        60s, 20ms);
+    return job;
+  };
+  json job = build_over_http(options);
   ASSERT_EQ(job["state"], "done") << job.dump(2);
   EXPECT_EQ(job["indexed"], 0);
   EXPECT_EQ(job["skipped"], 2);
@@ -1730,6 +1735,15 @@ TEST(ServerBuildTest, BuildsFollowNoLinkThatLeavesTheRoot) {
   EXPECT_NE(job["failures"][0]["reason"].get<std::string>().find("symbolic link"),
             std::string::npos);
   no_record_outside();
+  // With paths hidden, a failure's path is relative to the build's folder
+  // and no reason names a server path.
+  options.hide_paths = true;
+  job = build_over_http(options);
+  ASSERT_EQ(job["failures"].size(), 1u) << job.dump(2);
+  EXPECT_EQ(job["failures"][0]["path"], "escape.png");
+  const std::string reason = job["failures"][0]["reason"].get<std::string>();
+  EXPECT_EQ(reason.find(root.string()), std::string::npos) << reason;
+  EXPECT_NE(reason.find("symbolic link"), std::string::npos) << reason;
 }
 
 // An empty build path is a clear 400, with or without import roots (it was a

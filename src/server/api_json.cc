@@ -223,14 +223,29 @@ std::string_view ContentTypeForFormat(std::string_view format) {
   return "application/octet-stream";
 }
 
-nlohmann::json BuildJobJson(const BuildJobStatus& job) {
+nlohmann::json BuildJobJson(const BuildJobStatus& job, const PathView& view) {
+  // Hidden: a failed file's path relative to the build's folder (the
+  // client's own input, shown as given), and that folder named so in the
+  // reasons.
+  auto shown = [&](const std::string& text) {
+    if (!view.hide || job.path.empty()) return text;
+    const std::filesystem::path rel = std::filesystem::path(text).lexically_relative(job.path);
+    if (!rel.empty() && *rel.begin() != "..") return rel.string();
+    std::string out = text;
+    for (size_t at; (at = out.find(job.path)) != std::string::npos;) {
+      out.replace(at, job.path.size(), "the build's folder");
+    }
+    return out;
+  };
   nlohmann::json failures = nlohmann::json::array();
-  for (const auto& f : job.failures) failures.push_back({{"path", f.path}, {"reason", f.reason}});
+  for (const auto& f : job.failures) {
+    failures.push_back({{"path", shown(f.path)}, {"reason", shown(f.reason)}});
+  }
   nlohmann::json out = {{"id", job.id},           {"path", job.path},         {"state", job.state},
               {"processed", job.processed}, {"total", job.total},   {"failed", job.failed},
               {"indexed", job.indexed}, {"skipped", job.skipped},   {"rate", job.rate},
               {"eta_s", job.eta_s},     {"failures", std::move(failures)}};
-  if (!job.error.empty()) out["error"] = job.error;
+  if (!job.error.empty()) out["error"] = shown(job.error);
   return out;
 }
 

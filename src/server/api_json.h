@@ -64,7 +64,7 @@ nlohmann::json StatsJson(const DatabaseStats& stats);
 
 // BuildJob schema: {"id","path","state","processed","total","failed","indexed",
 // "skipped","rate","eta_s","failures":[{"path","reason"}],"error"?}.
-nlohmann::json BuildJobJson(const BuildJobStatus& job);
+nlohmann::json BuildJobJson(const BuildJobStatus& job, const PathView& view = {});
 
 // LearningJob schema: {"id","kind","model","state","done","total","rate",
 // "eta_s","loss"?,"validation_map"?,"best_validation_map"?,"error"?,

@@ -894,7 +894,7 @@ void HttpServer::Impl::StartBuild(const Request& req, Response& res) {
   if (!id.ok()) return ReplyError(res, id.status());
   auto job = builds.Get(*id);
   if (!job.ok()) return ReplyError(res, job.status());
-  ReplyJson(res, 202, server::BuildJobJson(*job));
+  ReplyJson(res, 202, server::BuildJobJson(*job, paths));
 }
 
 void HttpServer::Impl::GetBuild(const Request& req, Response& res) {
@@ -902,12 +902,12 @@ void HttpServer::Impl::GetBuild(const Request& req, Response& res) {
   if (!id.ok()) return ReplyError(res, id.status());
   auto job = builds.Get(*id);
   if (!job.ok()) return ReplyError(res, job.status());
-  ReplyJson(res, 200, server::BuildJobJson(*job));
+  ReplyJson(res, 200, server::BuildJobJson(*job, paths));
 }
 
 void HttpServer::Impl::ListBuilds(const Request&, Response& res) {
   json all = json::array();
-  for (const auto& job : builds.List()) all.push_back(server::BuildJobJson(job));
+  for (const auto& job : builds.List()) all.push_back(server::BuildJobJson(job, paths));
   ReplyJson(res, 200, {{"builds", std::move(all)}});
 }
 
