@@ -731,6 +731,40 @@ struct BuiltServer {
   }
 };
 
+// Only files under the folders the database was built from (or added
+// from) are served: a record that points elsewhere, as a tampered store
+// might hold, is 404 even when the file there has the recorded bytes.
+TEST(ServerFileTest, ServesOnlyFilesUnderTheLibraryFolders) {
+  TempDir tmp;
+  const auto library = tmp.path() / "library";
+  std::filesystem::create_directories(library / "red");
+  const auto bytes = testing::SyntheticImage(".png", 96, 64, 220, 30, 30, 5);
+  testing::WriteBytes(library / "red" / "0.png", bytes);
+  std::filesystem::create_directories(tmp.path() / "elsewhere");
+  testing::WriteBytes(tmp.path() / "elsewhere" / "0.png", bytes);
+  BuiltServer s;
+  ASSERT_NO_FATAL_FAILURE(s.Start(tmp.path(), library, 1));
+  auto listed = s.db->store().List({});
+  ASSERT_TRUE(listed.ok() && listed->size() == 1u);
+  ImageRecord outside = listed->front();
+  outside.path = std::filesystem::canonical(tmp.path() / "elsewhere" / "0.png").string();
+  auto id = s.db->store().Insert(outside);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto res = s.client->Get("/api/v1/images/" + std::to_string(listed->front().id) + "/file");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  res = s.client->Get("/api/v1/images/" + std::to_string(*id) + "/file");
+  ExpectError(res, 404, "NOT_FOUND");
+  EXPECT_NE(res->body.find("outside the library"), std::string::npos) << res->body;
+  EXPECT_EQ(res->body.find(tmp.path().string()), std::string::npos) << res->body;
+  // A file added in place makes its folder part of the library.
+  auto added = UploadService(*s.db).AddFile(tmp.path() / "elsewhere" / "0.png", "");
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  res = s.client->Get("/api/v1/images/" + std::to_string(*id) + "/file");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
 // Over a database built from labelled folders, every search carries the
 // query's predicted category, and `category` (auto or a label) keeps the
 // results to one category, still up to top_k of them.

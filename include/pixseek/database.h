@@ -256,12 +256,20 @@ class Database {
   // absolute one (a file indexed in place, or an upload of an older
   // database) as recorded. Every reader of stored files resolves them here.
   std::filesystem::path FilePath(const ImageRecord& record) const;
+  // Records `folder` (absolute, without links) as one this database indexes
+  // files in place from: every build's folder, every added file's folder.
+  // ReadImageFile serves no file outside them (nor outside dir() for
+  // uploads). Kept in the store's settings ("library_roots").
+  Status AddLibraryRoot(const std::filesystem::path& folder);
+
   // `record`'s file as it was indexed, for serving it: opened without
   // following any symbolic link (OpenRegularNoFollow, src/core/files.h; an
   // upload beneath dir()), at most options().limits.max_bytes, and holding
   // the size and sha256 that the record holds.
-  // NotFound when it is gone, is not a regular file, or is (or lies under) a
-  // symbolic link; FailedPrecondition when it changed since it was indexed;
+  // NotFound when it is gone, is not a regular file, is (or lies under) a
+  // symbolic link, or lies outside the library's folders (AddLibraryRoot;
+  // a database from before they were recorded has none, and then any
+  // absolute path is tried); FailedPrecondition when it changed since it was indexed;
   // ResourceExhausted over the limit. Messages name the image's id, never a
   // path (they reach HTTP clients).
   Result<std::vector<uint8_t>> ReadImageFile(const ImageRecord& record) const;
@@ -331,6 +339,7 @@ class Database {
   std::unique_ptr<Cache> feature_cache_;
   std::mutex write_mu_;  // serialises Insert/Remove so the three stores agree
   std::mutex reindex_mu_;  // one Reindex at a time
+  std::mutex roots_mu_;    // serialises AddLibraryRoot's read-modify-write
   std::array<std::mutex, 64> content_mu_;  // ContentMutex
 };
 

@@ -217,6 +217,7 @@ Result<BuildReport> BuildService::Build(const std::filesystem::path& root_arg,
   }
   const auto root = std::filesystem::canonical(root_arg, ec);
   if (ec) return Status::NotFound("cannot resolve " + root_arg.string() + ": " + ec.message());
+  PIXSEEK_RETURN_IF_ERROR(db_.AddLibraryRoot(root));
   std::vector<RefusedFile> refused;
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> files, ListImages(root, &refused));
   PIXSEEK_ASSIGN_OR_RETURN(

@@ -521,6 +521,42 @@ std::filesystem::path UploadUnder(const std::filesystem::path& dir, const ImageR
 
 }  // namespace
 
+namespace {
+
+constexpr char kLibraryRootsSetting[] = "library_roots";
+
+// The recorded library folders; nullopt when none were ever recorded.
+Result<std::optional<std::vector<std::string>>> LibraryRoots(const MetadataStore& store) {
+  PIXSEEK_ASSIGN_OR_RETURN(std::optional<std::string> text, store.GetSetting(kLibraryRootsSetting));
+  if (!text) return std::optional<std::vector<std::string>>();
+  const auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::string> roots;
+  if (j.is_array()) {
+    for (const auto& r : j) {
+      if (r.is_string()) roots.push_back(r.get<std::string>());
+    }
+  }
+  return std::optional<std::vector<std::string>>(std::move(roots));
+}
+
+bool Under(const std::filesystem::path& path, const std::filesystem::path& folder) {
+  const std::filesystem::path rel = path.lexically_relative(folder);
+  return !rel.empty() && *rel.begin() != "..";
+}
+
+}  // namespace
+
+Status Database::AddLibraryRoot(const std::filesystem::path& folder) {
+  std::lock_guard<std::mutex> lock(roots_mu_);
+  PIXSEEK_ASSIGN_OR_RETURN(auto known, LibraryRoots(*store_));
+  std::vector<std::string> roots = known.value_or(std::vector<std::string>());
+  for (const std::string& r : roots) {
+    if (folder == r || Under(folder, r)) return Status::Ok();
+  }
+  roots.push_back(folder.string());
+  return store_->SetSetting(kLibraryRootsSetting, nlohmann::json(roots).dump());
+}
+
 Result<std::vector<uint8_t>> Database::ReadImageFile(const ImageRecord& record) const {
   const std::string what = "the file of image " + std::to_string(record.id);
   // An upload is opened beneath the database directory (which may itself be
@@ -530,6 +566,14 @@ Result<std::vector<uint8_t>> Database::ReadImageFile(const ImageRecord& record) 
   const std::filesystem::path path(record.path);
   if (upload.empty() && !path.is_absolute()) {
     return Status::NotFound(what + " has no usable path");
+  }
+  if (upload.empty()) {
+    PIXSEEK_ASSIGN_OR_RETURN(auto roots, LibraryRoots(*store_));
+    if (roots && std::none_of(roots->begin(), roots->end(), [&](const std::string& root) {
+          return Under(path.lexically_normal(), root);
+        })) {
+      return Status::NotFound(what + " lies outside the library's folders");
+    }
   }
   auto fd =
       upload.empty() ? OpenRegularNoFollow({}, path) : OpenRegularNoFollow(options_.dir, upload);

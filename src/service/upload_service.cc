@@ -68,6 +68,7 @@ Result<int64_t> UploadService::AddFile(const std::filesystem::path& file,
   if (ec) path = std::filesystem::absolute(file, ec).lexically_normal();
   PIXSEEK_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes,
                            ReadFileLimited(path, db_.options().limits.max_bytes));
+  PIXSEEK_RETURN_IF_ERROR(db_.AddLibraryRoot(path.parent_path()));
   const std::string sha = Sha256Hex(bytes);
   PIXSEEK_ASSIGN_OR_RETURN(std::optional<int64_t> stored,
                            StoredUnchanged(db_, path.string(), sha));
