@@ -59,6 +59,8 @@ hide_paths = false
 import_roots = ["/srv/import"]
 rate_limit_per_s = 20
 log_format = "json"
+header_timeout_s = 2.5
+max_connections_per_client = 200
 
 [batching]
 max_batch = 8
@@ -90,6 +92,9 @@ max_wait_ms = 1.5
   EXPECT_EQ(c.server.import_roots, (std::vector<std::string>{"/srv/import"}));
   EXPECT_DOUBLE_EQ(c.server.rate_limit_per_s, 20);
   EXPECT_EQ(c.server.log_format, "json");
+  EXPECT_DOUBLE_EQ(c.server.header_timeout_s, 2.5);
+  EXPECT_EQ(c.server.max_connections_per_client, 200);
+  EXPECT_EQ(c.server.max_connections, 1024);  // absent: the default
   EXPECT_EQ(c.database.batching.max_batch, 8);
   EXPECT_EQ(c.database.batching.max_wait, std::chrono::microseconds(1500));
 }
@@ -128,6 +133,8 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
       {"[server\nport = 80\n", "pixseek.toml:1"},
       {"[server]\nkeyed_reads = 1\n", "keyed_reads must be true or false"},
       {"[server]\nhide_paths = \"yes\"\n", ":2: [server] hide_paths must be true or false"},
+      {"[server]\nheader_timeout_s = 0\n", "header_timeout_s must be a number in"},
+      {"[server]\nmax_connections_per_client = 0\n", "max_connections_per_client must be an integer in"},
       {"[batching]\nmax_batch = -1\n", "max_batch must be an integer in [0, 4096]"},
       {"[batching]\nmax_wait_ms = 5000\n", "max_wait_ms must be a number in"},
   };

@@ -2006,6 +2006,40 @@ TEST(ServerPathsTest, ShownPathIsRelativeToTheLibraryRoot) {
   EXPECT_EQ(shown("/home/u/pics/x.jpg", ""), "/home/u/pics/x.jpg");
   EXPECT_EQ(shown("images/ab/abc.png", ""), "/srv/db/images/ab/abc.png");
 }
+// The front's limits come from ServerOptions ([server] in the config file):
+// a per-client cap of 2 closes a third connection at once, and a head
+// deadline of half a second answers a slow head 408 although it keeps
+// sending.
+TEST(ServerPolicyTest, FrontLimitsComeFromTheOptions) {
+  ServerOptions options;
+  options.max_connections_per_client = 2;
+  options.header_timeout_s = 0.5;
+  PolicyServer s(options);
+  ASSERT_TRUE(s.server);
+  const int port = s.server->port();
+  const int first = ConnectLoopback(port), second = ConnectLoopback(port);
+  const int third = ConnectLoopback(port);
+  timeval tv{2, 0};
+  ::setsockopt(third, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[512];
+  EXPECT_EQ(::recv(third, buf, sizeof(buf), 0), 0) << "a third connection was kept";
+  ::close(third);
+  ::setsockopt(first, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  const auto start = std::chrono::steady_clock::now();
+  for (char c : std::string("GET /healthz HTTP/1.1\r\n")) {
+    if (::send(first, &c, 1, MSG_NOSIGNAL) != 1) break;
+    std::this_thread::sleep_for(40ms);
+    if (std::chrono::steady_clock::now() - start > 1500ms) break;
+  }
+  const ssize_t got = ::recv(first, buf, sizeof(buf) - 1, 0);
+  ASSERT_GT(got, 0);
+  EXPECT_TRUE(std::string(buf, static_cast<size_t>(got)).starts_with("HTTP/1.1 408"))
+      << std::string(buf, static_cast<size_t>(got));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1500ms);
+  ::close(first);
+  ::close(second);
+}
+
 // A socket from `source` (another loopback address, another client for the
 // server's per-client cap) to 127.0.0.1:port, or -1.
 int ConnectFrom(const char* source, int port) {

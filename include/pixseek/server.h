@@ -51,6 +51,17 @@ struct ServerOptions {
   std::string log_format = "text";
   // Seconds a 503 answer asks the client to wait (Retry-After).
   int retry_after_s = 5;
+  // The front's limits on clients (src/server/http_front.h): a request's
+  // head must arrive within header_timeout_s of its first byte and its body
+  // within body_timeout_s of the head (408 otherwise; total deadlines, not
+  // per byte); a kept-alive connection idle for idle_timeout_s is closed;
+  // at most max_connections are open, max_connections_per_client from one
+  // address (more are closed at once).
+  double header_timeout_s = 10;
+  double body_timeout_s = 120;
+  double idle_timeout_s = 60;
+  int max_connections = 1024;
+  int max_connections_per_client = 32;
   // Searches' re-ranking when a request names none (its `rerank` query
   // parameter picks the method; n, alpha and depth are always these).
   RerankOptions rerank;

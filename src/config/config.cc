@@ -241,6 +241,11 @@ Status ReadServer(SectionReader& r, ServerOptions& s) {
   r.Bool("log_requests", s.log_requests);
   r.String("log_format", s.log_format, {"text", "json"});
   r.Int("retry_after_s", s.retry_after_s, 1, 3600);
+  r.Real("header_timeout_s", s.header_timeout_s, 0.1, 3600.0);
+  r.Real("body_timeout_s", s.body_timeout_s, 0.1, 86400.0);
+  r.Real("idle_timeout_s", s.idle_timeout_s, 0.1, 86400.0);
+  r.Int("max_connections", s.max_connections, 1, 1000000);
+  r.Int("max_connections_per_client", s.max_connections_per_client, 1, 1000000);
   return r.Finish();
 }
 

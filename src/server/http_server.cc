@@ -1034,6 +1034,11 @@ Status HttpServer::Start() {
                           : 4 * front.workers;
   front.max_body_bytes = s.options.max_request_bytes;
   front.retry_after_s = s.options.retry_after_s;
+  front.header_timeout_s = s.options.header_timeout_s;
+  front.body_timeout_s = s.options.body_timeout_s;
+  front.idle_timeout_s = s.options.idle_timeout_s;
+  front.max_connections = s.options.max_connections;
+  front.max_connections_per_client = s.options.max_connections_per_client;
   s.front = std::make_unique<server::HttpFront>(
       front, [&s](const server::FrontRequest& req) { return s.Relay(req); },
       [&s](const std::string& method, const std::string& target, int status) {
