@@ -204,6 +204,7 @@ std::optional<Refusal> ParseHead(std::string_view head, const FrontOptions& opti
   // Framing (RFC 9112 section 6): Transfer-Encoding, Content-Length.
   std::optional<uint64_t> length;
   bool has_te = false;
+  bool connection_close = false, connection_keep_alive = false;
   for (const auto& [name, value] : req->headers) {
     if (EqualsIgnoreCase(name, "Content-Length")) {
       // One value, or a list of the same value repeated.
@@ -228,21 +229,15 @@ std::optional<Refusal> ParseHead(std::string_view head, const FrontOptions& opti
         return Refusal{400, "Transfer-Encoding other than chunked is not accepted"};
       }
     } else if (EqualsIgnoreCase(name, "Connection")) {
-      if (EqualsIgnoreCase(value, "close")) framing->keep_alive = false;
-      if (!http11 && EqualsIgnoreCase(value, "keep-alive")) framing->keep_alive = true;
+      connection_close = connection_close || EqualsIgnoreCase(value, "close");
+      connection_keep_alive = connection_keep_alive || EqualsIgnoreCase(value, "keep-alive");
     } else if (EqualsIgnoreCase(name, "Expect") && EqualsIgnoreCase(value, "100-continue")) {
       framing->expect_continue = http11;
     }
   }
-  if (!http11) {
-    bool asked = false;
-    for (const auto& [name, value] : req->headers) {
-      if (EqualsIgnoreCase(name, "Connection") && EqualsIgnoreCase(value, "keep-alive")) {
-        asked = true;
-      }
-    }
-    framing->keep_alive = asked;
-  }
+  // HTTP/1.1 keeps the connection unless asked to close; HTTP/1.0 closes it
+  // unless asked to keep it.
+  framing->keep_alive = http11 ? !connection_close : connection_keep_alive;
   if (has_te && length) return Refusal{400, "both Transfer-Encoding and Content-Length"};
   if (has_te && !http11) return Refusal{400, "Transfer-Encoding in an HTTP/1.0 request"};
   framing->chunked = has_te;

@@ -38,6 +38,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/hash.h"
 #include "pixseek/image.h"
 #include "pixseek/services.h"
 #include "pixseek/train_service.h"
@@ -75,14 +76,15 @@ constexpr char kFrontHeader[] = "X-Pixseek-Front";
 constexpr char kClientHeader[] = "X-Pixseek-Client";
 constexpr char kAuthorizationHeader[] = "X-Pixseek-Authorization";
 
-std::string Hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * bytes.size());
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
+// The bytes of a text, for ToHex.
+std::span<const uint8_t> Bytes(std::string_view text) {
+  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
+}
+
+std::string Lower(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
 }
 
@@ -164,9 +166,7 @@ std::string RelayedRequest(const server::FrontRequest& req, const std::string& s
       "te",         "upgrade",    "proxy-connection",  "authorization",  "trailer"};
   std::string out = req.method + " " + req.target + " HTTP/1.1\r\n";
   for (const auto& [name, value] : req.headers) {
-    std::string lower = name;
-    std::transform(lower.begin(), lower.end(), lower.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string lower = Lower(name);
     if (lower.starts_with("x-pixseek-") ||
         std::find(std::begin(kDropped), std::end(kDropped), lower) != std::end(kDropped)) {
       continue;
@@ -176,7 +176,7 @@ std::string RelayedRequest(const server::FrontRequest& req, const std::string& s
   out += std::string(kFrontHeader) + ": " + secret + "\r\n";
   out += std::string(kClientHeader) + ": " + req.client + "\r\n";
   if (const std::string* auth = req.Header("Authorization")) {
-    out += std::string(kAuthorizationHeader) + ": " + Hex(*auth) + "\r\n";
+    out += std::string(kAuthorizationHeader) + ": " + ToHex(Bytes(*auth)) + "\r\n";
   }
   out += "Content-Length: " + std::to_string(req.body.size()) + "\r\n\r\n";
   out += req.body;
@@ -210,9 +210,7 @@ std::optional<server::FrontResponse> Exchange(RelayConnection& r, const std::str
       continue;
     }
     const size_t colon = line.find(':');
-    std::string name(line.substr(0, colon));
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string name = Lower(line.substr(0, colon));
     std::string_view value = colon == std::string_view::npos ? "" : line.substr(colon + 1);
     while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
     if (name == "connection") {
@@ -987,7 +985,9 @@ Status HttpServer::Start() {
   }
   // The internal server first, on a free loopback port.
   std::random_device random;
-  for (int i = 0; i < 4; ++i) s.secret += Hex(std::to_string(random()));
+  uint32_t words[4];
+  for (uint32_t& w : words) w = random();
+  s.secret = ToHex({reinterpret_cast<const uint8_t*>(words), sizeof(words)});
   try {
     s.internal_port = s.svr.bind_to_any_port("127.0.0.1");
   } catch (const std::exception& e) {
