@@ -701,12 +701,14 @@ TYPED_TEST(VectorIndexTest, FilteredSearchReturnsKOfTheAllowedIds) {
                              {"half at random", {}},
                              {"the additions only", {}},
                              {"fewer than k", {5, 14, 2000, int64_t(n + 7), int64_t(n + 100), 99999}},
+                             {"all but 1 in 50 (the disk graph is walked)", {}},
                              {"none", {}}};
   std::mt19937 rng(302);
   for (int64_t id : ids) {
     if (id % 100 == 3) cases[0].allowed.push_back(id);
     if (rng() % 2 == 0) cases[1].allowed.push_back(id);
     if (id > static_cast<int64_t>(n)) cases[2].allowed.push_back(id);
+    if (id % 50 != 0) cases[4].allowed.push_back(id);
   }
   cases[0].allowed.insert(cases[0].allowed.end(), removed.begin(), removed.end());
   cases[0].allowed.push_back(-5);

@@ -362,14 +362,16 @@ class DiskIndexImpl final : public DiskIndex {
                        base_nodes.size() > k;
     std::vector<std::vector<SearchHit>> base_hits(n);
     if (graph) {
-      std::vector<uint8_t> allowed(base_size, 0);
-      for (uint32_t node : base_nodes) allowed[node] = 1;
       DiskSearchParams p;
       const double share = double(base_nodes.size()) / double(base_size);
       p.search_list =
           static_cast<int>(std::min<double>(kMaxSearchList, std::ceil(list / (share * share))));
       p.beam_width = options_.beam_width;
-      const NodeFilter node_filter = [&allowed](uint32_t node) { return allowed[node] != 0; };
+      // A live base node whose id passes: what base_nodes lists, without a
+      // per-search table of the graph's size.
+      const NodeFilter node_filter = [this, &filter](uint32_t node) {
+        return base_deleted_[node] == 0 && filter.Contains(base_->id(node));
+      };
       PIXSEEK_RETURN_IF_ERROR(base_->SearchBatch(queries, n, k, p, 1, node_filter, &base_hits));
     }
     const size_t dim = static_cast<size_t>(dim_);
