@@ -1,6 +1,7 @@
 // Tests for index/pq.h: quality on clustered unit vectors, exactness of the
 // table scoring, determinism, serialisation and error paths.
 #include "index/pq.h"
+#include "index/storage_kernels.h"
 
 #include <gtest/gtest.h>
 
@@ -134,6 +135,57 @@ TEST_F(PqTest, L2TablesScoreMinusSquaredDistanceToDecoded) {
     for (int t = 0; t < kDim; ++t) d2 += (double{q[t]} - decoded[t]) * (double{q[t]} - decoded[t]);
     EXPECT_NEAR(pq_->Score(tables.data(), code), q2 - d2, 1e-3);
   }
+}
+
+// The byte tables the disk search ranks by: each entry within half a step
+// of its float table (shifted by its sub-space's minimum), so a code's score
+// is within m / 2 steps of its float sum, and the scores of every node,
+// scored in one batch or one at a time, agree.
+TEST_F(PqTest, ByteTablesScoreWithinHalfAStepPerSubSpace) {
+  std::vector<float> tables(pq_->table_size());
+  pq_->ComputeL2Tables(&(*data_)[11 * kDim], tables.data());
+  PqByteTables bytes;
+  QuantizePqTables(tables.data(), kM, &bytes);
+  ASSERT_EQ(bytes.m, size_t{kM});
+  ASSERT_EQ(bytes.lut.size(), size_t{kM} * 256 + 4);
+  ASSERT_GT(bytes.scale, 0.0f);
+  float widest = 0;
+  for (int j = 0; j < kM; ++j) {
+    const auto [lo, hi] = std::minmax_element(&tables[j * 256], &tables[j * 256] + 256);
+    widest = std::max(widest, *hi - *lo);
+    for (int c = 0; c < 256; ++c) {
+      EXPECT_NEAR(bytes.lut[j * 256 + c] * bytes.scale, tables[j * 256 + c] - *lo,
+                  0.5f * bytes.scale + 1e-6f);
+    }
+  }
+  EXPECT_NEAR(bytes.scale, widest / 255, 1e-6f);  // the widest range uses every step
+  std::vector<uint32_t> nodes(300);
+  std::iota(nodes.begin(), nodes.end(), 0u);
+  std::vector<float> batch(nodes.size());
+  PqScoreBatch(bytes, codes_->data(), nodes.data(), nodes.size(), batch.data());
+  for (uint32_t node : nodes) {
+    const float exact = pq_->Score(tables.data(), &(*codes_)[node * kM]);
+    EXPECT_NEAR(batch[node], exact, 0.5f * kM * bytes.scale + 1e-4f) << "node " << node;
+    float one;
+    PqScoreBatch(bytes, codes_->data(), &node, 1, &one);
+    EXPECT_EQ(one, batch[node]);
+  }
+}
+
+// Constant tables (every centroid alike) still give a positive step and
+// equal scores, rather than a division by zero.
+TEST(PqByteTables, ConstantTablesGiveEqualScores) {
+  const size_t m = 24;  // not a multiple of 8: the kernel's tail loop runs
+  std::vector<float> tables(m * 256, 0.25f);
+  PqByteTables bytes;
+  QuantizePqTables(tables.data(), m, &bytes);
+  EXPECT_GT(bytes.scale, 0.0f);
+  std::vector<uint8_t> codes(3 * m);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint8_t>(i * 37);
+  const uint32_t nodes[3] = {0, 1, 2};
+  float out[3];
+  PqScoreBatch(bytes, codes.data(), nodes, 3, out);
+  for (float score : out) EXPECT_FLOAT_EQ(score, 0.25f * m);
 }
 
 TEST_F(PqTest, RecallAt10AgainstExactInnerProduct) {

@@ -94,6 +94,7 @@ Result<std::vector<std::string>> CandidateNames(const AnnBenchOptions& options,
   const Registry& registry = Registry::Get();
   std::vector<std::string> names;
   for (const char* always : {"disk", "exact"}) {
+    if (std::string_view(always) == "exact" && !options.run_exact) continue;
     if (registry.Find(always)) {
       names.push_back(always);
     } else if (progress) {

@@ -114,6 +114,9 @@ struct AnnBenchOptions {
   // Peers to run besides "disk" (when registered) and "exact", which always
   // run; any registered name is accepted.
   std::vector<std::string> peers = DefaultAnnPeers();
+  // false skips the "exact" candidate (a full scan per query), for search
+  // sweeps of the other candidates when --gt already gives the truth.
+  bool run_exact = true;
   uint64_t ram_budget = 0;  // bytes; 0 = none. For candidates that size a cache.
   // Candidates' files go in workdir/<name>. Empty = a fresh directory under
   // $TMPDIR, removed at the end; a given one is kept.

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "core/omp_threads.h"
+#include "index/storage_kernels.h"
 
 namespace pixseek {
 
@@ -262,22 +263,10 @@ void ProductQuantizer::ComputeTables(const float* query, float* tables) const {
 }
 
 void ProductQuantizer::ComputeL2Tables(const float* query, float* tables) const {
-  // One pass, as ComputeTables, starting each row from -|c|^2 (this runs
-  // once per disk search and reads the whole codebook).
-  const size_t dsub = static_cast<size_t>(dim_ / m_);
-  const float* tc = impl_->transposed.data();
-  const float* norms = impl_->norms.data();
-  for (int j = 0; j < m_; ++j) {
-    float* __restrict out = tables + size_t(j) * kCentroids;
-    const float* __restrict norm = norms + size_t(j) * kCentroids;
-    const float* __restrict rows = tc + size_t(j) * dsub * kCentroids;
-    for (size_t c = 0; c < kCentroids; ++c) out[c] = -norm[c];
-    for (size_t t = 0; t < dsub; ++t) {
-      const float qt = 2.0f * query[size_t(j) * dsub + t];
-      const float* __restrict row = rows + t * kCentroids;
-      for (size_t c = 0; c < kCentroids; ++c) out[c] += qt * row[c];
-    }
-  }
+  // This runs once per disk search and reads the whole codebook: a SIMD
+  // kernel (storage_kernels.h) keeps each sub-space's 256 sums in registers.
+  PqL2Tables(impl_->transposed.data(), impl_->norms.data(), static_cast<size_t>(m_),
+             static_cast<size_t>(dim_ / m_), query, tables);
 }
 
 Status ProductQuantizer::Save(std::vector<uint8_t>* out) const {

@@ -83,13 +83,85 @@ float I8Scalar(const float* q, const uint8_t* in, size_t dim) {
   return s * Int8Scale(in);
 }
 
-void PqScalar(const float* tables, size_t m, const uint8_t* codes, const uint32_t* nodes,
-              size_t count, float* out) {
-  for (size_t i = 0; i < count; ++i) {
-    const uint8_t* code = codes + size_t{nodes[i]} * m;
-    float s = 0;
-    for (size_t j = 0; j < m; ++j) s += tables[j * 256 + code[j]];
-    out[i] = s;
+// Byte-table PQ scores (see PqByteTables). The table is m * 256 bytes, far
+// more than the L1 cache, and every entry a code reads is on a random line:
+// scoring one code after the other would miss L1 on nearly every read. So
+// the loops run sub-spaces outside and a batch of codes inside: the 2 KiB of
+// table that 8 sub-spaces span stays in L1 while every code of the batch
+// reads it. Plain loads beat AVX-512/AVX2 gathers here (measured on Zen 4:
+// 290 against 470 ns per 512-byte code with the codes in cache).
+void PqScalar(const uint8_t* lut, size_t m, const uint8_t* codes, const uint32_t* nodes,
+              size_t count, float bias, float scale, float* out) {
+  constexpr size_t kBatch = 64;
+  uint32_t sums[kBatch];
+  const uint8_t* rows[kBatch];
+  for (size_t first = 0; first < count; first += kBatch) {
+    const size_t n = std::min(kBatch, count - first);
+    for (size_t i = 0; i < n; ++i) {
+      sums[i] = 0;
+      rows[i] = codes + size_t{nodes[first + i]} * m;
+    }
+    size_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      const uint8_t* t = lut + j * 256;  // sub-space j + s at t + s * 256
+      for (size_t i = 0; i < n; ++i) {
+        uint64_t c;  // the codes of sub-spaces j .. j + 7, little-endian
+        std::memcpy(&c, rows[i] + j, 8);
+        sums[i] += (t[c & 0xFF] + t[1024 + ((c >> 32) & 0xFF)]) +
+                   (t[256 + ((c >> 8) & 0xFF)] + t[1280 + ((c >> 40) & 0xFF)]) +
+                   (t[512 + ((c >> 16) & 0xFF)] + t[1536 + ((c >> 48) & 0xFF)]) +
+                   (t[768 + ((c >> 24) & 0xFF)] + t[1792 + (c >> 56)]);
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t t = j; t < m; ++t) sums[i] += lut[t * 256 + rows[i][t]];
+      out[first + i] = bias + scale * static_cast<float>(sums[i]);
+    }
+  }
+}
+
+void L2TablesScalar(const float* transposed, const float* norms, size_t m, size_t dsub,
+                    const float* query, float* out) {
+  for (size_t j = 0; j < m; ++j) {
+    float* __restrict row_out = out + j * 256;
+    for (size_t c = 0; c < 256; ++c) row_out[c] = -norms[j * 256 + c];
+    for (size_t t = 0; t < dsub; ++t) {
+      const float qt = 2.0f * query[j * dsub + t];
+      const float* __restrict row = transposed + (j * dsub + t) * 256;
+      for (size_t c = 0; c < 256; ++c) row_out[c] += qt * row[c];
+    }
+  }
+}
+
+// The step shared by every sub-space (see QuantizePqTables) from the
+// sub-spaces' ranges, with out's size and bias set.
+float PrepareByteTables(size_t m, float widest, double bias, PqByteTables* out) {
+  float step = widest / 255.0f;
+  if (!(step > 0)) step = 1;  // every table constant: any step ranks alike
+  out->m = m;
+  out->scale = step;
+  out->bias = static_cast<float>(bias);
+  out->lut.resize(m * 256 + 4);
+  std::fill(out->lut.end() - 4, out->lut.end(), 0);
+  return step;
+}
+
+void QuantizeScalar(const float* tables, size_t m, PqByteTables* out) {
+  std::vector<float> low(m);
+  float widest = 0;
+  double bias = 0;
+  for (size_t j = 0; j < m; ++j) {
+    const auto [lo, hi] = std::minmax_element(tables + j * 256, tables + (j + 1) * 256);
+    low[j] = *lo;
+    bias += *lo;
+    widest = std::max(widest, *hi - *lo);
+  }
+  const float inv = 1.0f / PrepareByteTables(m, widest, bias, out);
+  for (size_t j = 0; j < m; ++j) {
+    for (size_t c = 0; c < 256; ++c) {
+      const float u = (tables[j * 256 + c] - low[j]) * inv + 0.5f;
+      out->lut[j * 256 + c] = static_cast<uint8_t>(std::min(u, 255.0f));
+    }
   }
 }
 
@@ -134,25 +206,6 @@ __attribute__((target("avx2,fma,f16c"))) float I8Avx2(const float* q, const uint
   return s * Int8Scale(in);
 }
 
-__attribute__((target("avx2,fma"))) void PqAvx2(const float* tables, size_t m,
-                                                const uint8_t* codes, const uint32_t* nodes,
-                                                size_t count, float* out) {
-  const __m256i lane = _mm256_setr_epi32(0, 256, 512, 768, 1024, 1280, 1536, 1792);
-  for (size_t i = 0; i < count; ++i) {
-    const uint8_t* code = codes + size_t{nodes[i]} * m;
-    __m256 acc = _mm256_setzero_ps();
-    size_t j = 0;
-    for (; j + 8 <= m; j += 8) {
-      __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(code + j)));
-      idx = _mm256_add_epi32(idx, lane);
-      acc = _mm256_add_ps(acc, _mm256_i32gather_ps(tables + j * 256, idx, 4));
-    }
-    float s = HSum256(acc);
-    for (; j < m; ++j) s += tables[j * 256 + code[j]];
-    out[i] = s;
-  }
-}
-
 __attribute__((target("avx512f,avx512bw,avx512vl"))) float F16Avx512(const float* q,
                                                                     const uint8_t* in,
                                                                     size_t dim) {
@@ -187,34 +240,53 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) float I8Avx512(const float*
   return s * Int8Scale(in);
 }
 
-// 16 sub-quantizers per gather; two accumulators hide the gather latency.
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void PqAvx512(const float* tables, size_t m,
-                                                                  const uint8_t* codes,
-                                                                  const uint32_t* nodes,
-                                                                  size_t count, float* out) {
-  const __m512i lane = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(256));
-  for (size_t i = 0; i < count; ++i) {
-    const uint8_t* code = codes + size_t{nodes[i]} * m;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    size_t j = 0;
-    for (; j + 32 <= m; j += 32) {
-      __m512i i0 = _mm512_add_epi32(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + j))), lane);
-      __m512i i1 = _mm512_add_epi32(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + j + 16))),
-          lane);
-      a0 = _mm512_add_ps(a0, _mm512_i32gather_ps(i0, tables + j * 256, 4));
-      a1 = _mm512_add_ps(a1, _mm512_i32gather_ps(i1, tables + (j + 16) * 256, 4));
+// The 256 entries of one sub-space stay in 16 registers while its dsub
+// coordinates stream past.
+__attribute__((target("avx512f"))) void L2TablesAvx512(const float* transposed, const float* norms,
+                                                      size_t m, size_t dsub, const float* query,
+                                                      float* out) {
+  for (size_t j = 0; j < m; ++j) {
+    __m512 acc[16];
+    for (int k = 0; k < 16; ++k) {
+      acc[k] = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(norms + j * 256 + 16 * k));
     }
-    for (; j + 16 <= m; j += 16) {
-      __m512i i0 = _mm512_add_epi32(
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + j))), lane);
-      a0 = _mm512_add_ps(a0, _mm512_i32gather_ps(i0, tables + j * 256, 4));
+    for (size_t t = 0; t < dsub; ++t) {
+      const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
+      const float* row = transposed + (j * dsub + t) * 256;
+      for (int k = 0; k < 16; ++k) acc[k] = _mm512_fmadd_ps(qt, _mm512_loadu_ps(row + 16 * k), acc[k]);
     }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    for (; j < m; ++j) s += tables[j * 256 + code[j]];
-    out[i] = s;
+    for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + j * 256 + 16 * k, acc[k]);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tables, size_t m,
+                                                               PqByteTables* out) {
+  std::vector<float> low(m);
+  float widest = 0;
+  double bias = 0;
+  for (size_t j = 0; j < m; ++j) {
+    __m512 lo = _mm512_loadu_ps(tables + j * 256), hi = lo;
+    for (int k = 1; k < 16; ++k) {
+      const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
+      lo = _mm512_min_ps(lo, x);
+      hi = _mm512_max_ps(hi, x);
+    }
+    low[j] = _mm512_reduce_min_ps(lo);
+    bias += low[j];
+    widest = std::max(widest, _mm512_reduce_max_ps(hi) - low[j]);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / PrepareByteTables(m, widest, bias, out));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512i top = _mm512_set1_epi32(255);
+  for (size_t j = 0; j < m; ++j) {
+    const __m512 lo = _mm512_set1_ps(low[j]);
+    for (int k = 0; k < 16; ++k) {
+      const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
+      const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
+      const __m512i q = _mm512_min_epi32(_mm512_cvttps_epi32(u), top);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out->lut.data() + j * 256 + 16 * k),
+                       _mm512_cvtusepi32_epi8(q));
+    }
   }
 }
 
@@ -223,7 +295,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void PqAvx512(const float* 
 struct Kernels {
   float (*f16)(const float*, const uint8_t*, size_t);
   float (*i8)(const float*, const uint8_t*, size_t);
-  void (*pq)(const float*, size_t, const uint8_t*, const uint32_t*, size_t, float*);
+  void (*l2_tables)(const float*, const float*, size_t, size_t, const float*, float*);
+  void (*quantize)(const float*, size_t, PqByteTables*);
   const char* isa;
 };
 
@@ -232,15 +305,15 @@ Kernels Pick() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
-    return {F16Avx512, I8Avx512, PqAvx512, "avx512"};
+    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, "avx512"};
   }
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-    return {F16Avx2, I8Avx2, PqAvx2, "avx2+f16c"};
+    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, "avx2+f16c"};
   }
 #endif
-  return {F16Scalar, I8Scalar, PqScalar, "scalar"};
+  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, "scalar"};
 }
 
 const Kernels& Get() {
@@ -309,9 +382,31 @@ float InnerProductStored(VectorStorage storage, const float* q, const uint8_t* i
   return 0;
 }
 
-void PqScoreBatch(const float* tables, size_t m, const uint8_t* codes, const uint32_t* nodes,
+void QuantizePqTables(const float* tables, size_t m, PqByteTables* out) {
+  Get().quantize(tables, m, out);
+}
+
+void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32_t* nodes,
                   size_t count, float* out) {
-  Get().pq(tables, m, codes, nodes, count, out);
+  PqScalar(tables.lut.data(), tables.m, codes, nodes, count, tables.bias, tables.scale, out);
+}
+
+void PqL2Tables(const float* transposed, const float* norms, size_t m, size_t dsub,
+                const float* query, float* out) {
+  Get().l2_tables(transposed, norms, m, dsub, query, out);
+}
+
+void PqPrefetch(const uint8_t* codes, size_t m, const uint32_t* nodes, size_t count) {
+  constexpr size_t kLine = 64;
+  for (size_t i = 0; i < count; ++i) {
+    const uint8_t* row = codes + size_t{nodes[i]} * m;
+    // Every line the row touches, the last one included when it is unaligned.
+    const auto first = reinterpret_cast<uintptr_t>(row) & ~uintptr_t{kLine - 1};
+    const auto last = reinterpret_cast<uintptr_t>(row + m - 1);
+    for (uintptr_t line = first; line <= last; line += kLine) {
+      __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 1);
+    }
+  }
 }
 
 

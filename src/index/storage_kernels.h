@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "pixseek/status.h"
 
@@ -37,10 +38,40 @@ void DecodeStored(VectorStorage storage, const uint8_t* in, size_t dim, float* x
 // into memory first.
 float InnerProductStored(VectorStorage storage, const float* q, const uint8_t* in, size_t dim);
 
-// PQ scores of `count` codes: out[i] = sum_j tables[j * 256 + code_i[j]] where
-// code_i = codes + nodes[i] * m (m bytes each). tables holds m * 256 floats.
-void PqScoreBatch(const float* tables, size_t m, const uint8_t* codes, const uint32_t* nodes,
+// One query's PQ tables in bytes, for ranking candidates by their codes:
+//   score(code) = bias + scale * sum_j lut[j * 256 + code[j]]
+// approximates sum_j tables[j * 256 + code[j]] of the float tables it came
+// from, each entry off by at most scale / 2. A byte per entry keeps the m *
+// 256 entries in a quarter of the float tables' space, so that they stay in
+// the L2 cache beside the codes being scored, and the sums are exact
+// integers.
+struct PqByteTables {
+  size_t m = 0;
+  float bias = 0;
+  float scale = 1;
+  std::vector<uint8_t> lut;  // m * 256 entries, then 4 bytes of padding
+};
+
+// Fills out->lut and bias, scale from float tables (m * 256 floats, e.g.
+// ProductQuantizer::ComputeL2Tables): every sub-space is shifted by its
+// minimum and all share one step, the largest sub-space range / 255, so that
+// sums stay comparable across sub-spaces.
+void QuantizePqTables(const float* tables, size_t m, PqByteTables* out);
+
+// PQ scores of `count` codes: out[i] = score of code_i = codes + nodes[i] *
+// tables.m (tables.m bytes each), as defined above.
+void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32_t* nodes,
                   size_t count, float* out);
+
+// The L2 tables of ProductQuantizer::ComputeL2Tables from its transposed
+// codebook (sub-space j, coordinate t, centroid c at (j * dsub + t) * 256 + c)
+// and centroid norms (j * 256 + c): out[j * 256 + c] = 2 <q_j, c> - |c|^2.
+void PqL2Tables(const float* transposed, const float* norms, size_t m, size_t dsub,
+                const float* query, float* out);
+
+// Starts loading the codes of nodes[0, count) into the caches (m bytes each,
+// as PqScoreBatch reads them) without waiting for them.
+void PqPrefetch(const uint8_t* codes, size_t m, const uint32_t* nodes, size_t count);
 
 }  // namespace pixseek
 
