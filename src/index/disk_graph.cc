@@ -446,7 +446,7 @@ DiskGraph::~DiskGraph() {
 }
 
 uint64_t DiskGraph::ram_bytes() const {
-  return codes_.size() + uint64_t(dim_) * ProductQuantizer::kCentroids * 4 + ids_.size() * 8 +
+  return codes_.size() + pq_->ram_bytes() + ids_.size() * 8 +
          by_id_.size() * sizeof(by_id_[0]) + block_hashes_.size() * 8 + cache_.size() +
          cache_slot_.size() * 4;
 }

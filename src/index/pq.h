@@ -58,6 +58,8 @@ class ProductQuantizer {
   // Sub-quantizers, which is also the bytes per code.
   int m() const { return m_; }
   size_t code_size() const { return static_cast<size_t>(m_); }
+  // RAM the codebooks take (every copy the table kernels read).
+  uint64_t ram_bytes() const;
   // Floats ComputeTables writes: m * 256.
   size_t table_size() const { return static_cast<size_t>(m_) * kCentroids; }
 

@@ -120,15 +120,15 @@ void PqScalar(const uint8_t* lut, size_t m, const uint8_t* codes, const uint32_t
   }
 }
 
-void L2TablesScalar(const float* transposed, const float* norms, size_t m, size_t dsub,
+void L2TablesScalar(const uint16_t* transposed, const float* norms, size_t m, size_t dsub,
                     const float* query, float* out) {
   for (size_t j = 0; j < m; ++j) {
     float* __restrict row_out = out + j * 256;
     for (size_t c = 0; c < 256; ++c) row_out[c] = -norms[j * 256 + c];
     for (size_t t = 0; t < dsub; ++t) {
       const float qt = 2.0f * query[j * dsub + t];
-      const float* __restrict row = transposed + (j * dsub + t) * 256;
-      for (size_t c = 0; c < 256; ++c) row_out[c] += qt * row[c];
+      const uint16_t* row = transposed + (j * dsub + t) * 256;
+      for (size_t c = 0; c < 256; ++c) row_out[c] += qt * FromHalf(row[c]);
     }
   }
 }
@@ -242,7 +242,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) float I8Avx512(const float*
 
 // The 256 entries of one sub-space stay in 16 registers while its dsub
 // coordinates stream past.
-__attribute__((target("avx512f"))) void L2TablesAvx512(const float* transposed, const float* norms,
+__attribute__((target("avx512f"))) void L2TablesAvx512(const uint16_t* transposed, const float* norms,
                                                       size_t m, size_t dsub, const float* query,
                                                       float* out) {
   for (size_t j = 0; j < m; ++j) {
@@ -252,8 +252,12 @@ __attribute__((target("avx512f"))) void L2TablesAvx512(const float* transposed, 
     }
     for (size_t t = 0; t < dsub; ++t) {
       const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
-      const float* row = transposed + (j * dsub + t) * 256;
-      for (int k = 0; k < 16; ++k) acc[k] = _mm512_fmadd_ps(qt, _mm512_loadu_ps(row + 16 * k), acc[k]);
+      const uint16_t* row = transposed + (j * dsub + t) * 256;
+      for (int k = 0; k < 16; ++k) {
+        const __m512 x =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * k)));
+        acc[k] = _mm512_fmadd_ps(qt, x, acc[k]);
+      }
     }
     for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + j * 256 + 16 * k, acc[k]);
   }
@@ -295,7 +299,7 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
 struct Kernels {
   float (*f16)(const float*, const uint8_t*, size_t);
   float (*i8)(const float*, const uint8_t*, size_t);
-  void (*l2_tables)(const float*, const float*, size_t, size_t, const float*, float*);
+  void (*l2_tables)(const uint16_t*, const float*, size_t, size_t, const float*, float*);
   void (*quantize)(const float*, size_t, PqByteTables*);
   const char* isa;
 };
@@ -391,10 +395,13 @@ void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32
   PqScalar(tables.lut.data(), tables.m, codes, nodes, count, tables.bias, tables.scale, out);
 }
 
-void PqL2Tables(const float* transposed, const float* norms, size_t m, size_t dsub,
+void PqL2Tables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
                 const float* query, float* out) {
-  Get().l2_tables(transposed, norms, m, dsub, query, out);
+  Get().l2_tables(transposed_half, norms, m, dsub, query, out);
 }
+
+uint16_t FloatToHalf(float x) { return ToHalf(x); }
+float HalfToFloat(uint16_t bits) { return FromHalf(bits); }
 
 void PqPrefetch(const uint8_t* codes, size_t m, const uint32_t* nodes, size_t count) {
   constexpr size_t kLine = 64;

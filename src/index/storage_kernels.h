@@ -64,10 +64,16 @@ void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32
                   size_t count, float* out);
 
 // The L2 tables of ProductQuantizer::ComputeL2Tables from its transposed
-// codebook (sub-space j, coordinate t, centroid c at (j * dsub + t) * 256 + c)
-// and centroid norms (j * 256 + c): out[j * 256 + c] = 2 <q_j, c> - |c|^2.
-void PqL2Tables(const float* transposed, const float* norms, size_t m, size_t dsub,
+// binary16 codebook (sub-space j, coordinate t, centroid c at (j * dsub + t)
+// * 256 + c) and centroid norms (j * 256 + c): out[j * 256 + c] = 2 <q_j, c>
+// - |c|^2.
+void PqL2Tables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
                 const float* query, float* out);
+
+// IEEE binary16 conversions (round to nearest even), as the fp16 storage
+// uses.
+uint16_t FloatToHalf(float x);
+float HalfToFloat(uint16_t bits);
 
 // Starts loading the codes of nodes[0, count) into the caches (m bytes each,
 // as PqScoreBatch reads them) without waiting for them.
