@@ -49,7 +49,7 @@ struct PqByteTables {
   size_t m = 0;
   float bias = 0;
   float scale = 1;
-  std::vector<uint8_t> lut;  // m * 256 entries, then 4 bytes of padding
+  std::vector<uint8_t> lut;  // m * 256 entries: sub-space j, centroid c at j * 256 + c
 };
 
 // Fills out->lut and bias, scale from float tables (m * 256 floats, e.g.
