@@ -217,23 +217,26 @@ class DiskGraph::Searcher {
     s.list.clear();
     s.exact.clear();
     s.pending.clear();
+    s.fresh.clear();  // a search that failed midway may leave some
     s.seen.Insert(g_.entry_);
     float score;
     PqScoreBatch(s.tables, g_.codes_.data(), &g_.entry_, 1, &score);
     s.list.push_back({score, g_.entry_, false});
   }
 
-  // Expands one node from its record: exact score, then PQ scores of its
-  // unseen neighbours into the list. (Scoring the neighbours of a whole beam
-  // step as one batch was measured no faster.)
-  void Expand(Slot& s, uint32_t node, const uint8_t* rec) {
+  // Visits one node from its record: its exact score, and its unseen
+  // neighbours appended to s.fresh with their codes asked into the caches.
+  // ScoreFresh then ranks them: the nodes of one beam step read from disk
+  // are visited together and their neighbours scored as one batch (the
+  // wide PQ kernel works on 64 codes at a time).
+  void Visit(Slot& s, uint32_t node, const uint8_t* rec) {
     ++s.stats.hops;
     const size_t d = static_cast<size_t>(g_.dim_);
     const size_t vector_bytes = StoredVectorBytes(g_.storage_, d);
     uint32_t degree;
     std::memcpy(&degree, rec + vector_bytes, 4);
     degree = std::min<uint32_t>(degree, static_cast<uint32_t>(g_.max_degree_));
-    s.fresh.clear();
+    const size_t first = s.fresh.size();
     for (uint32_t i = 0; i < degree; ++i) {
       uint32_t nb;
       std::memcpy(&nb, rec + vector_bytes + 4 + 4 * i, 4);
@@ -243,10 +246,15 @@ class DiskGraph::Searcher {
     // than the caches: ask for all of them now, so that their cache misses
     // overlap each other and the exact score below instead of stalling the
     // PQ scoring one row at a time.
-    PqPrefetch(g_.codes_.data(), g_.pq_->code_size(), s.fresh.data(), s.fresh.size());
+    PqPrefetch(g_.codes_.data(), g_.pq_->code_size(), s.fresh.data() + first,
+               s.fresh.size() - first);
     if (!filter_ || filter_(node)) {
       s.exact.emplace_back(InnerProductStored(g_.storage_, s.query, rec, d), node);
     }
+  }
+
+  // PQ scores of s.fresh into the candidate list; empties s.fresh.
+  void ScoreFresh(Slot& s) {
     s.fresh_scores.resize(s.fresh.size());
     PqScoreBatch(s.tables, g_.codes_.data(), s.fresh.data(), s.fresh.size(),
                  s.fresh_scores.data());
@@ -257,6 +265,7 @@ class DiskGraph::Searcher {
       s.list.insert(std::upper_bound(s.list.begin(), s.list.end(), c, Closer), c);
       if (s.list.size() > L) s.list.pop_back();
     }
+    s.fresh.clear();
   }
 
   // Expands the reads that came back, then picks the next beam: cached nodes
@@ -269,8 +278,9 @@ class DiskGraph::Searcher {
       PIXSEEK_RETURN_IF_ERROR(g_.VerifyBlock(node / g_.nodes_per_block_, block));
       ++s.stats.node_reads;
       s.stats.sectors_read += g_.block_bytes_ / disk::kSector;
-      Expand(s, node, block + (node % g_.nodes_per_block_) * g_.node_bytes_);
+      Visit(s, node, block + (node % g_.nodes_per_block_) * g_.node_bytes_);
     }
+    ScoreFresh(s);
     s.pending.clear();
     for (;;) {
       size_t picked = 0;
@@ -281,7 +291,8 @@ class DiskGraph::Searcher {
         const uint32_t node = s.list[i].id;
         if (const uint8_t* rec = g_.CachedNode(node)) {
           ++s.stats.cache_hits;
-          Expand(s, node, rec);  // may reorder the list: rescan from the top
+          Visit(s, node, rec);
+          ScoreFresh(s);  // may reorder the list: rescan from the top
           i = static_cast<size_t>(-1);
         } else {
           s.pending.push_back({node});

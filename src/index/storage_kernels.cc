@@ -293,6 +293,109 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
   }
 }
 
+// Transposes 8 x 8 64-bit words: out[k] word i = in[i] word k.
+__attribute__((target("avx512f"))) inline void Transpose8x8Words(const __m512i* in, __m512i* out) {
+  const __m512i even1 = _mm512_setr_epi64(0, 8, 2, 10, 4, 12, 6, 14);
+  const __m512i odd1 = _mm512_setr_epi64(1, 9, 3, 11, 5, 13, 7, 15);
+  const __m512i even2 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+  const __m512i odd2 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  const __m512i even4 = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11);
+  const __m512i odd4 = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+  __m512i b[8], c[8];
+  for (int p = 0; p < 8; p += 2) {
+    b[p] = _mm512_permutex2var_epi64(in[p], even1, in[p + 1]);
+    b[p + 1] = _mm512_permutex2var_epi64(in[p], odd1, in[p + 1]);
+  }
+  for (int p : {0, 1, 4, 5}) {
+    c[p] = _mm512_permutex2var_epi64(b[p], even2, b[p + 2]);
+    c[p + 2] = _mm512_permutex2var_epi64(b[p], odd2, b[p + 2]);
+  }
+  for (int p = 0; p < 4; ++p) {
+    out[p] = _mm512_permutex2var_epi64(c[p], even4, c[p + 4]);
+    out[p + 4] = _mm512_permutex2var_epi64(c[p], odd4, c[p + 4]);
+  }
+}
+
+// Byte-table PQ scores with the tables in registers ("fast scan"): 64 codes
+// at a time are transposed so that one register holds the 64 codes' bytes
+// of one sub-space; its 256-byte table is four registers, read for all 64
+// lanes by two 128-entry byte permutes (VPERMI2B) and a blend on the top
+// bit. Sums gather in 16-bit lanes, widened every 256 sub-spaces (256 * 255
+// fits). Needs m % 64 == 0. On Zen 4 this takes about half the time of
+// PqScores for full batches of 64 and about the same for 35, so the disk
+// search scores a whole beam step's neighbours as one batch.
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void PqScoresVbmi(
+    const uint8_t* lut, size_t m, const uint8_t* codes, const uint32_t* nodes, size_t count,
+    float bias, float scale, float* out) {
+  // Within one register, 8 x 8 bytes: out byte 8s + r = in byte 8r + s.
+  alignas(64) uint8_t transpose_bytes[64];
+  for (int s = 0; s < 8; ++s) {
+    for (int r = 0; r < 8; ++r) transpose_bytes[s * 8 + r] = static_cast<uint8_t>(r * 8 + s);
+  }
+  const __m512i byte_transpose = _mm512_load_si512(transpose_bytes);
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i stage[64];  // group g (codes 8g .. 8g + 7), word q: at q * 8 + g
+  for (size_t first = 0; first < count; first += 64) {
+    const size_t n = std::min<size_t>(64, count - first);
+    const size_t groups = (n + 7) / 8;
+    const uint8_t* rows[64];
+    for (size_t i = 0; i < groups * 8; ++i) {
+      rows[i] = codes + size_t{nodes[first + std::min(i, n - 1)]} * m;  // pad with the last
+    }
+    __m512i sums[4] = {zero, zero, zero, zero};  // 32-bit, lane order as below
+    __m512i low = zero, high = zero;             // 16-bit partial sums
+    for (size_t block = 0; block < m; block += 64) {
+      // 1. For each group of 8 codes, the 8 x 8 bytes of sub-spaces
+      //    block + 8q .. + 7: after the word and byte transposes, word s of
+      //    stage[q * 8 + g] holds codes 8g .. 8g + 7 at sub-space 8q + s.
+      for (size_t g = 0; g < groups; ++g) {
+        __m512i in[8], words[8];
+        for (int r = 0; r < 8; ++r) in[r] = _mm512_loadu_si512(rows[8 * g + r] + block);
+        Transpose8x8Words(in, words);
+        for (int q = 0; q < 8; ++q) {
+          stage[q * 8 + g] = _mm512_permutexvar_epi8(byte_transpose, words[q]);
+        }
+      }
+      for (size_t g = groups; g < 8; ++g) {
+        for (int q = 0; q < 8; ++q) stage[q * 8 + g] = zero;
+      }
+      // 2. Per 8 sub-spaces, one more word transpose gives each sub-space's
+      //    64 code bytes in code order; look them up and add.
+      for (int q = 0; q < 8; ++q) {
+        __m512i columns[8];
+        Transpose8x8Words(stage + q * 8, columns);
+        for (int s = 0; s < 8; ++s) {
+          const __m512i column = columns[s];
+          const uint8_t* t = lut + (block + 8 * q + s) * 256;
+          const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
+          const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
+          const __m512i below = _mm512_permutex2var_epi8(t0, column, t1);  // entries 0-127
+          const __m512i above = _mm512_permutex2var_epi8(t2, column, t3);  // 128-255
+          const __m512i entry = _mm512_mask_blend_epi8(_mm512_movepi8_mask(column), below, above);
+          low = _mm512_add_epi16(low, _mm512_unpacklo_epi8(entry, zero));
+          high = _mm512_add_epi16(high, _mm512_unpackhi_epi8(entry, zero));
+        }
+      }
+      if ((block / 64) % 4 == 3 || block + 64 >= m) {
+        sums[0] = _mm512_add_epi32(sums[0], _mm512_unpacklo_epi16(low, zero));
+        sums[1] = _mm512_add_epi32(sums[1], _mm512_unpackhi_epi16(low, zero));
+        sums[2] = _mm512_add_epi32(sums[2], _mm512_unpacklo_epi16(high, zero));
+        sums[3] = _mm512_add_epi32(sums[3], _mm512_unpackhi_epi16(high, zero));
+        low = high = zero;
+      }
+    }
+    // Code i is byte k = i % 16 of 128-bit lane l = i / 16; the unpacks put
+    // bytes 0-3 of each lane in sums[0], 4-7 in sums[1], 8-11 in sums[2] and
+    // 12-15 in sums[3], each at 32-bit position 4l + k % 4.
+    alignas(64) uint32_t lanes[4][16];
+    for (int x = 0; x < 4; ++x) _mm512_store_si512(lanes[x], sums[x]);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t l = i / 16, k = i % 16;
+      out[first + i] = bias + scale * static_cast<float>(lanes[k / 4][4 * l + k % 4]);
+    }
+  }
+}
+
 #endif  // PIXSEEK_HAVE_X86
 
 struct Kernels {
@@ -300,6 +403,9 @@ struct Kernels {
   float (*i8)(const float*, const uint8_t*, size_t);
   void (*l2_tables)(const uint16_t*, const float*, size_t, size_t, const float*, float*);
   void (*quantize)(const float*, size_t, PqByteTables*);
+  // Byte-table PQ scores for m % 64 == 0 and batches of at least 16, or null.
+  void (*pq_wide)(const uint8_t*, size_t, const uint8_t*, const uint32_t*, size_t, float, float,
+                  float*);
   const char* isa;
 };
 
@@ -308,15 +414,17 @@ Kernels Pick() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
-    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, "avx512"};
+    const bool vbmi = __builtin_cpu_supports("avx512vbmi");
+    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, vbmi ? PqScoresVbmi : nullptr,
+            vbmi ? "avx512+vbmi" : "avx512"};
   }
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, "avx2+f16c"};
+    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, nullptr, "avx2+f16c"};
   }
 #endif
-  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, "scalar"};
+  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, nullptr, "scalar"};
 }
 
 const Kernels& Get() {
@@ -391,6 +499,11 @@ void QuantizePqTables(const float* tables, size_t m, PqByteTables* out) {
 
 void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32_t* nodes,
                   size_t count, float* out) {
+  const Kernels& k = Get();
+  if (k.pq_wide != nullptr && tables.m % 64 == 0 && count >= 16) {
+    return k.pq_wide(tables.lut.data(), tables.m, codes, nodes, count, tables.bias, tables.scale,
+                     out);
+  }
   PqScores(tables.lut.data(), tables.m, codes, nodes, count, tables.bias, tables.scale, out);
 }
 
