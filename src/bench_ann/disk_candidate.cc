@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "bench_ann/candidates.h"
+#include "bench_ann/phase_progress.h"
 #include "index/disk_graph.h"
 
 namespace pixseek {
@@ -44,9 +45,23 @@ class DiskCandidate final : public AnnCandidate {
       PIXSEEK_ASSIGN_OR_RETURN(auto source, FbinVectorSource::Open(data.base_path, data.n));
       std::vector<int64_t> ids(data.n);
       std::iota(ids.begin(), ids.end(), int64_t{0});
+      // Phase, percentage and ETA lines; an interrupted build resumes from
+      // the parts in <file>.parts when the benchmark is run again.
+      PhaseProgress lines("bench ann: disk build", options_.progress);
       DiskBuildReport report;
-      PIXSEEK_RETURN_IF_ERROR(BuildDiskGraph(*source, ids, file, p, &report));
+      PIXSEEK_RETURN_IF_ERROR(BuildDiskGraph(
+          *source, ids, file, p, &report, nullptr,
+          [&lines](const char* phase, size_t done, size_t total) { lines.Update(phase, done, total); }));
       shards_ = report.shards;
+      const nlohmann::json summary = {{"build_shards_reused", report.reused_shards},
+                       {"build_resumed", !report.resumed.empty()},
+                       {"build_max_rows_in_ram", report.max_rows_in_ram},
+                       {"build_phase_s",
+                        {{"pq", report.pq_s},
+                         {"partition", report.partition_s},
+                         {"graph", report.graph_s},
+                         {"write", report.write_s}}}};
+      if (options_.progress) *options_.progress << "bench ann: disk build " << summary.dump() << "\n";
     }
     // The node cache gets what the budget leaves after codes, ids and
     // checksums.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_ann/ann_bench.h"
+#include "bench_ann/ground_truth.h"
 #include "bench_embed/embed_bench.h"
 #include "pixseek/config.h"
 #include "pixseek/database.h"
@@ -515,6 +516,14 @@ int RunBenchAnn(AnnBenchOptions options) {
   options.progress = &std::cerr;
   Status s = RunAnnBench(options, std::cout);
   return s.ok() ? 0 : Fail(s);
+}
+
+int RunBenchGt(GroundTruthOptions options) {
+  options.progress = &std::cerr;
+  Status s = ComputeGroundTruth(options);
+  if (!s.ok()) return Fail(s);
+  std::cerr << "bench gt: wrote " << options.out.string() << "\n";
+  return 0;
 }
 
 int RunBenchEmbed(const std::string& home, EmbedBenchOptions options) {
@@ -1044,6 +1053,8 @@ void AddBenchAnnCommand(CLI::App* bench, Cli& cli) {
                   "Peers run besides disk and exact, comma-separated (default: "
                   "hnswlib,faiss-hnsw,faiss-ivfpq)")
       ->delimiter(',');
+  cmd->add_flag("!--no-exact", ann.run_exact,
+               "Skip the exact scan candidate (its recall is 1 by definition; use with --gt)");
   cmd->add_option("--ram-budget", ann.ram_budget, "RAM budget in bytes (0 = none)");
   cmd->add_option("--workdir", st->workdir, "Where index files go (default: a temp dir)");
   cmd->add_option("--limit-base", ann.limit_base,
@@ -1071,6 +1082,33 @@ void AddBenchAnnCommand(CLI::App* bench, Cli& cli) {
     st->ann.gt = st->gt;
     st->ann.workdir = st->workdir;
     cli.rc = RunBenchAnn(st->ann);
+  });
+}
+
+// `pixseek bench gt`: exact ground truth streamed from disk (bench_ann/ground_truth.h).
+void AddBenchGtCommand(CLI::App* bench, Cli& cli) {
+  struct State {
+    GroundTruthOptions gt;
+    std::string base, queries, out;
+  };
+  auto st = std::make_shared<State>();
+  GroundTruthOptions& gt = st->gt;
+  auto* cmd = bench->add_subcommand(
+      "gt", "Exact k nearest neighbours (squared L2) of queries in a base streamed from disk (.ibin)");
+  cmd->add_option("--base", st->base, "Base vectors (.fbin)")->required();
+  cmd->add_option("--queries", st->queries, "Query vectors (.fbin)")->required();
+  cmd->add_option("--out", st->out, "Ground truth to write (.ibin)")->required();
+  cmd->add_option("--k", gt.k, "Neighbours per query")->check(CLI::Range(1, 100000));
+  cmd->add_option("--threads", gt.threads, "Threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--block-bytes", gt.block_bytes,
+                  "RAM for base blocks in bytes (two are held; default 256 MiB)")
+      ->check(CLI::Range(uint64_t{1} << 20, uint64_t{1} << 40));
+  cmd->add_option("--limit-base", gt.limit_base, "Use only the first N base vectors");
+  cmd->callback([&cli, st] {
+    st->gt.base = st->base;
+    st->gt.queries = st->queries;
+    st->gt.out = st->out;
+    cli.rc = RunBenchGt(st->gt);
   });
 }
 
@@ -1178,6 +1216,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   AddBenchAnnCommand(bench, cli);
+  AddBenchGtCommand(bench, cli);
   AddBenchEmbedCommand(bench, cli);
 
   CLI11_PARSE(app, argc, argv);

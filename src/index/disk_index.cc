@@ -601,6 +601,10 @@ class DiskIndexImpl final : public DiskIndex {
           (ParseGen(name, "base-", ".pxd", &g) && (!m.has_base || g != m.base_generation)) ||
           (ParseGen(name, "wal-", ".log", &g) && g < m.base_generation);
       if (stray) fs::remove(e.path(), ec);
+      // The work directory of a compaction's build that did not finish
+      // (BuildDiskGraph keeps its parts in base-G.pxd.parts): its scratch
+      // input is gone, so its parts can never be reused.
+      if (name.ends_with(".pxd.parts")) fs::remove_all(e.path(), ec);
     }
   }
 

@@ -1,0 +1,49 @@
+// Progress lines for long multi-phase jobs (the disk graph build, the exact
+// ground truth): "disk build: shard 3/17 graph 41% (2412345/5882352) ETA
+// 1h02m". Used by `pixseek bench ann` and `pixseek bench gt`.
+#ifndef PIXSEEK_BENCH_ANN_PHASE_PROGRESS_H_
+#define PIXSEEK_BENCH_ANN_PHASE_PROGRESS_H_
+
+#include <chrono>
+#include <cstddef>
+#include <mutex>
+#include <ostream>
+#include <string>
+
+namespace pixseek {
+
+// Prints a line when a phase starts, at most every `interval` while it runs,
+// and when it ends (done == total). The ETA of a phase is its remaining units
+// over the rate seen since this printer first saw it, so work an earlier run
+// finished (a resumed build starts a phase part-way) does not inflate the
+// rate. Phases named "shard I/K graph" count as one phase, "graph", whose
+// units run over all shards.
+//
+// Thread-safety: Update may be called from any thread. Writes to `out` (not
+// owned; null prints nothing).
+class PhaseProgress {
+ public:
+  PhaseProgress(std::string label, std::ostream* out,
+                std::chrono::milliseconds interval = std::chrono::seconds(5));
+
+  void Update(const std::string& phase, size_t done, size_t total);
+
+ private:
+  struct Phase {
+    std::string key;
+    std::chrono::steady_clock::time_point start;
+    size_t start_done = 0;
+  };
+
+  const std::string label_;
+  std::ostream* const out_;
+  const std::chrono::milliseconds interval_;
+  std::mutex mu_;
+  Phase current_;                                     // GUARDED_BY(mu_)
+  std::string last_phase_;                            // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point last_print_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace pixseek
+
+#endif  // PIXSEEK_BENCH_ANN_PHASE_PROGRESS_H_
