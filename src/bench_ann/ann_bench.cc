@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "bench_ann/candidates.h"
+#include "index/disk_graph.h"
 #include "index/vecs_io.h"
 #include "pixseek/vector_index.h"
 
@@ -351,11 +352,22 @@ void RegisterCandidate(std::string name, CandidateFactory factory) {
 namespace {
 
 // The base (up to --limit-base rows) and the queries, checked against each
-// other and k.
-Result<std::pair<FloatMatrix, FloatMatrix>> ReadData(const AnnBenchOptions& options) {
+// other and k. Without load_base only the base's shape is read (its data
+// stays empty): the disk candidate streams the file itself, so a base larger
+// than RAM can be benchmarked when no other candidate needs it in memory.
+Result<std::pair<FloatMatrix, FloatMatrix>> ReadData(const AnnBenchOptions& options,
+                                                     bool load_base) {
   const size_t max_rows =
       options.limit_base > 0 ? options.limit_base : std::numeric_limits<size_t>::max();
-  auto base = ReadFbin(options.base, max_rows);
+  Result<FloatMatrix> base = FloatMatrix{};
+  if (load_base) {
+    base = ReadFbin(options.base, max_rows);
+  } else if (auto source = FbinVectorSource::Open(options.base, max_rows); source.ok()) {
+    base->rows = (*source)->size();
+    base->cols = static_cast<size_t>((*source)->dimension());
+  } else {
+    base = source.status();
+  }
   if (!base.ok()) return base.status().WithContext("base " + options.base.string());
   auto queries = ReadFbin(options.queries);
   if (!queries.ok()) return queries.status().WithContext("queries " + options.queries.string());
@@ -448,7 +460,13 @@ Status RunAnnBench(const AnnBenchOptions& options, std::ostream& rows) {
   PIXSEEK_RETURN_IF_ERROR(CheckOptions(options));
   std::ostream* progress = options.progress;
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<std::string> names, CandidateNames(options, progress));
-  PIXSEEK_ASSIGN_OR_RETURN(auto read, ReadData(options));
+  // Only the disk candidate reads the base from its file; the others, and
+  // an exact ground truth, need it in RAM.
+  const bool computes_gt = options.gt.empty() || options.limit_base > 0;
+  const bool load_base = computes_gt || std::any_of(names.begin(), names.end(), [](const auto& n) {
+                           return n != "disk";
+                         });
+  PIXSEEK_ASSIGN_OR_RETURN(auto read, ReadData(options, load_base));
   const FloatMatrix& base = read.first;
   const FloatMatrix& queries = read.second;
   if (progress) {
@@ -460,7 +478,7 @@ Status RunAnnBench(const AnnBenchOptions& options, std::ostream& rows) {
                            TrueNeighbours(options, base, queries, workdir));
 
   AnnData data;
-  data.base = base.data.data();
+  data.base = base.data.empty() ? nullptr : base.data.data();
   data.n = base.rows;
   data.dim = static_cast<int>(base.cols);
   data.base_path = options.base;

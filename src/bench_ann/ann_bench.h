@@ -34,7 +34,10 @@ namespace pixseek {
 // The base vectors a candidate indexes. Borrowed: valid for the candidate's
 // Build call only, so a candidate that needs them later keeps a copy.
 struct AnnData {
-  const float* base = nullptr;  // n * dim floats, row-major, unit length
+  // n * dim floats, row-major, unit length; null when only the disk
+  // candidate runs and the ground truth comes from --gt (it reads
+  // base_path itself).
+  const float* base = nullptr;
   size_t n = 0;
   int dim = 0;
   // The .fbin the vectors came from. With --limit-base the file holds more
