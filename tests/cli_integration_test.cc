@@ -683,6 +683,11 @@ TEST(CliResumeTest, InterruptedBuildsResume) {
   EXPECT_EQ(report["indexed"].get<int>() + report["skipped"].get<int>(), kImages);
   EXPECT_TRUE(report["failed"].empty()) << report.dump(2);
   EXPECT_EQ(stored_count(), kImages);
+  // The build stores its images in groups (one metadata commit and one index
+  // sync each); whatever group the kill cut off, the resumed database is
+  // whole: every record has its vector and its thumbnail.
+  r = RunCommand({PIXSEEK_BINARY, "--home", home.string(), "check", "--db", db.string()});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
 }
 
 }  // namespace

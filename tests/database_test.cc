@@ -341,6 +341,64 @@ TEST_P(DatabaseTest, AStoreBelongsToOneDatabase) {
   EXPECT_TRUE(Database::Open(first, false).ok());
 }
 
+// InsertBatch stores a batch as Insert stores one image (row, feature,
+// thumbnail, vector), all or nothing; and rows whose vectors a crash cut off
+// between its two syncs are removed when the database next opens.
+TEST_P(DatabaseTest, InsertBatchIsAllOrNothingAndReconciledAfterACrash) {
+  auto db = Create();
+  ASSERT_TRUE(db.ok()) << db.status().ToString();
+  const size_t dim = static_cast<size_t>((*db)->base_dimension());
+  // Unit base features, one axis each.
+  std::vector<float> features(4 * dim, 0.0f);
+  for (size_t i = 0; i < 4; ++i) features[i * dim + i] = 1.0f;
+  const std::vector<uint8_t> thumb = {0xff, 0xd8, 0xff, 0xd9};
+  auto image = [&](int i) {
+    NewImage n;
+    n.record.path = (images_ / ("batch" + std::to_string(i) + ".png")).string();
+    n.record.name = "batch" + std::to_string(i) + ".png";
+    n.record.sha256 = std::string(64, static_cast<char>('a' + i));
+    n.base_feature = std::span<const float>(features).subspan(static_cast<size_t>(i) * dim, dim);
+    n.thumbnail_jpeg = thumb;
+    return n;
+  };
+  std::vector<NewImage> batch = {image(0), image(1), image(2)};
+  auto ids = (*db)->InsertBatch(batch);
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  ASSERT_EQ(ids->size(), 3u);
+  EXPECT_EQ((*db)->index().size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    auto record = (*db)->store().Get((*ids)[i]);
+    ASSERT_TRUE(record.ok());
+    EXPECT_EQ(record->path, batch[i].record.path);
+    EXPECT_EQ(testing::ReadBytes((*db)->ThumbnailPath((*ids)[i])), thumb);
+    auto vector = (*db)->index().Get((*ids)[i]);
+    ASSERT_TRUE(vector.ok());
+    EXPECT_FLOAT_EQ((*vector)[i], 1.0f);
+  }
+
+  // One image refused (its path is stored, or its feature is short):
+  // nothing of the batch remains.
+  std::vector<NewImage> clash = {image(3), image(1)};
+  EXPECT_EQ((*db)->InsertBatch(clash).status().code(), StatusCode::kAlreadyExists);
+  std::vector<NewImage> short_feature = {image(3)};
+  short_feature[0].base_feature = short_feature[0].base_feature.first(dim - 1);
+  EXPECT_EQ((*db)->InsertBatch(short_feature).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ((*db)->index().size(), 3u);
+  EXPECT_EQ((*db)->store().AllIds()->size(), 3u);
+  EXPECT_FALSE((*db)->store().FindByPath(image(3).record.path)->has_value());
+
+  // A crash after the metadata commit and before the index's sync: rows
+  // without vectors, removed at the next writable open.
+  std::vector<ImageRecord> cut = {image(3).record};
+  ASSERT_TRUE((*db)->store().InsertMany(cut, static_cast<int>(dim), image(3).base_feature).ok());
+  db->reset();
+  auto reopened = Database::Open(Options(), false);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  EXPECT_EQ((*reopened)->store().AllIds()->size(), 3u);
+  EXPECT_EQ((*reopened)->index().size(), 3u);
+  EXPECT_FALSE((*reopened)->store().FindByPath(image(3).record.path)->has_value());
+}
+
 // The same bytes uploaded from several threads at once are one image whose
 // file stays on disk (the uploads that lose the race must not remove it).
 TEST_P(DatabaseTest, ConcurrentUploadsOfTheSameBytesKeepTheFile) {

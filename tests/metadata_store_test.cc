@@ -243,6 +243,63 @@ TYPED_TEST(MetadataStoreTest, FindByPathAndSha256) {
   EXPECT_FALSE(missing->has_value());
 }
 
+// InsertMany stores a batch in one transaction: every record with its
+// feature, or (on any error) none of them.
+TYPED_TEST(MetadataStoreTest, InsertManyIsAllOrNothing) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kDimension = 6;
+  std::vector<ImageRecord> records;
+  std::vector<float> features;
+  for (int i = 0; i < 3; ++i) {
+    records.push_back(MakeRecord(i));
+    const std::vector<float> f = MakeFeature(i, kDimension);
+    features.insert(features.end(), f.begin(), f.end());
+  }
+  auto ids = store->InsertMany(records, kDimension, features);
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  ASSERT_EQ(ids->size(), 3u);
+  EXPECT_TRUE(std::is_sorted(ids->begin(), ids->end()));
+  for (int i = 0; i < 3; ++i) {
+    auto got = store->Get((*ids)[i]);
+    ASSERT_TRUE(got.ok());
+    ExpectSameRecord(*got, records[i]);
+    auto feature = store->GetFeature((*ids)[i]);
+    ASSERT_TRUE(feature.ok()) << feature.status().ToString();
+    EXPECT_TRUE(SameBits(*feature, MakeFeature(i, kDimension)));
+  }
+  EXPECT_TRUE(store->InsertMany({}, kDimension, {})->empty());
+
+  // A path already stored, or given twice: nothing of the batch is written.
+  std::vector<ImageRecord> clash = {MakeRecord(10), MakeRecord(1)};
+  std::vector<float> two(2 * kDimension, 0.25f);
+  EXPECT_EQ(store->InsertMany(clash, kDimension, two).status().code(),
+            StatusCode::kAlreadyExists);
+  std::vector<ImageRecord> twice = {MakeRecord(11), MakeRecord(11)};
+  EXPECT_EQ(store->InsertMany(twice, kDimension, two).status().code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_EQ(*CountImages(*store), 3);
+  EXPECT_FALSE(store->FindByPath(MakeRecord(10).path)->has_value());
+  EXPECT_FALSE(store->FindByPath(MakeRecord(11).path)->has_value());
+  EXPECT_EQ(*store->CountFeatures(), 3u);
+
+  // Refused before anything is written.
+  std::vector<ImageRecord> fresh = {MakeRecord(20), MakeRecord(21)};
+  EXPECT_EQ(store->InsertMany(fresh, kDimension, std::span<const float>(two).first(kDimension))
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->InsertMany(fresh, 0, {}).status().code(), StatusCode::kInvalidArgument);
+  std::vector<float> bad = two;
+  bad[kDimension + 1] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_EQ(store->InsertMany(fresh, kDimension, bad).status().code(),
+            StatusCode::kInvalidArgument);
+  fresh[1].path.clear();
+  EXPECT_EQ(store->InsertMany(fresh, kDimension, two).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(*CountImages(*store), 3);
+}
+
 // Text is compared byte for byte, as SQLite does: case, trailing spaces
 // and long values all count.
 TYPED_TEST(MetadataStoreTest, TextIsComparedExactly) {

@@ -169,6 +169,14 @@ struct ReindexReport {
   double seconds = 0;
 };
 
+// One image for Database::InsertBatch: what Database::Insert takes. The
+// spans borrow the caller's buffers for the duration of the call.
+struct NewImage {
+  ImageRecord record;
+  std::span<const float> base_feature;  // base_dimension() floats
+  std::span<const uint8_t> thumbnail_jpeg;
+};
+
 // Owns the parts of one database. Thread-safety: every method may be called
 // concurrently; Embed is serialised internally (one network instance).
 class Database {
@@ -238,6 +246,18 @@ class Database {
   // cache. On failure nothing of it remains. Returns the new id.
   Result<int64_t> Insert(const ImageRecord& record, std::span<const float> base_feature,
                          std::span<const uint8_t> thumbnail_jpeg);
+  // Stores several images as Insert does, in the same order of steps but
+  // each step once for all of them: one metadata transaction, the
+  // thumbnails, one append to the index's log. So a batch costs one sync of
+  // the metadata and one of the index rather than one each per image, with
+  // the same promise: every image is durable when OK is returned, and a
+  // crash before that leaves rows without vectors, which the next writable
+  // open removes (Reconcile). All or nothing: on failure none of them
+  // remains (a caller that wants to know which image was refused stores
+  // them one by one). Returns the ids in order. InvalidArgument and
+  // AlreadyExists as Insert; FailedPrecondition for a DBA index (each of its
+  // vectors is augmented from the images stored before it: use Insert).
+  Result<std::vector<int64_t>> InsertBatch(std::span<const NewImage> images);
 
   // Removes an image everywhere (vector first, so it stops matching at once).
   // NotFound for an unknown id.
@@ -328,6 +348,8 @@ class Database {
   // Repairs what a crash between the steps of Insert/Remove can leave:
   // vectors without metadata are removed, metadata without a vector is removed.
   Status Reconcile();
+  // Writes the thumbnail of image `id` (not synced: it can be made again).
+  Status WriteThumbnail(int64_t id, std::span<const uint8_t> jpeg) const;
 
   DatabaseOptions options_;
   ImagePreprocessing preprocessing_;  // from the manifest; fixed after Open

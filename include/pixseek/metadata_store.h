@@ -71,6 +71,16 @@ class MetadataStore {
   // A record without a base feature. (Implementations declare
   // `using MetadataStore::Insert;` so that their override does not hide it.)
   Result<int64_t> Insert(const ImageRecord& record) { return Insert(record, {}); }
+  // Stores several records with their base features (`features`:
+  // records.size() rows of `dimension` floats, in the order of `records`) in
+  // one transaction, so one commit (one sync) for all of them; returns their
+  // ids in order. On any error nothing is written. InvalidArgument for
+  // dimension < 1, a size other than records.size() * dimension, an empty
+  // path or a non-finite value; AlreadyExists for a path already stored or
+  // given twice.
+  virtual Result<std::vector<int64_t>> InsertMany(std::span<const ImageRecord> records,
+                                                  int dimension,
+                                                  std::span<const float> features) = 0;
   // NotFound for an unknown id.
   virtual Result<ImageRecord> Get(int64_t id) const = 0;
   // Records for the ids that exist, in the order of `ids`; unknown ids skipped.

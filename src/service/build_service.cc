@@ -1,9 +1,9 @@
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 
 #include "core/bounded_queue.h"
@@ -26,9 +26,21 @@ struct Prepared {
   std::vector<uint8_t> thumbnail;
 };
 
-// One Build call: decode workers fill a bounded queue, the calling thread
-// embeds and stores batches from it. Thread-safety: Finish and the report's
-// counters are guarded by mu_; the rest is set before the workers start.
+// A batch the network has embedded, waiting to be stored.
+struct Embedded {
+  std::vector<Prepared> images;
+  std::vector<float> features;  // images.size() base features
+  Status status;                // the network's: not OK, nothing to store
+};
+
+// One Build call, a pipeline of three stages: decode workers fill a bounded
+// queue, the calling thread embeds batches from it, and a store thread
+// writes what the network gave. The store thread groups every batch waiting
+// for it into one Database::InsertBatch (one metadata commit and one index
+// sync for all of them), and stores while the network runs on the next
+// batch, so neither the syncs nor the index inserts hold up the network.
+// Thread-safety: Finish, the report's counters and fatal_ are guarded by
+// mu_; the rest is set before the threads start.
 class BuildRun {
  public:
   // `refused`: files found but not to be read (links that leave the root),
@@ -43,12 +55,15 @@ class BuildRun {
         decode_(db.decode_options()),
         batch_size_(static_cast<size_t>(std::max(1, db.card().max_batch))),
         input_floats_(db.preprocessed_size()),
+        dim_(static_cast<size_t>(db.base_dimension())),
         bar_("build", files_.size() + refused_.size(), options.progress_out, options.show_progress),
-        queue_(batch_size_ * 2) {
+        queue_(batch_size_ * 2),
+        embedded_(2) {
     report_.total = files_.size() + refused_.size();
   }
 
-  // Runs the workers and the embedding loop; a fatal store error stops it.
+  // Runs the workers, the embedding loop and the store thread; a fatal store
+  // error stops it.
   Result<BuildReport> Run() {
     for (const RefusedFile& file : refused_) {
       Finish(BuildFailure{file.path.string(), file.reason}, false);
@@ -61,16 +76,24 @@ class BuildRun {
       for (auto& w : workers) w.join();
       queue_.Close();
     });
-    EmbedAndStore();
+    std::thread storer([this] { StoreAll(); });
+    EmbedAll();
+    embedded_.Close();
     closer.join();
+    storer.join();
     bar_.Finish(done_, report_.failed.size());
-    if (!fatal_.ok()) return fatal_.WithContext("build stopped");
+    if (Status fatal = Fatal(); !fatal.ok()) return fatal.WithContext("build stopped");
     report_.cancelled = Cancelled();
     return std::move(report_);
   }
 
  private:
   bool Cancelled() const { return options_.cancel && options_.cancel->load(); }
+
+  Status Fatal() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fatal_;
+  }
 
   // Counts one file as done: failed, skipped (already stored) or indexed.
   void Finish(std::optional<BuildFailure> failure, bool skipped, bool indexed = false) {
@@ -83,9 +106,15 @@ class BuildRun {
     if (options_.on_progress) options_.on_progress(done_, report_.total, report_.failed.size());
   }
 
+  // Counts every image of `images` as failed with `reason`.
+  void FailAll(std::span<const Prepared> images, const std::string& reason) {
+    for (const Prepared& p : images) Finish(BuildFailure{p.record.path, reason}, false);
+  }
+
   // A worker: reads, hashes, decodes and preprocesses files until none are
-  // left. Preprocessing (resize, crop, normalise) runs here, so the network's
-  // thread does nothing but forward passes.
+  // left. Preprocessing (resize, crop, normalise) and the thumbnail are made
+  // here from the one decoding, so the network's thread does nothing but
+  // forward passes.
   void Work() {
     for (size_t i = next_++; i < files_.size() && !Cancelled(); i = next_++) {
       const auto& path = files_[i];
@@ -129,62 +158,113 @@ class BuildRun {
     return std::optional<Prepared>(std::move(p));
   }
 
-  // The calling thread: runs the network on batches of whatever the workers
-  // prepared and stores each image.
-  void EmbedAndStore() {
-    std::vector<Prepared> batch;
+  // The calling thread: runs the network on full batches (the model card's
+  // max_batch; only the last one may be short) and hands them to the store
+  // thread. It waits for a batch to fill rather than running what is ready:
+  // on CPU a forward pass of a full batch costs much less per image than
+  // several short ones, and while it waits the decode workers have the cores.
+  void EmbedAll() {
     while (auto first = queue_.Pop()) {
-      batch.clear();
-      batch.push_back(std::move(*first));
-      while (batch.size() < batch_size_) {
-        auto more = queue_.TryPop();
+      Embedded e;
+      e.images.push_back(std::move(*first));
+      while (e.images.size() < batch_size_) {
+        auto more = queue_.Pop();
         if (!more) break;
-        batch.push_back(std::move(*more));
+        e.images.push_back(std::move(*more));
       }
-      if (!fatal_.ok()) {  // drain so the workers can finish
-        for (auto& p : batch) {
-          Finish(BuildFailure{p.record.path, "not processed: " + fatal_.ToString()}, false);
-        }
+      if (Status fatal = Fatal(); !fatal.ok()) {  // drain so the workers can finish
+        FailAll(e.images, "not processed: " + fatal.ToString());
         continue;
       }
-      StoreBatch(batch);
+      e.status = Embed(e.images, &e.features);
+      embedded_.Push(std::move(e));
     }
   }
 
-  void StoreBatch(std::vector<Prepared>& batch) {
-    // Base features: Insert stores them and projects them for the index.
-    const size_t dim = static_cast<size_t>(db_.base_dimension());
-    features_.resize(batch.size() * dim);
-    Status s;
+  // Base features of `batch` into `features`.
+  Status Embed(const std::vector<Prepared>& batch, std::vector<float>* features) {
+    features->resize(batch.size() * dim_);
     if (input_floats_ > 0) {
       inputs_.resize(batch.size() * input_floats_);
       for (size_t i = 0; i < batch.size(); ++i) {
         std::copy(batch[i].input.begin(), batch[i].input.end(),
                   inputs_.begin() + static_cast<std::ptrdiff_t>(i * input_floats_));
       }
-      s = db_.EmbedPreprocessed(inputs_.data(), batch.size(), features_.data());
-    } else {
-      std::vector<const Image*> images;
-      for (const auto& p : batch) images.push_back(&p.image);
-      s = db_.Embed(images, features_.data());
+      return db_.EmbedPreprocessed(inputs_.data(), batch.size(), features->data());
     }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      auto& p = batch[i];
-      if (!s.ok()) {
-        Finish(BuildFailure{p.record.path, s.ToString()}, false);
-        continue;
+    std::vector<const Image*> images;
+    for (const auto& p : batch) images.push_back(&p.image);
+    return db_.Embed(images, features->data());
+  }
+
+  // The store thread: stores every batch waiting for it at once.
+  void StoreAll() {
+    std::vector<Embedded> group;
+    while (auto first = embedded_.Pop()) {
+      group.clear();
+      group.push_back(std::move(*first));
+      while (auto more = embedded_.TryPop()) group.push_back(std::move(*more));
+      StoreGroup(group);
+    }
+  }
+
+  void StoreGroup(std::vector<Embedded>& group) {
+    std::vector<NewImage> images;
+    const Status fatal = Fatal();
+    for (Embedded& e : group) {
+      if (!fatal.ok()) {
+        FailAll(e.images, "not processed: " + fatal.ToString());
+      } else if (!e.status.ok()) {
+        FailAll(e.images, e.status.ToString());
+      } else {
+        for (size_t i = 0; i < e.images.size(); ++i) {
+          const Prepared& p = e.images[i];
+          images.push_back(NewImage{
+              p.record, std::span<const float>(e.features).subspan(i * dim_, dim_), p.thumbnail});
+        }
       }
-      auto id = db_.Insert(p.record, std::span<const float>(features_.data() + i * dim, dim),
-                           p.thumbnail);
-      if (!id.ok()) {
-        Finish(BuildFailure{p.record.path, id.status().ToString()}, false);
+    }
+    if (images.empty()) return;
+    // A DBA index takes its images one at a time (Database::InsertBatch).
+    if (!db_.dba().enabled()) {
+      auto ids = db_.InsertBatch(images);
+      if (ids.ok()) {
+        for (size_t i = 0; i < images.size(); ++i) Finish(std::nullopt, false, /*indexed=*/true);
+        return;
+      }
+      const StatusCode code = ids.status().code();
+      if (code != StatusCode::kInvalidArgument && code != StatusCode::kAlreadyExists) {
         // A store that cannot write (disk full, damaged) will fail every
         // file: stop instead of listing them all.
-        if (id.status().code() != StatusCode::kInvalidArgument) fatal_ = id.status();
-        continue;
+        for (const NewImage& image : images) {
+          Finish(BuildFailure{image.record.path, ids.status().ToString()}, false);
+        }
+        SetFatal(ids.status());
+        return;
       }
-      Finish(std::nullopt, false, /*indexed=*/true);
+      // One image was refused and so nothing was stored: store them one by
+      // one, so that the failure names that image as it always did.
     }
+    for (size_t i = 0; i < images.size(); ++i) StoreOne(images[i]);
+  }
+
+  void StoreOne(const NewImage& image) {
+    if (Status fatal = Fatal(); !fatal.ok()) {
+      Finish(BuildFailure{image.record.path, "not processed: " + fatal.ToString()}, false);
+      return;
+    }
+    auto id = db_.Insert(image.record, image.base_feature, image.thumbnail_jpeg);
+    if (!id.ok()) {
+      Finish(BuildFailure{image.record.path, id.status().ToString()}, false);
+      if (id.status().code() != StatusCode::kInvalidArgument) SetFatal(id.status());
+      return;
+    }
+    Finish(std::nullopt, false, /*indexed=*/true);
+  }
+
+  void SetFatal(Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (fatal_.ok()) fatal_ = std::move(status);
   }
 
   Database& db_;
@@ -195,14 +275,16 @@ class BuildRun {
   const DecodeOptions decode_;
   const size_t batch_size_;
   const size_t input_floats_;
-  std::mutex mu_;  // guards report_, done_ and bar_
+  const size_t dim_;  // base features' length
+  std::mutex mu_;     // guards report_, done_, bar_ and fatal_
   BuildReport report_;
   uint64_t done_ = 0;
   ProgressBar bar_;
-  BoundedQueue<Prepared> queue_;
-  std::atomic<size_t> next_{0};  // the next file a worker takes
-  Status fatal_;                 // the embedding thread's only
-  std::vector<float> inputs_, features_;
+  Status fatal_;                     // the first store error that stops the build
+  BoundedQueue<Prepared> queue_;     // workers -> network
+  BoundedQueue<Embedded> embedded_;  // network -> store thread
+  std::atomic<size_t> next_{0};      // the next file a worker takes
+  std::vector<float> inputs_;        // the network thread's batch buffer
 };
 
 }  // namespace

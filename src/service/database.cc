@@ -631,21 +631,77 @@ Result<int64_t> Database::Insert(const ImageRecord& record, std::span<const floa
     std::filesystem::remove(ThumbnailPath(id), ec);
     return cause;
   };
-  // A thumbnail can be regenerated from the file, so it is written without
-  // fsync; the vector log and the metadata are the durable record.
-  auto thumb = ThumbnailPath(id);
-  Status s = EnsureDirectory(thumb.parent_path());
+  Status s = WriteThumbnail(id, thumbnail_jpeg);
   if (!s.ok()) return undo(s);
-  {
-    std::ofstream out(thumb, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(thumbnail_jpeg.data()),
-              static_cast<std::streamsize>(thumbnail_jpeg.size()));
-    if (!out) return undo(Status::Internal("cannot write thumbnail " + thumb.string()));
-  }
   s = g.index->Add(1, &id, vector.data());
   if (!s.ok()) return undo(s);
   cache_->Clear();
   return id;
+}
+
+Result<std::vector<int64_t>> Database::InsertBatch(std::span<const NewImage> images) {
+  if (options_.read_only) return Status::FailedPrecondition("database is open read-only");
+  if (images.empty()) return std::vector<int64_t>();
+  std::lock_guard<std::mutex> lock(write_mu_);
+  Generation& g = current();
+  if (g.manifest.dba.enabled()) {
+    return Status::FailedPrecondition(
+        "a DBA index augments each new vector from the images stored before it; store the "
+        "images one at a time");
+  }
+  const auto base_dim = static_cast<size_t>(g.embedding->dimension());
+  const auto dim = static_cast<size_t>(g.projection.output_dimension());
+  std::vector<ImageRecord> records;
+  std::vector<float> base(images.size() * base_dim);
+  records.reserve(images.size());
+  for (size_t i = 0; i < images.size(); ++i) {
+    const NewImage& image = images[i];
+    if (image.base_feature.size() != base_dim) {
+      return Status::InvalidArgument("feature of " + image.record.path + " has " +
+                                     std::to_string(image.base_feature.size()) +
+                                     " values, database expects " + std::to_string(base_dim));
+    }
+    records.push_back(image.record);
+    std::copy(image.base_feature.begin(), image.base_feature.end(), base.begin() + i * base_dim);
+  }
+  std::vector<float> vectors(images.size() * dim);
+  g.projection.Apply(base.data(), images.size(), vectors.data());
+  // The crash ordering of Insert, step by step for the whole batch. Sync 1
+  // (the metadata commit) makes the rows durable; a crash after it and
+  // before sync 2 leaves rows without vectors, which Reconcile removes, and
+  // the next build reads those files again.
+  PIXSEEK_ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                           store_->InsertMany(records, static_cast<int>(base_dim), base));
+  auto undo = [&](Status cause) {
+    std::error_code ec;
+    for (int64_t id : ids) {
+      (void)store_->Remove(id);
+      std::filesystem::remove(ThumbnailPath(id), ec);
+    }
+    return cause;
+  };
+  for (size_t i = 0; i < images.size(); ++i) {
+    Status s = WriteThumbnail(ids[i], images[i].thumbnail_jpeg);
+    if (!s.ok()) return undo(s);
+  }
+  // Sync 2 (one fdatasync of the index's log for the batch) makes the
+  // vectors durable: from here every image of the batch is stored and
+  // searchable, and OK promises exactly that.
+  Status s = g.index->Add(images.size(), ids.data(), vectors.data());
+  if (!s.ok()) return undo(s);
+  cache_->Clear();
+  return ids;
+}
+
+Status Database::WriteThumbnail(int64_t id, std::span<const uint8_t> jpeg) const {
+  // A thumbnail can be regenerated from the file, so it is written without
+  // fsync; the vector log and the metadata are the durable record.
+  const auto thumb = ThumbnailPath(id);
+  PIXSEEK_RETURN_IF_ERROR(EnsureDirectory(thumb.parent_path()));
+  std::ofstream out(thumb, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(jpeg.data()), static_cast<std::streamsize>(jpeg.size()));
+  if (!out) return Status::Internal("cannot write thumbnail " + thumb.string());
+  return Status::Ok();
 }
 
 Status Database::Remove(int64_t id) {

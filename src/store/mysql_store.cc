@@ -725,6 +725,45 @@ class MysqlStore final : public MetadataStore {
     });
   }
 
+  Result<std::vector<int64_t>> InsertMany(std::span<const ImageRecord> records, int dimension,
+                                          std::span<const float> features) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(records.size(), dimension, features));
+    for (const ImageRecord& r : records) {
+      if (r.path.empty()) return Status::InvalidArgument("image record without a path");
+    }
+    const auto d = static_cast<size_t>(dimension);
+    return Call([&](Connection& c,
+                    bool retry_after_maybe_executed) -> Result<std::vector<int64_t>> {
+      auto ids = InTransaction(c, [&]() -> Result<std::vector<int64_t>> {
+        std::vector<int64_t> out;
+        out.reserve(records.size());
+        for (size_t i = 0; i < records.size(); ++i) {
+          PIXSEEK_ASSIGN_OR_RETURN(int64_t id, InsertRecord(c, records[i]));
+          PIXSEEK_RETURN_IF_ERROR(PutFeature(c, id, features.subspan(i * d, d)));
+          out.push_back(id);
+        }
+        return out;
+      });
+      if (ids.status().code() != StatusCode::kAlreadyExists || !retry_after_maybe_executed) {
+        return ids;
+      }
+      // As in Insert: the first try may have committed before the connection
+      // dropped; then every record is stored exactly as given.
+      std::vector<int64_t> stored_ids;
+      for (size_t i = 0; i < records.size(); ++i) {
+        auto existing = c.Run(kFindByPath, {Text(records[i].path), Text(records[i].path)});
+        if (!existing.ok() || existing->rows.size() != 1) return ids;
+        ImageRecord stored = ReadRecord(existing->rows[0]);
+        if (!SameRecord(stored, records[i]) ||
+            !HasFeature(c, stored.id, features.subspan(i * d, d))) {
+          return ids;
+        }
+        stored_ids.push_back(stored.id);
+      }
+      return stored_ids;
+    });
+  }
+
   Result<ImageRecord> Get(int64_t id) const override {
     return Call([&](Connection& c, bool) -> Result<ImageRecord> {
       PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kGet, {Int(id)}), "cannot read image"));

@@ -193,6 +193,27 @@ class SqliteStore final : public MetadataStore {
     });
   }
 
+  Result<std::vector<int64_t>> InsertMany(std::span<const ImageRecord> records, int dimension,
+                                          std::span<const float> features) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(records.size(), dimension, features));
+    for (const ImageRecord& r : records) {
+      if (r.path.empty()) return Status::InvalidArgument("image record without a path");
+    }
+    const auto d = static_cast<size_t>(dimension);
+    std::lock_guard lock(mu_);
+    // One commit, so one WAL sync (synchronous=FULL) for the whole batch.
+    return InTransaction([&]() -> Result<std::vector<int64_t>> {
+      std::vector<int64_t> ids;
+      ids.reserve(records.size());
+      for (size_t i = 0; i < records.size(); ++i) {
+        PIXSEEK_ASSIGN_OR_RETURN(int64_t id, InsertLocked(records[i]));
+        PIXSEEK_RETURN_IF_ERROR(PutFeatureLocked(id, features.subspan(i * d, d)));
+        ids.push_back(id);
+      }
+      return ids;
+    });
+  }
+
   Result<ImageRecord> Get(int64_t id) const override {
     std::lock_guard lock(mu_);
     PIXSEEK_ASSIGN_OR_RETURN(auto found, GetLocked(id));
