@@ -63,6 +63,17 @@ inline Status CheckFeatureRows(size_t ids_size, int dimension, std::span<const f
   return CheckFinite(features, "a base feature");
 }
 
+// InvalidArgument unless every record has a path and `features` is one
+// finite row of `dimension` per record (MetadataStore::InsertMany's input).
+inline Status CheckNewRecords(std::span<const ImageRecord> records, int dimension,
+                              std::span<const float> features) {
+  PIXSEEK_RETURN_IF_ERROR(CheckFeatureRows(records.size(), dimension, features));
+  for (const ImageRecord& r : records) {
+    if (r.path.empty()) return Status::InvalidArgument("image record without a path");
+  }
+  return Status::Ok();
+}
+
 // Appends the feature of image `id` stored as `bytes` to `rows`; DataLoss
 // naming the id when it is not `dimension` floats.
 inline Status AppendFeature(int64_t id, std::string_view bytes, int dimension,

@@ -727,10 +727,7 @@ class MysqlStore final : public MetadataStore {
 
   Result<std::vector<int64_t>> InsertMany(std::span<const ImageRecord> records, int dimension,
                                           std::span<const float> features) override {
-    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(records.size(), dimension, features));
-    for (const ImageRecord& r : records) {
-      if (r.path.empty()) return Status::InvalidArgument("image record without a path");
-    }
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckNewRecords(records, dimension, features));
     const auto d = static_cast<size_t>(dimension);
     return Call([&](Connection& c,
                     bool retry_after_maybe_executed) -> Result<std::vector<int64_t>> {

@@ -195,10 +195,7 @@ class SqliteStore final : public MetadataStore {
 
   Result<std::vector<int64_t>> InsertMany(std::span<const ImageRecord> records, int dimension,
                                           std::span<const float> features) override {
-    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckFeatureRows(records.size(), dimension, features));
-    for (const ImageRecord& r : records) {
-      if (r.path.empty()) return Status::InvalidArgument("image record without a path");
-    }
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckNewRecords(records, dimension, features));
     const auto d = static_cast<size_t>(dimension);
     std::lock_guard lock(mu_);
     // One commit, so one WAL sync (synchronous=FULL) for the whole batch.
