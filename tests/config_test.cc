@@ -160,6 +160,7 @@ TEST(ConfigTest, EnvironmentOverridesTheFile) {
 [database]
 dir = "/from/file"
 metadata_url = "sqlite:///file.db"
+vector_url = "milvus://from-file:19530/images"
 [server]
 port = 9000
 api_keys = ["file-key"]
@@ -173,9 +174,14 @@ api_keys = ["file-key"]
                   .ok());
   EXPECT_EQ(c.database.dir, "/from/env");
   EXPECT_EQ(c.database.metadata_url, "sqlite:///file.db");  // not in the environment
+  EXPECT_EQ(c.database.vector_url, "milvus://from-file:19530/images");
   EXPECT_EQ(c.database.cache_url, "redis://h:1/2");
   EXPECT_EQ(c.server.api_keys, (std::vector<std::string>{"k1", "k2", "k3"}));
   EXPECT_EQ(c.server.port, 9100);
+
+  ASSERT_TRUE(
+      ApplyEnvironment(c, FakeEnv({{"PIXSEEK_VECTOR_URL", "milvus://env:19530/other"}})).ok());
+  EXPECT_EQ(c.database.vector_url, "milvus://env:19530/other");
 
   Status bad = ApplyEnvironment(c, FakeEnv({{"PIXSEEK_PORT", "http"}}));
   EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
@@ -214,6 +220,12 @@ TEST(StoreUrlTest, ParsesAndRedacts) {
 
   EXPECT_EQ(RedactUrl("mysql://u:topsecret@h:1/db"), "mysql://u:***@h:1/db");
   EXPECT_EQ(RedactUrl("redis://h:6379/0"), "redis://h:6379/0");
+  // Milvus carries its credentials in the user info or in ?token=.
+  EXPECT_EQ(RedactUrl("milvus://root:Milvus@h:19530/coll"), "milvus://root:***@h:19530/coll");
+  EXPECT_EQ(RedactUrl("milvus://h:19530/coll?token=root%3AMilvus&db=x"),
+            "milvus://h:19530/coll?token=***&db=x");
+  EXPECT_EQ(RedactUrl("milvus://u:pw@h:19530/coll?a=1&TOKEN=k"),
+            "milvus://u:***@h:19530/coll?a=1&TOKEN=***");
   auto bad = ParseStoreUrl("mysql://u:topsecret@h:99999/db");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message().find("topsecret"), std::string::npos) << bad.status().message();

@@ -54,6 +54,7 @@ OWNER = {
     "database.h": "service",
     "services.h": "service",
     "database_check.h": "service",
+    "migrate.h": "service",
     "train_service.h": "service",
     "server.h": "server",
     "config.h": "config",

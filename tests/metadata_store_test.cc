@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <iostream>
 #include <limits>
 #include <mutex>
@@ -298,6 +299,58 @@ TYPED_TEST(MetadataStoreTest, InsertManyIsAllOrNothing) {
   EXPECT_EQ(store->InsertMany(fresh, kDimension, two).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(*CountImages(*store), 3);
+}
+
+// InsertWithIds (`pixseek migrate`) keeps the given ids, with or without a
+// feature each, all or nothing; later ids come after them.
+TYPED_TEST(MetadataStoreTest, InsertWithIdsKeepsTheIds) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kDimension = 5;
+  std::vector<ImageRecord> records = {MakeRecord(1), MakeRecord(2), MakeRecord(3)};
+  records[0].id = 7;
+  records[1].id = 3;
+  records[2].id = 40;
+  const std::vector<std::vector<float>> features = {MakeFeature(1, kDimension), {},
+                                                    MakeFeature(3, kDimension)};
+  ASSERT_TRUE(store->InsertWithIds(records, features).ok());
+  EXPECT_EQ(*store->AllIds(), (std::vector<int64_t>{3, 7, 40}));
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto got = store->Get(records[i].id);
+    ASSERT_TRUE(got.ok());
+    ExpectSameRecord(*got, records[i]);
+    auto feature = store->GetFeature(records[i].id);
+    if (features[i].empty()) {
+      EXPECT_EQ(feature.status().code(), StatusCode::kNotFound);
+    } else {
+      ASSERT_TRUE(feature.ok()) << feature.status().ToString();
+      EXPECT_TRUE(SameBits(*feature, features[i]));
+    }
+  }
+  auto next = store->Insert(MakeRecord(4));
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(*next, 40);
+
+  // An id or a path already stored: nothing of the batch is written.
+  std::vector<ImageRecord> clash = {MakeRecord(10), MakeRecord(11)};
+  clash[0].id = 100;
+  clash[1].id = 7;
+  const std::vector<std::vector<float>> none(2);
+  EXPECT_EQ(store->InsertWithIds(clash, none).code(), StatusCode::kAlreadyExists);
+  clash[1] = MakeRecord(2);
+  clash[1].id = 101;
+  EXPECT_EQ(store->InsertWithIds(clash, none).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(store->Get(100).status().code(), StatusCode::kNotFound);
+  // Refused before anything is written.
+  clash[1] = MakeRecord(12);
+  clash[1].id = 0;
+  EXPECT_EQ(store->InsertWithIds(clash, none).code(), StatusCode::kInvalidArgument);
+  clash[1].id = 102;
+  EXPECT_EQ(store->InsertWithIds(clash, std::vector<std::vector<float>>(1)).code(),
+            StatusCode::kInvalidArgument);
+  std::vector<std::vector<float>> bad = {{}, {std::numeric_limits<float>::infinity()}};
+  EXPECT_EQ(store->InsertWithIds(clash, bad).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*CountImages(*store), 4);
 }
 
 // Text is compared byte for byte, as SQLite does: case, trailing spaces
@@ -776,6 +829,275 @@ TYPED_TEST(MetadataStoreTest, EmptyStoreHasNoFeatures) {
 // transaction each, then a full scan. PIXSEEK_BENCH_N sets the count;
 // PIXSEEK_BENCH_DURABLE=1 makes MariaDB flush its log at each commit, as a
 // production server does (the test server does not).
+// ---------------------------------------------------------------------------
+// Leases and jobs (coordination of the processes that share a store)
+
+using std::chrono::milliseconds;
+
+JobQuery Jobs(const std::string& kind, std::optional<std::string> state = std::nullopt,
+              size_t limit = 100, bool newest_first = false) {
+  JobQuery query;
+  query.kind = kind;
+  query.state = std::move(state);
+  query.limit = limit;
+  query.newest_first = newest_first;
+  return query;
+}
+
+JobRecord Job(int64_t id, const std::string& kind, const std::string& state,
+              const std::string& payload = "") {
+  JobRecord job;
+  job.id = id;
+  job.kind = kind;
+  job.state = state;
+  job.payload = payload;
+  return job;
+}
+
+TYPED_TEST(MetadataStoreTest, LeaseHasOneHolderAtATime) {
+  auto store = this->Open();
+  auto other = this->Open();  // another process's connection to the same data
+  ASSERT_NE(store, nullptr);
+  ASSERT_NE(other, nullptr);
+  const milliseconds ttl(60000);
+  EXPECT_TRUE(*store->AcquireLease("build", "node-a", ttl));
+  EXPECT_FALSE(*other->AcquireLease("build", "node-b", ttl));
+  EXPECT_FALSE(*other->RenewLease("build", "node-b", ttl));
+  EXPECT_TRUE(*store->AcquireLease("build", "node-a", ttl));  // already ours: extended
+  EXPECT_TRUE(*store->RenewLease("build", "node-a", ttl));
+  EXPECT_TRUE(*store->RenewLease("build", "node-a", ttl));  // twice in a row (no change is fine)
+  // Leases are independent of each other.
+  EXPECT_TRUE(*other->AcquireLease("reindex", "node-b", ttl));
+  // Only the holder's release counts.
+  ASSERT_TRUE(other->ReleaseLease("build", "node-b").ok());
+  EXPECT_FALSE(*other->AcquireLease("build", "node-b", ttl));
+  ASSERT_TRUE(store->ReleaseLease("build", "node-a").ok());
+  ASSERT_TRUE(store->ReleaseLease("build", "node-a").ok());  // not held: nothing to do
+  EXPECT_FALSE(*store->RenewLease("build", "node-a", ttl));  // released is not renewable
+  EXPECT_TRUE(*other->AcquireLease("build", "node-b", ttl));
+  EXPECT_FALSE(*store->AcquireLease("build", "node-a", ttl));
+}
+
+TYPED_TEST(MetadataStoreTest, ExpiredLeaseIsTakenOver) {
+  auto store = this->Open();
+  auto other = this->Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_NE(other, nullptr);
+  const milliseconds short_ttl(300);
+  ASSERT_TRUE(*store->AcquireLease("build", "node-a", short_ttl));
+  EXPECT_FALSE(*other->AcquireLease("build", "node-b", short_ttl));
+  std::this_thread::sleep_for(milliseconds(700));
+  // Expired, but nobody took it: still node-a's.
+  EXPECT_TRUE(*store->RenewLease("build", "node-a", short_ttl));
+  std::this_thread::sleep_for(milliseconds(700));
+  EXPECT_TRUE(*other->AcquireLease("build", "node-b", milliseconds(60000)));
+  // node-a learns it lost the lease, and can neither renew nor take it back.
+  EXPECT_FALSE(*store->RenewLease("build", "node-a", short_ttl));
+  EXPECT_FALSE(*store->AcquireLease("build", "node-a", short_ttl));
+}
+
+// Many contenders at once, each through its own connection: exactly one wins.
+TYPED_TEST(MetadataStoreTest, ConcurrentAcquireHasOneWinner) {
+  constexpr int kContenders = 6;
+  std::vector<std::unique_ptr<MetadataStore>> stores;
+  for (int i = 0; i < kContenders; ++i) {
+    stores.push_back(this->Open());
+    ASSERT_NE(stores.back(), nullptr);
+  }
+  for (int round = 0; round < 3; ++round) {
+    const std::string name = "lease-" + std::to_string(round);
+    std::atomic<int> winners{0}, errors{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kContenders; ++i) {
+      threads.emplace_back([&, i] {
+        auto won = stores[i]->AcquireLease(name, "node-" + std::to_string(i), milliseconds(60000));
+        if (!won.ok()) {
+          ++errors;
+        } else if (*won) {
+          ++winners;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(winners.load(), 1) << name;
+  }
+}
+
+TYPED_TEST(MetadataStoreTest, LeaseArgumentsAreChecked) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  const milliseconds ttl(1000);
+  const std::string too_long(256, 'x');
+  EXPECT_EQ(store->AcquireLease("", "a", ttl).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AcquireLease("b", "", ttl).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AcquireLease(too_long, "a", ttl).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AcquireLease("b", too_long, ttl).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AcquireLease("b", "a", milliseconds(0)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->AcquireLease("b", "a", std::chrono::hours(25)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->RenewLease("b", "a", milliseconds(-5)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->ReleaseLease("", "a").code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(*store->AcquireLease(std::string(255, 'n'), std::string(255, 'o'), ttl));
+}
+
+TYPED_TEST(MetadataStoreTest, JobsAreCreatedReadAndListed) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  const int64_t now = static_cast<int64_t>(std::time(nullptr));
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    JobRecord job;
+    job.kind = i == 2 ? "train" : "build";
+    job.state = i < 3 ? "queued" : "done";
+    job.payload = "{\"path\": \"/data/é" + std::to_string(i) + "\"}";
+    job.id = i == 0 ? 12345 : 0;  // a given id is kept; later ones come after it
+    auto id = store->CreateJob(job);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    ids.push_back(*id);
+  }
+  EXPECT_EQ(ids[0], 12345);
+  for (size_t i = 1; i < ids.size(); ++i) EXPECT_GT(ids[i], ids[i - 1]);
+  auto job = store->GetJob(ids[1]);
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ(job->id, ids[1]);
+  EXPECT_EQ(job->kind, "build");
+  EXPECT_EQ(job->state, "queued");
+  EXPECT_EQ(job->payload, "{\"path\": \"/data/é1\"}");
+  EXPECT_NEAR(static_cast<double>(job->created_at), static_cast<double>(now), 300.0);
+  EXPECT_EQ(job->updated_at, job->created_at);
+  EXPECT_EQ(store->GetJob(999999).status().code(), StatusCode::kNotFound);
+
+  auto all = store->ListJobs(Jobs("build"));
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 4u);
+  EXPECT_EQ((*all)[0].id, ids[0]);
+  EXPECT_EQ((*all)[3].id, ids[4]);
+  auto queued = store->ListJobs(Jobs("build", "queued"));
+  ASSERT_TRUE(queued.ok());
+  ASSERT_EQ(queued->size(), 2u);
+  EXPECT_EQ((*queued)[0].id, ids[0]);
+  EXPECT_EQ((*queued)[1].id, ids[1]);
+  auto newest = store->ListJobs(Jobs("build", std::nullopt, 2, true));
+  ASSERT_TRUE(newest.ok());
+  ASSERT_EQ(newest->size(), 2u);
+  EXPECT_EQ((*newest)[0].id, ids[4]);
+  EXPECT_EQ((*newest)[1].id, ids[3]);
+  auto newest_done = store->ListJobs(
+      Jobs("build", "done", 1, true));
+  ASSERT_TRUE(newest_done.ok());
+  ASSERT_EQ(newest_done->size(), 1u);
+  EXPECT_EQ((*newest_done)[0].id, ids[4]);
+  auto none = store->ListJobs(Jobs("reindex"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+
+  // A large payload is kept whole.
+  JobRecord big = Job(0, "build", "done", std::string(300000, 'p'));
+  auto big_id = store->CreateJob(big);
+  ASSERT_TRUE(big_id.ok()) << big_id.status().ToString();
+  EXPECT_EQ(store->GetJob(*big_id)->payload, big.payload);
+}
+
+TYPED_TEST(MetadataStoreTest, JobIdsAreKeptOnImportAndNeverReused) {
+  int64_t imported = 0, assigned = 0;
+  {
+    auto store = this->Open();
+    ASSERT_NE(store, nullptr);
+    auto id = store->CreateJob(Job(40, "build", "done"));
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    imported = *id;
+    EXPECT_EQ(imported, 40);
+    EXPECT_EQ(store->CreateJob(Job(40, "build", "queued"))
+                  .status()
+                  .code(),
+              StatusCode::kAlreadyExists);
+    assigned = *store->CreateJob(Job(0, "build", "queued"));
+    EXPECT_GT(assigned, imported);
+  }
+  auto store = this->Open();  // reopened: the sequence goes on
+  ASSERT_NE(store, nullptr);
+  auto next = store->CreateJob(Job(0, "build", "queued"));
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(*next, assigned);
+  EXPECT_EQ(store->GetJob(40)->state, "done");
+}
+
+TYPED_TEST(MetadataStoreTest, JobArgumentsAreChecked) {
+  auto store = this->Open();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->CreateJob(Job(0, "", "queued")).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->CreateJob(Job(0, std::string(65, 'k'), "queued"))
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->CreateJob(Job(0, "build", "")).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->CreateJob(Job(0, "build", std::string(33, 's')))
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->CreateJob(Job(-1, "build", "queued"))
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->ListJobs(JobQuery{}).status().code(), StatusCode::kInvalidArgument);
+  auto list = store->ListJobs(Jobs("build"));
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());  // nothing was stored by the refusals
+}
+
+// Only the lease's holder writes a job; one that lost the lease writes
+// nothing, so it cannot overwrite the new holder's progress.
+TYPED_TEST(MetadataStoreTest, JobUpdatesNeedTheLease) {
+  auto store = this->Open();
+  auto other = this->Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_NE(other, nullptr);
+  auto id = store->CreateJob(Job(0, "build", "queued", "{}"));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  JobRecord update = Job(*id, "build", "running", "{\"n\": 1}");
+  // Nobody holds the lease yet.
+  EXPECT_EQ(store->UpdateJob(update, "build", "node-a").code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(*store->AcquireLease("build", "node-a", milliseconds(300)));
+  ASSERT_TRUE(store->UpdateJob(update, "build", "node-a").ok());
+  ASSERT_TRUE(store->UpdateJob(update, "build", "node-a").ok());  // the same again is fine
+  EXPECT_EQ(store->GetJob(*id)->state, "running");
+  EXPECT_EQ(store->GetJob(*id)->payload, "{\"n\": 1}");
+  // Another owner, or another lease's holder, cannot write it.
+  EXPECT_EQ(other->UpdateJob(update, "build", "node-b").code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(*other->AcquireLease("other", "node-b", milliseconds(60000)));
+  Status wrong_lease = other->UpdateJob(update, "build", "node-b");
+  EXPECT_EQ(wrong_lease.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(wrong_lease.message().find("node-b does not hold lease build"), std::string::npos)
+      << wrong_lease.ToString();
+  // node-a's lease lapses and node-b takes it: node-a's writes are refused.
+  std::this_thread::sleep_for(milliseconds(700));
+  ASSERT_TRUE(*other->AcquireLease("build", "node-b", milliseconds(60000)));
+  JobRecord late = update;
+  late.state = "done";
+  EXPECT_EQ(store->UpdateJob(late, "build", "node-a").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->GetJob(*id)->state, "running");
+  JobRecord taken = update;
+  taken.payload = "{\"n\": 2}";
+  ASSERT_TRUE(other->UpdateJob(taken, "build", "node-b").ok());
+  EXPECT_EQ(store->GetJob(*id)->payload, "{\"n\": 2}");
+  // The holder gets NotFound for a job that does not exist, and bad states
+  // are refused before anything is written.
+  JobRecord missing = update;
+  missing.id = 999999;
+  EXPECT_EQ(other->UpdateJob(missing, "build", "node-b").code(), StatusCode::kNotFound);
+  JobRecord bad = update;
+  bad.state = "";
+  EXPECT_EQ(other->UpdateJob(bad, "build", "node-b").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->GetJob(*id)->payload, "{\"n\": 2}");
+}
+
 TYPED_TEST(MetadataStoreTest, DISABLED_FeatureThroughput) {
   const char* env = std::getenv("PIXSEEK_BENCH_N");
   const int n = env != nullptr ? std::atoi(env) : 10000;
@@ -996,7 +1318,7 @@ TEST_F(MysqlStoreTest, DamagedSchemaIsDataLoss) {
 
 TEST_F(MysqlStoreTest, SchemaIsUtf8mb4InnoDb) {
   ASSERT_TRUE(OpenMysqlStore(server_->Url(database_)).ok());
-  for (const char* table : {"images", "settings", "features", "schema_version"}) {
+  for (const char* table : {"images", "settings", "features", "leases", "jobs", "schema_version"}) {
     std::string engine, collation;
     std::string where = " FROM information_schema.TABLES WHERE TABLE_SCHEMA = '" + database_ +
                         "' AND TABLE_NAME = '" + table + "'";
@@ -1007,7 +1329,7 @@ TEST_F(MysqlStoreTest, SchemaIsUtf8mb4InnoDb) {
   }
   std::string version;
   ASSERT_EQ(server_->Admin("SELECT version FROM `" + database_ + "`.schema_version", &version), "");
-  EXPECT_EQ(version, "2");
+  EXPECT_EQ(version, "3");
 }
 
 // A database of schema version 1 (before base features) gets the features
@@ -1030,7 +1352,7 @@ TEST_F(MysqlStoreTest, VersionOneDatabaseGetsTheFeaturesTable) {
   EXPECT_TRUE(SameBits(*(*store)->GetFeature(id), MakeFeature(1, 4)));
   std::string version;
   ASSERT_EQ(server_->Admin("SELECT version FROM `" + database_ + "`.schema_version", &version), "");
-  EXPECT_EQ(version, "2");
+  EXPECT_EQ(version, "3");  // and on to the leases and jobs
 }
 
 TEST_F(MysqlStoreTest, InvalidUtf8AndTooLongTextAreInvalidArgument) {

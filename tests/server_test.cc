@@ -1508,19 +1508,27 @@ TEST(ServerBuildTest, BuildJobsSurviveARestart) {
   EXPECT_EQ(again.Get(7).value().indexed, 4u);
   ASSERT_TRUE(again.Get(8).ok());
   EXPECT_EQ(CountImages((*db)->store()).value(), 4);
-  // Job 8 may still run (again, after the restart); when it ends it saves
-  // the file, which must not overwrite the damaged one below.
+  // Job 8 may still run (again, after the restart).
   EXPECT_TRUE(testing::WaitFor(
       [&] {
         const std::string state = again.Get(8).value().state;
         return state == "done" || state == "failed";
       },
       30s, 20ms));
+  // The file was imported into the metadata store once, and set aside.
+  EXPECT_FALSE(std::filesystem::exists((*db)->dir() / "build_jobs.json"));
+  EXPECT_TRUE(std::filesystem::exists((*db)->dir() / "build_jobs.json.imported"));
 
-  // A damaged file is reported and ignored, never fatal.
+  // A damaged file is reported, set aside and ignored, never fatal: the jobs
+  // in the store are still listed.
   testing::WriteBytes((*db)->dir() / "build_jobs.json", std::vector<uint8_t>{'{', 'x'});
   BuildJobs damaged(**db, {root});
-  EXPECT_TRUE(damaged.List().empty());
+  auto listed = damaged.List();
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 3u);
+  EXPECT_EQ((*listed)[0].id, 6);
+  EXPECT_EQ((*listed)[2].id, 8);
+  EXPECT_TRUE(std::filesystem::exists((*db)->dir() / "build_jobs.json.damaged"));
 }
 
 // Graceful shutdown: a request already being received when Stop() is called

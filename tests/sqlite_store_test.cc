@@ -122,7 +122,7 @@ TEST_F(SqliteStoreTest, VersionOneFileGetsTheFeaturesTable) {
 
   auto store = Open();
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(UserVersion(file()), 2);
+  EXPECT_EQ(UserVersion(file()), 3);  // features (2), then leases and jobs (3)
   auto old = store->FindByPath("/old/a.jpg");
   ASSERT_TRUE(old.ok() && old->has_value());
   EXPECT_EQ((*old)->label, "cats");

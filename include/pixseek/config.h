@@ -35,6 +35,8 @@ Status LoadConfigFile(const std::filesystem::path& file, Config& config);
 //   PIXSEEK_MODEL         model name
 //   PIXSEEK_HOME          where models live
 //   PIXSEEK_METADATA_URL  sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB
+//   PIXSEEK_VECTOR_URL    milvus://[USER:PASS@]HOST:PORT/COLLECTION (vectors on a
+//                         server; empty = the index in the database directory)
 //   PIXSEEK_CACHE_URL     memory:// or redis://[:PASS@]HOST:PORT/N
 //   PIXSEEK_API_KEYS      comma-separated API keys
 //   PIXSEEK_HOST, PIXSEEK_PORT  the server's address

@@ -87,6 +87,18 @@ struct DatabaseOptions {
   // the store (without its password) so that a database built on MariaDB is
   // never opened on an empty SQLite file by mistake (FailedPrecondition).
   std::string metadata_url;
+  // Where the vectors live when they are not in the database directory: a
+  // server that several pixseek nodes can share. Empty = the embedded index
+  // (index_kind). "milvus://[USER:PASSWORD@]HOST[:PORT]/COLLECTION[?token=T]"
+  // = Milvus (index kind "milvus"): a new database given it is made there
+  // (index_kind must then be empty or "milvus"; InvalidArgument otherwise).
+  // The manifest records the URL without its password or token; an existing
+  // database opens only with the URL of the same host and collection when
+  // its vectors are in Milvus, and only without one when they are in its
+  // own index (FailedPrecondition saying what to set). InvalidArgument for
+  // another scheme. Vectors move from an embedded index to a server with
+  // `pixseek migrate` (MigrateDatabase, include/pixseek/migrate.h).
+  std::string vector_url;
   // The query cache: empty or "memory://" = in-process LRU of cache_bytes;
   // "redis://[:PASS@]HOST:PORT/N[?ttl=S&prefix=P]" = Redis (OpenCache).
   std::string cache_url;
@@ -119,6 +131,9 @@ struct DatabaseStats {
   int dimension = 0;
   std::string model;
   std::string index_kind;
+  // The server holding the vectors, without its password or token
+  // ("milvus://HOST:PORT/COLLECTION"); empty for an embedded index.
+  std::string vector_store;
   // The index's own figures (VectorIndex::Stats).
   std::vector<IndexStat> index;
   int base_dimension = 0;      // the network's output (what training reads)
@@ -346,7 +361,9 @@ class Database {
   Status OpenIndexAndStores(Opening& o);
   Status Create(Opening& o);
   // Repairs what a crash between the steps of Insert/Remove can leave:
-  // vectors without metadata are removed, metadata without a vector is removed.
+  // vectors without metadata are removed, metadata without a vector is
+  // removed. Embedded indexes only (see Open: with the vectors on a shared
+  // server, another node's insert in flight looks the same).
   Status Reconcile();
   // Writes the thumbnail of image `id` (not synced: it can be made again).
   Status WriteThumbnail(int64_t id, std::span<const uint8_t> jpeg) const;

@@ -22,6 +22,10 @@ struct CheckOptions {
   // The metadata store when it is not DIR/metadata.db ("mysql://..."; the
   // manifest records it without its password). Empty = DIR's SQLite file.
   std::string metadata_url;
+  // The vector server when the vectors are not in DIR ("milvus://..."; the
+  // manifest records it without its password), as DatabaseOptions::vector_url.
+  // Empty = the database's own index.
+  std::string vector_url;
   // Where models are installed; empty = DefaultPixseekHome(). Only a repair
   // that restores vectors of a database whose model has a trained head
   // needs the model (its head projects the stored features).

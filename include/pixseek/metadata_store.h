@@ -3,6 +3,7 @@
 #ifndef PIXSEEK_METADATA_STORE_H_
 #define PIXSEEK_METADATA_STORE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -58,6 +59,27 @@ struct RecordFilter {
   }
 };
 
+// One unit of background work (a build started over HTTP), kept in the store
+// so that every process sharing it sees the same list (MetadataStore's jobs).
+// The store knows nothing of what a job does: `state` and `payload` are the
+// runner's vocabulary.
+struct JobRecord {
+  int64_t id = 0;          // CreateJob assigns it (or keeps a given one)
+  std::string kind;        // who runs it, e.g. "build"; 1..64 characters
+  std::string state;       // e.g. "queued", "running", "done"; 1..32 characters
+  std::string payload;     // the runner's description and progress (JSON)
+  int64_t created_at = 0;  // unix seconds by the store's clock, set by CreateJob
+  int64_t updated_at = 0;  // unix seconds by the store's clock, set by every write
+};
+
+// Which jobs MetadataStore::ListJobs returns.
+struct JobQuery {
+  std::string kind;                  // required
+  std::optional<std::string> state;  // only jobs in this state when set
+  size_t limit = 100;
+  bool newest_first = false;         // by id; oldest first otherwise
+};
+
 // Thread-safety: all methods are safe to call concurrently.
 class MetadataStore {
  public:
@@ -81,6 +103,14 @@ class MetadataStore {
   virtual Result<std::vector<int64_t>> InsertMany(std::span<const ImageRecord> records,
                                                   int dimension,
                                                   std::span<const float> features) = 0;
+  // Stores records under the ids they carry (`pixseek migrate` copying a
+  // database into this store), each with its base feature (`features[i]`;
+  // empty: none), in one transaction; ids assigned later are larger than
+  // every id stored. On any error nothing is written. InvalidArgument for
+  // sizes that differ, an id < 1, an empty path or a non-finite value;
+  // AlreadyExists for an id or a path already stored or given twice.
+  virtual Status InsertWithIds(std::span<const ImageRecord> records,
+                               std::span<const std::vector<float>> features) = 0;
   // NotFound for an unknown id.
   virtual Result<ImageRecord> Get(int64_t id) const = 0;
   // Records for the ids that exist, in the order of `ids`; unknown ids skipped.
@@ -128,6 +158,59 @@ class MetadataStore {
   // Small key/value settings of the database (model name, dimension, ...).
   virtual Result<std::optional<std::string>> GetSetting(const std::string& key) const = 0;
   virtual Status SetSetting(const std::string& key, const std::string& value) = 0;
+
+  // ---- Coordination of the processes that share the store ----
+  //
+  // Several processes (the nodes of a multi-node deployment, all on one
+  // MariaDB) divide work through leases and job records. Times come from the
+  // store's own clock (the MariaDB server's NOW(); for SQLite, the clock of
+  // the machine that holds the file), so the nodes' clocks need not agree.
+
+  // Leases: named locks that lapse unless renewed. A lease is held by the
+  // owner recorded for it until that owner releases it; once its expiry has
+  // passed, any other owner may take it (and so become its holder), but
+  // until someone does, it is still the old owner's. `owner` names one
+  // process (make it unique: host, pid and a random part); `name` and
+  // `owner` are 1..255 characters and `ttl` 1 ms..24 h, InvalidArgument
+  // otherwise.
+  //
+  // Takes lease `name` for `owner` until `ttl` from now when nobody holds
+  // it, its expiry has passed, or `owner` holds it already (which extends
+  // it). Returns whether `owner` holds it now; false (not an error) while
+  // another owner holds it unexpired.
+  virtual Result<bool> AcquireLease(const std::string& name, const std::string& owner,
+                                    std::chrono::milliseconds ttl) = 0;
+  // Extends lease `name` until `ttl` from now if `owner` still holds it.
+  // False when it does not (it released it, or another owner took it after
+  // it expired): whatever it guarded may have been done by another since.
+  virtual Result<bool> RenewLease(const std::string& name, const std::string& owner,
+                                  std::chrono::milliseconds ttl) = 0;
+  // Gives lease `name` up if `owner` holds it; otherwise does nothing.
+  virtual Status ReleaseLease(const std::string& name, const std::string& owner) = 0;
+
+  // Jobs. Any process may create one; only the holder of a lease may change
+  // one (UpdateJob), so that a process that lost its lease (stalled, cut off
+  // from the store) cannot overwrite what the new holder writes.
+  //
+  // Stores `job` and returns its id. With job.id == 0 the store assigns the
+  // next id; a positive job.id is kept (importing older jobs), and later
+  // assigned ids are larger. created_at and updated_at are set to now.
+  // InvalidArgument for an empty or too long kind or state, or a negative
+  // id; AlreadyExists for a positive id that is taken. (On MariaDB, like
+  // Insert, an Unavailable answer does not prove that nothing was stored.)
+  virtual Result<int64_t> CreateJob(const JobRecord& job) = 0;
+  // Sets the state and payload of job `job.id` (its kind and times are
+  // not taken from `job`; updated_at becomes now), provided `owner` holds
+  // lease `lease`. NotFound for an unknown job; FailedPrecondition when
+  // `owner` does not hold the lease (nothing is written then);
+  // InvalidArgument for an empty or too long state.
+  virtual Status UpdateJob(const JobRecord& job, const std::string& lease,
+                           const std::string& owner) = 0;
+  // NotFound for an unknown id.
+  virtual Result<JobRecord> GetJob(int64_t id) const = 0;
+  // The jobs of query.kind (and query.state, when set) in id order, at most
+  // query.limit of them. InvalidArgument for an empty kind.
+  virtual Result<std::vector<JobRecord>> ListJobs(const JobQuery& query) const = 0;
 
   // Verifies the store's own structures (`pixseek check`): SQLite's PRAGMA
   // integrity_check and foreign_key_check; for MariaDB, that the server

@@ -33,6 +33,13 @@ struct BuildOptions {
   const std::atomic<bool>* cancel = nullptr;
   // Called after each file with (processed, total, failed).
   std::function<void(uint64_t, uint64_t, uint64_t)> on_progress;
+  // Also checks that every image already stored has its vector in the index,
+  // and stores it again when not. For a build that resumes one a crash
+  // interrupted on another process: that process may have died between the
+  // metadata commit of its last batch and the batch's vectors (a restart of
+  // that process would repair this itself; a build taken over by another
+  // does not restart anything). Costs one index lookup per stored image.
+  bool verify_stored = false;
 };
 
 struct BuildFailure {
@@ -68,7 +75,7 @@ class BuildService {
 struct BuildJobStatus {
   int64_t id = 0;
   std::string path;
-  std::string state;  // "queued", "running", "done", "failed", "cancelled"
+  std::string state;  // "queued", "running", "done", "failed"
   uint64_t processed = 0;
   uint64_t total = 0;
   uint64_t failed = 0;
@@ -76,19 +83,50 @@ struct BuildJobStatus {
   uint64_t skipped = 0;
   double rate = 0;   // files per second
   double eta_s = 0;  // seconds left at that rate
-  std::vector<BuildFailure> failures;  // filled in when the job ends
-  std::string error;                   // why a job failed
+  // Filled in when the job ends: the first kMaxBuildJobFailures of them
+  // (`failed` counts them all).
+  std::vector<BuildFailure> failures;
+  std::string error;  // why a job failed
+};
+inline constexpr size_t kMaxBuildJobFailures = 1000;
+
+struct BuildJobsOptions {
+  // Only folders under one of these may be built (a server must never read
+  // arbitrary paths a client names); without any, Start refuses every build.
+  std::vector<std::filesystem::path> import_roots;
+  // The running node's hold on the builds (the store's lease "build") lasts
+  // this long unless renewed, and it renews every lease_ttl / 3: a node that
+  // dies during a job leaves it to another node after about lease_ttl.
+  std::chrono::milliseconds lease_ttl{6000};
+  // How often an idle node looks in the store for jobs to run (queued ones,
+  // and ones whose node died); Start on this node wakes it at once.
+  std::chrono::milliseconds poll_interval{1000};
 };
 
-// Runs BuildService jobs on one background thread, in the order started.
-// Only folders under one of `import_roots` may be built (the server must
-// never read arbitrary paths a client names). Jobs are saved in
-// DB/build_jobs.json: after a restart, finished jobs are still listed and
-// jobs that were queued or running run again.
-// Thread-safety: all methods may be called concurrently. The destructor
-// cancels the running job and waits for it.
+// Runs BuildService jobs in the background, one at a time, in the order
+// started, and shares them with every other process on the same metadata
+// store (the nodes of a multi-node deployment). The jobs live in the store
+// (MetadataStore's jobs, kind "build"): any node accepts one and every node
+// answers Get and List from the store. Only the holder of the store's lease
+// "build" runs jobs; each node polls for work and takes the lease when it is
+// free or has expired, so a node killed during a job leaves it to another,
+// which runs it again (a build skips the images already stored). A node that
+// loses the lease (it stalled, or lost the store for longer than lease_ttl)
+// stops its job and writes nothing more to it. Jobs that were queued or
+// running when every node stopped run again at the next start.
+//
+// DB/build_jobs.json, where jobs were kept before, is imported into the
+// store on construction (its ids kept, jobs that were queued or running
+// queued again) and renamed to build_jobs.json.imported (a damaged one to
+// build_jobs.json.damaged, after a message).
+//
+// Thread-safety: all methods may be called concurrently. Owns two threads
+// (the runner and the lease keeper); the destructor stops the running job,
+// leaves it queued and gives the lease up, so that another node can resume it
+// at once.
 class BuildJobs {
  public:
+  BuildJobs(Database& db, BuildJobsOptions options);
   BuildJobs(Database& db, std::vector<std::filesystem::path> import_roots);
   ~BuildJobs();
   BuildJobs(const BuildJobs&) = delete;
@@ -96,11 +134,14 @@ class BuildJobs {
 
   // Queues a build of `path`. InvalidArgument for an empty path;
   // PermissionDenied when no import root is configured or the path lies
-  // outside them; NotFound when it is not a directory.
+  // outside them; NotFound when it is not a directory; the store's error
+  // (Unavailable) when the job cannot be recorded.
   Result<int64_t> Start(const std::filesystem::path& path);
-  // NotFound for an unknown job.
+  // NotFound for an unknown job; the store's error when it cannot be read.
   Result<BuildJobStatus> Get(int64_t id) const;
-  std::vector<BuildJobStatus> List() const;
+  // The newest 100 jobs, oldest first; the store's error when it cannot be
+  // read.
+  Result<std::vector<BuildJobStatus>> List() const;
 
  private:
   struct State;

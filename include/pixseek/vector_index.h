@@ -167,6 +167,11 @@ class VectorIndex {
 struct VectorIndexSpec {
   std::string kind;                // a VectorIndexKinds() name: "disk", "flat"
   std::filesystem::path dir;       // the database directory; the kind names its files
+  // Kinds that live on a server: the URL they talk to. "milvus":
+  // milvus://[USER:PASSWORD@]HOST[:PORT]/[DATABASE/]COLLECTION[?token=TOKEN]
+  // (port 19530 by default; USER:PASSWORD or the token is sent as the Bearer
+  // credential and never shown). Empty for the kinds kept in `dir`.
+  std::string url;
   int dimension = 0;
   // Read-only: nothing is created, locked or repaired; Add/Remove fail with
   // FailedPrecondition. For one-shot readers while a server writes.
@@ -194,7 +199,8 @@ struct VectorIndexKind {
   const char* summary;  // one line for --help
   std::span<const IndexParamSpec> params;
   Result<std::unique_ptr<VectorIndex>> (*open)(const VectorIndexSpec& spec);
-  // The files or directories the kind keeps in the database directory.
+  // The files or directories the kind keeps in the database directory;
+  // empty for a kind that keeps none there (milvus: its data is on the server).
   const char* files;
   // Reads the kind's files in spec.dir without changing them (see
   // VerifyVectorIndex).

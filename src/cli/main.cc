@@ -26,6 +26,7 @@
 #include "pixseek/database.h"
 #include "pixseek/database_check.h"
 #include "pixseek/disk_index.h"
+#include "pixseek/migrate.h"
 #include "pixseek/model_registry.h"
 #include "pixseek/server.h"
 #include "pixseek/services.h"
@@ -44,6 +45,7 @@ struct DbFlags {
   std::string db;
   std::string model;
   std::string metadata_url;
+  std::string vector_url;
   std::string cache_url;
   int threads = 0;
   size_t max_bytes = DecodeLimits{}.max_bytes;
@@ -61,6 +63,7 @@ struct DbFlags {
         db(from.dir.string()),
         model(from.model),
         metadata_url(from.metadata_url),
+        vector_url(from.vector_url),
         cache_url(from.cache_url),
         threads(from.threads),
         max_bytes(from.limits.max_bytes),
@@ -85,10 +88,11 @@ std::string MisplacedFlagMessage(const IndexParamSpec& spec, const std::string& 
 // The index parameters' flags from the parameter table
 // (include/pixseek/index_params.h): the ones that act on `command` are
 // offered, the others are hidden and refused with a message that says where
-// they act. `build` also chooses the kind of a new database.
+// they act. `build` also chooses the kind of a new database (`migrate` takes
+// build's parameters, but its vector URL chooses the kind).
 void AddIndexFlags(CLI::App* cmd, DbFlags& f, ParamCommand command) {
   const std::string name = cmd->get_name();
-  if (command == kCmdBuild) {
+  if (command == kCmdBuild && name == "build") {
     std::vector<std::string> kinds;
     std::string help = "Vector index of a new database:";
     for (const VectorIndexKind& kind : VectorIndexKinds()) {
@@ -101,9 +105,11 @@ void AddIndexFlags(CLI::App* cmd, DbFlags& f, ParamCommand command) {
     cmd->add_option_function<std::string>(
            "--index",
            [name](const std::string&) {
-             throw CLI::ValidationError("--index", "has no effect on `pixseek " + name +
-                                                       "`: a database's index kind is chosen "
-                                                       "when it is created (pixseek build)");
+             throw CLI::ValidationError(
+                 "--index", "has no effect on `pixseek " + name +
+                                (name == "migrate" ? "`: the vector URL chooses the index kind"
+                                                   : "`: a database's index kind is chosen "
+                                                     "when it is created (pixseek build)"));
            })
         ->group("");
   }
@@ -137,6 +143,13 @@ ImagePreprocessing& AskedPreprocessing(DbFlags& f) {
   return *f.base.preprocessing;
 }
 
+// --vector-url, beside --metadata-url on every command that takes that.
+void AddVectorUrlFlag(CLI::App* cmd, DbFlags& f) {
+  cmd->add_option("--vector-url", f.vector_url,
+                  "Vector store on a server: milvus://[USER:PASS@]HOST:PORT/COLLECTION "
+                  "(or $PIXSEEK_VECTOR_URL; default: the index in the database directory)");
+}
+
 void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   cmd->add_option("--config", f.config_file,
                   "TOML configuration file (default $PIXSEEK_CONFIG; see docs/configuration.md)");
@@ -144,6 +157,7 @@ void AddDbFlags(CLI::App* cmd, DbFlags& f, bool with_model) {
   cmd->add_option("--metadata-url", f.metadata_url,
                   "Metadata store: sqlite://PATH or mysql://USER:PASS@HOST:PORT/DB "
                   "(or $PIXSEEK_METADATA_URL; default: SQLite in the database directory)");
+  AddVectorUrlFlag(cmd, f);
   cmd->add_option("--cache-url", f.cache_url,
                   "Query cache: memory:// or redis://HOST:PORT/N (or $PIXSEEK_CACHE_URL)");
   if (with_model) {
@@ -184,6 +198,7 @@ DatabaseOptions ToOptions(const DbFlags& f, const std::string& home, bool read_o
   o.model = f.model;
   if (!home.empty()) o.home = home;
   o.metadata_url = f.metadata_url;
+  o.vector_url = f.vector_url;
   o.cache_url = f.cache_url;
   o.threads = f.threads;
   o.limits.max_bytes = f.max_bytes;
@@ -601,6 +616,70 @@ int RunReindex(const std::string& home, const DbFlags& flags, const std::string&
   return 0;
 }
 
+int RunMigrate(const std::string& home, const DbFlags& flags, size_t batch_rows, bool as_json) {
+  const DatabaseOptions db = ToOptions(flags, home);
+  MigrateOptions options;
+  options.dir = db.dir;
+  options.home = db.home;
+  options.vector_url = db.vector_url;
+  options.metadata_url = db.metadata_url;
+  options.index_params = db.index_params;
+  options.batch_rows = batch_rows;
+  options.cancel = &g_cancel;
+  // For the resumption tests (tests/migrate_test.cc): a crash after N batches.
+  if (const char* n = std::getenv("PIXSEEK_MIGRATE_KILL_AFTER_BATCHES"); n != nullptr) {
+    options.kill_after_batches = std::strtoull(n, nullptr, 10);
+  }
+  std::signal(SIGINT, OnInterrupt);
+  auto report = MigrateDatabase(options);
+  if (!report.ok()) {
+    if (report.status().code() == StatusCode::kCancelled) {
+      std::fprintf(stderr, "pixseek: migrate interrupted; run the same command again to "
+                           "continue (the database is unchanged until the copy is complete)\n");
+      return 130;
+    }
+    return Fail(report.status());
+  }
+  if (as_json) {
+    json old = json::array();
+    for (const auto& f : report->old_files) old.push_back(f.string());
+    std::cout << json{{"images", report->images},
+                      {"vectors_copied", report->vectors_copied},
+                      {"vectors_present", report->vectors_present},
+                      {"rows_copied", report->rows_copied},
+                      {"rows_present", report->rows_present},
+                      {"stale_removed", report->stale_removed},
+                      {"vector_store", report->vector_store},
+                      {"metadata_store", report->metadata_store},
+                      {"old_files", old},
+                      {"seconds", report->seconds}}
+                     .dump()
+              << std::endl;
+    return 0;
+  }
+  std::printf("migrated %llu images in %.1f s: vectors in %s, metadata in %s\n",
+              static_cast<unsigned long long>(report->images), report->seconds,
+              report->vector_store.c_str(),
+              report->metadata_store == "sqlite" ? (options.dir / "metadata.db").c_str()
+                                                 : report->metadata_store.c_str());
+  std::printf("(%llu vectors and %llu rows copied now, %llu and %llu by an earlier run)\n",
+              static_cast<unsigned long long>(report->vectors_copied),
+              static_cast<unsigned long long>(report->rows_copied),
+              static_cast<unsigned long long>(report->vectors_present),
+              static_cast<unsigned long long>(report->rows_present));
+  std::printf("every command now needs --vector-url (or PIXSEEK_VECTOR_URL, or vector_url in "
+              "the config)%s\n",
+              report->metadata_store == "sqlite" ? "" : " and --metadata-url");
+  if (!report->old_files.empty()) {
+    std::string rm = "rm -r --";
+    for (const auto& f : report->old_files) rm += " '" + f.string() + "'";
+    std::printf("the database no longer uses its old local files; once you no longer need them "
+                "(a backup of the embedded database), remove them with:\n  %s\n",
+                rm.c_str());
+  }
+  return 0;
+}
+
 // What every command's flags bind to, and the exit code its callback sets.
 // Commands' own arguments live in a state object their callback holds.
 struct Cli {
@@ -612,6 +691,23 @@ struct Cli {
   bool as_json = false;
   int rc = 0;
 };
+
+void AddMigrateCommand(CLI::App& app, Cli& cli) {
+  auto batch_rows = std::make_shared<size_t>(MigrateOptions{}.batch_rows);
+  auto* cmd = app.add_subcommand(
+      "migrate",
+      "Move an embedded database's vectors (and with --metadata-url its rows) to servers; "
+      "resumable");
+  AddDbFlags(cmd, cli.flags, false);
+  AddIndexFlags(cmd, cli.flags, kCmdBuild);
+  cmd->add_option("--batch-rows", *batch_rows, "Rows copied per request to a server")
+      ->check(CLI::Range(size_t{1}, size_t{100000}))
+      ->capture_default_str();
+  cmd->add_flag("--json", cli.as_json, "Print a JSON summary");
+  cmd->callback([&cli, batch_rows] {
+    cli.rc = RunMigrate(cli.home, cli.flags, *batch_rows, cli.as_json);
+  });
+}
 
 // The metric-learning flags of `pixseek train` (pixseek/train.h).
 void AddMetricFlags(CLI::App* train, MetricTrainOptions& m, std::string& loss) {
@@ -1151,6 +1247,7 @@ void AddCheckCommand(CLI::App& app, Cli& cli) {
   cmd->add_option("--db", cli.flags.db, "Database directory (or $PIXSEEK_DB)");
   cmd->add_option("--metadata-url", cli.flags.metadata_url,
                   "The metadata store when it is MariaDB (or $PIXSEEK_METADATA_URL)");
+  AddVectorUrlFlag(cmd, cli.flags);
   cmd->add_flag("--repair", *repair,
                 "Salvage what is intact and say what was lost (the database must not be open "
                 "for writing: stop a running server first)");
@@ -1159,6 +1256,7 @@ void AddCheckCommand(CLI::App& app, Cli& cli) {
     CheckOptions options;
     options.dir = cli.flags.db;
     options.metadata_url = cli.flags.metadata_url;
+    options.vector_url = cli.flags.vector_url;
     options.home = cli.home;
     options.limits.max_bytes = cli.flags.max_bytes;
     options.limits.max_pixels = cli.flags.max_pixels;
@@ -1213,6 +1311,7 @@ int main(int argc, char** argv) {
   AddTrainCommand(app, cli);
   AddReindexCommand(app, cli);
   AddCheckCommand(app, cli);
+  AddMigrateCommand(app, cli);
   auto* bench = app.add_subcommand("bench", "Benchmarks");
   bench->require_subcommand(1);
   AddBenchAnnCommand(bench, cli);

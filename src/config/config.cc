@@ -190,6 +190,7 @@ Status ReadDatabase(SectionReader& r, DatabaseOptions& d) {
   r.String("model", d.model);
   r.String("home", home);
   r.String("metadata_url", d.metadata_url);
+  r.String("vector_url", d.vector_url);
   r.String("cache_url", d.cache_url);
   r.Int("cache_bytes", d.cache_bytes, 0, kMaxI64);
   r.Int("threads", d.threads, 0, 1024);
@@ -327,6 +328,7 @@ Status ApplyEnvironment(Config& config, const GetEnv& getenv) {
   if (auto v = getenv("PIXSEEK_MODEL")) next.database.model = *v;
   if (auto v = getenv("PIXSEEK_HOME")) next.database.home = *v;
   if (auto v = getenv("PIXSEEK_METADATA_URL")) next.database.metadata_url = *v;
+  if (auto v = getenv("PIXSEEK_VECTOR_URL")) next.database.vector_url = *v;
   if (auto v = getenv("PIXSEEK_CACHE_URL")) next.database.cache_url = *v;
   if (auto v = getenv("PIXSEEK_API_KEYS")) next.server.api_keys = SplitKeys(*v);
   if (auto v = getenv("PIXSEEK_HOST")) next.server.host = *v;

@@ -88,19 +88,56 @@ Result<StoreUrl> ParseStoreUrl(const std::string& text) {
   return url;
 }
 
+namespace {
+
+// Query parameters that carry a secret (Milvus's ?token=USER:PASSWORD or an
+// API key): their values are redacted like the password.
+bool SecretParameter(std::string key) {
+  std::transform(key.begin(), key.end(), key.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return key == "token" || key == "password" || key == "api_key" || key == "apikey";
+}
+
+// `query` ("a=1&token=x") with the values of secret parameters as "***".
+std::string RedactQuery(const std::string& query) {
+  std::string out;
+  size_t begin = 0;
+  while (begin <= query.size()) {
+    size_t end = query.find('&', begin);
+    if (end == std::string::npos) end = query.size();
+    std::string part = query.substr(begin, end - begin);
+    const size_t eq = part.find('=');
+    if (eq != std::string::npos && SecretParameter(Unescape(part.substr(0, eq)))) {
+      part = part.substr(0, eq + 1) + "***";
+    }
+    out += (begin == 0 ? "" : "&") + part;
+    begin = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string RedactUrl(const std::string& text) {
   UriHolder holder;
   const char* error_pos = nullptr;
   if (uriParseSingleUriA(&holder.uri, text.c_str(), &error_pos) != URI_SUCCESS) {
     return "<unparsable URL>";
   }
+  // The ranges point into `text`, so their offsets locate the secrets; the
+  // query comes after the user info, so it is redacted first.
+  std::string out = text;
+  if (holder.uri.query.first != nullptr && holder.uri.query.afterLast != nullptr) {
+    const size_t start = static_cast<size_t>(holder.uri.query.first - text.c_str());
+    const std::string query = Range(holder.uri.query);
+    out = out.substr(0, start) + RedactQuery(query) + out.substr(start + query.size());
+  }
   const std::string userinfo = Range(holder.uri.userInfo);
   const auto colon = userinfo.find(':');
-  if (colon == std::string::npos) return text;
-  // userInfo points into `text`, so its offset locates the password.
+  if (colon == std::string::npos) return out;
   const size_t start = static_cast<size_t>(holder.uri.userInfo.first - text.c_str()) + colon + 1;
   const size_t length = userinfo.size() - colon - 1;
-  return text.substr(0, start) + "***" + text.substr(start + length);
+  return out.substr(0, start) + "***" + out.substr(start + length);
 }
 
 }  // namespace pixseek

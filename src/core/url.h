@@ -26,7 +26,8 @@ struct StoreUrl {
 // the password.
 Result<StoreUrl> ParseStoreUrl(const std::string& text);
 
-// The URL with its password replaced by "***" (for logs, errors and
+// The URL with its password, and the values of its secret query parameters
+// (token, password, api_key), replaced by "***" (for logs, errors and
 // manifests). Text that does not parse is returned as "<unparsable URL>".
 std::string RedactUrl(const std::string& text);
 

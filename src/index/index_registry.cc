@@ -13,6 +13,8 @@ const VectorIndexKind kKinds[] = {
      DiskIndexParamSpecs(), OpenDiskIndexFromSpec, "index/", VerifyDiskIndexFromSpec},
     {"flat", "exact search over every vector, all of them in RAM", {}, OpenFlatIndexFromSpec,
      "vectors.flat", VerifyFlatIndexFromSpec},
+    {"milvus", "a collection on a Milvus server (VectorIndexSpec::url): shared by several nodes",
+     MilvusIndexParamSpecs(), OpenMilvusIndexFromSpec, "", VerifyMilvusIndexFromSpec},
 };
 
 }  // namespace

@@ -127,6 +127,8 @@ nlohmann::json StatsJson(const DatabaseStats& stats) {
                         {"denoise", stats.preprocessing.denoise},
                         {"stored_max_side", stats.preprocessing.stored_max_side},
                         {"stored_quality", stats.preprocessing.stored_quality}}}};
+  // Redacted when recorded (the manifest never holds a password or token).
+  if (!stats.vector_store.empty()) j["vector_store"] = stats.vector_store;
   if (!stats.index.empty()) {
     nlohmann::json index = nlohmann::json::object();
     for (const IndexStat& stat : stats.index) {

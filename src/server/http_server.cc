@@ -42,6 +42,7 @@
 #include "pixseek/image.h"
 #include "pixseek/services.h"
 #include "pixseek/train_service.h"
+#include "pixseek/vector_index.h"
 #include "server/api_json.h"
 #include "server/http_errors.h"
 #include "server/http_front.h"
@@ -359,6 +360,32 @@ std::string LoggablePath(const std::string& path) {
     out.push_back(u >= 0x20 && u < 0x7f ? c : '?');
   }
   return out;
+}
+
+// Several nodes may serve one database whose vectors are on a server
+// (docs/deployment.md). What a node keeps to itself is then wrong for the
+// others: an in-process cache answers stale results after another node's
+// upload or delete (until this node writes itself), and a SQLite store in the
+// database directory cannot be shared by several machines. Says so at start;
+// a single node may ignore it.
+void WarnAboutNodeLocalParts(Database& db) {
+  auto kind = FindVectorIndexKind(db.index().kind());
+  if (!kind.ok() || std::string_view((*kind)->files) != "") return;  // vectors in the directory
+  const DatabaseOptions& o = db.options();
+  if (!o.cache_url.starts_with("redis")) {
+    std::fprintf(stderr,
+                 "pixseek: warning: the vectors are on a %s server but the cache is in-process: "
+                 "if several nodes serve this database, each may answer stale results after "
+                 "another node's writes; set cache_url to one shared redis:// URL\n",
+                 (*kind)->name);
+  }
+  if (o.metadata_url.empty() || o.metadata_url.starts_with("sqlite")) {
+    std::fprintf(stderr,
+                 "pixseek: warning: the vectors are on a %s server but the metadata is SQLite: "
+                 "only one node may serve this database; for several, set metadata_url to one "
+                 "shared mysql:// URL\n",
+                 (*kind)->name);
+  }
 }
 
 }  // namespace
@@ -854,12 +881,15 @@ std::string HttpServer::Impl::RenderMetrics() {
   samples.push_back({"pixseek_embed_queue_depth",
                      "Images waiting for, or in, a forward pass.", "gauge",
                      static_cast<double>(batching.waiting)});
-  double builds_pending = 0;
-  for (const auto& job : builds.List()) {
-    builds_pending += job.state == "queued" || job.state == "running";
+  // Every node's: the jobs are in the shared store. Left out while it is down.
+  if (auto jobs = builds.List(); jobs.ok()) {
+    double builds_pending = 0;
+    for (const auto& job : *jobs) {
+      builds_pending += job.state == "queued" || job.state == "running";
+    }
+    samples.push_back({"pixseek_build_jobs_pending", "Builds queued or running.", "gauge",
+                       builds_pending});
   }
-  samples.push_back({"pixseek_build_jobs_pending", "Builds queued or running.", "gauge",
-                     builds_pending});
   // The index's figures need the metadata store; while it is down they are
   // left out rather than failing the scrape.
   if (auto stats = db.Stats(); stats.ok()) {
@@ -904,8 +934,10 @@ void HttpServer::Impl::GetBuild(const Request& req, Response& res) {
 }
 
 void HttpServer::Impl::ListBuilds(const Request&, Response& res) {
+  auto jobs = builds.List();
+  if (!jobs.ok()) return ReplyError(res, jobs.status());
   json all = json::array();
-  for (const auto& job : builds.List()) all.push_back(server::BuildJobJson(job, paths));
+  for (const auto& job : *jobs) all.push_back(server::BuildJobJson(job, paths));
   ReplyJson(res, 200, {{"builds", std::move(all)}});
 }
 
@@ -983,6 +1015,7 @@ Status HttpServer::Start() {
   if (s.options.port < 0 || s.options.port > 65535) {
     return Status::InvalidArgument("port out of range: " + std::to_string(s.options.port));
   }
+  WarnAboutNodeLocalParts(s.db);
   // The internal server first, on a free loopback port.
   std::random_device random;
   uint32_t words[4];

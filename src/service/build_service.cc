@@ -140,6 +140,9 @@ class BuildRun {
     const std::string sha = Sha256Hex(bytes);
     PIXSEEK_ASSIGN_OR_RETURN(std::optional<int64_t> stored,
                              StoredUnchanged(db_, path.string(), sha));
+    if (stored && options_.verify_stored) {
+      PIXSEEK_ASSIGN_OR_RETURN(stored, WithVector(*stored));
+    }
     if (stored) return std::optional<Prepared>();
     PIXSEEK_ASSIGN_OR_RETURN(DecodedImage decoded, DecodeImage(bytes, decode_));
     Prepared p;
@@ -156,6 +159,17 @@ class BuildRun {
       p.image = std::move(decoded.image);
     }
     return std::optional<Prepared>(std::move(p));
+  }
+
+  // `id` when the index holds its vector; otherwise (a writer died between
+  // the metadata commit and the vectors) the record is removed and nullopt
+  // returned, so that the file is stored again.
+  Result<std::optional<int64_t>> WithVector(int64_t id) {
+    auto vector = db_.index().Get(id);
+    if (vector.ok()) return std::optional<int64_t>(id);
+    if (vector.status().code() != StatusCode::kNotFound) return vector.status();
+    PIXSEEK_RETURN_IF_ERROR(db_.Remove(id));
+    return std::optional<int64_t>();
   }
 
   // The calling thread: runs the network on full batches (the model card's
@@ -254,6 +268,12 @@ class BuildRun {
       return;
     }
     auto id = db_.Insert(image.record, image.base_feature, image.thumbnail_jpeg);
+    if (id.status().code() == StatusCode::kAlreadyExists) {
+      // Stored since this build found it missing, by another writer: a node
+      // that lost the build lease to this one, finishing its last batch.
+      Finish(std::nullopt, /*skipped=*/true);
+      return;
+    }
     if (!id.ok()) {
       Finish(BuildFailure{image.record.path, id.status().ToString()}, false);
       if (id.status().code() != StatusCode::kInvalidArgument) SetFatal(id.status());

@@ -17,6 +17,7 @@
 #include "pixseek/image.h"
 #include "service/check_context.h"
 #include "service/fit.h"
+#include "service/vector_store.h"
 
 namespace pixseek {
 
@@ -118,7 +119,7 @@ CheckPart CheckIndex(const CheckContext& ctx, std::optional<std::vector<int64_t>
   CheckPart part;
   part.name = "index";
   if (!ctx.manifest.ok()) return NotChecked(part.name, "needs the manifest");
-  auto spec = IndexSpecOf(*ctx.manifest, ctx.dir);
+  auto spec = IndexSpecOf(*ctx.manifest, ctx.dir, ctx.options.vector_url);
   Result<IndexVerifyReport> report =
       spec.ok() ? VerifyVectorIndex(*spec) : Result<IndexVerifyReport>(spec.status());
   if (!report.ok()) {
@@ -552,10 +553,13 @@ std::string CheckedStoreUrl(const CheckContext& ctx) {
   return "sqlite://" + (ctx.dir / "metadata.db").string();
 }
 
-Result<VectorIndexSpec> IndexSpecOf(const DatabaseManifest& manifest, const fs::path& dir) {
+Result<VectorIndexSpec> IndexSpecOf(const DatabaseManifest& manifest, const fs::path& dir,
+                                    const std::string& vector_url) {
+  PIXSEEK_RETURN_IF_ERROR(CheckVectorStore(manifest, vector_url, dir.string()));
   PIXSEEK_ASSIGN_OR_RETURN(const VectorIndexKind* kind, FindVectorIndexKind(manifest.index_kind));
   VectorIndexSpec spec;
   spec.kind = kind->name;
+  if (IsServerIndexKind(kind->name)) spec.url = vector_url;
   spec.dir = dir / manifest.index_dir;
   spec.dimension = manifest.dimension;
   spec.read_only = true;

@@ -38,9 +38,12 @@ Result<CheckContext> OpenCheckContext(const CheckOptions& options);
 // The metadata store's URL: the given one, else the database's SQLite file.
 std::string CheckedStoreUrl(const CheckContext& ctx);
 
-// How the database opens its index (kind, folder, dimension, parameters).
+// How the database opens its index (kind, folder, dimension, parameters,
+// and the server's URL, `vector_url`, for a server kind). FailedPrecondition
+// when `vector_url` does not match the manifest (CheckVectorStore).
 Result<VectorIndexSpec> IndexSpecOf(const DatabaseManifest& manifest,
-                                    const std::filesystem::path& dir);
+                                    const std::filesystem::path& dir,
+                                    const std::string& vector_url);
 
 // Where the thumbnail of `id` lives (the layout of Database::ThumbnailPath).
 std::filesystem::path ThumbnailFile(const std::filesystem::path& dir, int64_t id);

@@ -18,6 +18,7 @@
 #include "service/fit.h"
 #include "service/manifest.h"
 #include "service/model_resolution.h"
+#include "service/vector_store.h"
 
 namespace pixseek {
 namespace {
@@ -102,6 +103,7 @@ Status CheckRequest(const DatabaseManifest& m, const DatabaseOptions& options) {
                                       " index; it cannot be opened as a " + options.index_kind +
                                       " index (build a new database for another kind)");
   }
+  PIXSEEK_RETURN_IF_ERROR(CheckVectorStore(m, options.vector_url, dir));
   const std::string store = RecordedStore(options);
   if (store != m.metadata_store) {
     return Status::FailedPrecondition(
@@ -171,6 +173,33 @@ Status CheckStoreOwner(const MetadataStore& store, const DatabaseManifest& m,
   return Status::Ok();
 }
 
+// A new database's index kind, and where its vectors live: the vector URL's
+// server when one is given, else the kind asked for (the first registered
+// kind, "disk", by default).
+Status ChooseNewIndexKind(const DatabaseOptions& options, DatabaseManifest* m) {
+  if (options.vector_url.empty()) {
+    m->index_kind =
+        options.index_kind.empty() ? VectorIndexKinds().front().name : options.index_kind;
+    if (IsServerIndexKind(m->index_kind)) {
+      return Status::InvalidArgument(
+          "the " + m->index_kind + " index keeps its vectors on a server: give its URL with "
+          "PIXSEEK_VECTOR_URL, vector_url in the config or --vector-url");
+    }
+    return Status::Ok();
+  }
+  PIXSEEK_ASSIGN_OR_RETURN(std::string kind, VectorKindOfUrl(options.vector_url));
+  if (!options.index_kind.empty() && options.index_kind != kind) {
+    return Status::InvalidArgument(
+        "--index " + options.index_kind + " keeps the vectors in the database directory, but "
+        "the vector URL " + RecordedVectorStore(options.vector_url) + " puts them in " + kind +
+        "; leave out --index (or [index] kind) to build on " + kind +
+        ", or unset the vector URL to build an embedded index");
+  }
+  m->index_kind = kind;
+  m->vector_store = RecordedVectorStore(options.vector_url);
+  return Status::Ok();
+}
+
 }  // namespace
 
 // What the steps of Open hand on to each other.
@@ -231,9 +260,16 @@ Result<std::unique_ptr<Database>> Database::Open(const DatabaseOptions& options,
     db->Adopt(std::move(o.generation));
   }
   // A reader leaves repairs to the writer (it may be mid-insert right now).
+  // So does every node of a database whose vectors are on a shared server:
+  // another node's insert in flight (its metadata committed, its vector not
+  // yet added) is exactly what Reconcile takes for an interrupted write, and
+  // would remove. There the repair is `pixseek check --repair`, run while no
+  // node writes (docs/configuration.md). Until then a row without a vector
+  // is never a search hit: searches start from the vectors, and QueryService
+  // joins each hit to its row, dropping hits without one.
   if (!options.read_only) {
     db->RemoveStaleGenerations(o.manifest.index_dir);
-    PIXSEEK_RETURN_IF_ERROR(db->Reconcile());
+    if (!IsServerIndexKind(o.manifest.index_kind)) PIXSEEK_RETURN_IF_ERROR(db->Reconcile());
   }
   return db;
 }
@@ -302,13 +338,11 @@ Status Database::OpenEmbedding(Opening& o) {
 // database this run's (recorded by Create).
 Status Database::ResolveIndex(Opening& o) {
   const DatabaseOptions& options = options_;
-  if (!o.exists) {
-    o.manifest.index_kind =
-        options.index_kind.empty() ? VectorIndexKinds().front().name : options.index_kind;
-  }
+  if (!o.exists) PIXSEEK_RETURN_IF_ERROR(ChooseNewIndexKind(options, &o.manifest));
   PIXSEEK_ASSIGN_OR_RETURN(const VectorIndexKind* kind, FindVectorIndexKind(o.manifest.index_kind));
   VectorIndexSpec& spec = o.index;
   spec.kind = kind->name;
+  if (IsServerIndexKind(kind->name)) spec.url = options.vector_url;
   spec.dir = options.dir;
   spec.read_only = options.read_only;
   spec.threads = options.threads;
@@ -356,6 +390,15 @@ Status Database::OpenIndexAndStores(Opening& o) {
 Status Database::Create(Opening& o) {
   for (const auto& [name, bytes] : o.fitted_files) {
     PIXSEEK_RETURN_IF_ERROR(WriteFileAtomic(options_.dir / name, bytes));
+  }
+  // Likewise a vector collection that holds vectors: they are another
+  // database's (this one has no manifest yet), and would mix with its own.
+  if (IsServerIndexKind(o.manifest.index_kind)) {
+    if (const size_t held = o.generation->index->size(); held > 0) {
+      return Status::FailedPrecondition(
+          o.manifest.vector_store + " already holds " + std::to_string(held) +
+          " vectors (another database's?); a new database needs an empty collection");
+    }
   }
   o.manifest.created_at = static_cast<int64_t>(std::time(nullptr));
   o.manifest.id = RandomId();
@@ -733,6 +776,7 @@ Result<DatabaseStats> Database::Stats() const {
   s.base_dimension = g.embedding->dimension();
   s.model = g.model_name;
   s.index_kind = g.index->kind();
+  s.vector_store = g.manifest.vector_store;
   s.index = g.index->Stats();
   s.trained_head = g.projection.head() != nullptr;
   s.preprocessing = preprocessing_;

@@ -25,6 +25,7 @@ Result<DatabaseManifest> ReadManifest(const std::filesystem::path& file) {
     m.pca_dimension = j.value("pca_dimension", 0);
     m.pca_whiten = j.value("pca_whiten", false);
     m.metadata_store = j.value("metadata_store", "sqlite");
+    m.vector_store = j.value("vector_store", "");
     m.engine = j.value("engine", "");
     m.id = j.value("id", "");
     m.head_sha256 = j.value("head_sha256", "");
@@ -85,6 +86,7 @@ Status WriteManifest(const std::filesystem::path& file, const DatabaseManifest& 
                       {"index_kind", m.index_kind},         {"created_at", m.created_at},
                       {"metadata_store", m.metadata_store}};
   if (!m.index_params.empty()) j["index_params"] = nlohmann::json::parse(m.index_params.ToJson());
+  if (!m.vector_store.empty()) j["vector_store"] = m.vector_store;
   if (!m.engine.empty()) j["engine"] = m.engine;
   if (!m.id.empty()) j["id"] = m.id;
   if (!m.head_sha256.empty()) j["head_sha256"] = m.head_sha256;

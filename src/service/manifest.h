@@ -32,6 +32,10 @@ struct DatabaseManifest {
   // The metadata store without its password ("sqlite" for the database's own
   // SQLite file, the default).
   std::string metadata_store = "sqlite";
+  // The server holding the vectors for a server index kind ("milvus"),
+  // without its password or token: "milvus://HOST:PORT/COLLECTION" (absent
+  // = empty: the index lives in the database directory).
+  std::string vector_store;
   int64_t created_at = 0;
   // A random identifier given at creation (absent in older databases); the
   // metadata store records it too, so that no two databases share a store.

@@ -176,6 +176,15 @@ Result<ReindexReport> Database::Reindex(const ReindexOptions& options) {
     return Status::FailedPrecondition("a reindex of " + options_.dir.string() +
                                       " is already running");
   }
+  // The new generation would be built into the same server collection as
+  // the current one (the spec's URL), mixing both models' vectors.
+  if (!current().manifest.vector_store.empty()) {
+    return Status::FailedPrecondition(
+        "database " + options_.dir.string() + " keeps its vectors in " +
+        current().manifest.vector_store +
+        "; a reindex of a database on a vector server is not supported yet (build a new "
+        "database on another collection with the new model)");
+  }
   if (options.dba && (options.dba->n < 0 || options.dba->n > kMaxDbaN ||
                       !(options.dba->alpha >= 0 && options.dba->alpha <= kMaxDbaAlpha))) {
     return Status::InvalidArgument("DBA needs n in [0, " + std::to_string(kMaxDbaN) +

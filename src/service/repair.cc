@@ -77,7 +77,8 @@ Result<FeatureProjection> LoadProjection(const CheckContext& ctx) {
 Result<std::unique_ptr<VectorIndex>> OpenForRepair(const CheckContext& ctx, RepairReport* r) {
   std::vector<IndexFileCheck> salvaged;
   auto open = [&]() -> Result<std::unique_ptr<VectorIndex>> {
-    PIXSEEK_ASSIGN_OR_RETURN(VectorIndexSpec spec, IndexSpecOf(*ctx.manifest, ctx.dir));
+    PIXSEEK_ASSIGN_OR_RETURN(VectorIndexSpec spec,
+                             IndexSpecOf(*ctx.manifest, ctx.dir, ctx.options.vector_url));
     spec.read_only = false;
     spec.salvaged = &salvaged;
     return OpenVectorIndex(spec);

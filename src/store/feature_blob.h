@@ -74,6 +74,25 @@ inline Status CheckNewRecords(std::span<const ImageRecord> records, int dimensio
   return Status::Ok();
 }
 
+// The arguments of InsertWithIds: as many features as records, ids >= 1,
+// paths set, finite values.
+inline Status CheckImportedRecords(std::span<const ImageRecord> records,
+                                   std::span<const std::vector<float>> features) {
+  if (records.size() != features.size()) {
+    return Status::InvalidArgument(std::to_string(records.size()) + " records but " +
+                                   std::to_string(features.size()) + " features");
+  }
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (records[i].id < 1) {
+      return Status::InvalidArgument("image id " + std::to_string(records[i].id) +
+                                     " is not positive");
+    }
+    if (records[i].path.empty()) return Status::InvalidArgument("image record without a path");
+    PIXSEEK_RETURN_IF_ERROR(CheckFinite(features[i], "the base feature of " + records[i].path));
+  }
+  return Status::Ok();
+}
+
 // Appends the feature of image `id` stored as `bytes` to `rows`; DataLoss
 // naming the id when it is not `dimension` floats.
 inline Status AppendFeature(int64_t id, std::string_view bytes, int dimension,

@@ -25,6 +25,7 @@
 
 #include "core/url.h"
 #include "pixseek/metadata_store.h"
+#include "store/coordination.h"
 #include "store/feature_blob.h"
 
 namespace pixseek {
@@ -256,8 +257,11 @@ class Connection {
     mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     // Strict mode turns silent truncation of too-long or invalid text into
     // errors; the store never stores something other than what it was given.
+    // UTC sessions: lease expiry is computed from NOW(3), and a local time
+    // zone would make UNIX_TIMESTAMP(NOW(3)) jump at daylight-saving changes.
     mysql_options(m, MYSQL_INIT_COMMAND,
-                  "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'");
+                  "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', "
+                  "time_zone = '+00:00'");
     if (mysql_real_connect(m, url.host.c_str(), url.user.c_str(), url.password.c_str(),
                            url.database.c_str(), url.port, nullptr, 0) == nullptr) {
       unsigned code = mysql_errno(m);
@@ -575,8 +579,28 @@ const Migration kMigrations[] = {
       "  PRIMARY KEY (id),"
       "  CONSTRAINT features_image FOREIGN KEY (id) REFERENCES images (id) ON DELETE CASCADE"
       ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"}},
+    // Leases and jobs (MetadataStore's coordination API, store/coordination.h).
+    {3,
+     {"CREATE TABLE IF NOT EXISTS leases ("
+      "  name VARCHAR(255) NOT NULL,"
+      "  owner VARCHAR(255) NOT NULL,"
+      "  expires_ms BIGINT NOT NULL,"
+      "  version BIGINT NOT NULL DEFAULT 0,"
+      "  PRIMARY KEY (name)"
+      ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin",
+      "CREATE TABLE IF NOT EXISTS jobs ("
+      "  id BIGINT NOT NULL AUTO_INCREMENT,"
+      "  kind VARCHAR(64) NOT NULL,"
+      "  state VARCHAR(32) NOT NULL,"
+      "  payload LONGTEXT NOT NULL,"
+      "  created_at BIGINT NOT NULL DEFAULT 0,"
+      "  updated_at BIGINT NOT NULL DEFAULT 0,"
+      "  revision BIGINT NOT NULL DEFAULT 0,"
+      "  PRIMARY KEY (id),"
+      "  KEY jobs_kind_state (kind, state, id)"
+      ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_nopad_bin"}},
 };
-constexpr int kSchemaVersion = 2;  // the last step's
+constexpr int kSchemaVersion = 3;  // the last step's
 
 // Every query that reads whole rows selects these columns in this order
 // (ReadRecord depends on it).
@@ -591,6 +615,9 @@ constexpr size_t kBatch = 32;
 constexpr const char* kInsert =
     "INSERT INTO images (path, name, sha256, size_bytes, format, width, height, "
     "exif_datetime, label, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+constexpr const char* kInsertWithId =
+    "INSERT INTO images (path, name, sha256, size_bytes, format, width, height, "
+    "exif_datetime, label, added_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr const char* kGet = PIXSEEK_SELECT_IMAGES "WHERE id = ?";
 constexpr const char* kGetBatch = PIXSEEK_SELECT_IMAGES "WHERE id IN (" PIXSEEK_Q32 "?, ?, ?, ?)";
 constexpr const char* kFindByPath =
@@ -627,6 +654,53 @@ constexpr const char* kGetSetting = "SELECT value FROM settings WHERE name = ?";
 constexpr const char* kSetSetting =
     "INSERT INTO settings (name, value) VALUES (?, ?) "
     "ON DUPLICATE KEY UPDATE value = VALUES(value)";
+// Leases and jobs. Times are the server's clock (sessions are UTC): now in
+// milliseconds and in seconds since the epoch; NOW() is fixed within one
+// statement. UpdateJob's subquery is a locking read (a subquery of an
+// UPDATE takes shared locks on the rows it reads), so it waits for an
+// AcquireLease in progress and sees its outcome.
+#define PIXSEEK_NOW_MS "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
+// Parameters: owner, ttl in ms, name, owner (WHERE is evaluated on the old
+// row, before SET).
+constexpr const char* kTakeLease =
+    "UPDATE leases SET owner = ?, expires_ms = " PIXSEEK_NOW_MS " + ?, version = version + 1 "
+    "WHERE name = ? AND (owner = ? OR expires_ms <= " PIXSEEK_NOW_MS ")";
+// name, owner, ttl; changes no row when the name exists.
+constexpr const char* kNewLease =
+    "INSERT INTO leases (name, owner, expires_ms) VALUES (?, ?, " PIXSEEK_NOW_MS " + ?) "
+    "ON DUPLICATE KEY UPDATE name = name";
+// ttl, name, owner.
+constexpr const char* kRenewLease =
+    "UPDATE leases SET expires_ms = " PIXSEEK_NOW_MS " + ?, version = version + 1 "
+    "WHERE name = ? AND owner = ?";
+#undef PIXSEEK_NOW_MS
+constexpr const char* kReleaseLease = "DELETE FROM leases WHERE name = ? AND owner = ?";
+// kind, state, payload (and first the id, for kCreateJobWithId).
+constexpr const char* kCreateJob =
+    "INSERT INTO jobs (kind, state, payload, created_at, updated_at) "
+    "VALUES (?, ?, ?, UNIX_TIMESTAMP(), UNIX_TIMESTAMP())";
+constexpr const char* kCreateJobWithId =
+    "INSERT INTO jobs (id, kind, state, payload, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, UNIX_TIMESTAMP(), UNIX_TIMESTAMP())";
+// state, payload, id, lease name, owner.
+constexpr const char* kUpdateJob =
+    "UPDATE jobs SET state = ?, payload = ?, updated_at = UNIX_TIMESTAMP(), "
+    "revision = revision + 1 "
+    "WHERE id = ? AND EXISTS (SELECT 1 FROM leases WHERE name = ? AND owner = ?)";
+// ReadJob depends on the order of the columns.
+#define PIXSEEK_SELECT_JOBS "SELECT id, kind, state, payload, created_at, updated_at FROM jobs "
+constexpr const char* kGetJob = PIXSEEK_SELECT_JOBS "WHERE id = ?";
+// kind (, state), limit.
+constexpr const char* kListJobs = PIXSEEK_SELECT_JOBS "WHERE kind = ? ORDER BY id LIMIT ?";
+constexpr const char* kListJobsDesc =
+    PIXSEEK_SELECT_JOBS "WHERE kind = ? ORDER BY id DESC LIMIT ?";
+constexpr const char* kListJobsState =
+    PIXSEEK_SELECT_JOBS "WHERE kind = ? AND state = ? ORDER BY id LIMIT ?";
+constexpr const char* kListJobsStateDesc =
+    PIXSEEK_SELECT_JOBS "WHERE kind = ? AND state = ? ORDER BY id DESC LIMIT ?";
+#undef PIXSEEK_SELECT_JOBS
+constexpr const char* kCountLeases = "SELECT COUNT(*) FROM leases";
+constexpr const char* kCountJobs = "SELECT COUNT(*) FROM jobs";
 constexpr const char* kBeginSnapshot = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
 constexpr const char* kBegin = "START TRANSACTION";
 constexpr const char* kCommit = "COMMIT";
@@ -645,10 +719,12 @@ constexpr const char* kUnlock = "SELECT RELEASE_LOCK(CONCAT('pixseek_schema.', D
 #undef PIXSEEK_Q4
 #undef PIXSEEK_SELECT_IMAGES
 constexpr const char* kAllStatements[] = {
-    kInsert,     kGet,        kGetBatch,     kFindByPath,   kDelete,
-    kList,       kListLabel,  kAllIds,       kFilterIds,    kFilterIdsLabel,
-    kPutFeature, kGetFeature, kScanFeatures, kCountFeatures, kGetSetting,
-    kSetSetting};
+    kInsert,          kGet,          kGetBatch,      kFindByPath,    kDelete,
+    kList,            kListLabel,    kAllIds,        kFilterIds,     kFilterIdsLabel,
+    kPutFeature,      kGetFeature,   kScanFeatures,  kCountFeatures, kGetSetting,
+    kSetSetting,      kTakeLease,    kNewLease,      kRenewLease,    kReleaseLease,
+    kCreateJob,       kCreateJobWithId, kUpdateJob,  kGetJob,        kListJobs,
+    kListJobsDesc,    kListJobsState, kListJobsStateDesc};
 
 ImageRecord ReadRecord(Row& row) {
   ImageRecord r;
@@ -664,6 +740,17 @@ ImageRecord ReadRecord(Row& row) {
   r.label = std::move(row[9].text);
   r.added_at = row[10].number;
   return r;
+}
+
+JobRecord ReadJob(Row& row) {
+  JobRecord job;
+  job.id = row[0].number;
+  job.kind = std::move(row[1].text);
+  job.state = std::move(row[2].text);
+  job.payload = std::move(row[3].text);
+  job.created_at = row[4].number;
+  job.updated_at = row[5].number;
+  return job;
 }
 
 bool SameRecord(const ImageRecord& a, const ImageRecord& b) {
@@ -758,6 +845,45 @@ class MysqlStore final : public MetadataStore {
         stored_ids.push_back(stored.id);
       }
       return stored_ids;
+    });
+  }
+
+  Status InsertWithIds(std::span<const ImageRecord> records,
+                       std::span<const std::vector<float>> features) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckImportedRecords(records, features));
+    // An explicit id raises AUTO_INCREMENT past it, so later Inserts get
+    // larger ids.
+    return Call([&](Connection& c, bool retry_after_maybe_executed) -> Status {
+      Status s = InTransaction(c, [&]() -> Status {
+        for (size_t i = 0; i < records.size(); ++i) {
+          const ImageRecord& r = records[i];
+          auto out = c.Run(kInsertWithId,
+                           {Text(r.path), Text(r.name), Text(r.sha256), Int(r.size_bytes),
+                            Text(r.format), Int(r.width), Int(r.height), Text(r.exif_datetime),
+                            Text(r.label), Int(r.added_at), Int(r.id)});
+          if (out.status().code() == StatusCode::kAlreadyExists) {
+            return Status::AlreadyExists("an image with id " + std::to_string(r.id) +
+                                         " or path " + r.path + " is already stored");
+          }
+          if (!out.ok()) {
+            return out.status().WithContext(Where() + ": cannot insert image " + r.path);
+          }
+          if (!features[i].empty()) PIXSEEK_RETURN_IF_ERROR(PutFeature(c, r.id, features[i]));
+        }
+        return Status::Ok();
+      });
+      if (s.code() != StatusCode::kAlreadyExists || !retry_after_maybe_executed) return s;
+      // As in InsertMany: the first try may have committed before the
+      // connection dropped; then every record is stored exactly as given.
+      for (size_t i = 0; i < records.size(); ++i) {
+        auto existing = c.Run(kGet, {Int(records[i].id)});
+        if (!existing.ok() || existing->rows.size() != 1 ||
+            !SameRecord(ReadRecord(existing->rows[0]), records[i]) ||
+            !HasFeature(c, records[i].id, features[i])) {
+          return s;
+        }
+      }
+      return Status::Ok();
     });
   }
 
@@ -942,7 +1068,8 @@ class MysqlStore final : public MetadataStore {
 
   Status CheckIntegrity() const override {
     return Call([&](Connection& c, bool) -> Status {
-      for (const char* sql : {kCountImages, kCountFeatures, kCountSettings}) {
+      for (const char* sql :
+           {kCountImages, kCountFeatures, kCountSettings, kCountLeases, kCountJobs}) {
         PIXSEEK_RETURN_IF_ERROR(
             Checked(c.Run(sql, {}), std::string("cannot read through: ") + sql).status());
       }
@@ -968,6 +1095,118 @@ class MysqlStore final : public MetadataStore {
     return Call([&](Connection& c, bool) -> Status {
       return Checked(c.Run(kSetSetting, {Text(key), Text(value)}), "cannot write setting " + key)
           .status();
+    });
+  }
+
+  // Every lease and job call is safe to retry after a lost answer: a take or
+  // renewal that did run left the lease the caller's, which the retry takes
+  // or renews again; a release or job update repeated changes nothing more.
+  Result<bool> AcquireLease(const std::string& name, const std::string& owner,
+                            std::chrono::milliseconds ttl) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(name, owner, ttl));
+    const int64_t ms = ttl.count();
+    return Call([&](Connection& c, bool) -> Result<bool> {
+      PIXSEEK_ASSIGN_OR_RETURN(
+          Outcome taken, Checked(c.Run(kTakeLease, {Text(owner), Int(ms), Text(name), Text(owner)}),
+                                 "cannot take lease " + name));
+      if (taken.affected_rows == 1) return true;
+      // No row yet, or another owner's unexpired one: create it if missing.
+      PIXSEEK_ASSIGN_OR_RETURN(
+          Outcome created, Checked(c.Run(kNewLease, {Text(name), Text(owner), Int(ms)}),
+                                   "cannot take lease " + name));
+      return created.affected_rows == 1;
+    });
+  }
+
+  Result<bool> RenewLease(const std::string& name, const std::string& owner,
+                          std::chrono::milliseconds ttl) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(name, owner, ttl));
+    return Call([&](Connection& c, bool) -> Result<bool> {
+      PIXSEEK_ASSIGN_OR_RETURN(
+          Outcome out, Checked(c.Run(kRenewLease, {Int(ttl.count()), Text(name), Text(owner)}),
+                               "cannot renew lease " + name));
+      return out.affected_rows == 1;
+    });
+  }
+
+  Status ReleaseLease(const std::string& name, const std::string& owner) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(name, owner));
+    return Call([&](Connection& c, bool) -> Status {
+      return Checked(c.Run(kReleaseLease, {Text(name), Text(owner)}),
+                     "cannot release lease " + name)
+          .status();
+    });
+  }
+
+  Result<int64_t> CreateJob(const JobRecord& job) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckNewJob(job));
+    return Call([&](Connection& c, bool retry_after_maybe_executed) -> Result<int64_t> {
+      auto out = job.id == 0
+                     ? c.Run(kCreateJob, {Text(job.kind), Text(job.state), Text(job.payload)})
+                     : c.Run(kCreateJobWithId, {Int(job.id), Text(job.kind), Text(job.state),
+                                                Text(job.payload)});
+      if (out.ok()) return static_cast<int64_t>(out->insert_id);
+      if (out.status().code() != StatusCode::kAlreadyExists) {
+        return out.status().WithContext(Where() + ": cannot create a " + job.kind + " job");
+      }
+      // As in Insert: the first try may have stored this very job.
+      if (retry_after_maybe_executed) {
+        auto stored = c.Run(kGetJob, {Int(job.id)});
+        if (stored.ok() && stored->rows.size() == 1) {
+          JobRecord existing = ReadJob(stored->rows[0]);
+          if (existing.kind == job.kind && existing.state == job.state &&
+              existing.payload == job.payload) {
+            return job.id;
+          }
+        }
+      }
+      return Status::AlreadyExists("a job with id " + std::to_string(job.id) + " exists");
+    });
+  }
+
+  Status UpdateJob(const JobRecord& job, const std::string& lease,
+                   const std::string& owner) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckJobState(job.state));
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(lease, owner));
+    return Call([&](Connection& c, bool) -> Status {
+      PIXSEEK_ASSIGN_OR_RETURN(
+          Outcome out, Checked(c.Run(kUpdateJob, {Text(job.state), Text(job.payload), Int(job.id),
+                                                  Text(lease), Text(owner)}),
+                               "cannot update job " + std::to_string(job.id)));
+      if (out.affected_rows == 1) return Status::Ok();
+      // Nothing changed: no such job, or the lease is not the owner's.
+      PIXSEEK_ASSIGN_OR_RETURN(Outcome found, Checked(c.Run(kGetJob, {Int(job.id)}),
+                                                      "cannot read job " + std::to_string(job.id)));
+      if (found.rows.empty()) return Status::NotFound("no job with id " + std::to_string(job.id));
+      return store_internal::LeaseNotHeld(lease, owner, job.id);
+    });
+  }
+
+  Result<JobRecord> GetJob(int64_t id) const override {
+    return Call([&](Connection& c, bool) -> Result<JobRecord> {
+      PIXSEEK_ASSIGN_OR_RETURN(Outcome out, Checked(c.Run(kGetJob, {Int(id)}),
+                                                    "cannot read job " + std::to_string(id)));
+      if (out.rows.empty()) return Status::NotFound("no job with id " + std::to_string(id));
+      return ReadJob(out.rows[0]);
+    });
+  }
+
+  Result<std::vector<JobRecord>> ListJobs(const JobQuery& query) const override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckJobQuery(query));
+    const auto limit = static_cast<int64_t>(
+        std::min<size_t>(query.limit, static_cast<size_t>(std::numeric_limits<int64_t>::max())));
+    return Call([&](Connection& c, bool) -> Result<std::vector<JobRecord>> {
+      auto run = query.state
+                     ? c.Run(query.newest_first ? kListJobsStateDesc : kListJobsState,
+                             {Text(query.kind), Text(*query.state), Int(limit)})
+                     : c.Run(query.newest_first ? kListJobsDesc : kListJobs,
+                             {Text(query.kind), Int(limit)});
+      PIXSEEK_ASSIGN_OR_RETURN(Outcome out,
+                               Checked(std::move(run), "cannot list " + query.kind + " jobs"));
+      std::vector<JobRecord> jobs;
+      jobs.reserve(out.rows.size());
+      for (Row& row : out.rows) jobs.push_back(ReadJob(row));
+      return jobs;
     });
   }
 

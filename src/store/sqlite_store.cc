@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "pixseek/metadata_store.h"
+#include "store/coordination.h"
 #include "store/feature_blob.h"
 
 namespace pixseek {
@@ -53,6 +54,22 @@ constexpr Migration kMigrations[] = {
      "CREATE TABLE features ("
      "  id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,"
      "  vector BLOB NOT NULL);"},
+    // Leases and jobs (MetadataStore's coordination API, store/coordination.h).
+    {3,
+     "CREATE TABLE leases ("
+     "  name TEXT PRIMARY KEY,"
+     "  owner TEXT NOT NULL,"
+     "  expires_ms INTEGER NOT NULL,"
+     "  version INTEGER NOT NULL DEFAULT 0);"
+     "CREATE TABLE jobs ("
+     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  kind TEXT NOT NULL,"
+     "  state TEXT NOT NULL,"
+     "  payload TEXT NOT NULL DEFAULT '',"
+     "  created_at INTEGER NOT NULL DEFAULT 0,"
+     "  updated_at INTEGER NOT NULL DEFAULT 0,"
+     "  revision INTEGER NOT NULL DEFAULT 0);"
+     "CREATE INDEX jobs_kind_state ON jobs(kind, state, id);"},
 };
 constexpr int kSchemaVersion = kMigrations[std::size(kMigrations) - 1].version;
 
@@ -211,6 +228,23 @@ class SqliteStore final : public MetadataStore {
     });
   }
 
+  Status InsertWithIds(std::span<const ImageRecord> records,
+                       std::span<const std::vector<float>> features) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckImportedRecords(records, features));
+    std::lock_guard lock(mu_);
+    // AUTOINCREMENT raises its sequence to the largest id inserted, so later
+    // Inserts get larger ids.
+    return InTransaction([&]() -> Status {
+      for (size_t i = 0; i < records.size(); ++i) {
+        PIXSEEK_RETURN_IF_ERROR(InsertWithIdLocked(records[i]));
+        if (!features[i].empty()) {
+          PIXSEEK_RETURN_IF_ERROR(PutFeatureLocked(records[i].id, features[i]));
+        }
+      }
+      return Status::Ok();
+    });
+  }
+
   Result<ImageRecord> Get(int64_t id) const override {
     std::lock_guard lock(mu_);
     PIXSEEK_ASSIGN_OR_RETURN(auto found, GetLocked(id));
@@ -362,6 +396,105 @@ class SqliteStore final : public MetadataStore {
     return std::optional<std::string>(ColumnText(stmt, 0));
   }
 
+  // Each statement is atomic against other processes (SQLite's write lock);
+  // the two steps of AcquireLease need not be one transaction: the first
+  // takes an existing row that is free to take, the second creates a
+  // missing one, and a row that another process creates in between makes
+  // the second do nothing.
+  Result<bool> AcquireLease(const std::string& name, const std::string& owner,
+                            std::chrono::milliseconds ttl) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(name, owner, ttl));
+    std::lock_guard lock(mu_);
+    for (const char* sql : {kTakeLease, kNewLease}) {
+      PIXSEEK_ASSIGN_OR_RETURN(int changes, LeaseStep(sql, name, owner, ttl.count()));
+      if (changes == 1) return true;
+    }
+    return false;
+  }
+
+  Result<bool> RenewLease(const std::string& name, const std::string& owner,
+                          std::chrono::milliseconds ttl) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(name, owner, ttl));
+    std::lock_guard lock(mu_);
+    PIXSEEK_ASSIGN_OR_RETURN(int changes, LeaseStep(kRenewLease, name, owner, ttl.count()));
+    return changes == 1;
+  }
+
+  Status ReleaseLease(const std::string& name, const std::string& owner) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(name, owner));
+    std::lock_guard lock(mu_);
+    return LeaseStep(kReleaseLease, name, owner, 0).status();
+  }
+
+  Result<int64_t> CreateJob(const JobRecord& job) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckNewJob(job));
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(job.id == 0 ? kCreateJob : kCreateJobWithId, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, job.kind);
+    BindText(stmt, 2, job.state);
+    BindText(stmt, 3, job.payload);
+    if (job.id != 0) sqlite3_bind_int64(stmt, 4, job.id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return Status::AlreadyExists("a job with id " + std::to_string(job.id) + " exists");
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "cannot create a " + job.kind + " job");
+    return sqlite3_last_insert_rowid(db_);
+  }
+
+  Status UpdateJob(const JobRecord& job, const std::string& lease,
+                   const std::string& owner) override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckJobState(job.state));
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckLease(lease, owner));
+    std::lock_guard lock(mu_);
+    {
+      sqlite3_stmt* stmt;
+      PIXSEEK_RETURN_IF_ERROR(Prepare(kUpdateJob, &stmt));
+      StatementScope scope(stmt);
+      sqlite3_bind_int64(stmt, 1, job.id);
+      BindText(stmt, 2, job.state);
+      BindText(stmt, 3, job.payload);
+      BindText(stmt, 4, lease);
+      BindText(stmt, 5, owner);
+      int rc = sqlite3_step(stmt);
+      if (rc != SQLITE_DONE) return Error(rc, "cannot update job " + std::to_string(job.id));
+      if (sqlite3_changes(db_) == 1) return Status::Ok();
+    }
+    // Nothing changed: no such job, or the lease is not the owner's.
+    PIXSEEK_ASSIGN_OR_RETURN(auto found, GetJobLocked(job.id));
+    if (!found) return Status::NotFound("no job with id " + std::to_string(job.id));
+    return store_internal::LeaseNotHeld(lease, owner, job.id);
+  }
+
+  Result<JobRecord> GetJob(int64_t id) const override {
+    std::lock_guard lock(mu_);
+    PIXSEEK_ASSIGN_OR_RETURN(auto found, GetJobLocked(id));
+    if (!found) return Status::NotFound("no job with id " + std::to_string(id));
+    return std::move(*found);
+  }
+
+  Result<std::vector<JobRecord>> ListJobs(const JobQuery& query) const override {
+    PIXSEEK_RETURN_IF_ERROR(store_internal::CheckJobQuery(query));
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(
+        query.state ? (query.newest_first ? kListJobsStateDesc : kListJobsState)
+                    : (query.newest_first ? kListJobsDesc : kListJobs),
+        &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, query.kind);
+    sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(std::min<size_t>(
+                                    query.limit, std::numeric_limits<int64_t>::max())));
+    if (query.state) BindText(stmt, 3, *query.state);
+    std::vector<JobRecord> out;
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) out.push_back(ReadJob(stmt));
+    if (rc != SQLITE_DONE) return Error(rc, "cannot list " + query.kind + " jobs");
+    return out;
+  }
+
   Status CheckIntegrity() const override {
     std::lock_guard lock(mu_);
     std::string problems;
@@ -422,6 +555,9 @@ class SqliteStore final : public MetadataStore {
   static constexpr const char* kInsert =
       "INSERT INTO images (path, name, sha256, size_bytes, format, width, height, "
       "exif_datetime, label, added_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+  static constexpr const char* kInsertWithId =
+      "INSERT INTO images (path, name, sha256, size_bytes, format, width, height, "
+      "exif_datetime, label, added_at, id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
   static constexpr const char* kGet =
       PIXSEEK_SELECT_IMAGES "WHERE id = ?1";
   static constexpr const char* kFindByPath =
@@ -455,11 +591,91 @@ class SqliteStore final : public MetadataStore {
       "INSERT INTO settings (key, value) VALUES (?1, ?2) "
       "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 
+  // Leases and jobs. Times are the store's clock: now in milliseconds and
+  // in seconds since the epoch ('now' is fixed within one statement).
+#define PIXSEEK_NOW_MS "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+#define PIXSEEK_NOW_S "CAST(strftime('%s', 'now') AS INTEGER)"
+  // ?1 name, ?2 owner, ?3 ttl in ms.
+  static constexpr const char* kTakeLease =
+      "UPDATE leases SET owner = ?2, expires_ms = " PIXSEEK_NOW_MS " + ?3, version = version + 1 "
+      "WHERE name = ?1 AND (owner = ?2 OR expires_ms <= " PIXSEEK_NOW_MS ")";
+  static constexpr const char* kNewLease =
+      "INSERT INTO leases (name, owner, expires_ms) VALUES (?1, ?2, " PIXSEEK_NOW_MS " + ?3) "
+      "ON CONFLICT(name) DO NOTHING";
+  static constexpr const char* kRenewLease =
+      "UPDATE leases SET expires_ms = " PIXSEEK_NOW_MS " + ?3, version = version + 1 "
+      "WHERE name = ?1 AND owner = ?2";
+  static constexpr const char* kReleaseLease = "DELETE FROM leases WHERE name = ?1 AND owner = ?2";
+  static constexpr const char* kCreateJob =
+      "INSERT INTO jobs (kind, state, payload, created_at, updated_at) "
+      "VALUES (?1, ?2, ?3, " PIXSEEK_NOW_S ", " PIXSEEK_NOW_S ")";
+  static constexpr const char* kCreateJobWithId =
+      "INSERT INTO jobs (id, kind, state, payload, created_at, updated_at) "
+      "VALUES (?4, ?1, ?2, ?3, " PIXSEEK_NOW_S ", " PIXSEEK_NOW_S ")";
+  static constexpr const char* kUpdateJob =
+      "UPDATE jobs SET state = ?2, payload = ?3, updated_at = " PIXSEEK_NOW_S
+      ", revision = revision + 1 "
+      "WHERE id = ?1 AND EXISTS (SELECT 1 FROM leases WHERE name = ?4 AND owner = ?5)";
+#undef PIXSEEK_NOW_MS
+#undef PIXSEEK_NOW_S
+  // ReadJob depends on the order of the columns.
+#define PIXSEEK_SELECT_JOBS "SELECT id, kind, state, payload, created_at, updated_at FROM jobs "
+  static constexpr const char* kGetJob = PIXSEEK_SELECT_JOBS "WHERE id = ?1";
+  static constexpr const char* kListJobs =
+      PIXSEEK_SELECT_JOBS "WHERE kind = ?1 ORDER BY id LIMIT ?2";
+  static constexpr const char* kListJobsDesc =
+      PIXSEEK_SELECT_JOBS "WHERE kind = ?1 ORDER BY id DESC LIMIT ?2";
+  static constexpr const char* kListJobsState =
+      PIXSEEK_SELECT_JOBS "WHERE kind = ?1 AND state = ?3 ORDER BY id LIMIT ?2";
+  static constexpr const char* kListJobsStateDesc =
+      PIXSEEK_SELECT_JOBS "WHERE kind = ?1 AND state = ?3 ORDER BY id DESC LIMIT ?2";
+#undef PIXSEEK_SELECT_JOBS
+
 #undef PIXSEEK_SELECT_IMAGES
   static constexpr const char* kAllStatements[] = {
-      kInsert,     kGet,        kFindByPath,   kDelete,        kList,
-      kListLabel,  kAllIds,     kFilterIds,    kFilterIdsLabel, kPutFeature,
-      kGetFeature, kScanFeatures, kCountFeatures, kGetSetting, kSetSetting};
+      kInsert,       kGet,          kFindByPath,    kDelete,          kList,
+      kListLabel,    kAllIds,       kFilterIds,     kFilterIdsLabel,  kPutFeature,
+      kGetFeature,   kScanFeatures, kCountFeatures, kGetSetting,      kSetSetting,
+      kTakeLease,    kNewLease,     kRenewLease,    kReleaseLease,    kCreateJob,
+      kCreateJobWithId, kUpdateJob, kGetJob,        kListJobs,        kListJobsDesc,
+      kListJobsState, kListJobsStateDesc};
+
+  static JobRecord ReadJob(sqlite3_stmt* stmt) {
+    JobRecord job;
+    job.id = sqlite3_column_int64(stmt, 0);
+    job.kind = ColumnText(stmt, 1);
+    job.state = ColumnText(stmt, 2);
+    job.payload = ColumnText(stmt, 3);
+    job.created_at = sqlite3_column_int64(stmt, 4);
+    job.updated_at = sqlite3_column_int64(stmt, 5);
+    return job;
+  }
+
+  // Runs one lease statement (?1 name, ?2 owner, ?3 ttl in ms, when it
+  // takes one) and returns how many rows it changed. Requires mu_.
+  Result<int> LeaseStep(const char* sql, const std::string& name, const std::string& owner,
+                        int64_t ttl_ms) {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(sql, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, name);
+    BindText(stmt, 2, owner);
+    if (sqlite3_bind_parameter_count(stmt) >= 3) sqlite3_bind_int64(stmt, 3, ttl_ms);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE) return Error(rc, "cannot write lease " + name);
+    return sqlite3_changes(db_);
+  }
+
+  Result<std::optional<JobRecord>> GetJobLocked(int64_t id) const {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kGetJob, &stmt));
+    StatementScope scope(stmt);
+    sqlite3_bind_int64(stmt, 1, id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return std::optional<JobRecord>();
+    if (rc != SQLITE_ROW) return Error(rc, "cannot read job " + std::to_string(id));
+    return std::optional<JobRecord>(ReadJob(stmt));
+  }
 
   Status Error(int rc, const std::string& what) const {
     return SqliteStatus(db_, rc, file_.string() + ": " + what);
@@ -575,6 +791,31 @@ class SqliteStore final : public MetadataStore {
     }
     if (rc != SQLITE_DONE) return Error(rc, "cannot insert image " + r.path);
     return sqlite3_last_insert_rowid(db_);
+  }
+
+  // Inserts the record alone under its own id (InsertWithIds). Requires mu_.
+  Status InsertWithIdLocked(const ImageRecord& r) {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kInsertWithId, &stmt));
+    StatementScope scope(stmt);
+    BindText(stmt, 1, r.path);
+    BindText(stmt, 2, r.name);
+    BindText(stmt, 3, r.sha256);
+    sqlite3_bind_int64(stmt, 4, r.size_bytes);
+    BindText(stmt, 5, r.format);
+    sqlite3_bind_int(stmt, 6, r.width);
+    sqlite3_bind_int(stmt, 7, r.height);
+    BindText(stmt, 8, r.exif_datetime);
+    BindText(stmt, 9, r.label);
+    sqlite3_bind_int64(stmt, 10, r.added_at);
+    sqlite3_bind_int64(stmt, 11, r.id);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return Status::AlreadyExists("an image with id " + std::to_string(r.id) + " or path " +
+                                   r.path + " is already stored");
+    }
+    if (rc != SQLITE_DONE) return Error(rc, "cannot insert image " + r.path);
+    return Status::Ok();
   }
 
   // Sets the feature of image `id`. NotFound when there is no such image
