@@ -34,7 +34,6 @@
 
 #include "mariadb_server.h"
 #include "pixseek/database.h"
-#include "pixseek/model_registry.h"
 #include "pixseek/services.h"
 #include "redis_server.h"
 #include "subprocess.h"
@@ -51,17 +50,6 @@ using testing::TempDir;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kDim = 8;
-
-// Installs the tiny ONNX model as "tiny" under `home`.
-void InstallTinyModel(const std::filesystem::path& root, const std::filesystem::path& home) {
-  const auto model = testing::MakeTinyOnnxModel(kDim, 7);
-  testing::WriteBytes(root / "tiny.onnx", std::vector<uint8_t>(model.begin(), model.end()));
-  const std::string card = testing::TinyModelCardJson(kDim, "tiny.onnx");
-  testing::WriteBytes(root / "tiny.json", std::vector<uint8_t>(card.begin(), card.end()));
-  auto installed =
-      ModelRegistry(home).Import(root / "tiny.onnx", root / "tiny.json", std::string("tiny"));
-  ASSERT_TRUE(installed.ok()) << installed.status().ToString();
-}
 
 // Writes `count` distinct pictures into `folder`; returns its canonical path.
 std::filesystem::path MakeFolder(const std::filesystem::path& folder, int count, uint32_t seed) {
@@ -113,7 +101,7 @@ class SharedBuildJobsTest : public ::testing::TestWithParam<std::string> {
       metadata_url_ = server->Url(name);
     }
     home_ = tmp_.path() / "home";
-    InstallTinyModel(tmp_.path(), home_);
+    ASSERT_TRUE(testing::InstallTinyModel(home_, tmp_.path(), kDim, 7).ok());
     root_ = tmp_.path() / "import";
     std::filesystem::create_directories(root_);
     DatabaseOptions options;
@@ -318,7 +306,7 @@ class TwoNodesTest : public ::testing::Test {
     ASSERT_EQ(redis_.Start(), "");
     ASSERT_NO_FATAL_FAILURE(StartMilvus());
     home_ = tmp_.path() / "home";
-    ASSERT_NO_FATAL_FAILURE(InstallTinyModel(tmp_.path(), home_));
+    ASSERT_TRUE(testing::InstallTinyModel(home_, tmp_.path(), kDim, 7).ok());
     root_ = tmp_.path() / "import";
     std::filesystem::create_directories(root_ / "empty");
     auto created =

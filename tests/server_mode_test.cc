@@ -21,7 +21,6 @@
 
 #include "mariadb_server.h"
 #include "pixseek/database.h"
-#include "pixseek/model_registry.h"
 #include "pixseek/server.h"
 #include "redis_server.h"
 #include "subprocess.h"
@@ -42,17 +41,6 @@ std::string Image(uint32_t seed) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-// Installs the tiny ONNX model as "tiny" under `home`.
-void InstallTinyModel(const std::filesystem::path& root, const std::filesystem::path& home) {
-  const auto model = testing::MakeTinyOnnxModel(kDim, 7);
-  testing::WriteBytes(root / "tiny.onnx", std::vector<uint8_t>(model.begin(), model.end()));
-  const std::string card = testing::TinyModelCardJson(kDim, "tiny.onnx");
-  testing::WriteBytes(root / "tiny.json", std::vector<uint8_t>(card.begin(), card.end()));
-  auto installed = ModelRegistry(home).Import(root / "tiny.onnx", root / "tiny.json",
-                                              std::string("tiny"));
-  ASSERT_TRUE(installed.ok()) << installed.status().ToString();
-}
-
 httplib::Result Upload(httplib::Client& client, const std::string& bytes) {
   return client.Post("/api/v1/images",
                      httplib::MultipartFormDataItems{{"image", bytes, "u.png", "image/png"}});
@@ -67,7 +55,7 @@ class ServerModeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     home_ = tmp_.path() / "home";
-    InstallTinyModel(tmp_.path(), home_);
+    ASSERT_TRUE(testing::InstallTinyModel(home_, tmp_.path(), kDim, 7).ok());
   }
 
   Result<std::unique_ptr<Database>> OpenDb(const std::string& metadata_url,

@@ -26,6 +26,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "core/http_transport.h"
 #include "embed/network_embedder.h"
 #include "embed/preprocess.h"
 
@@ -69,22 +70,6 @@ void ReadLittleEndian(const char* src, size_t n, float* dst) {
       }
       std::memcpy(dst + i, &u, 4);
     }
-  }
-}
-
-// httplib's error names ("Connection", "Read") in words.
-std::string TransportError(httplib::Error error) {
-  switch (error) {
-    case httplib::Error::Connection:
-      return "cannot connect (refused, unreachable or timed out)";
-    case httplib::Error::ConnectionTimeout:
-      return "connecting timed out";
-    case httplib::Error::Read:
-      return "no complete reply (connection closed or timed out)";
-    case httplib::Error::Write:
-      return "sending the request failed (connection closed or timed out)";
-    default:
-      return httplib::to_string(error);
   }
 }
 
@@ -211,7 +196,7 @@ class KServeEmbedder final : public NetworkEmbedder {
   Status Transport(const httplib::Result& res, const std::string& what) const {
     if (res) return Status::Ok();
     return Status::Unavailable("KServe server " + k_.server_url + " did not answer " + what +
-                               ": " + TransportError(res.error()));
+                               ": " + HttpTransportError(res.error()));
   }
 
   // ": <message>" from a {"error": "..."} body; "" when there is none.

@@ -9,6 +9,7 @@
 #include <string>
 #include <utility>
 
+#include "core/http_transport.h"
 #include "core/url.h"
 
 namespace pixseek::milvus {
@@ -22,22 +23,6 @@ bool ValidName(const std::string& name) {
   if (!(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
   return std::all_of(name.begin(), name.end(),
                      [](unsigned char c) { return std::isalnum(c) || c == '_'; });
-}
-
-// httplib's transport errors in words.
-std::string TransportError(httplib::Error error) {
-  switch (error) {
-    case httplib::Error::Connection:
-      return "cannot connect (refused, unreachable or timed out)";
-    case httplib::Error::ConnectionTimeout:
-      return "connecting timed out";
-    case httplib::Error::Read:
-      return "no complete reply (connection closed or timed out)";
-    case httplib::Error::Write:
-      return "sending the request failed (connection closed or timed out)";
-    default:
-      return httplib::to_string(error);
-  }
 }
 
 // The "message" of an error envelope, when the body is one.
@@ -240,7 +225,7 @@ Result<Json> MilvusClient::CallEnvelope(std::string_view path, const Json& body)
   httplib::Result res = client.Post(route, headers, payload, "application/json");
   if (!res) {
     return Status::Unavailable(where + " did not answer " + std::string(path) + ": " +
-                               TransportError(res.error()));
+                               HttpTransportError(res.error()));
   }
   const int http = res->status;
   if (http != 200) {

@@ -770,11 +770,9 @@ class SqliteStore final : public MetadataStore {
     sqlite3_bind_text64(stmt, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
   }
 
-  // Inserts the record alone. Requires mu_.
-  Result<int64_t> InsertLocked(const ImageRecord& r) {
-    sqlite3_stmt* stmt;
-    PIXSEEK_RETURN_IF_ERROR(Prepare(kInsert, &stmt));
-    StatementScope scope(stmt);
+  // Binds a record's columns as parameters 1..10 of kInsert and
+  // kInsertWithId (the id, when there is one, is the 11th).
+  static void BindRecord(sqlite3_stmt* stmt, const ImageRecord& r) {
     BindText(stmt, 1, r.path);
     BindText(stmt, 2, r.name);
     BindText(stmt, 3, r.sha256);
@@ -785,6 +783,14 @@ class SqliteStore final : public MetadataStore {
     BindText(stmt, 8, r.exif_datetime);
     BindText(stmt, 9, r.label);
     sqlite3_bind_int64(stmt, 10, r.added_at);
+  }
+
+  // Inserts the record alone. Requires mu_.
+  Result<int64_t> InsertLocked(const ImageRecord& r) {
+    sqlite3_stmt* stmt;
+    PIXSEEK_RETURN_IF_ERROR(Prepare(kInsert, &stmt));
+    StatementScope scope(stmt);
+    BindRecord(stmt, r);
     int rc = sqlite3_step(stmt);
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
       return Status::AlreadyExists("an image with path " + r.path + " is already stored");
@@ -798,16 +804,7 @@ class SqliteStore final : public MetadataStore {
     sqlite3_stmt* stmt;
     PIXSEEK_RETURN_IF_ERROR(Prepare(kInsertWithId, &stmt));
     StatementScope scope(stmt);
-    BindText(stmt, 1, r.path);
-    BindText(stmt, 2, r.name);
-    BindText(stmt, 3, r.sha256);
-    sqlite3_bind_int64(stmt, 4, r.size_bytes);
-    BindText(stmt, 5, r.format);
-    sqlite3_bind_int(stmt, 6, r.width);
-    sqlite3_bind_int(stmt, 7, r.height);
-    BindText(stmt, 8, r.exif_datetime);
-    BindText(stmt, 9, r.label);
-    sqlite3_bind_int64(stmt, 10, r.added_at);
+    BindRecord(stmt, r);
     sqlite3_bind_int64(stmt, 11, r.id);
     int rc = sqlite3_step(stmt);
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
