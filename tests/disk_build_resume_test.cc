@@ -93,11 +93,17 @@ class DiskBuildResumeTest : public ::testing::Test {
     std::atomic<bool> cancel{false};
     size_t finished = 0;
     std::string last_phase;
-    BuildProgress progress = [&](const char* phase, size_t done, size_t total) {
+    size_t last_done = 0;
+    BuildProgress progress = [&](const char* phase, size_t done, size_t) {
       const std::string ph = phase;
-      // Each shard reports twice, at its start and its end.
-      if (ph.rfind("shard ", 0) == 0 && ph == last_phase && ++finished == shards) cancel = true;
+      // A shard reports at its start, as its graph's insertions go, and
+      // once more with the same count when its part is written.
+      if (ph.rfind("shard ", 0) == 0 && ph == last_phase && done == last_done &&
+          ++finished == shards) {
+        cancel = true;
+      }
       last_phase = ph;
+      last_done = done;
     };
     DiskBuildReport report;
     Status s = Build(out, p, &report, &cancel, progress);

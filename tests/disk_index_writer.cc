@@ -1,7 +1,8 @@
 // A child process for the disk index kill test: adds vectors one by one to
 // the disk index in DIR (compacting in the background as it grows), removes
 // every seventh id soon after, and reports each acknowledged change on
-// stderr ("ACK id" / "DEL id") only after the call returned OK. The test
+// stderr ("ACK id" / "DEL id") only after the call returned OK, and each
+// compaction it sees committed ("GEN n", the index's generation). The test
 // kills it at random moments and checks that every reported change survived.
 //
 //   disk_index_writer DIR FIRST_ID COUNT
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   const int64_t first = std::stoll(argv[2]);
   const int64_t count = std::stoll(argv[3]);
   std::fprintf(stderr, "READY\n");
+  uint64_t generation = (*index)->stats().generation;
   for (int64_t id = first; id < first + count; ++id) {
     const std::vector<float> v = VectorFor(id);
     pixseek::Status s = (*index)->Add(1, &id, v.data());
@@ -62,6 +64,10 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::fprintf(stderr, "ACK %lld\n", static_cast<long long>(id));
+    if (const uint64_t g = (*index)->stats().generation; g > generation) {
+      generation = g;
+      std::fprintf(stderr, "GEN %llu\n", static_cast<unsigned long long>(g));
+    }
     if (id % 7 == 0 && id - 3 >= first) {
       const int64_t gone = id - 3;
       s = (*index)->Remove({&gone, 1});

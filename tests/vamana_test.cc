@@ -289,6 +289,44 @@ TEST(VamanaTest, DeterministicWithOneThreadAndSeed) {
   EXPECT_TRUE(differs_from_other_seed);
 }
 
+// The build reports its insertions as it goes (a shard of a large disk
+// build takes long enough that a user wants more than its start and end),
+// and reporting changes nothing in the graph.
+TEST(VamanaTest, ReportsProgressOverBothPassesWithoutChangingTheGraph) {
+  const size_t n = 2 * VamanaGraph::kProgressStep + 100;
+  const auto data = Clustered(n, kDim, 20, 3, 4);
+  VamanaParams params;
+  params.max_degree = 8;
+  params.build_list = 16;
+  params.num_threads = 2;
+  std::vector<std::pair<size_t, size_t>> calls;
+  auto with = VamanaGraph::Build(std::vector<float>(data), n, kDim, params,
+                                 [&](size_t done, size_t total) { calls.push_back({done, total}); });
+  ASSERT_TRUE(with.ok()) << with.status().ToString();
+  // Two passes of n insertions: steps of kProgressStep and each pass's end,
+  // rising (two threads may reach a step out of order: the later one is
+  // then not reported).
+  ASSERT_GE(calls.size(), 4u);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    EXPECT_EQ(calls[i].second, 2 * n);
+    const size_t within = calls[i].first > n ? calls[i].first - n : calls[i].first;
+    EXPECT_TRUE(within % VamanaGraph::kProgressStep == 0 || within == n) << calls[i].first;
+    if (i > 0) EXPECT_GT(calls[i].first, calls[i - 1].first);
+  }
+  EXPECT_NE(std::find(calls.begin(), calls.end(), std::make_pair(n, 2 * n)), calls.end());
+  EXPECT_EQ(calls.back(), std::make_pair(2 * n, 2 * n));
+
+  params.num_threads = 1;
+  auto a = VamanaGraph::Build(std::vector<float>(data), n, kDim, params, [](size_t, size_t) {});
+  auto b = VamanaGraph::Build(data.data(), n, kDim, params);
+  ASSERT_TRUE(a.ok() && b.ok());
+  for (uint32_t i = 0; i < n; ++i) {
+    auto na = a->neighbours(i);
+    auto nb = b->neighbours(i);
+    ASSERT_TRUE(std::equal(na.begin(), na.end(), nb.begin(), nb.end())) << "node " << i;
+  }
+}
+
 TEST(VamanaTest, SinglePoint) {
   std::vector<float> v(kDim, 0.0f);
   v[3] = 1.0f;

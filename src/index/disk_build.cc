@@ -484,7 +484,9 @@ Result<Partition> LoadPartition(const BuildContext& ctx, std::unique_ptr<PartRea
 // shard-NNNN.part: u32 shard, u32 R, u64 rows, then per row (ascending):
 //   u32 global row, u32 degree, degree u32 global neighbour rows.
 
-Status WriteShardPart(const BuildContext& ctx, const Partition& partition, size_t shard) {
+// `progress` hears of the graph's insertions (VamanaGraph::Build).
+Status WriteShardPart(const BuildContext& ctx, const Partition& partition, size_t shard,
+                      const VamanaGraph::Progress& progress) {
   const size_t d = ctx.plan.d;
   PIXSEEK_ASSIGN_OR_RETURN(const std::vector<uint32_t> rows, partition.Rows(shard));
   ctx.report->max_rows_in_ram = std::max(ctx.report->max_rows_in_ram, rows.size());
@@ -494,7 +496,8 @@ Status WriteShardPart(const BuildContext& ctx, const Partition& partition, size_
     PIXSEEK_RETURN_IF_ERROR(ReadRows(ctx.source, rows, x.data()));
     PIXSEEK_ASSIGN_OR_RETURN(
         VamanaGraph built,
-        VamanaGraph::Build(std::move(x), rows.size(), static_cast<int>(d), ctx.params.graph));
+        VamanaGraph::Build(std::move(x), rows.size(), static_cast<int>(d), ctx.params.graph,
+                           progress));
     g = std::make_unique<VamanaGraph>(std::move(built));
   }
   PIXSEEK_ASSIGN_OR_RETURN(
@@ -923,7 +926,11 @@ Status BuildInRam(const BuildContext& ctx, const PqPart& pq, std::span<const int
   ctx.Progress("graph", 0, n);
   PIXSEEK_ASSIGN_OR_RETURN(
       VamanaGraph g,
-      VamanaGraph::Build(std::move(x), n, static_cast<int>(ctx.plan.d), ctx.params.graph));
+      VamanaGraph::Build(std::move(x), n, static_cast<int>(ctx.plan.d), ctx.params.graph,
+                         [&](size_t inserted, size_t inserts) {
+                           // Below n until the graph is frozen.
+                           ctx.Progress("graph", (n - 1) * inserted / inserts, n);
+                         }));
   ctx.Progress("graph", n, n);
   ctx.report->graph_s = Seconds(t);
   if (Cancelled(ctx.cancel)) return CancelledStatus();
@@ -963,7 +970,13 @@ Status BuildSharded(const BuildContext& ctx, FinishedParts& finished, const PqPa
     if (Cancelled(ctx.cancel)) return CancelledStatus();
     const std::string phase = "shard " + std::to_string(s + 1) + "/" + std::to_string(k) + " graph";
     ctx.Progress(phase.c_str(), done, total);
-    PIXSEEK_RETURN_IF_ERROR(WriteShardPart(ctx, partition, s));
+    // Within the shard, its rows count in proportion to the insertions
+    // done (a shard of a 10M build takes the better part of an hour).
+    const size_t rows = partition.counts[s];
+    auto within = [&](size_t inserted, size_t inserts) {
+      ctx.Progress(phase.c_str(), done + rows * inserted / std::max<size_t>(inserts, 1), total);
+    };
+    PIXSEEK_RETURN_IF_ERROR(WriteShardPart(ctx, partition, s, within));
     done += partition.counts[s];
     ctx.Progress(phase.c_str(), done, total);
   }

@@ -196,9 +196,26 @@ class GraphBuilder {
     threads_ = static_cast<unsigned>(std::min<size_t>(threads, n));
   }
 
-  // Inserts every node in `order` with pruning slack `alpha`.
-  void Pass(const std::vector<uint32_t>& order, float alpha) {
-    ParallelFor([&](size_t i, Scratch* s) { Insert(order[i], alpha, s); });
+  // Inserts every node in `order` with pruning slack `alpha`; `progress`
+  // (may be empty) hears of each kProgressStep insertions, counted from
+  // `done_before` over `total`.
+  void Pass(const std::vector<uint32_t>& order, float alpha, const VamanaGraph::Progress& progress,
+            size_t done_before, size_t total) {
+    std::atomic<size_t> done{0};
+    std::mutex progress_mu;
+    size_t reported = 0;  // GUARDED_BY(progress_mu)
+    ParallelFor([&](size_t i, Scratch* s) {
+      Insert(order[i], alpha, s);
+      if (!progress) return;
+      const size_t now = done.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (now % VamanaGraph::kProgressStep == 0 || now == n_) {
+        std::lock_guard<std::mutex> lock(progress_mu);
+        // Two threads may reach the lock out of order: never go back.
+        if (now <= reported) return;
+        reported = now;
+        progress(done_before + now, total);
+      }
+    });
   }
 
   // Prunes the nodes the slack left above R (no other thread runs now).
@@ -309,6 +326,11 @@ Result<VamanaGraph> VamanaGraph::Build(const float* vectors, size_t n, int dim,
 
 Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int dim,
                                        const VamanaParams& params) {
+  return Build(std::move(owned), n, dim, params, nullptr);
+}
+
+Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int dim,
+                                       const VamanaParams& params, const Progress& progress) {
   PIXSEEK_RETURN_IF_ERROR(ValidateParams(n, dim, params));
   const size_t d = static_cast<size_t>(dim);
   if (owned.size() != n * d) {
@@ -333,9 +355,9 @@ Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int
   std::iota(order.begin(), order.end(), 0u);
   std::vector<float> alphas = {params.alpha};
   if (params.passes == 2) alphas.insert(alphas.begin(), 1.0f);
-  for (const float alpha : alphas) {
+  for (size_t pass = 0; pass < alphas.size(); ++pass) {
     std::shuffle(order.begin(), order.end(), rng);
-    builder.Pass(order, alpha);
+    builder.Pass(order, alphas[pass], progress, pass * n, alphas.size() * n);
   }
   builder.FinalPrune(params.alpha);
   const auto& graph = builder.graph();

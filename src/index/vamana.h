@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -78,6 +79,14 @@ class VamanaGraph {
   // so that a build holds one copy of the data.
   [[nodiscard]] static Result<VamanaGraph> Build(std::vector<float>&& vectors, size_t n, int dim,
                                                  const VamanaParams& params);
+  // The same, calling progress(done, total) as the insertions go (total =
+  // passes * n; about every kProgressStep insertions and once at the end),
+  // from the build's threads, one call at a time.
+  using Progress = std::function<void(size_t done, size_t total)>;
+  static constexpr size_t kProgressStep = 16384;
+  [[nodiscard]] static Result<VamanaGraph> Build(std::vector<float>&& vectors, size_t n, int dim,
+                                                 const VamanaParams& params,
+                                                 const Progress& progress);
 
   // Writes to *out the k best hits (score = inner product with `query`,
   // which has dim() floats) found by a best-first beam search from the entry
