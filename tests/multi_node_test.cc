@@ -37,6 +37,7 @@
 #include "pixseek/services.h"
 #include "redis_server.h"
 #include "subprocess.h"
+#include "api_requests.h"
 #include "test_images.h"
 #include "test_util.h"
 #include "tiny_onnx.h"
@@ -261,20 +262,6 @@ int PortIn(const std::string& line) {
   }
 }
 
-std::string Picture(uint32_t seed) {
-  auto bytes = testing::SyntheticImage(".png", 96, 96, 40 + seed % 200, 90, 160, seed);
-  return std::string(bytes.begin(), bytes.end());
-}
-
-httplib::Result Upload(httplib::Client& client, const std::string& bytes) {
-  return client.Post("/api/v1/images",
-                     httplib::MultipartFormDataItems{{"image", bytes, "u.png", "image/png"}});
-}
-
-httplib::Result Search(httplib::Client& client, const std::string& bytes) {
-  return client.Post("/api/v1/search",
-                     httplib::MultipartFormDataItems{{"image", bytes, "q.png", "image/png"}});
-}
 
 // The ids of a search answer, best first.
 std::vector<int64_t> Hits(const httplib::Result& res) {
@@ -402,19 +389,19 @@ class TwoNodesTest : public ::testing::Test {
 };
 
 TEST_F(TwoNodesTest, WritesThroughOneNodeAreSeenThroughTheOther) {
-  const std::string picture = Picture(11);
+  const std::string picture = testing::SeededPicture(11);
   // B answers (and caches) the query before the upload...
-  auto before = Search(*b_.client, picture);
+  auto before = testing::SearchPicture(*b_.client, picture);
   ASSERT_TRUE(before);
   ASSERT_EQ(before->status, 200) << before->body;
   EXPECT_TRUE(Hits(before).empty());
   // ... A stores it ...
-  auto uploaded = Upload(*a_.client, picture);
+  auto uploaded = testing::UploadPicture(*a_.client, picture);
   ASSERT_TRUE(uploaded);
   ASSERT_EQ(uploaded->status, 201) << uploaded->body;
   const int64_t id = json::parse(uploaded->body)["ids"][0].get<int64_t>();
   // ... and B finds it at once: its cached answer was cleared by A's upload.
-  auto after = Search(*b_.client, picture);
+  auto after = testing::SearchPicture(*b_.client, picture);
   ASSERT_EQ(Hits(after), std::vector<int64_t>{id}) << (after ? after->body : "no answer");
   // The record, the thumbnail and the uploaded file through B.
   EXPECT_EQ(b_.client->Get("/api/v1/images/" + std::to_string(id))->status, 200);
@@ -424,7 +411,7 @@ TEST_F(TwoNodesTest, WritesThroughOneNodeAreSeenThroughTheOther) {
   // get distinct ids.
   std::set<int64_t> ids = {id};
   for (uint32_t i = 0; i < 6; ++i) {
-    auto res = Upload(i % 2 == 0 ? *a_.client : *b_.client, Picture(100 + i));
+    auto res = testing::UploadPicture(i % 2 == 0 ? *a_.client : *b_.client, testing::SeededPicture(100 + i));
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 201) << res->body;
     ids.insert(json::parse(res->body)["ids"][0].get<int64_t>());
@@ -435,13 +422,13 @@ TEST_F(TwoNodesTest, WritesThroughOneNodeAreSeenThroughTheOther) {
 
   // A caches an answer that holds the image; B deletes it; A no longer
   // answers it.
-  ASSERT_EQ(Hits(Search(*a_.client, picture)).front(), id);
+  ASSERT_EQ(Hits(testing::SearchPicture(*a_.client, picture)).front(), id);
   auto deleted = b_.client->Delete("/api/v1/images/" + std::to_string(id));
   ASSERT_TRUE(deleted);
   ASSERT_EQ(deleted->status, 204) << deleted->body;
   EXPECT_EQ(a_.client->Get("/api/v1/images/" + std::to_string(id))->status, 404);
   EXPECT_EQ(a_.client->Get("/api/v1/images/" + std::to_string(id) + "/thumbnail")->status, 404);
-  auto hits = Hits(Search(*a_.client, picture));
+  auto hits = Hits(testing::SearchPicture(*a_.client, picture));
   EXPECT_EQ(std::count(hits.begin(), hits.end(), id), 0) << "a deleted image is still found";
   EXPECT_EQ(hits.size(), 6u);
   EXPECT_EQ(Count(a_), 6);
@@ -553,7 +540,7 @@ TEST_F(TwoNodesTest, KilledNodesBuildIsFinishedByTheOther) {
       std::chrono::seconds(10)));
   // And a search through it finds the files the killed node stored.
   std::ifstream first(folder / "img0.png", std::ios::binary);
-  auto hits = Hits(Search(*other->client, std::string(std::istreambuf_iterator<char>(first), {})));
+  auto hits = Hits(testing::SearchPicture(*other->client, std::string(std::istreambuf_iterator<char>(first), {})));
   ASSERT_FALSE(hits.empty());
   EXPECT_EQ(Sql("SELECT path FROM {db}.images WHERE id = " + std::to_string(hits.front())),
             (folder / "img0.png").string());
@@ -562,7 +549,7 @@ TEST_F(TwoNodesTest, KilledNodesBuildIsFinishedByTheOther) {
 TEST_F(TwoNodesTest, MilvusStoppedAndRestarted) {
   std::vector<std::pair<int64_t, uint32_t>> acknowledged;  // id, picture seed
   for (uint32_t i = 0; i < 4; ++i) {
-    auto res = Upload(i % 2 == 0 ? *a_.client : *b_.client, Picture(200 + i));
+    auto res = testing::UploadPicture(i % 2 == 0 ? *a_.client : *b_.client, testing::SeededPicture(200 + i));
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 201) << res->body;
     acknowledged.emplace_back(json::parse(res->body)["ids"][0].get<int64_t>(), 200 + i);
@@ -570,11 +557,11 @@ TEST_F(TwoNodesTest, MilvusStoppedAndRestarted) {
   milvus_->Stop(SIGTERM);
   milvus_.reset();
   for (Node* node : {&a_, &b_}) {
-    auto search = Search(*node->client, Picture(999));
+    auto search = testing::SearchPicture(*node->client, testing::SeededPicture(999));
     ASSERT_TRUE(search);
     EXPECT_EQ(search->status, 503) << search->body;
     EXPECT_TRUE(search->has_header("Retry-After"));
-    auto upload = Upload(*node->client, Picture(998));
+    auto upload = testing::UploadPicture(*node->client, testing::SeededPicture(998));
     ASSERT_TRUE(upload);
     EXPECT_EQ(upload->status, 503) << upload->body;
     EXPECT_TRUE(upload->has_header("Retry-After"));
@@ -587,19 +574,19 @@ TEST_F(TwoNodesTest, MilvusStoppedAndRestarted) {
   for (Node* node : {&a_, &b_}) {
     EXPECT_TRUE(testing::WaitFor(
         [&] {
-          auto res = Search(*node->client, Picture(200));
+          auto res = testing::SearchPicture(*node->client, testing::SeededPicture(200));
           return res && res->status == 200;
         },
         std::chrono::seconds(30), milliseconds(100)))
         << "node on port " << node->port << " did not recover";
   }
-  auto res = Upload(*b_.client, Picture(300));
+  auto res = testing::UploadPicture(*b_.client, testing::SeededPicture(300));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 201) << res->body;
   acknowledged.emplace_back(json::parse(res->body)["ids"][0].get<int64_t>(), 300);
   // Nothing acknowledged was lost, and nothing refused was stored.
   for (const auto& [id, seed] : acknowledged) {
-    EXPECT_EQ(Hits(Search(*a_.client, Picture(seed))).front(), id) << "upload " << id;
+    EXPECT_EQ(Hits(testing::SearchPicture(*a_.client, testing::SeededPicture(seed))).front(), id) << "upload " << id;
   }
   EXPECT_EQ(Count(a_), static_cast<int64_t>(acknowledged.size()));
   EXPECT_EQ(MilvusRows(), static_cast<int64_t>(acknowledged.size()));

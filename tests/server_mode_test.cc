@@ -24,6 +24,7 @@
 #include "pixseek/server.h"
 #include "redis_server.h"
 #include "subprocess.h"
+#include "api_requests.h"
 #include "test_images.h"
 #include "test_util.h"
 #include "tiny_onnx.h"
@@ -36,20 +37,6 @@ using testing::TempDir;
 
 constexpr int kDim = 8;
 
-std::string Image(uint32_t seed) {
-  auto bytes = testing::SyntheticImage(".png", 96, 96, 40 + seed % 200, 90, 160, seed);
-  return std::string(bytes.begin(), bytes.end());
-}
-
-httplib::Result Upload(httplib::Client& client, const std::string& bytes) {
-  return client.Post("/api/v1/images",
-                     httplib::MultipartFormDataItems{{"image", bytes, "u.png", "image/png"}});
-}
-
-httplib::Result Search(httplib::Client& client, const std::string& bytes) {
-  return client.Post("/api/v1/search",
-                     httplib::MultipartFormDataItems{{"image", bytes, "q.png", "image/png"}});
-}
 
 class ServerModeTest : public ::testing::Test {
  protected:
@@ -85,13 +72,13 @@ TEST_F(ServerModeTest, RedisDownSearchGoesOnWithoutTheCache) {
   HttpServer server(**db, options);
   ASSERT_TRUE(server.Start().ok());
   httplib::Client client("127.0.0.1", server.port());
-  for (uint32_t i = 0; i < 5; ++i) ASSERT_EQ(Upload(client, Image(i))->status, 201);
+  for (uint32_t i = 0; i < 5; ++i) ASSERT_EQ(testing::UploadPicture(client, testing::SeededPicture(i))->status, 201);
 
-  const std::string query = Image(2);
-  auto first = Search(client, query);
+  const std::string query = testing::SeededPicture(2);
+  auto first = testing::SearchPicture(client, query);
   ASSERT_EQ(first->status, 200) << first->body;
   const uint64_t hits_before = (*db)->cache().stats().hits;
-  auto second = Search(client, query);
+  auto second = testing::SearchPicture(client, query);
   ASSERT_EQ(second->status, 200);
   EXPECT_EQ((*db)->cache().stats().hits, hits_before + 1) << "the repeated search is a hit";
   EXPECT_EQ(json::parse(first->body)["results"], json::parse(second->body)["results"]);
@@ -100,20 +87,20 @@ TEST_F(ServerModeTest, RedisDownSearchGoesOnWithoutTheCache) {
   redis.Stop();
   for (int i = 0; i < 5; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    auto res = Search(client, Image(10 + i));
+    auto res = testing::SearchPicture(client, testing::SeededPicture(10 + i));
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200) << res->body;
     EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
   }
   // Uploads (which clear the cache) work too.
-  EXPECT_EQ(Upload(client, Image(50))->status, 201);
+  EXPECT_EQ(testing::UploadPicture(client, testing::SeededPicture(50))->status, 201);
 
   ASSERT_EQ(redis.Start(), "");
   // Within a couple of retry intervals the cache is used again.
   const bool hit = testing::WaitFor(
       [&] {
         const uint64_t before = (*db)->cache().stats().hits;
-        Search(client, query);
+        testing::SearchPicture(client, query);
         return (*db)->cache().stats().hits > before;
       },
       std::chrono::seconds(10), std::chrono::milliseconds(20));
@@ -138,18 +125,18 @@ TEST_F(ServerModeTest, MariadbDownAnswers503AndResumes) {
   client.set_read_timeout(60, 0);
   std::vector<int64_t> ids;
   for (uint32_t i = 0; i < 4; ++i) {
-    auto res = Upload(client, Image(i));
+    auto res = testing::UploadPicture(client, testing::SeededPicture(i));
     ASSERT_EQ(res->status, 201) << res->body;
     ids.push_back(json::parse(res->body)["ids"][0].get<int64_t>());
   }
 
   maria->Stop(SIGKILL);  // a crash, not a clean shutdown
-  auto res = Search(client, Image(100));
+  auto res = testing::SearchPicture(client, testing::SeededPicture(100));
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 503) << res->body;
   EXPECT_EQ(res->get_header_value("Retry-After"), "3");
   EXPECT_EQ(json::parse(res->body)["error"]["code"], "UNAVAILABLE");
-  res = Upload(client, Image(101));
+  res = testing::UploadPicture(client, testing::SeededPicture(101));
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 503) << res->body;
   EXPECT_EQ(res->get_header_value("Retry-After"), "3");
@@ -160,14 +147,14 @@ TEST_F(ServerModeTest, MariadbDownAnswers503AndResumes) {
 
   ASSERT_EQ(maria->Start(), "");
   // Service resumes by itself: no restart of pixseek.
-  res = Search(client, Image(2));
+  res = testing::SearchPicture(client, testing::SeededPicture(2));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(json::parse(res->body)["results"][0]["id"], ids[2]);
   for (int64_t id : ids) {
     EXPECT_EQ(client.Get("/api/v1/images/" + std::to_string(id))->status, 200) << id;
   }
-  res = Upload(client, Image(101));
+  res = testing::UploadPicture(client, testing::SeededPicture(101));
   EXPECT_EQ(res->status, 201) << res->body;
   // The refused upload left nothing behind: 4 + 1 images.
   EXPECT_EQ(json::parse(client.Get("/api/v1/stats")->body)["count"], 5);
@@ -209,7 +196,7 @@ void KillDuringUploads(const std::filesystem::path& root, const std::filesystem:
   std::thread uploader([&, port = port] {
     httplib::Client client("127.0.0.1", port);
     for (uint32_t i = 0; !stop; ++i) {
-      auto res = Upload(client, Image(1000 + i));
+      auto res = testing::UploadPicture(client, testing::SeededPicture(1000 + i));
       if (!res) break;  // the server is gone
       if (res->status == 201) {
         acknowledged.push_back(json::parse(res->body)["ids"][0].get<int64_t>());
@@ -233,7 +220,7 @@ void KillDuringUploads(const std::filesystem::path& root, const std::filesystem:
     EXPECT_EQ(res->status, 200) << "acknowledged upload " << acknowledged[i] << " is lost";
   }
   // And each is found by its own picture.
-  auto res = Search(client, Image(1000 + static_cast<uint32_t>(acknowledged.size() - 1)));
+  auto res = testing::SearchPicture(client, testing::SeededPicture(1000 + static_cast<uint32_t>(acknowledged.size() - 1)));
   ASSERT_TRUE(res);
   ASSERT_EQ(res->status, 200) << res->body;
   EXPECT_EQ(json::parse(res->body)["results"][0]["id"], acknowledged.back());
