@@ -927,10 +927,11 @@ Status BuildInRam(const BuildContext& ctx, const PqPart& pq, std::span<const int
   PIXSEEK_ASSIGN_OR_RETURN(
       VamanaGraph g,
       VamanaGraph::Build(std::move(x), n, static_cast<int>(ctx.plan.d), ctx.params.graph,
-                         [&](size_t inserted, size_t inserts) {
+                         ctx.progress ? VamanaGraph::Progress([&](size_t inserted, size_t inserts) {
                            // Below n until the graph is frozen.
                            ctx.Progress("graph", (n - 1) * inserted / inserts, n);
-                         }));
+                         })
+                                      : nullptr));
   ctx.Progress("graph", n, n);
   ctx.report->graph_s = Seconds(t);
   if (Cancelled(ctx.cancel)) return CancelledStatus();
@@ -973,9 +974,12 @@ Status BuildSharded(const BuildContext& ctx, FinishedParts& finished, const PqPa
     // Within the shard, its rows count in proportion to the insertions
     // done (a shard of a 10M build takes the better part of an hour).
     const size_t rows = partition.counts[s];
-    auto within = [&](size_t inserted, size_t inserts) {
-      ctx.Progress(phase.c_str(), done + rows * inserted / std::max<size_t>(inserts, 1), total);
-    };
+    VamanaGraph::Progress within;  // none when nobody listens
+    if (ctx.progress) {
+      within = [&](size_t inserted, size_t inserts) {
+        ctx.Progress(phase.c_str(), done + rows * inserted / std::max<size_t>(inserts, 1), total);
+      };
+    }
     PIXSEEK_RETURN_IF_ERROR(WriteShardPart(ctx, partition, s, within));
     done += partition.counts[s];
     ctx.Progress(phase.c_str(), done, total);
