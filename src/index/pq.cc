@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -36,6 +37,7 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the PQ format is written with memcpy on a little-endian host");
 
+constexpr size_t kCentroids = ProductQuantizer::kCentroids;
 constexpr char kMagic[4] = {'P', 'X', 'P', 'Q'};
 constexpr uint32_t kVersion = 1;
 constexpr size_t kHeaderSize = 20;
@@ -119,6 +121,58 @@ int SliceCount(int m) {
   return std::max(1, std::min<int>(m, static_cast<int>(std::thread::hardware_concurrency())));
 }
 
+// Sub-space j of a FAISS centroid table (centroid c, coordinate t at (j * 256
+// + c) * dsub + t), transposed for NearestOf256 (t * 256 + c), with the
+// centroids' squared norms.
+void TransposeSubspace(const float* centroids, size_t j, size_t dsub, float* transposed,
+                       float* norms) {
+  for (size_t c = 0; c < kCentroids; ++c) {
+    const float* centroid = centroids + (j * kCentroids + c) * dsub;
+    float norm = 0;
+    for (size_t t = 0; t < dsub; ++t) {
+      transposed[t * kCentroids + c] = centroid[t];
+      norm += centroid[t] * centroid[t];
+    }
+    norms[c] = norm;
+  }
+}
+
+// The assignment step of FAISS's k-means for one sub-space: FAISS's
+// Clustering keeps the iterations (initialisation, centroid updates, empty
+// cluster splits) and asks this index for each training row's nearest
+// centroid. FAISS's IndexFlatL2 answers through BLAS, which for 4-float
+// sub-spaces spends its time on a 4-deep matrix product and the n x 256
+// distance matrix; NearestOf256 keeps one row's 256 distances in registers
+// (10x faster on 2048-d data split in 512 sub-spaces).
+class SubspaceAssigner final : public faiss::Index {
+ public:
+  explicit SubspaceAssigner(size_t dsub)
+      : faiss::Index(static_cast<idx_t>(dsub)), transposed_(dsub * kCentroids), norms_(kCentroids) {}
+
+  void add(idx_t n, const float* x) override {
+    if (ntotal != 0 || n != static_cast<idx_t>(kCentroids)) {
+      throw std::invalid_argument("sub-space assigner holds exactly 256 centroids");
+    }
+    TransposeSubspace(x, 0, static_cast<size_t>(d), transposed_.data(), norms_.data());
+    ntotal = n;
+  }
+
+  void search(idx_t n, const float* x, idx_t k, float* distances, idx_t* labels,
+              const faiss::SearchParameters* /*params*/) const override {
+    if (k != 1 || ntotal != static_cast<idx_t>(kCentroids)) {
+      throw std::invalid_argument("sub-space assigner answers k = 1 over 256 centroids");
+    }
+    NearestOf256(transposed_.data(), norms_.data(), static_cast<size_t>(d), x,
+                 static_cast<size_t>(d), static_cast<size_t>(n), labels, distances);
+  }
+
+  void reset() override { ntotal = 0; }
+
+ private:
+  std::vector<float> transposed_;
+  std::vector<float> norms_;
+};
+
 }  // namespace
 
 struct ProductQuantizer::Impl {
@@ -193,6 +247,8 @@ Result<ProductQuantizer> ProductQuantizer::Train(int dim, int m, const float* ve
       faiss::ProductQuantizer part(cols, j1 - j0, kBits);
       part.verbose = false;
       part.cp = pq.cp;
+      SubspaceAssigner assigner(dsub);
+      part.assign_index = &assigner;
       part.train(n, x.data());
       slice_centroids[t] = std::move(part.centroids);
     });
@@ -218,23 +274,27 @@ Status ProductQuantizer::Encode(const float* x, size_t n, uint8_t* codes) const 
   if (!AllFinite(x, n * static_cast<size_t>(dim_))) {
     return Status::InvalidArgument("product quantizer Encode: input holds a non-finite value");
   }
-  // A row's code is, per sub-space, the centroid nearest it: the largest
-  // entry of the row's L2 tables (2 <x_j, c> - |c|^2), made by the search's
-  // SIMD table kernel: 1.5x faster than FAISS's compute_codes on 2048-d rows
-  // with 4-d sub-spaces (20,000 rows: 4 s against 6). It reads the binary16
-  // codebook, so a centroid is chosen differently only where two lie within
-  // its rounding of each other. Rows split over threads.
+  // A row's code is, per sub-space, its nearest centroid (NearestOf256).
+  // Rows go in blocks that stay in the L2 cache while every sub-space's
+  // centroids pass over them; rows split over threads.
   try {
+    const size_t dsub = static_cast<size_t>(dim_ / m_);
+    const float* centroids = impl_->pq.centroids.data();
     const int slices = static_cast<int>(std::min<size_t>(n, size_t(SliceCount(m_))));
-    ForEachSlice(slices, [&](int t) {
-      const size_t i0 = n * t / slices, i1 = n * (t + 1) / slices;
-      std::vector<float> tables(table_size());
-      for (size_t i = i0; i < i1; ++i) {
-        ComputeL2Tables(x + i * size_t(dim_), tables.data());
-        uint8_t* code = codes + i * code_size();
+    ForEachSlice(slices, [&](int s) {
+      constexpr size_t kBlock = 64;
+      const size_t i0 = n * s / slices, i1 = n * (s + 1) / slices;
+      std::vector<float> transposed(dsub * kCentroids), norms(kCentroids);
+      std::vector<int64_t> labels(kBlock);
+      for (size_t b0 = i0; b0 < i1; b0 += kBlock) {
+        const size_t rows = std::min(kBlock, i1 - b0);
         for (size_t j = 0; j < size_t(m_); ++j) {
-          const float* row = tables.data() + j * kCentroids;
-          code[j] = static_cast<uint8_t>(std::max_element(row, row + kCentroids) - row);
+          TransposeSubspace(centroids, j, dsub, transposed.data(), norms.data());
+          NearestOf256(transposed.data(), norms.data(), dsub, x + b0 * size_t(dim_) + j * dsub,
+                       size_t(dim_), rows, labels.data(), nullptr);
+          for (size_t r = 0; r < rows; ++r) {
+            codes[(b0 + r) * code_size() + j] = static_cast<uint8_t>(labels[r]);
+          }
         }
       }
     });

@@ -133,6 +133,29 @@ void L2TablesScalar(const uint16_t* transposed, const float* norms, size_t m, si
   }
 }
 
+// The squared norm of x's dsub floats.
+inline float SquaredNorm(const float* x, size_t dsub) {
+  float s = 0;
+  for (size_t t = 0; t < dsub; ++t) s += x[t] * x[t];
+  return s;
+}
+
+void NearestScalar(const float* transposed, const float* norms, size_t dsub, const float* x,
+                   size_t stride, size_t n, int64_t* labels, float* distances) {
+  float d[256];
+  for (size_t i = 0; i < n; ++i) {
+    const float* row = x + i * stride;
+    for (size_t c = 0; c < 256; ++c) d[c] = norms[c];
+    for (size_t t = 0; t < dsub; ++t) {
+      const float xt = -2.0f * row[t];
+      for (size_t c = 0; c < 256; ++c) d[c] += xt * transposed[t * 256 + c];
+    }
+    const size_t best = static_cast<size_t>(std::min_element(d, d + 256) - d);
+    labels[i] = static_cast<int64_t>(best);
+    if (distances != nullptr) distances[i] = std::max(0.0f, d[best] + SquaredNorm(row, dsub));
+  }
+}
+
 // The step shared by every sub-space (see QuantizePqTables) from the
 // sub-spaces' ranges, with out's size and bias set.
 float PrepareByteTables(size_t m, float widest, double bias, PqByteTables* out) {
@@ -293,6 +316,39 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
   }
 }
 
+// NearestScalar with the 256 sums |c|^2 - 2 <x, c> of a row in sixteen
+// registers.
+__attribute__((target("avx512f"))) void NearestAvx512(const float* transposed, const float* norms,
+                                                      size_t dsub, const float* x, size_t stride,
+                                                      size_t n, int64_t* labels,
+                                                      float* distances) {
+  for (size_t i = 0; i < n; ++i) {
+    const float* row = x + i * stride;
+    __m512 acc[16];
+    for (int k = 0; k < 16; ++k) acc[k] = _mm512_loadu_ps(norms + 16 * k);
+    for (size_t t = 0; t < dsub; ++t) {
+      const __m512 xt = _mm512_set1_ps(-2.0f * row[t]);
+      for (int k = 0; k < 16; ++k) {
+        acc[k] = _mm512_fmadd_ps(xt, _mm512_loadu_ps(transposed + t * 256 + 16 * k), acc[k]);
+      }
+    }
+    __m512 low = acc[0];
+    for (int k = 1; k < 16; ++k) low = _mm512_min_ps(low, acc[k]);
+    const float best = _mm512_reduce_min_ps(low);
+    const __m512 target = _mm512_set1_ps(best);
+    int64_t label = 0;
+    for (int k = 0; k < 16; ++k) {
+      const __mmask16 hit = _mm512_cmp_ps_mask(acc[k], target, _CMP_EQ_OQ);
+      if (hit != 0) {
+        label = 16 * k + __builtin_ctz(hit);
+        break;
+      }
+    }
+    labels[i] = label;
+    if (distances != nullptr) distances[i] = std::max(0.0f, best + SquaredNorm(row, dsub));
+  }
+}
+
 // Transposes 8 x 8 64-bit words: out[k] word i = in[i] word k.
 __attribute__((target("avx512f"))) inline void Transpose8x8Words(const __m512i* in, __m512i* out) {
   const __m512i even1 = _mm512_setr_epi64(0, 8, 2, 10, 4, 12, 6, 14);
@@ -403,6 +459,8 @@ struct Kernels {
   float (*i8)(const float*, const uint8_t*, size_t);
   void (*l2_tables)(const uint16_t*, const float*, size_t, size_t, const float*, float*);
   void (*quantize)(const float*, size_t, PqByteTables*);
+  void (*nearest)(const float*, const float*, size_t, const float*, size_t, size_t, int64_t*,
+                  float*);
   // Byte-table PQ scores for m % 64 == 0 and batches of at least 16, or null.
   void (*pq_wide)(const uint8_t*, size_t, const uint8_t*, const uint32_t*, size_t, float, float,
                   float*);
@@ -415,16 +473,16 @@ Kernels Pick() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
     const bool vbmi = __builtin_cpu_supports("avx512vbmi");
-    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, vbmi ? PqScoresVbmi : nullptr,
+    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, NearestAvx512, vbmi ? PqScoresVbmi : nullptr,
             vbmi ? "avx512+vbmi" : "avx512"};
   }
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, nullptr, "avx2+f16c"};
+    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, NearestScalar, nullptr, "avx2+f16c"};
   }
 #endif
-  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, nullptr, "scalar"};
+  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, NearestScalar, nullptr, "scalar"};
 }
 
 const Kernels& Get() {
@@ -510,6 +568,11 @@ void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32
 void PqL2Tables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
                 const float* query, float* out) {
   Get().l2_tables(transposed_half, norms, m, dsub, query, out);
+}
+
+void NearestOf256(const float* transposed, const float* norms, size_t dsub, const float* x,
+                  size_t stride, size_t n, int64_t* labels, float* distances) {
+  Get().nearest(transposed, norms, dsub, x, stride, n, labels, distances);
 }
 
 uint16_t FloatToHalf(float x) { return ToHalf(x); }

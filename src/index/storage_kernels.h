@@ -70,6 +70,15 @@ void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32
 void PqL2Tables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
                 const float* query, float* out);
 
+// The nearest of 256 centroids to each of n rows, by squared L2 distance:
+// the assignment step of PQ training and encoding. Row i is x + i * stride
+// (dsub floats); the centroids are transposed (coordinate t, centroid c at
+// t * 256 + c) with norms[c] = |c|^2. labels[i] is the nearest centroid (the
+// smallest index among equals) and distances[i] (when not null) its squared
+// distance, clamped at 0.
+void NearestOf256(const float* transposed, const float* norms, size_t dsub, const float* x,
+                  size_t stride, size_t n, int64_t* labels, float* distances);
+
 // IEEE binary16 conversions (round to nearest even), as the fp16 storage
 // uses.
 uint16_t FloatToHalf(float x);
