@@ -352,5 +352,84 @@ TEST(PqErrorsTest, NonFiniteInputIsInvalidArgument) {
   EXPECT_EQ(pq->Encode(data.data(), 1, codes.data()).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(NearestOf256Test, MatchesBruteForceWithTiesToTheSmallerIndex) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  for (size_t dsub : {1, 2, 3, 4, 8, 17}) {
+    std::vector<float> centroids(256 * dsub);  // centroid c at c * dsub
+    for (float& x : centroids) x = gauss(rng);
+    // Centroid 200 repeats centroid 7: rows nearest them must get 7.
+    std::copy_n(&centroids[7 * dsub], dsub, &centroids[200 * dsub]);
+    std::vector<float> transposed(256 * dsub), norms(256, 0.0f);
+    for (size_t c = 0; c < 256; ++c) {
+      for (size_t t = 0; t < dsub; ++t) {
+        transposed[t * 256 + c] = centroids[c * dsub + t];
+        norms[c] += centroids[c * dsub + t] * centroids[c * dsub + t];
+      }
+    }
+    // Rows with a stride wider than dsub, as in a PQ sub-space; the first
+    // ones sit on centroids 7 (and so 200) and 255.
+    const size_t stride = dsub + 5, n = 300;
+    std::vector<float> x(n * stride);
+    for (float& v : x) v = gauss(rng);
+    std::copy_n(&centroids[7 * dsub], dsub, &x[0]);
+    std::copy_n(&centroids[255 * dsub], dsub, &x[stride]);
+    std::vector<int64_t> labels(n);
+    std::vector<float> distances(n);
+    NearestOf256(transposed.data(), norms.data(), dsub, x.data(), stride, n, labels.data(),
+                 distances.data());
+    EXPECT_EQ(labels[0], 7) << "dsub " << dsub;
+    EXPECT_EQ(labels[1], 255) << "dsub " << dsub;
+    EXPECT_NEAR(distances[0], 0.0f, 1e-4) << "dsub " << dsub;
+    for (size_t i = 0; i < n; ++i) {
+      double best = 1e30;
+      for (size_t c = 0; c < 256; ++c) {
+        double d2 = 0;
+        for (size_t t = 0; t < dsub; ++t) {
+          const double diff = double{x[i * stride + t]} - centroids[c * dsub + t];
+          d2 += diff * diff;
+        }
+        best = std::min(best, d2);
+      }
+      double got = 0;
+      for (size_t t = 0; t < dsub; ++t) {
+        const double diff = double{x[i * stride + t]} - centroids[labels[i] * dsub + t];
+        got += diff * diff;
+      }
+      // The chosen centroid is the nearest, up to float rounding of the sums.
+      EXPECT_LE(got, best + 1e-4 * (1 + best)) << "dsub " << dsub << " row " << i;
+      EXPECT_NEAR(distances[i], got, 1e-4 * (1 + got)) << "dsub " << dsub << " row " << i;
+      EXPECT_NE(labels[i], 200) << "a tie must go to the smaller index";
+    }
+  }
+}
+
+TEST_F(PqTest, EncodeChoosesTheNearestCentroid) {
+  // Encode's code for a row is its decoded-nearest in every sub-space: no
+  // other code of that sub-space reconstructs it more closely.
+  std::vector<float> decoded(kDim);
+  const size_t dsub = kDim / kM;
+  for (size_t i = 0; i < 200; ++i) {
+    const float* x = data_->data() + i * kDim;
+    std::vector<uint8_t> code((*codes_).begin() + i * kM, (*codes_).begin() + (i + 1) * kM);
+    pq_->Decode(code.data(), 1, decoded.data());
+    for (size_t j = 0; j < size_t(kM); ++j) {
+      auto error = [&](const float* y) {
+        double e = 0;
+        for (size_t t = 0; t < dsub; ++t) e += (x[j * dsub + t] - y[j * dsub + t]) * (x[j * dsub + t] - y[j * dsub + t]);
+        return e;
+      };
+      const double chosen = error(decoded.data());
+      std::vector<uint8_t> other = code;
+      std::vector<float> alt(kDim);
+      for (int c = 0; c < 256; ++c) {
+        other[j] = static_cast<uint8_t>(c);
+        pq_->Decode(other.data(), 1, alt.data());
+        ASSERT_LE(chosen, error(alt.data()) + 1e-6) << "row " << i << " sub-space " << j;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pixseek

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "index/graph_search.h"
 #include "index/inner_product.h"
 #include "index/top_k.h"
 
@@ -311,7 +312,9 @@ TEST(VamanaTest, ReportsProgressOverBothPassesWithoutChangingTheGraph) {
     EXPECT_EQ(calls[i].second, 2 * n);
     const size_t within = calls[i].first > n ? calls[i].first - n : calls[i].first;
     EXPECT_TRUE(within % VamanaGraph::kProgressStep == 0 || within == n) << calls[i].first;
-    if (i > 0) EXPECT_GT(calls[i].first, calls[i - 1].first);
+    if (i > 0) {
+      EXPECT_GT(calls[i].first, calls[i - 1].first);
+    }
   }
   EXPECT_NE(std::find(calls.begin(), calls.end(), std::make_pair(n, 2 * n)), calls.end());
   EXPECT_EQ(calls.back(), std::make_pair(2 * n, 2 * n));
@@ -325,6 +328,74 @@ TEST(VamanaTest, ReportsProgressOverBothPassesWithoutChangingTheGraph) {
     auto nb = b->neighbours(i);
     ASSERT_TRUE(std::equal(na.begin(), na.end(), nb.begin(), nb.end())) << "node " << i;
   }
+}
+
+// A disk build's graph: links built on bfloat16 copies, searched (as the
+// disk index does) with the float vectors. It must find what the float-built
+// graph finds.
+TEST(VamanaTest, LinksBuiltOnBfloat16SearchAsWellAsFloat) {
+  constexpr size_t kN = 5000, kQueries = 200, kK = 10;
+  const std::vector<float> data = Clustered(kN, kDim, 50, 7, 1);
+  const std::vector<float> queries = Clustered(kQueries, kDim, 50, 7, 2);
+  VamanaParams params;
+  params.max_degree = 32;
+  params.build_list = 64;
+  params.num_threads = 2;
+  auto full = VamanaGraph::Build(data.data(), kN, kDim, params);
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  std::vector<Bfloat16> half(data.size());
+  ToBfloat16(data.data(), data.size(), half.data());
+  auto links = VamanaGraph::BuildLinks(std::move(half), kN, kDim, params, nullptr);
+  ASSERT_TRUE(links.ok()) << links.status().ToString();
+  EXPECT_TRUE(full->has_vectors());
+  EXPECT_FALSE(links->has_vectors());
+  std::vector<SearchHit> hits;
+  EXPECT_EQ(links->Search(queries.data(), kK, 20, &hits).code(), StatusCode::kFailedPrecondition);
+  for (uint32_t i = 0; i < kN; ++i) {
+    ASSERT_LE(links->neighbours(i).size(), 32u);
+    ASSERT_GT(links->neighbours(i).size(), 0u);
+  }
+  for (int list : {16, 32, 64}) {
+    double recall_full = 0, recall_links = 0;
+    graph::NodeSet seen;
+    std::vector<graph::Candidate> found;
+    for (size_t q = 0; q < kQueries; ++q) {
+      const float* query = &queries[q * kDim];
+      const std::vector<SearchHit> truth = BruteForce(data, kDim, query, kK);
+      ASSERT_TRUE(full->Search(query, kK, list, &hits).ok());
+      recall_full += Recall(hits, truth);
+      SearchStats stats;
+      graph::GreedySearch(
+          query, links->entry_point(), static_cast<size_t>(list), data.data(), kDim,
+          [&](uint32_t node, std::vector<uint32_t>*) { return links->neighbours(node); }, &seen,
+          &found, nullptr, &stats);
+      hits.clear();
+      for (size_t i = 0; i < kK && i < found.size(); ++i) hits.push_back({found[i].id, found[i].ip});
+      recall_links += Recall(hits, truth);
+    }
+    recall_full /= kQueries;
+    recall_links /= kQueries;
+    std::printf("list %d: recall@10 float-built %.4f, bfloat16-built %.4f\n", list, recall_full,
+                recall_links);
+    EXPECT_GE(recall_links, recall_full - 0.01) << "list " << list;
+  }
+}
+
+TEST(VamanaTest, LinksRejectNonUnitOrWronglySizedBfloat16) {
+  std::vector<float> data = Clustered(100, kDim, 5, 7, 1);
+  for (size_t j = 0; j < kDim; ++j) data[42 * kDim + j] *= 1.1f;  // norm^2 1.21
+  std::vector<Bfloat16> half(data.size());
+  ToBfloat16(data.data(), data.size(), half.data());
+  auto bad = VamanaGraph::BuildLinks(std::vector<Bfloat16>(half), 100, kDim, VamanaParams{},
+                                     nullptr);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("vector 42"), std::string::npos) << bad.status().ToString();
+  half.pop_back();
+  EXPECT_EQ(VamanaGraph::BuildLinks(std::move(half), 100, kDim, VamanaParams{}, nullptr)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST(VamanaTest, SinglePoint) {

@@ -1137,5 +1137,59 @@ TEST(InnerProductTest, DispatchedMatchesScalar) {
   }
 }
 
+TEST(InnerProductTest, Bfloat16RoundsToNearestEven) {
+  EXPECT_EQ(ToBfloat16(1.0f).bits, 0x3f80);
+  EXPECT_EQ(ToBfloat16(-2.0f).bits, 0xc000);
+  // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: to the even one, 1.
+  EXPECT_EQ(ToBfloat16(1.0f + 0x1p-8f).bits, 0x3f80);
+  // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: to 1 + 2^-6.
+  EXPECT_EQ(ToBfloat16(1.0f + 3 * 0x1p-8f).bits, 0x3f82);
+  EXPECT_EQ(FromBfloat16(ToBfloat16(0.15625f)), 0.15625f);  // exact in 8 bits
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> uniform(-10, 10);
+  for (int i = 0; i < 1000; ++i) {
+    const float x = uniform(rng);
+    EXPECT_NEAR(FromBfloat16(ToBfloat16(x)), x, std::abs(x) * 0x1p-8f) << x;
+  }
+}
+
+TEST(InnerProductTest, Bfloat16DispatchedMatchesScalar) {
+  std::printf("bfloat16 inner product kernels: %s\n", InnerProductBf16Isa());
+  std::mt19937 rng(10);
+  std::uniform_real_distribution<float> uniform(-1, 1);
+  std::vector<size_t> dims;
+  for (size_t d = 1; d <= 70; ++d) dims.push_back(d);
+  for (size_t d : {127, 128, 129, 768, 1000, 2048}) dims.push_back(d);
+  for (size_t dim : dims) {
+    std::vector<Bfloat16> q(dim), v(4 * dim);
+    for (auto& x : q) x = ToBfloat16(uniform(rng));
+    for (auto& x : v) x = ToBfloat16(uniform(rng));
+    const Bfloat16* group[4] = {v.data(), v.data() + dim, v.data() + 2 * dim, v.data() + 3 * dim};
+    float out[4], scalar[4];
+    InnerProduct4Bf16(q.data(), group, dim, out);
+    InnerProduct4Bf16Scalar(q.data(), group, dim, scalar);
+    for (int j = 0; j < 4; ++j) {
+      // The exact inner product of the bfloat16 values, which every kernel
+      // multiplies exactly (8-bit significands) and sums in float.
+      double exact = 0;
+      for (size_t t = 0; t < dim; ++t) {
+        exact += double{FromBfloat16(q[t])} * FromBfloat16(group[j][t]);
+      }
+      const double tol = 1e-5 * std::sqrt(static_cast<double>(dim)) + 1e-6;
+      EXPECT_NEAR(out[j], exact, tol) << "dim " << dim;
+      EXPECT_NEAR(scalar[j], exact, tol) << "dim " << dim;
+      EXPECT_NEAR(InnerProductBf16(q.data(), group[j], dim), exact, tol) << "dim " << dim;
+      EXPECT_NEAR(InnerProductBf16Scalar(q.data(), group[j], dim), exact, tol) << "dim " << dim;
+    }
+    const Bfloat16* shuffled[4] = {group[3], group[1], group[1], group[0]};
+    float again[4];
+    InnerProduct4Bf16(q.data(), shuffled, dim, again);
+    EXPECT_EQ(again[0], out[3]);
+    EXPECT_EQ(again[1], out[1]);
+    EXPECT_EQ(again[2], out[1]);
+    EXPECT_EQ(again[3], out[0]);
+  }
+}
+
 }  // namespace
 }  // namespace pixseek

@@ -67,6 +67,23 @@ Status ReadRows(const VectorSource& source, const std::vector<uint32_t>& rows, f
   return Status::Ok();
 }
 
+// ReadRows into bfloat16 (the graph build's copy), a few hundred rows of
+// floats at a time.
+Status ReadRowsBf16(const VectorSource& source, const std::vector<uint32_t>& rows,
+                    Bfloat16* out) {
+  const size_t d = static_cast<size_t>(source.dimension());
+  constexpr size_t kChunk = 256;
+  std::vector<float> buffer(std::min(rows.size(), kChunk) * d);
+  std::vector<uint32_t> chunk;
+  for (size_t i = 0; i < rows.size(); i += kChunk) {
+    const size_t count = std::min(kChunk, rows.size() - i);
+    chunk.assign(rows.begin() + i, rows.begin() + i + count);
+    PIXSEEK_RETURN_IF_ERROR(ReadRows(source, chunk, buffer.data()));
+    ToBfloat16(buffer.data(), count * d, out + i * d);
+  }
+  return Status::Ok();
+}
+
 // A seeded random sample of min(n, count) distinct rows, ascending.
 std::vector<uint32_t> SampleRows(size_t n, size_t count, uint32_t seed) {
   std::vector<uint32_t> rows(n);
@@ -492,12 +509,12 @@ Status WriteShardPart(const BuildContext& ctx, const Partition& partition, size_
   ctx.report->max_rows_in_ram = std::max(ctx.report->max_rows_in_ram, rows.size());
   std::unique_ptr<VamanaGraph> g;
   if (rows.size() > 1) {  // a lone row has no neighbours in its shard
-    std::vector<float> x(rows.size() * d);
-    PIXSEEK_RETURN_IF_ERROR(ReadRows(ctx.source, rows, x.data()));
+    std::vector<Bfloat16> x(rows.size() * d);
+    PIXSEEK_RETURN_IF_ERROR(ReadRowsBf16(ctx.source, rows, x.data()));
     PIXSEEK_ASSIGN_OR_RETURN(
         VamanaGraph built,
-        VamanaGraph::Build(std::move(x), rows.size(), static_cast<int>(d), ctx.params.graph,
-                           progress));
+        VamanaGraph::BuildLinks(std::move(x), rows.size(), static_cast<int>(d), ctx.params.graph,
+                                progress));
     g = std::make_unique<VamanaGraph>(std::move(built));
   }
   PIXSEEK_ASSIGN_OR_RETURN(
@@ -920,13 +937,15 @@ Status BuildInRam(const BuildContext& ctx, const PqPart& pq, std::span<const int
                   const std::filesystem::path& out) {
   const size_t n = ctx.plan.n;
   auto t = std::chrono::steady_clock::now();
-  std::vector<float> x(n * ctx.plan.d);
-  PIXSEEK_RETURN_IF_ERROR(ctx.source.Read(0, n, x.data()));
+  std::vector<uint32_t> all(n);
+  std::iota(all.begin(), all.end(), 0u);
+  std::vector<Bfloat16> x(n * ctx.plan.d);
+  PIXSEEK_RETURN_IF_ERROR(ReadRowsBf16(ctx.source, all, x.data()));
   ctx.report->max_rows_in_ram = n;
   ctx.Progress("graph", 0, n);
   PIXSEEK_ASSIGN_OR_RETURN(
       VamanaGraph g,
-      VamanaGraph::Build(std::move(x), n, static_cast<int>(ctx.plan.d), ctx.params.graph,
+      VamanaGraph::BuildLinks(std::move(x), n, static_cast<int>(ctx.plan.d), ctx.params.graph,
                          ctx.progress ? VamanaGraph::Progress([&](size_t inserted, size_t inserts) {
                            // Below n until the graph is frozen.
                            ctx.Progress("graph", (n - 1) * inserted / inserts, n);

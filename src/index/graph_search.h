@@ -18,6 +18,19 @@ namespace pixseek::graph {
 
 constexpr uint32_t kNoNode = std::numeric_limits<uint32_t>::max();
 
+// The inner products of the element types the graphs hold: float, or
+// bfloat16 for a disk build's graph (VamanaGraph::BuildLinks).
+inline void Score4(const float* q, const float* const v[4], size_t dim, float out[4]) {
+  InnerProduct4(q, v, dim, out);
+}
+inline void Score4(const Bfloat16* q, const Bfloat16* const v[4], size_t dim, float out[4]) {
+  InnerProduct4Bf16(q, v, dim, out);
+}
+inline float Score(const float* a, const float* b, size_t dim) { return InnerProduct(a, b, dim); }
+inline float Score(const Bfloat16* a, const Bfloat16* b, size_t dim) {
+  return InnerProductBf16(a, b, dim);
+}
+
 // Squared L2 distance of two unit vectors from their inner product.
 inline float UnitDistance(float ip) { return std::max(0.0f, 2.0f - 2.0f * ip); }
 
@@ -92,10 +105,10 @@ inline bool Closer(const Candidate& a, const Candidate& b) {
 // holds the best list_size candidates found, closest first, and `*expanded`
 // (when not null) every node whose neighbours were read.
 //
-// Scores use InnerProduct4 only, so a vector scores bit-identically however
-// it is grouped (see inner_product.h).
-template <typename GetNeighbours>
-void GreedySearch(const float* query, uint32_t entry, size_t list_size, const float* vectors,
+// Scores use Score4 only, so a vector scores bit-identically however it is
+// grouped (see inner_product.h). T is float or Bfloat16.
+template <typename T, typename GetNeighbours>
+void GreedySearch(const T* query, uint32_t entry, size_t list_size, const T* vectors,
                   size_t dim, GetNeighbours&& get_neighbours, NodeSet* seen,
                   std::vector<Candidate>* list, std::vector<Candidate>* expanded,
                   SearchStats* stats) {
@@ -106,10 +119,10 @@ void GreedySearch(const float* query, uint32_t entry, size_t list_size, const fl
   std::vector<uint32_t> fresh;
 
   {
-    const float* v[4];
+    const T* v[4];
     for (auto& p : v) p = vectors + size_t{entry} * dim;
     float ip[4];
-    InnerProduct4(query, v, dim, ip);
+    Score4(query, v, dim, ip);
     list->push_back({ip[0], entry, false});
     seen->Insert(entry);
     ++stats->distance_computations;
@@ -132,12 +145,12 @@ void GreedySearch(const float* query, uint32_t entry, size_t list_size, const fl
     size_t next = list->size();  // smallest position that changed
     for (size_t i = 0; i < fresh.size(); i += 4) {
       const size_t group = std::min<size_t>(4, fresh.size() - i);
-      const float* v[4];
+      const T* v[4];
       for (size_t j = 0; j < 4; ++j) {
         v[j] = vectors + size_t{fresh[i + std::min(j, group - 1)]} * dim;
       }
       float ip[4];
-      InnerProduct4(query, v, dim, ip);
+      Score4(query, v, dim, ip);
       for (size_t j = 0; j < group; ++j) {
         const Candidate c{ip[j], fresh[i + j], false};
         if (list->size() == list_size && !Closer(c, list->back())) continue;
@@ -157,9 +170,11 @@ void GreedySearch(const float* query, uint32_t entry, size_t list_size, const fl
 // = inner product with p, any order, may hold p and duplicates) picks at most
 // `max_degree` out-neighbours for p, keeping a candidate q only when no
 // already-kept p* has alpha * d(p*, q) <= d(p, q). `vectors` holds row q at
-// vectors + q * dim for every candidate q.
+// vectors + q * dim for every candidate q. Defined for T = float and
+// Bfloat16.
+template <typename T>
 std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float alpha,
-                                  size_t max_degree, const float* vectors, size_t dim);
+                                  size_t max_degree, const T* vectors, size_t dim);
 
 }  // namespace pixseek::graph
 

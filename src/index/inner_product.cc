@@ -1,5 +1,9 @@
 #include "index/inner_product.h"
 
+// GCC 12 warns about its own AVX-512 intrinsics (_mm512_reduce_add_ps).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define PIXSEEK_HAVE_X86 1
@@ -24,6 +28,35 @@ float InnerProductScalar(const float* a, const float* b, size_t dim) {
 
 void InnerProduct4Scalar(const float* q, const float* const v[4], size_t dim, float out[4]) {
   for (int j = 0; j < 4; ++j) out[j] = InnerProductScalar(q, v[j], dim);
+}
+
+Bfloat16 ToBfloat16(float x) {
+  uint32_t u;
+  __builtin_memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);  // round half to even (x is finite)
+  return Bfloat16{static_cast<uint16_t>(u >> 16)};
+}
+
+void ToBfloat16(const float* x, size_t n, Bfloat16* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = ToBfloat16(x[i]);
+}
+
+float InnerProductBf16Scalar(const Bfloat16* a, const Bfloat16* b, size_t dim) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= dim; i += 4) {
+    s0 += FromBfloat16(a[i]) * FromBfloat16(b[i]);
+    s1 += FromBfloat16(a[i + 1]) * FromBfloat16(b[i + 1]);
+    s2 += FromBfloat16(a[i + 2]) * FromBfloat16(b[i + 2]);
+    s3 += FromBfloat16(a[i + 3]) * FromBfloat16(b[i + 3]);
+  }
+  for (; i < dim; ++i) s0 += FromBfloat16(a[i]) * FromBfloat16(b[i]);
+  return (s0 + s1) + (s2 + s3);
+}
+
+void InnerProduct4Bf16Scalar(const Bfloat16* q, const Bfloat16* const v[4], size_t dim,
+                             float out[4]) {
+  for (int j = 0; j < 4; ++j) out[j] = InnerProductBf16Scalar(q, v[j], dim);
 }
 
 namespace {
@@ -116,6 +149,78 @@ __attribute__((target("avx2,fma"))) void InnerProduct4Avx2(const float* q,
   out[3] = HorizontalSum(_mm256_add_ps(a3, b3));
 }
 
+// bfloat16 with AVX-512 BF16: VDPBF16PS multiplies 32 pairs and adds each
+// neighbouring pair's products into one of 16 float lanes.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline __m512bh LoadBf16(
+    const Bfloat16* p, __mmask32 mask) {
+  return (__m512bh)_mm512_maskz_loadu_epi16(mask, p);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) float InnerProductBf16Avx512(
+    const Bfloat16* a, const Bfloat16* b, size_t dim) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 64 <= dim; i += 64) {
+    acc0 = _mm512_dpbf16_ps(acc0, LoadBf16(a + i, ~0u), LoadBf16(b + i, ~0u));
+    acc1 = _mm512_dpbf16_ps(acc1, LoadBf16(a + i + 32, ~0u), LoadBf16(b + i + 32, ~0u));
+  }
+  for (; i < dim; i += 32) {
+    const __mmask32 mask = dim - i >= 32 ? ~0u : (1u << (dim - i)) - 1;
+    acc0 = _mm512_dpbf16_ps(acc0, LoadBf16(a + i, mask), LoadBf16(b + i, mask));
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// One query against four vectors, 32 dimensions a step; every lane runs the
+// same operations whatever the other vectors are.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void InnerProduct4Bf16Avx512(
+    const Bfloat16* q, const Bfloat16* const v[4], size_t dim, float out[4]) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (size_t i = 0; i < dim; i += 32) {
+    const __mmask32 mask = dim - i >= 32 ? ~0u : (1u << (dim - i)) - 1;
+    const __m512bh qi = LoadBf16(q + i, mask);
+    for (int j = 0; j < 4; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], qi, LoadBf16(v[j] + i, mask));
+  }
+  for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(acc[j]);
+}
+
+// bfloat16 on AVX2: 8 values widen to floats with a 16-bit shift.
+__attribute__((target("avx2,fma"))) inline __m256 LoadBf16x8(const Bfloat16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,fma"))) void InnerProduct4Bf16Avx2(const Bfloat16* q,
+                                                               const Bfloat16* const v[4],
+                                                               size_t dim, float out[4]) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  size_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    const __m256 qi = LoadBf16x8(q + i);
+    for (int j = 0; j < 4; ++j) acc[j] = _mm256_fmadd_ps(qi, LoadBf16x8(v[j] + i), acc[j]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    float s = HorizontalSum(acc[j]);
+    for (size_t t = i; t < dim; ++t) s += FromBfloat16(q[t]) * FromBfloat16(v[j][t]);
+    out[j] = s;
+  }
+}
+
+__attribute__((target("avx2,fma"))) float InnerProductBf16Avx2(const Bfloat16* a,
+                                                               const Bfloat16* b, size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    acc0 = _mm256_fmadd_ps(LoadBf16x8(a + i), LoadBf16x8(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(LoadBf16x8(a + i + 8), LoadBf16x8(b + i + 8), acc1);
+  }
+  float s = HorizontalSum(_mm256_add_ps(acc0, acc1));
+  for (; i < dim; ++i) s += FromBfloat16(a[i]) * FromBfloat16(b[i]);
+  return s;
+}
+
 bool HasAvx2Fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -152,5 +257,40 @@ void InnerProduct4(const float* q, const float* const v[4], size_t dim, float ou
 }
 
 const char* InnerProductIsa() { return Dispatch().isa; }
+
+namespace {
+
+struct Bf16Kernels {
+  float (*inner_product)(const Bfloat16*, const Bfloat16*, size_t);
+  void (*inner_product4)(const Bfloat16*, const Bfloat16* const[4], size_t, float[4]);
+  const char* isa;
+};
+
+const Bf16Kernels& DispatchBf16() {
+  static const Bf16Kernels kernels = [] {
+#ifdef PIXSEEK_HAVE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512bf16")) {
+      return Bf16Kernels{InnerProductBf16Avx512, InnerProduct4Bf16Avx512, "avx512bf16"};
+    }
+    if (HasAvx2Fma()) return Bf16Kernels{InnerProductBf16Avx2, InnerProduct4Bf16Avx2, "avx2+fma"};
+#endif
+    return Bf16Kernels{InnerProductBf16Scalar, InnerProduct4Bf16Scalar, "scalar"};
+  }();
+  return kernels;
+}
+
+}  // namespace
+
+float InnerProductBf16(const Bfloat16* a, const Bfloat16* b, size_t dim) {
+  return DispatchBf16().inner_product(a, b, dim);
+}
+
+void InnerProduct4Bf16(const Bfloat16* q, const Bfloat16* const v[4], size_t dim, float out[4]) {
+  DispatchBf16().inner_product4(q, v, dim, out);
+}
+
+const char* InnerProductBf16Isa() { return DispatchBf16().isa; }
 
 }  // namespace pixseek

@@ -19,8 +19,9 @@ namespace pixseek {
 
 namespace graph {
 
+template <typename T>
 std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float alpha,
-                                  size_t max_degree, const float* vectors, size_t dim) {
+                                  size_t max_degree, const T* vectors, size_t dim) {
   std::sort(pool.begin(), pool.end(), Closer);
   // Most duplicates are adjacent now; the rest (scored by different kernels,
   // or separated by an equal-score id) are skipped by the check in the loop.
@@ -35,16 +36,16 @@ std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float
     if (std::find(out.begin(), out.end(), pool[i].id) != out.end()) continue;
     out.push_back(pool[i].id);
     // Scores the remaining candidates against the kept one, four at a time.
-    const float* kept = vectors + size_t{pool[i].id} * dim;
+    const T* kept = vectors + size_t{pool[i].id} * dim;
     size_t group[4];
     size_t count = 0;
     auto flush = [&] {
-      const float* v[4];
+      const T* v[4];
       for (size_t g = 0; g < 4; ++g) {
         v[g] = vectors + size_t{pool[group[std::min(g, count - 1)]].id} * dim;
       }
       float ip[4];
-      InnerProduct4(kept, v, dim, ip);
+      Score4(kept, v, dim, ip);
       for (size_t g = 0; g < count; ++g) {
         if (alpha * UnitDistance(ip[g]) <= UnitDistance(pool[group[g]].ip)) removed[group[g]] = 1;
       }
@@ -59,6 +60,11 @@ std::vector<uint32_t> RobustPrune(uint32_t p, std::vector<Candidate> pool, float
   }
   return out;
 }
+
+template std::vector<uint32_t> RobustPrune<float>(uint32_t, std::vector<Candidate>, float, size_t,
+                                                  const float*, size_t);
+template std::vector<uint32_t> RobustPrune<Bfloat16>(uint32_t, std::vector<Candidate>, float,
+                                                     size_t, const Bfloat16*, size_t);
 }  // namespace graph
 
 namespace {
@@ -68,11 +74,14 @@ using graph::Closer;
 using graph::GreedySearch;
 using graph::NodeSet;
 using graph::RobustPrune;
+using graph::Score;
 using graph::UnitDistance;
 using graph::kNoNode;
 
-// Tolerance on the squared norm of a build vector.
+// Tolerance on the squared norm of a build vector, and of a bfloat16 copy of
+// one (its rounding, 2^-9 relative per value, moves the norm by up to 2^-8).
 constexpr double kUnitTolerance = 1e-3;
+constexpr double kBf16UnitTolerance = 1e-2;
 // While building, a node takes reverse edges until it has this many times R
 // neighbours before it is pruned back to R (DiskANN's GRAPH_SLACK_FACTOR):
 // pruning on every reverse edge would dominate the build time. A last pass
@@ -108,19 +117,25 @@ Status ValidateParams(size_t n, int dim, const VamanaParams& params) {
   return Status::Ok();
 }
 
-// Every value finite and every vector of unit length.
-Status CheckUnitVectors(const float* vectors, size_t n, size_t d) {
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(Bfloat16 x) { return FromBfloat16(x); }
+inline void Convert(float x, float* out) { *out = x; }
+inline void Convert(float x, Bfloat16* out) { *out = ToBfloat16(x); }
+
+// Every value finite and every vector of unit length (within `tolerance`).
+template <typename T>
+Status CheckUnitVectors(const T* vectors, size_t n, size_t d, double tolerance) {
   for (size_t i = 0; i < n; ++i) {
     double norm2 = 0;
     for (size_t j = 0; j < d; ++j) {
-      const float x = vectors[i * d + j];
+      const float x = ToFloat(vectors[i * d + j]);
       if (!std::isfinite(x)) {
         return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
                                        " has a non-finite value");
       }
       norm2 += double{x} * x;
     }
-    if (std::abs(norm2 - 1.0) > kUnitTolerance) {
+    if (std::abs(norm2 - 1.0) > tolerance) {
       return Status::InvalidArgument("vamana: vector " + std::to_string(i) +
                                      " is not unit length (squared norm " + std::to_string(norm2) +
                                      ")");
@@ -131,17 +146,20 @@ Status CheckUnitVectors(const float* vectors, size_t n, size_t d) {
 
 // The medoid: for unit vectors the one closest to the centroid c is the one
 // with the largest <x, c>.
-uint32_t Medoid(const float* data, size_t n, size_t d) {
+template <typename T>
+uint32_t Medoid(const T* data, size_t n, size_t d) {
   std::vector<double> sum(d, 0.0);
   for (size_t i = 0; i < n; ++i) {
-    for (size_t j = 0; j < d; ++j) sum[j] += data[i * d + j];
+    for (size_t j = 0; j < d; ++j) sum[j] += ToFloat(data[i * d + j]);
   }
   std::vector<float> centroid(d);
   for (size_t j = 0; j < d; ++j) centroid[j] = static_cast<float>(sum[j] / n);
+  std::vector<T> c(d);
+  for (size_t j = 0; j < d; ++j) Convert(centroid[j], &c[j]);
   float best = -std::numeric_limits<float>::infinity();
   uint32_t medoid = 0;
   for (size_t i = 0; i < n; ++i) {
-    const float ip = InnerProduct(centroid.data(), data + i * d, d);
+    const float ip = Score(c.data(), data + i * d, d);
     if (ip > best) {
       best = ip;
       medoid = static_cast<uint32_t>(i);
@@ -175,11 +193,13 @@ std::vector<std::vector<uint32_t>> RandomGraph(size_t n, size_t max_degree, size
 }
 
 // The insertion passes of a build over a mutable graph of neighbour lists,
-// on several threads. Thread-safety: locks_[i] guards graph_[i]; a thread
-// holds one lock at a time, so there is no deadlock.
+// on several threads, over vectors of T (float or Bfloat16). Thread-safety:
+// locks_[i] guards graph_[i]; a thread holds one lock at a time, so there is
+// no deadlock.
+template <typename T>
 class GraphBuilder {
  public:
-  GraphBuilder(const float* data, size_t n, size_t d, uint32_t entry, const VamanaParams& params,
+  GraphBuilder(const T* data, size_t n, size_t d, uint32_t entry, const VamanaParams& params,
                std::vector<std::vector<uint32_t>> graph)
       : data_(data),
         n_(n),
@@ -238,10 +258,10 @@ class GraphBuilder {
 
   // RobustPrune of a node's current neighbour list (the caller holds its lock).
   std::vector<uint32_t> PruneList(uint32_t j, const std::vector<uint32_t>& nbs, float alpha) {
-    const float* vj = data_ + size_t{j} * d_;
+    const T* vj = data_ + size_t{j} * d_;
     std::vector<Candidate> pool;
     pool.reserve(nbs.size());
-    for (uint32_t q : nbs) pool.push_back({InnerProduct(vj, data_ + size_t{q} * d_, d_), q, false});
+    for (uint32_t q : nbs) pool.push_back({Score(vj, data_ + size_t{q} * d_, d_), q, false});
     return RobustPrune(j, std::move(pool), alpha, max_degree_, data_, d_);
   }
 
@@ -264,7 +284,7 @@ class GraphBuilder {
     {
       std::lock_guard<std::mutex> lock(locks_[p]);
       for (uint32_t nb : graph_[p]) {
-        pool.push_back({InnerProduct(data_ + size_t{p} * d_, data_ + size_t{nb} * d_, d_), nb, false});
+        pool.push_back({Score(data_ + size_t{p} * d_, data_ + size_t{nb} * d_, d_), nb, false});
       }
     }
     std::vector<uint32_t> out = RobustPrune(p, std::move(pool), alpha, max_degree_, data_, d_);
@@ -305,7 +325,7 @@ class GraphBuilder {
     for (auto& t : pool) t.join();
   }
 
-  const float* data_;
+  const T* data_;
   const size_t n_, d_;
   const uint32_t entry_;
   const size_t max_degree_, list_size_, slack_degree_;
@@ -337,20 +357,41 @@ Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int
     return Status::InvalidArgument("vamana: expected " + std::to_string(n * d) + " floats, got " +
                                    std::to_string(owned.size()));
   }
-  PIXSEEK_RETURN_IF_ERROR(CheckUnitVectors(owned.data(), n, d));
-
+  PIXSEEK_RETURN_IF_ERROR(CheckUnitVectors(owned.data(), n, d, kUnitTolerance));
   VamanaGraph g;
-  g.n_ = n;
-  g.dim_ = dim;
-  g.max_degree_ = params.max_degree;
   g.vectors_ = std::move(owned);
-  const float* data = g.vectors_.data();
+  g.Link(g.vectors_.data(), n, dim, params, progress);
+  return g;
+}
+
+Result<VamanaGraph> VamanaGraph::BuildLinks(std::vector<Bfloat16>&& taken, size_t n, int dim,
+                                            const VamanaParams& params, const Progress& progress) {
+  const std::vector<Bfloat16> vectors = std::move(taken);  // freed on return
+  PIXSEEK_RETURN_IF_ERROR(ValidateParams(n, dim, params));
+  const size_t d = static_cast<size_t>(dim);
+  if (vectors.size() != n * d) {
+    return Status::InvalidArgument("vamana: expected " + std::to_string(n * d) +
+                                   " bfloat16 values, got " + std::to_string(vectors.size()));
+  }
+  PIXSEEK_RETURN_IF_ERROR(CheckUnitVectors(vectors.data(), n, d, kBf16UnitTolerance));
+  VamanaGraph g;
+  g.Link(vectors.data(), n, dim, params, progress);
+  return g;
+}
+
+template <typename T>
+void VamanaGraph::Link(const T* data, size_t n, int dim, const VamanaParams& params,
+                       const Progress& progress) {
+  const size_t d = static_cast<size_t>(dim);
+  n_ = n;
+  dim_ = dim;
+  max_degree_ = params.max_degree;
   const size_t max_degree = static_cast<size_t>(params.max_degree);
-  g.entry_point_ = Medoid(data, n, d);
+  entry_point_ = Medoid(data, n, d);
   std::mt19937 rng(params.seed);
   const size_t reserve = static_cast<size_t>(std::ceil(kSlack * max_degree)) + 1;
-  GraphBuilder builder(data, n, d, g.entry_point_, params,
-                       RandomGraph(n, max_degree, reserve, rng));
+  GraphBuilder<T> builder(data, n, d, entry_point_, params,
+                          RandomGraph(n, max_degree, reserve, rng));
   std::vector<uint32_t> order(n);
   std::iota(order.begin(), order.end(), 0u);
   std::vector<float> alphas = {params.alpha};
@@ -363,13 +404,12 @@ Result<VamanaGraph> VamanaGraph::Build(std::vector<float>&& owned, size_t n, int
   const auto& graph = builder.graph();
 
   // Freeze into fixed-stride rows, the layout the disk index will use.
-  g.adjacency_.assign(n * max_degree, 0);
-  g.degree_.resize(n);
+  adjacency_.assign(n * max_degree, 0);
+  degree_.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    g.degree_[i] = static_cast<uint32_t>(graph[i].size());
-    std::copy(graph[i].begin(), graph[i].end(), g.adjacency_.begin() + i * max_degree);
+    degree_[i] = static_cast<uint32_t>(graph[i].size());
+    std::copy(graph[i].begin(), graph[i].end(), adjacency_.begin() + i * max_degree);
   }
-  return g;
 }
 
 Status VamanaGraph::Search(const float* query, size_t k, int search_list,
@@ -378,6 +418,9 @@ Status VamanaGraph::Search(const float* query, size_t k, int search_list,
     return Status::InvalidArgument("vamana search: null query or output");
   }
   if (search_list < 1) return Status::InvalidArgument("vamana search: search_list must be >= 1");
+  if (!has_vectors() && n_ > 0) {
+    return Status::FailedPrecondition("vamana search: the graph was built links only");
+  }
   for (int j = 0; j < dim_; ++j) {
     if (!std::isfinite(query[j])) {
       return Status::InvalidArgument("vamana search: query has a non-finite value");
