@@ -352,6 +352,22 @@ TEST(PqErrorsTest, NonFiniteInputIsInvalidArgument) {
   EXPECT_EQ(pq->Encode(data.data(), 1, codes.data()).code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(PqTest, ByteTablesInOneStepEqualTablesThenQuantize) {
+  std::vector<float> tables(pq_->table_size()), scratch(pq_->table_size());
+  for (size_t q = 0; q < 5; ++q) {
+    const float* query = data_->data() + (kN + q) * kDim;
+    pq_->ComputeL2Tables(query, tables.data());
+    PqByteTables two_steps, one_step;
+    QuantizePqTables(tables.data(), kM, &two_steps);
+    pq_->ComputeL2ByteTables(query, scratch.data(), &one_step);
+    EXPECT_EQ(one_step.m, two_steps.m);
+    EXPECT_EQ(one_step.bias, two_steps.bias) << "query " << q;
+    EXPECT_EQ(one_step.scale, two_steps.scale) << "query " << q;
+    EXPECT_EQ(one_step.lut, two_steps.lut) << "query " << q;
+    EXPECT_EQ(scratch, tables) << "query " << q;
+  }
+}
+
 TEST(NearestOf256Test, MatchesBruteForceWithTiesToTheSmallerIndex) {
   std::mt19937 rng(5);
   std::normal_distribution<float> gauss(0.0f, 1.0f);

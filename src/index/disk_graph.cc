@@ -211,8 +211,7 @@ class DiskGraph::Searcher {
     s.stats = {};
     s.error = Status::Ok();
     s.outstanding = 0;
-    g_.pq_->ComputeL2Tables(query, s.float_tables.data());
-    QuantizePqTables(s.float_tables.data(), g_.pq_->code_size(), &s.tables);
+    g_.pq_->ComputeL2ByteTables(query, s.float_tables.data(), &s.tables);
     s.seen.Clear();
     s.list.clear();
     s.exact.clear();
@@ -525,9 +524,8 @@ Status DiskGraph::SearchNodes(const float* query, std::span<const uint32_t> node
   out->clear();
   if (k == 0 || nodes.empty()) return Status::Ok();
   std::vector<float> float_tables(pq_->table_size());
-  pq_->ComputeL2Tables(query, float_tables.data());
   PqByteTables tables;
-  QuantizePqTables(float_tables.data(), pq_->code_size(), &tables);
+  pq_->ComputeL2ByteTables(query, float_tables.data(), &tables);
   std::vector<float> pq_scores(nodes.size());
   PqScoreBatch(tables, codes_.data(), nodes.data(), nodes.size(), pq_scores.data());
   std::vector<Candidate> ranked(nodes.size());

@@ -345,6 +345,12 @@ void ProductQuantizer::ComputeL2Tables(const float* query, float* tables) const 
              static_cast<size_t>(dim_ / m_), query, tables);
 }
 
+void ProductQuantizer::ComputeL2ByteTables(const float* query, float* scratch,
+                                           PqByteTables* out) const {
+  PqL2ByteTables(impl_->transposed_half.data(), impl_->norms.data(), static_cast<size_t>(m_),
+                 static_cast<size_t>(dim_ / m_), query, scratch, out);
+}
+
 Status ProductQuantizer::Save(std::vector<uint8_t>* out) const {
   const size_t start = out->size();
   out->insert(out->end(), kMagic, kMagic + 4);

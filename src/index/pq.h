@@ -24,6 +24,7 @@
 #include <span>
 #include <vector>
 
+#include "index/storage_kernels.h"
 #include "pixseek/status.h"
 
 namespace pixseek {
@@ -83,6 +84,10 @@ class ProductQuantizer {
   // product: its error shrinks with the query-to-vector distance, the inner
   // product's does not.
   void ComputeL2Tables(const float* query, float* tables) const;
+
+  // QuantizePqTables(ComputeL2Tables(query)) in one step (PqL2ByteTables);
+  // `scratch` holds table_size() floats.
+  void ComputeL2ByteTables(const float* query, float* scratch, PqByteTables* out) const;
 
   // Approximate inner product of the query whose tables these are with the
   // vector whose code this is (code_size() bytes).

@@ -269,18 +269,21 @@ __attribute__((target("avx512f"))) void L2TablesAvx512(const uint16_t* transpose
                                                       float* out) {
   for (size_t j = 0; j < m; ++j) {
     __m512 acc[16];
+    #pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) {
       acc[k] = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(norms + j * 256 + 16 * k));
     }
     for (size_t t = 0; t < dsub; ++t) {
       const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
       const uint16_t* row = transposed + (j * dsub + t) * 256;
+      #pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
         const __m512 x =
             _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * k)));
         acc[k] = _mm512_fmadd_ps(qt, x, acc[k]);
       }
     }
+    #pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + j * 256 + 16 * k, acc[k]);
   }
 }
@@ -292,6 +295,7 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
   double bias = 0;
   for (size_t j = 0; j < m; ++j) {
     __m512 lo = _mm512_loadu_ps(tables + j * 256), hi = lo;
+    #pragma GCC unroll 16
     for (int k = 1; k < 16; ++k) {
       const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
       lo = _mm512_min_ps(lo, x);
@@ -306,6 +310,7 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
   const __m512i top = _mm512_set1_epi32(255);
   for (size_t j = 0; j < m; ++j) {
     const __m512 lo = _mm512_set1_ps(low[j]);
+    #pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) {
       const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
       const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
@@ -325,18 +330,22 @@ __attribute__((target("avx512f"))) void NearestAvx512(const float* transposed, c
   for (size_t i = 0; i < n; ++i) {
     const float* row = x + i * stride;
     __m512 acc[16];
+    #pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) acc[k] = _mm512_loadu_ps(norms + 16 * k);
     for (size_t t = 0; t < dsub; ++t) {
       const __m512 xt = _mm512_set1_ps(-2.0f * row[t]);
+      #pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
         acc[k] = _mm512_fmadd_ps(xt, _mm512_loadu_ps(transposed + t * 256 + 16 * k), acc[k]);
       }
     }
     __m512 low = acc[0];
+    #pragma GCC unroll 16
     for (int k = 1; k < 16; ++k) low = _mm512_min_ps(low, acc[k]);
     const float best = _mm512_reduce_min_ps(low);
     const __m512 target = _mm512_set1_ps(best);
     int64_t label = 0;
+    #pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) {
       const __mmask16 hit = _mm512_cmp_ps_mask(acc[k], target, _CMP_EQ_OQ);
       if (hit != 0) {
@@ -346,6 +355,59 @@ __attribute__((target("avx512f"))) void NearestAvx512(const float* transposed, c
     }
     labels[i] = label;
     if (distances != nullptr) distances[i] = std::max(0.0f, best + SquaredNorm(row, dsub));
+  }
+}
+
+// PqL2ByteTables in one kernel: L2TablesAvx512's sums (the same
+// operations, so the same floats) with each sub-space's minimum and range
+// taken while they are in registers, then the second half of
+// QuantizeAvx512.
+__attribute__((target("avx512f,avx512bw"))) void L2ByteTablesAvx512(
+    const uint16_t* transposed, const float* norms, size_t m, size_t dsub, const float* query,
+    float* tables, PqByteTables* out) {
+  std::vector<float> low(m);
+  float widest = 0;
+  double bias = 0;
+  for (size_t j = 0; j < m; ++j) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) {
+      acc[k] = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(norms + j * 256 + 16 * k));
+    }
+    for (size_t t = 0; t < dsub; ++t) {
+      const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
+      const uint16_t* row = transposed + (j * dsub + t) * 256;
+#pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) {
+        const __m512 x =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * k)));
+        acc[k] = _mm512_fmadd_ps(qt, x, acc[k]);
+      }
+    }
+    __m512 lo = acc[0], hi = acc[0];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) {
+      lo = _mm512_min_ps(lo, acc[k]);
+      hi = _mm512_max_ps(hi, acc[k]);
+      _mm512_storeu_ps(tables + j * 256 + 16 * k, acc[k]);
+    }
+    low[j] = _mm512_reduce_min_ps(lo);
+    bias += low[j];
+    widest = std::max(widest, _mm512_reduce_max_ps(hi) - low[j]);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / PrepareByteTables(m, widest, bias, out));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512i top = _mm512_set1_epi32(255);
+  for (size_t j = 0; j < m; ++j) {
+    const __m512 lo = _mm512_set1_ps(low[j]);
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) {
+      const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
+      const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
+      const __m512i q = _mm512_min_epi32(_mm512_cvttps_epi32(u), top);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out->lut.data() + j * 256 + 16 * k),
+                       _mm512_cvtusepi32_epi8(q));
+    }
   }
 }
 
@@ -459,6 +521,9 @@ struct Kernels {
   float (*i8)(const float*, const uint8_t*, size_t);
   void (*l2_tables)(const uint16_t*, const float*, size_t, size_t, const float*, float*);
   void (*quantize)(const float*, size_t, PqByteTables*);
+  // PqL2ByteTables in one kernel, or null: l2_tables then quantize.
+  void (*l2_byte_tables)(const uint16_t*, const float*, size_t, size_t, const float*, float*,
+                         PqByteTables*);
   void (*nearest)(const float*, const float*, size_t, const float*, size_t, size_t, int64_t*,
                   float*);
   // Byte-table PQ scores for m % 64 == 0 and batches of at least 16, or null.
@@ -473,16 +538,17 @@ Kernels Pick() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl")) {
     const bool vbmi = __builtin_cpu_supports("avx512vbmi");
-    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, NearestAvx512, vbmi ? PqScoresVbmi : nullptr,
+    return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, L2ByteTablesAvx512,
+            NearestAvx512, vbmi ? PqScoresVbmi : nullptr,
             vbmi ? "avx512+vbmi" : "avx512"};
   }
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, NearestScalar, nullptr, "avx2+f16c"};
+    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, nullptr, NearestScalar, nullptr, "avx2+f16c"};
   }
 #endif
-  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, NearestScalar, nullptr, "scalar"};
+  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, nullptr, NearestScalar, nullptr, "scalar"};
 }
 
 const Kernels& Get() {
@@ -568,6 +634,16 @@ void PqScoreBatch(const PqByteTables& tables, const uint8_t* codes, const uint32
 void PqL2Tables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
                 const float* query, float* out) {
   Get().l2_tables(transposed_half, norms, m, dsub, query, out);
+}
+
+void PqL2ByteTables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
+                    const float* query, float* tables, PqByteTables* out) {
+  const Kernels& k = Get();
+  if (k.l2_byte_tables != nullptr) {
+    return k.l2_byte_tables(transposed_half, norms, m, dsub, query, tables, out);
+  }
+  k.l2_tables(transposed_half, norms, m, dsub, query, tables);
+  k.quantize(tables, m, out);
 }
 
 void NearestOf256(const float* transposed, const float* norms, size_t dsub, const float* x,

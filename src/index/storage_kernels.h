@@ -79,6 +79,13 @@ void PqL2Tables(const uint16_t* transposed_half, const float* norms, size_t m, s
 void NearestOf256(const float* transposed, const float* norms, size_t dsub, const float* x,
                   size_t stride, size_t n, int64_t* labels, float* distances);
 
+// QuantizePqTables(PqL2Tables(query)) in one step, the same bytes: each
+// sub-space's minimum and range are taken while its sums are in registers,
+// which saves QuantizePqTables' first pass over the float tables. `tables`
+// is scratch for m * 256 floats (it ends up holding PqL2Tables' output).
+void PqL2ByteTables(const uint16_t* transposed_half, const float* norms, size_t m, size_t dsub,
+                    const float* query, float* tables, PqByteTables* out);
+
 // IEEE binary16 conversions (round to nearest even), as the fp16 storage
 // uses.
 uint16_t FloatToHalf(float x);
