@@ -219,7 +219,39 @@ TEST_F(AnnBenchTest, BadOptionsAreInvalidArgument) {
   options = Options();
   options.k = 0;
   EXPECT_EQ(RunAnnBench(options, out).code(), StatusCode::kInvalidArgument);
+  options = Options();
+  options.rounds = 2;  // rounds need interleave
+  EXPECT_EQ(RunAnnBench(options, out).code(), StatusCode::kInvalidArgument);
+  options.interleave = true;
+  options.rounds = 0;
+  EXPECT_EQ(RunAnnBench(options, out).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(out.str().empty());
+}
+
+TEST_F(AnnBenchTest, InterleavedRoundsMeasureEveryCandidateAtEachLInTurn) {
+  AnnBenchOptions options = Options();
+  options.peers = {"hnswlib"};
+  options.ram_budget = 1 << 20;  // room for 16-byte PQ codes, as above
+  options.interleave = true;
+  options.rounds = 2;
+  std::vector<json> rows = Run(options);
+  // Per round: L = 10 for disk, exact (once a round, no L) and hnswlib, then
+  // L = 50 for disk and hnswlib.
+  ASSERT_EQ(rows.size(), 10u);
+  const std::vector<std::pair<std::string, int>> order = {
+      {"disk", 10}, {"exact", 0}, {"hnswlib", 10}, {"disk", 50}, {"hnswlib", 50}};
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& [index, L] = order[i % order.size()];
+    EXPECT_EQ(rows[i]["index"], index) << i;
+    EXPECT_EQ(rows[i]["L"].is_null() ? 0 : rows[i]["L"].get<int>(), L) << i;
+    EXPECT_EQ(rows[i]["round"], static_cast<int>(i / order.size())) << i;
+  }
+  // Built once: both rounds report the same build time and the same recall.
+  for (size_t i = 0; i < order.size(); ++i) {
+    EXPECT_EQ(rows[i]["build_s"], rows[i + order.size()]["build_s"]) << i;
+    EXPECT_EQ(rows[i]["recall_at_10"], rows[i + order.size()]["recall_at_10"]) << i;
+  }
+  EXPECT_GE(rows[3]["recall_at_10"].get<double>(), 0.9);
 }
 
 // A stand-in for the disk index the lead adds later: registered under

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -420,6 +421,33 @@ TEST_F(DiskIndexTest, CompactionMovesChangesIntoTheBase) {
   // A second writer is refused.
   EXPECT_EQ(OpenDiskIndex(dir(), kDim, SmallIndexOptions()).status().code(),
             StatusCode::kUnavailable);
+}
+
+TEST_F(DiskIndexTest, CompactionReportsItsPhases) {
+  const size_t n = 1500;
+  auto data = FeatureLikeVectors(n, kDim, 11);
+  auto ids = ScrambledIds(n);
+  std::mutex mu;
+  std::vector<std::string> phases;  // each phase once, in order
+  std::map<std::string, std::pair<size_t, size_t>> last;  // phase -> (done, total)
+  DiskIndexOptions options = SmallIndexOptions();
+  options.compaction_progress = [&](const char* phase, size_t done, size_t total) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (phases.empty() || phases.back() != phase) phases.push_back(phase);
+    EXPECT_LE(done, total) << phase;
+    last[phase] = {done, total};
+  };
+  auto index = Open(options);
+  ASSERT_NE(index, nullptr);
+  ASSERT_TRUE(index->Add(n, ids.data(), data.data()).ok());
+  ASSERT_TRUE(index->Compact().ok());
+  ASSERT_FALSE(phases.empty());
+  for (const char* phase : {"pq-train", "graph", "write"}) {
+    ASSERT_TRUE(last.count(phase)) << phase;
+    EXPECT_EQ(last[phase].first, last[phase].second) << phase << " ends complete";
+  }
+  EXPECT_EQ(last["graph"].second, n);
+  EXPECT_EQ(phases.back(), "write");
 }
 
 TEST_F(DiskIndexTest, SearchesAndWritesContinueDuringCompaction) {

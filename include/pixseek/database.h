@@ -124,6 +124,9 @@ struct DatabaseOptions {
   // Compact the index on a background thread after writes (a server);
   // otherwise the owner calls Compact/CompactIfNeeded.
   bool background_compaction = false;
+  // Hears of a compaction's progress (phase, done, total), e.g. the one at
+  // the end of `pixseek build`; may be empty. VectorIndexSpec says more.
+  std::function<void(const char* phase, size_t done, size_t total)> compaction_progress;
 };
 
 struct DatabaseStats {

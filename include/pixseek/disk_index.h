@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,10 @@ struct DiskIndexOptions {
   // Run that compaction on a background thread after a write; otherwise the
   // owner calls Compact() (or CompactIfNeeded()).
   bool background_compaction = false;
+  // Hears of each compaction's build: its phases ("pq-train", "graph",
+  // "write", ...) with done and total, from the compacting thread. May be
+  // empty.
+  std::function<void(const char* phase, size_t done, size_t total)> compaction_progress;
   // A writable open salvages damaged logs and sets a damaged base graph
   // aside instead of failing, as VectorIndexSpec::salvaged describes. Not
   // owned.

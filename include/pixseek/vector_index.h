@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -180,6 +181,9 @@ struct VectorIndexSpec {
   // Run compaction on a background thread after writes (a server), rather
   // than when the owner calls Compact/CompactIfNeeded.
   bool background_compaction = false;
+  // Hears of a compaction's build (phase, done, total), from the thread
+  // running it, when the kind has one (the disk index); may be empty.
+  std::function<void(const char* phase, size_t done, size_t total)> compaction_progress;
   // Every parameter of the kind (MergeParams fills the defaults).
   IndexParams params;
   // Writable opens only (`pixseek check --repair`): when set, damage that

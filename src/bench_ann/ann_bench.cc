@@ -122,6 +122,10 @@ Status CheckOptions(const AnnBenchOptions& options) {
     if (l < 1)
       return Status::InvalidArgument("search list L must be >= 1, got " + std::to_string(l));
   }
+  if (options.rounds < 1 || (options.rounds > 1 && !options.interleave)) {
+    return Status::InvalidArgument("rounds must be >= 1, and above 1 only with interleave, got " +
+                                   std::to_string(options.rounds));
+  }
   if (options.threads < 1 || options.threads > kMaxThreads) {
     return Status::InvalidArgument("threads must be in [1, " + std::to_string(kMaxThreads) +
                                    "], got " + std::to_string(options.threads));
@@ -407,10 +411,10 @@ Result<std::vector<int64_t>> TrueNeighbours(const AnnBenchOptions& options,
   return gt;
 }
 
-// Builds one candidate and prints a row per search list of the sweep.
-Status RunCandidate(AnnCandidate& candidate, const std::string& name, const AnnData& data,
-                    const FloatMatrix& queries, const std::vector<int64_t>& gt,
-                    const AnnBenchOptions& options, WorkDir& workdir, std::ostream& rows) {
+// Builds one candidate; returns its build time in seconds.
+Result<double> BuildCandidate(AnnCandidate& candidate, const std::string& name,
+                              const AnnData& data, const AnnBenchOptions& options,
+                              WorkDir& workdir) {
   std::ostream* progress = options.progress;
   PIXSEEK_ASSIGN_OR_RETURN(auto dir, workdir.Sub(name));
   if (progress) *progress << "bench ann: building " << name << "\n";
@@ -422,35 +426,49 @@ Status RunCandidate(AnnCandidate& candidate, const std::string& name, const AnnD
     *progress << "bench ann: built " << name << " " << candidate.params().dump() << " in "
               << build_s << " s\n";
   }
+  return build_s;
+}
+
+// The search lists a candidate is measured at: the sweep, or one run for a
+// candidate without a search list.
+std::vector<std::optional<int>> Sweep(const AnnCandidate& candidate,
+                                      const AnnBenchOptions& options) {
   std::vector<std::optional<int>> sweep;
   if (candidate.uses_search_list()) {
     for (int l : options.L) sweep.push_back(l);
   } else {
     sweep.push_back(std::nullopt);
   }
-  for (const auto& L : sweep) {
-    auto measured = MeasureSearch(candidate, queries, gt, options, L);
-    if (!measured.ok()) {
-      return measured.status().WithContext(name + " search" +
-                                           (L ? " L=" + std::to_string(*L) : ""));
-    }
-    Row row = std::move(measured).value();
-    row["n"] = data.n;
-    row["nq"] = queries.rows;
-    row["k"] = options.k;
-    row["ram_bytes"] = candidate.ram_bytes();
-    row["disk_bytes"] = candidate.disk_bytes();
-    row["build_s"] = Round(build_s, 3);
-    const nlohmann::json extra = candidate.extra();
-    if (extra.is_object()) {
-      for (const auto& [key, value] : extra.items()) row[key] = value;
-    }
-    if (options.ram_budget > 0) {
-      row["ram_budget"] = options.ram_budget;
-      row["within_ram_budget"] = candidate.ram_bytes() <= options.ram_budget;
-    }
-    rows << row.dump() << std::endl;
+  return sweep;
+}
+
+// Measures a built candidate at one search list and prints its row (with
+// `round` when >= 0).
+Status MeasureRow(AnnCandidate& candidate, const std::string& name, double build_s,
+                  std::optional<int> L, int round, const AnnData& data,
+                  const FloatMatrix& queries, const std::vector<int64_t>& gt,
+                  const AnnBenchOptions& options, std::ostream& rows) {
+  auto measured = MeasureSearch(candidate, queries, gt, options, L);
+  if (!measured.ok()) {
+    return measured.status().WithContext(name + " search" + (L ? " L=" + std::to_string(*L) : ""));
   }
+  Row row = std::move(measured).value();
+  row["n"] = data.n;
+  row["nq"] = queries.rows;
+  row["k"] = options.k;
+  row["ram_bytes"] = candidate.ram_bytes();
+  row["disk_bytes"] = candidate.disk_bytes();
+  row["build_s"] = Round(build_s, 3);
+  if (round >= 0) row["round"] = round;
+  const nlohmann::json extra = candidate.extra();
+  if (extra.is_object()) {
+    for (const auto& [key, value] : extra.items()) row[key] = value;
+  }
+  if (options.ram_budget > 0) {
+    row["ram_budget"] = options.ram_budget;
+    row["within_ram_budget"] = candidate.ram_bytes() <= options.ram_budget;
+  }
+  rows << row.dump() << std::endl;
   return Status::Ok();
 }
 
@@ -482,16 +500,47 @@ Status RunAnnBench(const AnnBenchOptions& options, std::ostream& rows) {
   data.n = base.rows;
   data.dim = static_cast<int>(base.cols);
   data.base_path = options.base;
-  for (const std::string& name : names) {
-    // Run one candidate at a time and free it before the next: each holds a
-    // copy of the vectors.
-    std::unique_ptr<AnnCandidate> candidate = (*Registry::Get().Find(name))(options);
-    if (candidate == nullptr) {
+  struct Built {
+    std::string name;
+    std::unique_ptr<AnnCandidate> candidate;
+    double build_s = 0;
+  };
+  auto make = [&](const std::string& name) -> Result<Built> {
+    Built b{name, (*Registry::Get().Find(name))(options), 0};
+    if (b.candidate == nullptr) {
       if (progress) *progress << "bench ann: " << name << " is not available; skipping it\n";
-      continue;
+      return b;
     }
-    PIXSEEK_RETURN_IF_ERROR(
-        RunCandidate(*candidate, name, data, queries, gt, options, workdir, rows));
+    PIXSEEK_ASSIGN_OR_RETURN(b.build_s, BuildCandidate(*b.candidate, name, data, options, workdir));
+    return b;
+  };
+  if (!options.interleave) {
+    // One candidate at a time, each freed before the next: each holds a
+    // copy of the vectors.
+    for (const std::string& name : names) {
+      PIXSEEK_ASSIGN_OR_RETURN(Built b, make(name));
+      if (b.candidate == nullptr) continue;
+      for (const auto& L : Sweep(*b.candidate, options)) {
+        PIXSEEK_RETURN_IF_ERROR(
+            MeasureRow(*b.candidate, name, b.build_s, L, -1, data, queries, gt, options, rows));
+      }
+    }
+    return Status::Ok();
+  }
+  std::vector<Built> built;
+  for (const std::string& name : names) {
+    PIXSEEK_ASSIGN_OR_RETURN(Built b, make(name));
+    if (b.candidate != nullptr) built.push_back(std::move(b));
+  }
+  for (int round = 0; round < options.rounds; ++round) {
+    for (size_t step = 0; step < options.L.size(); ++step) {
+      for (Built& b : built) {
+        const std::vector<std::optional<int>> sweep = Sweep(*b.candidate, options);
+        if (step >= sweep.size()) continue;  // a candidate without L runs once a round
+        PIXSEEK_RETURN_IF_ERROR(MeasureRow(*b.candidate, b.name, b.build_s, sweep[step], round,
+                                           data, queries, gt, options, rows));
+      }
+    }
   }
   return Status::Ok();
 }

@@ -125,6 +125,14 @@ struct AnnBenchOptions {
   // $TMPDIR, removed at the end; a given one is kept.
   std::filesystem::path workdir;
   size_t limit_base = 0;             // use only the first limit_base base rows; 0 = all
+  // Build every candidate first and keep them all, then measure them in
+  // turn at each L (disk at L, the peers at L, the next L...), `rounds`
+  // times over: a slow spell of the machine then hits every candidate alike
+  // instead of whichever ran during it. Every row carries its "round".
+  // Without it (the default) candidates run one after the other, each freed
+  // before the next is built, which needs the RAM of one at a time.
+  bool interleave = false;
+  int rounds = 1;  // >= 1; above 1 needs interleave
   // pixseek's disk index ("disk"): its parameters (R, L, alpha, passes,
   // storage, PQ bytes, build budget) and search settings. ram_budget above
   // sizes its PQ codes and node cache (0 = 10% of the raw vectors).

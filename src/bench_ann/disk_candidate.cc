@@ -7,7 +7,7 @@
 #include <numeric>
 
 #include "bench_ann/candidates.h"
-#include "bench_ann/phase_progress.h"
+#include "core/phase_progress.h"
 #include "index/disk_graph.h"
 
 namespace pixseek {

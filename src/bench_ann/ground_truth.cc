@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "bench_ann/phase_progress.h"
+#include "core/phase_progress.h"
 #include "core/omp_threads.h"
 #include "core/parallel.h"
 #include "index/disk_graph.h"

@@ -22,6 +22,7 @@
 #include "bench_ann/ann_bench.h"
 #include "bench_ann/ground_truth.h"
 #include "bench_embed/embed_bench.h"
+#include "core/phase_progress.h"
 #include "pixseek/config.h"
 #include "pixseek/database.h"
 #include "pixseek/database_check.h"
@@ -236,6 +237,12 @@ int RunBuild(const std::string& home, const DbFlags& flags, const std::string& d
   options.fit_root = dir;
   options.fit_sample = fit_sample;
   options.pca = pca;
+  // The compaction at the end (the disk index's graph over everything the
+  // build stored) takes minutes on a large folder: phase lines on stderr.
+  PhaseProgress compaction_lines("build: compacting the index", &std::cerr);
+  options.compaction_progress = [&compaction_lines](const char* phase, size_t done, size_t total) {
+    compaction_lines.Update(phase, done, total);
+  };
   auto db = Database::Open(options, /*create=*/true);
   if (!db.ok()) return Fail(db.status());
   std::signal(SIGINT, OnInterrupt);
@@ -428,7 +435,12 @@ int RunStats(const std::string& home, const DbFlags& flags) {
 }
 
 int RunCompact(const std::string& home, const DbFlags& flags) {
-  auto db = Database::Open(ToOptions(flags, home), false);
+  PhaseProgress lines("compact", &std::cerr);
+  DatabaseOptions options = ToOptions(flags, home);
+  options.compaction_progress = [&lines](const char* phase, size_t done, size_t total) {
+    lines.Update(phase, done, total);
+  };
+  auto db = Database::Open(options, false);
   if (!db.ok()) return Fail(db.status());
   Status s = (*db)->Compact();
   if (!s.ok()) return Fail(s);
@@ -1152,6 +1164,11 @@ void AddBenchAnnCommand(CLI::App* bench, Cli& cli) {
   cmd->add_flag("!--no-exact", ann.run_exact,
                "Skip the exact scan candidate (its recall is 1 by definition; use with --gt)");
   cmd->add_option("--ram-budget", ann.ram_budget, "RAM budget in bytes (0 = none)");
+  cmd->add_flag("--interleave", ann.interleave,
+                "Build every candidate first, then measure them in turn at each L (needs the "
+                "RAM of all at once)");
+  cmd->add_option("--rounds", ann.rounds, "With --interleave: times the whole sweep runs")
+      ->check(CLI::Range(1, 100));
   cmd->add_option("--workdir", st->workdir, "Where index files go (default: a temp dir)");
   cmd->add_option("--limit-base", ann.limit_base,
                   "Use only the first N base vectors (ground truth then computed)");

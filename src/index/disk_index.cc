@@ -751,7 +751,8 @@ class DiskIndexImpl final : public DiskIndex {
     p.pq_bytes = options_.pq_bytes;
     p.ram_budget = RamBudget(ids.size());
     p.build_ram_budget = options_.build_ram_budget;
-    PIXSEEK_RETURN_IF_ERROR(BuildDiskGraph(*source, ids, new_path, p, nullptr, &cancel_));
+    PIXSEEK_RETURN_IF_ERROR(
+        BuildDiskGraph(*source, ids, new_path, p, nullptr, &cancel_, options_.compaction_progress));
     PIXSEEK_ASSIGN_OR_RETURN(auto graph, DiskGraph::Open(new_path));
     PIXSEEK_RETURN_IF_ERROR(graph->FillCacheToBudget(RamBudget(graph->size())));
     return std::shared_ptr<DiskGraph>(std::move(graph));
@@ -951,6 +952,7 @@ Result<std::unique_ptr<VectorIndex>> OpenDiskIndexFromSpec(const VectorIndexSpec
   options.read_only = spec.read_only;
   options.num_threads = spec.threads;
   options.background_compaction = spec.background_compaction;
+  options.compaction_progress = spec.compaction_progress;
   options.salvaged = spec.salvaged;
   PIXSEEK_ASSIGN_OR_RETURN(auto index, OpenDiskIndex(spec.dir / "index", spec.dimension, options));
   return std::unique_ptr<VectorIndex>(std::move(index));

@@ -347,6 +347,7 @@ Status Database::ResolveIndex(Opening& o) {
   spec.read_only = options.read_only;
   spec.threads = options.threads;
   spec.background_compaction = options.background_compaction;
+  spec.compaction_progress = options.compaction_progress;
   std::vector<std::string> warnings;
   PIXSEEK_ASSIGN_OR_RETURN(spec.params,
                            MergeParams(kind->name, kind->params, o.manifest.index_params,

@@ -1,8 +1,9 @@
 // Progress lines for long multi-phase jobs (the disk graph build, the exact
 // ground truth): "disk build: shard 3/17 graph 41% (2412345/5882352) ETA
-// 1h02m". Used by `pixseek bench ann` and `pixseek bench gt`.
-#ifndef PIXSEEK_BENCH_ANN_PHASE_PROGRESS_H_
-#define PIXSEEK_BENCH_ANN_PHASE_PROGRESS_H_
+// 1h02m". Used by `pixseek bench ann`, `pixseek bench gt` and the index
+// compaction at the end of `pixseek build`.
+#ifndef PIXSEEK_CORE_PHASE_PROGRESS_H_
+#define PIXSEEK_CORE_PHASE_PROGRESS_H_
 
 #include <chrono>
 #include <cstddef>
@@ -46,4 +47,4 @@ class PhaseProgress {
 
 }  // namespace pixseek
 
-#endif  // PIXSEEK_BENCH_ANN_PHASE_PROGRESS_H_
+#endif  // PIXSEEK_CORE_PHASE_PROGRESS_H_

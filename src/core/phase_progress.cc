@@ -1,4 +1,4 @@
-#include "bench_ann/phase_progress.h"
+#include "core/phase_progress.h"
 
 #include <cstdio>
 
