@@ -145,7 +145,7 @@ struct AnnBenchOptions {
     int pq_bytes = 0;
     uint64_t build_ram_budget = 0;
     int beam_width = 4;
-    int queries_in_flight = 4;
+    int queries_in_flight = 16;  // DiskSearchParams says why
     bool reuse = false;  // reuse an index file already in the workdir
   } disk;
   std::ostream* progress = nullptr;  // progress lines; null = none

@@ -83,8 +83,8 @@ class DiskGraph::Searcher {
   Searcher(const DiskGraph& g, size_t k, const DiskSearchParams& params, const NodeFilter& filter,
            int slots)
       : g_(g), k_(k), params_(params), filter_(filter), slots_(static_cast<size_t>(slots)) {
+    float_tables_.resize(g.pq_->table_size());
     for (auto& s : slots_) {
-      s.float_tables.resize(g.pq_->table_size());
       s.buffers = std::make_unique<AlignedBuffer>(size_t(params.beam_width) * g.block_bytes_);
     }
   }
@@ -188,7 +188,6 @@ class DiskGraph::Searcher {
     bool busy = false;
     size_t query_index = 0;
     const float* query = nullptr;
-    std::vector<float> float_tables;  // scratch for the byte tables' making
     PqByteTables tables;
     NodeSet seen;
     std::vector<Candidate> list;                      // PQ-ranked candidates
@@ -211,7 +210,7 @@ class DiskGraph::Searcher {
     s.stats = {};
     s.error = Status::Ok();
     s.outstanding = 0;
-    g_.pq_->ComputeL2ByteTables(query, s.float_tables.data(), &s.tables);
+    g_.pq_->ComputeL2ByteTables(query, float_tables_.data(), &s.tables);
     s.seen.Clear();
     s.list.clear();
     s.exact.clear();
@@ -322,6 +321,7 @@ class DiskGraph::Searcher {
   const DiskSearchParams& params_;
   const NodeFilter& filter_;
   std::vector<Slot> slots_;
+  std::vector<float> float_tables_;  // scratch for a slot's byte tables' making
 };
 
 namespace {

@@ -188,8 +188,12 @@ struct DiskSearchParams {
   int search_list = 100;  // L
   int beam_width = 4;     // W: nodes read together per step of one query
   // Queries each thread keeps in flight (their reads overlap in one
-  // io_uring); used by SearchBatch.
-  int queries_in_flight = 4;
+  // io_uring); used by SearchBatch. Once the PQ tables and codes cost little
+  // CPU, a search thread mostly waits for its reads: on 100k x 2048-d (2
+  // threads, virtio disk) 16 gave 1.2-1.5x the QPS of 4 at L = 16-25, 32 a
+  // little more at twice the latency (bench/RESULTS.md). Each slot holds
+  // beam_width node blocks and m * 256 bytes of tables.
+  int queries_in_flight = 16;
 };
 
 struct DiskSearchStats {
