@@ -262,28 +262,35 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) float I8Avx512(const float*
   return s * Int8Scale(in);
 }
 
-// The 256 entries of one sub-space stay in 16 registers while its dsub
-// coordinates stream past.
+// Sub-space j's 256 sums 2 <q_j, c> - |c|^2 into acc, which stay in 16
+// registers while its dsub coordinates stream past (inlined, and the loops
+// unrolled: otherwise GCC keeps acc in memory).
+__attribute__((target("avx512f"), always_inline)) inline void SubspaceSumsAvx512(
+    const uint16_t* transposed, const float* norms, size_t j, size_t dsub, const float* query,
+    __m512* acc) {
+#pragma GCC unroll 16
+  for (int k = 0; k < 16; ++k) {
+    acc[k] = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(norms + j * 256 + 16 * k));
+  }
+  for (size_t t = 0; t < dsub; ++t) {
+    const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
+    const uint16_t* row = transposed + (j * dsub + t) * 256;
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) {
+      const __m512 x =
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * k)));
+      acc[k] = _mm512_fmadd_ps(qt, x, acc[k]);
+    }
+  }
+}
+
 __attribute__((target("avx512f"))) void L2TablesAvx512(const uint16_t* transposed, const float* norms,
                                                       size_t m, size_t dsub, const float* query,
                                                       float* out) {
   for (size_t j = 0; j < m; ++j) {
     __m512 acc[16];
-    #pragma GCC unroll 16
-    for (int k = 0; k < 16; ++k) {
-      acc[k] = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(norms + j * 256 + 16 * k));
-    }
-    for (size_t t = 0; t < dsub; ++t) {
-      const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
-      const uint16_t* row = transposed + (j * dsub + t) * 256;
-      #pragma GCC unroll 16
-      for (int k = 0; k < 16; ++k) {
-        const __m512 x =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * k)));
-        acc[k] = _mm512_fmadd_ps(qt, x, acc[k]);
-      }
-    }
-    #pragma GCC unroll 16
+    SubspaceSumsAvx512(transposed, norms, j, dsub, query, acc);
+#pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) _mm512_storeu_ps(out + j * 256 + 16 * k, acc[k]);
   }
 }
@@ -295,7 +302,7 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
   double bias = 0;
   for (size_t j = 0; j < m; ++j) {
     __m512 lo = _mm512_loadu_ps(tables + j * 256), hi = lo;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int k = 1; k < 16; ++k) {
       const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
       lo = _mm512_min_ps(lo, x);
@@ -310,7 +317,7 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
   const __m512i top = _mm512_set1_epi32(255);
   for (size_t j = 0; j < m; ++j) {
     const __m512 lo = _mm512_set1_ps(low[j]);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) {
       const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
       const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
@@ -330,22 +337,22 @@ __attribute__((target("avx512f"))) void NearestAvx512(const float* transposed, c
   for (size_t i = 0; i < n; ++i) {
     const float* row = x + i * stride;
     __m512 acc[16];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) acc[k] = _mm512_loadu_ps(norms + 16 * k);
     for (size_t t = 0; t < dsub; ++t) {
       const __m512 xt = _mm512_set1_ps(-2.0f * row[t]);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int k = 0; k < 16; ++k) {
         acc[k] = _mm512_fmadd_ps(xt, _mm512_loadu_ps(transposed + t * 256 + 16 * k), acc[k]);
       }
     }
     __m512 low = acc[0];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int k = 1; k < 16; ++k) low = _mm512_min_ps(low, acc[k]);
     const float best = _mm512_reduce_min_ps(low);
     const __m512 target = _mm512_set1_ps(best);
     int64_t label = 0;
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) {
       const __mmask16 hit = _mm512_cmp_ps_mask(acc[k], target, _CMP_EQ_OQ);
       if (hit != 0) {
@@ -370,20 +377,7 @@ __attribute__((target("avx512f,avx512bw"))) void L2ByteTablesAvx512(
   double bias = 0;
   for (size_t j = 0; j < m; ++j) {
     __m512 acc[16];
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; ++k) {
-      acc[k] = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_loadu_ps(norms + j * 256 + 16 * k));
-    }
-    for (size_t t = 0; t < dsub; ++t) {
-      const __m512 qt = _mm512_set1_ps(2.0f * query[j * dsub + t]);
-      const uint16_t* row = transposed + (j * dsub + t) * 256;
-#pragma GCC unroll 16
-      for (int k = 0; k < 16; ++k) {
-        const __m512 x =
-            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * k)));
-        acc[k] = _mm512_fmadd_ps(qt, x, acc[k]);
-      }
-    }
+    SubspaceSumsAvx512(transposed, norms, j, dsub, query, acc);
     __m512 lo = acc[0], hi = acc[0];
 #pragma GCC unroll 16
     for (int k = 0; k < 16; ++k) {
