@@ -169,7 +169,8 @@ float PrepareByteTables(size_t m, float widest, double bias, PqByteTables* out) 
 }
 
 void QuantizeScalar(const float* tables, size_t m, PqByteTables* out) {
-  std::vector<float> low(m);
+  thread_local std::vector<float> low;  // per sub-space minimum; no allocation per query
+  low.resize(m);
   float widest = 0;
   double bias = 0;
   for (size_t j = 0; j < m; ++j) {
@@ -297,7 +298,8 @@ __attribute__((target("avx512f"))) void L2TablesAvx512(const uint16_t* transpose
 
 __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tables, size_t m,
                                                                PqByteTables* out) {
-  std::vector<float> low(m);
+  thread_local std::vector<float> low;  // per sub-space minimum; no allocation per query
+  low.resize(m);
   float widest = 0;
   double bias = 0;
   for (size_t j = 0; j < m; ++j) {
@@ -372,7 +374,8 @@ __attribute__((target("avx512f"))) void NearestAvx512(const float* transposed, c
 __attribute__((target("avx512f,avx512bw"))) void L2ByteTablesAvx512(
     const uint16_t* transposed, const float* norms, size_t m, size_t dsub, const float* query,
     float* tables, PqByteTables* out) {
-  std::vector<float> low(m);
+  thread_local std::vector<float> low;  // per sub-space minimum; no allocation per query
+  low.resize(m);
   float widest = 0;
   double bias = 0;
   for (size_t j = 0; j < m; ++j) {
@@ -523,7 +526,6 @@ struct Kernels {
   // Byte-table PQ scores for m % 64 == 0 and batches of at least 16, or null.
   void (*pq_wide)(const uint8_t*, size_t, const uint8_t*, const uint32_t*, size_t, float, float,
                   float*);
-  const char* isa;
 };
 
 Kernels Pick() {
@@ -533,16 +535,15 @@ Kernels Pick() {
       __builtin_cpu_supports("avx512vl")) {
     const bool vbmi = __builtin_cpu_supports("avx512vbmi");
     return {F16Avx512, I8Avx512, L2TablesAvx512, QuantizeAvx512, L2ByteTablesAvx512,
-            NearestAvx512, vbmi ? PqScoresVbmi : nullptr,
-            vbmi ? "avx512+vbmi" : "avx512"};
+            NearestAvx512, vbmi ? PqScoresVbmi : nullptr};
   }
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c) {
-    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, nullptr, NearestScalar, nullptr, "avx2+f16c"};
+    return {F16Avx2, I8Avx2, L2TablesScalar, QuantizeScalar, nullptr, NearestScalar, nullptr};
   }
 #endif
-  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, nullptr, NearestScalar, nullptr, "scalar"};
+  return {F16Scalar, I8Scalar, L2TablesScalar, QuantizeScalar, nullptr, NearestScalar, nullptr};
 }
 
 const Kernels& Get() {
