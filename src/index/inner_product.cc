@@ -1,8 +1,10 @@
 #include "index/inner_product.h"
 
 // GCC 12 warns about its own AVX-512 intrinsics (_mm512_reduce_add_ps).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -1,8 +1,10 @@
 #include "index/storage_kernels.h"
 
 // GCC 12 warns about its own AVX-512 intrinsics (_mm512_undefined_*).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #include <algorithm>
 #include <cmath>
