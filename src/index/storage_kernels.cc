@@ -298,6 +298,28 @@ __attribute__((target("avx512f"))) void L2TablesAvx512(const uint16_t* transpose
   }
 }
 
+// The second half of QuantizePqTables: every entry of the float tables to a
+// byte, given each sub-space's minimum, the widest range and the sum of the
+// minimums.
+__attribute__((target("avx512f,avx512bw"))) void QuantizeWithRangesAvx512(
+    const float* tables, size_t m, const float* low, float widest, double bias,
+    PqByteTables* out) {
+  const __m512 inv = _mm512_set1_ps(1.0f / PrepareByteTables(m, widest, bias, out));
+  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512i top = _mm512_set1_epi32(255);
+  for (size_t j = 0; j < m; ++j) {
+    const __m512 lo = _mm512_set1_ps(low[j]);
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) {
+      const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
+      const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
+      const __m512i q = _mm512_min_epi32(_mm512_cvttps_epi32(u), top);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out->lut.data() + j * 256 + 16 * k),
+                       _mm512_cvtusepi32_epi8(q));
+    }
+  }
+}
+
 __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tables, size_t m,
                                                                PqByteTables* out) {
   thread_local std::vector<float> low;  // per sub-space minimum; no allocation per query
@@ -316,20 +338,7 @@ __attribute__((target("avx512f,avx512bw"))) void QuantizeAvx512(const float* tab
     bias += low[j];
     widest = std::max(widest, _mm512_reduce_max_ps(hi) - low[j]);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / PrepareByteTables(m, widest, bias, out));
-  const __m512 half = _mm512_set1_ps(0.5f);
-  const __m512i top = _mm512_set1_epi32(255);
-  for (size_t j = 0; j < m; ++j) {
-    const __m512 lo = _mm512_set1_ps(low[j]);
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; ++k) {
-      const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
-      const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
-      const __m512i q = _mm512_min_epi32(_mm512_cvttps_epi32(u), top);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out->lut.data() + j * 256 + 16 * k),
-                       _mm512_cvtusepi32_epi8(q));
-    }
-  }
+  QuantizeWithRangesAvx512(tables, m, low.data(), widest, bias, out);
 }
 
 // NearestScalar with the 256 sums |c|^2 - 2 <x, c> of a row in sixteen
@@ -394,20 +403,7 @@ __attribute__((target("avx512f,avx512bw"))) void L2ByteTablesAvx512(
     bias += low[j];
     widest = std::max(widest, _mm512_reduce_max_ps(hi) - low[j]);
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / PrepareByteTables(m, widest, bias, out));
-  const __m512 half = _mm512_set1_ps(0.5f);
-  const __m512i top = _mm512_set1_epi32(255);
-  for (size_t j = 0; j < m; ++j) {
-    const __m512 lo = _mm512_set1_ps(low[j]);
-#pragma GCC unroll 16
-    for (int k = 0; k < 16; ++k) {
-      const __m512 x = _mm512_loadu_ps(tables + j * 256 + 16 * k);
-      const __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(x, lo), inv, half);
-      const __m512i q = _mm512_min_epi32(_mm512_cvttps_epi32(u), top);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out->lut.data() + j * 256 + 16 * k),
-                       _mm512_cvtusepi32_epi8(q));
-    }
-  }
+  QuantizeWithRangesAvx512(tables, m, low.data(), widest, bias, out);
 }
 
 // Transposes 8 x 8 64-bit words: out[k] word i = in[i] word k.
