@@ -27,6 +27,7 @@
 #include <numeric>
 #include <queue>
 #include <random>
+#include <span>
 #include <string>
 #include <utility>
 
@@ -55,7 +56,7 @@ bool Cancelled(const std::atomic<bool>* cancel) {
 
 // Reads the given rows (ascending) into out, coalescing runs of consecutive
 // rows into one read.
-Status ReadRows(const VectorSource& source, const std::vector<uint32_t>& rows, float* out) {
+Status ReadRows(const VectorSource& source, std::span<const uint32_t> rows, float* out) {
   const size_t d = static_cast<size_t>(source.dimension());
   size_t i = 0;
   while (i < rows.size()) {
@@ -67,19 +68,17 @@ Status ReadRows(const VectorSource& source, const std::vector<uint32_t>& rows, f
   return Status::Ok();
 }
 
-// ReadRows into bfloat16 (the graph build's copy), a few hundred rows of
-// floats at a time.
-Status ReadRowsBf16(const VectorSource& source, const std::vector<uint32_t>& rows,
-                    Bfloat16* out) {
-  const size_t d = static_cast<size_t>(source.dimension());
+// `count` rows into bfloat16 (the graph build's copy), a few hundred rows of
+// floats at a time: read(i, n, buffer) reads rows i .. i + n - 1 of the ones
+// wanted as floats into buffer.
+template <typename Read>
+Status ReadBf16(size_t count, size_t d, Bfloat16* out, Read&& read) {
   constexpr size_t kChunk = 256;
-  std::vector<float> buffer(std::min(rows.size(), kChunk) * d);
-  std::vector<uint32_t> chunk;
-  for (size_t i = 0; i < rows.size(); i += kChunk) {
-    const size_t count = std::min(kChunk, rows.size() - i);
-    chunk.assign(rows.begin() + i, rows.begin() + i + count);
-    PIXSEEK_RETURN_IF_ERROR(ReadRows(source, chunk, buffer.data()));
-    ToBfloat16(buffer.data(), count * d, out + i * d);
+  std::vector<float> buffer(std::min(count, kChunk) * d);
+  for (size_t i = 0; i < count; i += kChunk) {
+    const size_t n = std::min(kChunk, count - i);
+    PIXSEEK_RETURN_IF_ERROR(read(i, n, buffer.data()));
+    ToBfloat16(buffer.data(), n * d, out + i * d);
   }
   return Status::Ok();
 }
@@ -510,7 +509,9 @@ Status WriteShardPart(const BuildContext& ctx, const Partition& partition, size_
   std::unique_ptr<VamanaGraph> g;
   if (rows.size() > 1) {  // a lone row has no neighbours in its shard
     std::vector<Bfloat16> x(rows.size() * d);
-    PIXSEEK_RETURN_IF_ERROR(ReadRowsBf16(ctx.source, rows, x.data()));
+    PIXSEEK_RETURN_IF_ERROR(ReadBf16(rows.size(), d, x.data(), [&](size_t i, size_t n, float* buf) {
+      return ReadRows(ctx.source, std::span<const uint32_t>(rows).subspan(i, n), buf);
+    }));
     PIXSEEK_ASSIGN_OR_RETURN(
         VamanaGraph built,
         VamanaGraph::BuildLinks(std::move(x), rows.size(), static_cast<int>(d), ctx.params.graph,
@@ -937,10 +938,10 @@ Status BuildInRam(const BuildContext& ctx, const PqPart& pq, std::span<const int
                   const std::filesystem::path& out) {
   const size_t n = ctx.plan.n;
   auto t = std::chrono::steady_clock::now();
-  std::vector<uint32_t> all(n);
-  std::iota(all.begin(), all.end(), 0u);
   std::vector<Bfloat16> x(n * ctx.plan.d);
-  PIXSEEK_RETURN_IF_ERROR(ReadRowsBf16(ctx.source, all, x.data()));
+  PIXSEEK_RETURN_IF_ERROR(ReadBf16(n, ctx.plan.d, x.data(), [&](size_t i, size_t count, float* buf) {
+    return ctx.source.Read(i, count, buf);
+  }));
   ctx.report->max_rows_in_ram = n;
   ctx.Progress("graph", 0, n);
   PIXSEEK_ASSIGN_OR_RETURN(
