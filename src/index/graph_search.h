@@ -31,6 +31,20 @@ inline float Score(const Bfloat16* a, const Bfloat16* b, size_t dim) {
   return InnerProductBf16(a, b, dim);
 }
 
+// Asks for the first cache lines of a row before it is scored: a graph build
+// reads its rows at random from gigabytes, and waits for memory more than it
+// computes. The hardware prefetcher follows the rest of the row once its
+// first lines arrive; asking for all of them was slower (the requests fill
+// the line-fill buffers). 100k x 768-d: graph 40.4-42.6 s without, 35.3-39.8 s
+// with four lines.
+template <typename T>
+inline void PrefetchRow(const T* row, size_t dim) {
+  constexpr size_t kLines = 4;
+  const char* bytes = reinterpret_cast<const char*>(row);
+  const size_t end = std::min(dim * sizeof(T), kLines * 64);
+  for (size_t b = 0; b < end; b += 64) __builtin_prefetch(bytes + b);
+}
+
 // Squared L2 distance of two unit vectors from their inner product.
 inline float UnitDistance(float ip) { return std::max(0.0f, 2.0f - 2.0f * ip); }
 
@@ -143,8 +157,15 @@ void GreedySearch(const T* query, uint32_t entry, size_t list_size, const T* vec
     stats->distance_computations += fresh.size();
 
     size_t next = list->size();  // smallest position that changed
+    for (size_t i = 0; i < std::min<size_t>(4, fresh.size()); ++i) {
+      PrefetchRow(vectors + size_t{fresh[i]} * dim, dim);
+    }
     for (size_t i = 0; i < fresh.size(); i += 4) {
       const size_t group = std::min<size_t>(4, fresh.size() - i);
+      // The next group's rows load while this one scores.
+      for (size_t j = i + 4; j < std::min(i + 8, fresh.size()); ++j) {
+        PrefetchRow(vectors + size_t{fresh[j]} * dim, dim);
+      }
       const T* v[4];
       for (size_t j = 0; j < 4; ++j) {
         v[j] = vectors + size_t{fresh[i + std::min(j, group - 1)]} * dim;
