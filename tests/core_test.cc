@@ -2,12 +2,15 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/files.h"
 #include "core/hash.h"
+#include "core/phase_progress.h"
 #include "core/progress.h"
 #include "pixseek/status.h"
 #include "test_util.h"
@@ -147,6 +150,59 @@ TEST(ProgressTest, FormatsDurations) {
   EXPECT_EQ(FormatDuration(5), "5s");
   EXPECT_EQ(FormatDuration(185), "3m05s");
   EXPECT_EQ(FormatDuration(3720), "1h02m");
+}
+
+// PhaseProgress on a clock the test moves by hand.
+class PhaseProgressTest : public ::testing::Test {
+ protected:
+  std::chrono::steady_clock::time_point now_{};
+  std::ostringstream out_;
+  PhaseProgress lines_{"build", &out_, std::chrono::seconds(5), [this] { return now_; }};
+
+  void Advance(int seconds) { now_ += std::chrono::seconds(seconds); }
+  // The last line printed, without its newline.
+  std::string Last() const {
+    std::string text = out_.str();
+    if (!text.empty() && text.back() == '\n') text.pop_back();
+    return text.substr(text.rfind('\n') + 1);
+  }
+};
+
+TEST_F(PhaseProgressTest, PrintsPhaseChangesAndThenAtMostEveryInterval) {
+  lines_.Update("pq-encode", 0, 1000);
+  EXPECT_EQ(Last(), "build: pq-encode   0% (0/1000) elapsed 0s ETA ?");
+  Advance(10);
+  lines_.Update("pq-encode", 100, 1000);
+  EXPECT_EQ(Last(), "build: pq-encode  10% (100/1000) elapsed 10s ETA ?");
+  Advance(10);
+  lines_.Update("pq-encode", 200, 1000);  // 100 units in 10 s since the first step
+  EXPECT_EQ(Last(), "build: pq-encode  20% (200/1000) elapsed 20s ETA 1m20s");
+  const std::string before = out_.str();
+  Advance(1);
+  lines_.Update("pq-encode", 210, 1000);  // within the interval: quiet
+  EXPECT_EQ(out_.str(), before);
+  lines_.Update("pq-encode", 1000, 1000);  // the end always prints
+  EXPECT_EQ(Last(), "build: pq-encode 100% (1000/1000) elapsed 21s ETA 0s");
+  lines_.Update("partition", 0, 5);  // a new phase prints at once
+  EXPECT_EQ(Last(), "build: partition   0% (0/5) elapsed 0s ETA ?");
+}
+
+// A resumed build starts the shard graphs part-way and first loads the
+// shard's rows: neither the earlier run's units nor the load count, so the
+// ETA is right from the second step (it was 15 h for a 2.5 h remainder).
+TEST_F(PhaseProgressTest, ResumedPhaseRateStartsAtItsFirstStep) {
+  lines_.Update("shard 4/19 graph", 3000, 10000);
+  Advance(60);  // the shard's rows load
+  lines_.Update("shard 4/19 graph", 3100, 10000);
+  EXPECT_EQ(Last(), "build: shard 4/19 graph  31% (3100/10000) elapsed 1m00s ETA ?");
+  Advance(10);
+  lines_.Update("shard 4/19 graph", 3200, 10000);  // 10 units/s
+  EXPECT_EQ(Last(), "build: shard 4/19 graph  32% (3200/10000) elapsed 1m10s ETA 11m20s");
+  // The next shard is the same phase: its load counts from here on.
+  lines_.Update("shard 5/19 graph", 3200, 10000);
+  Advance(30);
+  lines_.Update("shard 5/19 graph", 3300, 10000);  // 200 units in 40 s: 5 units/s
+  EXPECT_EQ(Last(), "build: shard 5/19 graph  33% (3300/10000) elapsed 1m40s ETA 22m20s");
 }
 
 }  // namespace

@@ -20,23 +20,38 @@ std::string PhaseKey(const std::string& phase) {
 }  // namespace
 
 PhaseProgress::PhaseProgress(std::string label, std::ostream* out,
-                             std::chrono::milliseconds interval)
-    : label_(std::move(label)), out_(out), interval_(interval) {}
+                             std::chrono::milliseconds interval, Clock clock)
+    : label_(std::move(label)),
+      out_(out),
+      interval_(interval),
+      clock_(clock ? std::move(clock) : Clock(&std::chrono::steady_clock::now)) {}
 
 void PhaseProgress::Update(const std::string& phase, size_t done, size_t total) {
   std::lock_guard<std::mutex> lock(mu_);
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = clock_();
   const std::string key = PhaseKey(phase);
-  if (current_.key != key) current_ = {key, now, done};
-  const Phase& p = current_;
+  if (current_.key != key) {
+    current_ = Phase();
+    current_.key = key;
+    current_.start = now;
+    current_.start_done = done;
+  }
+  Phase& p = current_;
+  // The rate is measured from the first step: the time before it (rows
+  // loading, or nothing done yet this run) has no units to divide.
+  if (!p.moved && done > p.start_done) {
+    p.moved = true;
+    p.move_start = now;
+    p.move_done = done;
+  }
   const bool changed = phase != last_phase_;
   last_phase_ = phase;
   const bool finished = done >= total;
   if (out_ == nullptr || (!changed && !finished && now - last_print_ < interval_)) return;
   last_print_ = now;
   const double elapsed = std::chrono::duration<double>(now - p.start).count();
-  const double rate =
-      elapsed > 0 && done > p.start_done ? double(done - p.start_done) / elapsed : 0;
+  const double moving = p.moved ? std::chrono::duration<double>(now - p.move_start).count() : 0;
+  const double rate = moving > 0 && done > p.move_done ? double(done - p.move_done) / moving : 0;
   const std::string eta = finished   ? std::string("0s")
                           : rate > 0 ? FormatDuration(double(total - done) / rate)
                                      : std::string("?");
