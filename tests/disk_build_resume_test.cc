@@ -78,7 +78,7 @@ class DiskBuildResumeTest : public ::testing::Test {
     p.graph.build_list = 48;
     p.graph.num_threads = 1;  // deterministic, so files can be compared
     p.pq_bytes = 8;
-    p.build_ram_budget = 2000 * (kDim * 4 + kR * 8 + 64);
+    p.build_ram_budget = 2000 * BuildBytesPerRow(kDim, kR);
     return p;
   }
 
@@ -238,6 +238,44 @@ TEST_F(DiskBuildResumeTest, DamagedPartitionRebuildsTheShardsBuiltFromIt) {
   EXPECT_GE(Recall(out, 64), 0.95);
 }
 
+// The same inputs planned into another number of shards (a pixseek that
+// sized a row's build memory differently, as before the graph linked on
+// bfloat16): the partition and its shards are cut again, the codes kept.
+TEST_F(DiskBuildResumeTest, PartitionOfAnotherShardCountIsCutAgain) {
+  const fs::path reference = dir_.path() / "reference.pxd";
+  ASSERT_TRUE(Build(reference, Params(), nullptr).ok());
+  const fs::path out = dir_.path() / "g.pxd";
+  const fs::path parts = out.string() + ".parts";
+  BuildCancelledAfter(out, Params(), 2);
+  // What the older planner left: a valid partition part of this build cut
+  // into 7 shards, and shard parts past this plan's 5.
+  const std::vector<uint8_t> manifest_bytes = ReadBytes(parts / "build.json");
+  const std::string manifest(manifest_bytes.begin(), manifest_bytes.end());
+  const size_t at = manifest.find("\"fingerprint\": \"");
+  ASSERT_NE(at, std::string::npos) << manifest;
+  const uint64_t fingerprint = std::stoull(manifest.substr(at + 16, 16), nullptr, 16);
+  {
+    auto w = build_parts::PartWriter::Create(parts / "partition.part",
+                                             build_parts::PartKind::kPartition, fingerprint);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    const uint32_t header[4] = {7, static_cast<uint32_t>(kDim), 0, 0};
+    ASSERT_TRUE((*w)->Append(header, sizeof header).ok());
+    ASSERT_TRUE((*w)->Commit().ok());
+  }
+  fs::copy_file(parts / "shard-0000.part", parts / "shard-0006.part");
+  DiskBuildReport report;
+  Status s = Build(out, Params(), &report);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_NE(report.replanned.find("cut into 7 shards and this build plans 5"), std::string::npos)
+      << report.replanned;
+  EXPECT_TRUE(report.damaged_parts.empty());
+  EXPECT_TRUE(report.reused_pq);
+  EXPECT_FALSE(report.reused_partition);
+  EXPECT_EQ(report.reused_shards, 0);
+  EXPECT_EQ(ReadBytes(out), ReadBytes(reference)) << "a re-planned build differs from a whole one";
+  EXPECT_FALSE(fs::exists(parts));
+}
+
 TEST_F(DiskBuildResumeTest, ChangedParameterOrInputDiscardsOldParts) {
   const fs::path out = dir_.path() / "g.pxd";
   BuildCancelledAfter(out, Params(), 2);
@@ -326,7 +364,7 @@ TEST(DiskBuildKillTest, KilledBenchBuildResumes) {
   ASSERT_TRUE(WriteFbin(dir.path() / "base.fbin", base).ok());
   ASSERT_TRUE(WriteFbin(dir.path() / "query.fbin", queries).ok());
   // Shards of at most 3,000 rows: about 15 of them.
-  const std::string budget = std::to_string(3000 * (kDim * 4 + 32 * 8 + 64));
+  const std::string budget = std::to_string(3000 * BuildBytesPerRow(kDim, 32));
   const std::vector<std::string> argv = {PIXSEEK_BINARY,
                                          "bench",
                                          "ann",

@@ -223,7 +223,7 @@ TEST_F(DiskGraphTest, FilterSkipsNodesButKeepsThemForRouting) {
 TEST_F(DiskGraphTest, ShardedBuildUnderRamBudget) {
   DiskBuildReport report;
   // Room for about 1,100 rows at a time: three shards of overlapping rows.
-  const fs::path path = Build(VectorStorage::kFloat16, 1100 * (kDim * 4 + 32 * 8 + 64), &report);
+  const fs::path path = Build(VectorStorage::kFloat16, 1100 * BuildBytesPerRow(kDim, 32), &report);
   EXPECT_GE(report.shards, 3);
   EXPECT_LT(report.max_rows_in_ram, kN);
   auto g = DiskGraph::Open(path);

@@ -104,11 +104,6 @@ Status CancelledStatus() {
       "disk index build cancelled; its finished parts are kept for the next run");
 }
 
-// Bytes one row costs while its shard's graph is built: the vector, the
-// adjacency with slack, and per-node bookkeeping (the row list included).
-size_t BuildBytesPerRow(int dim, int max_degree) {
-  return size_t(dim) * 4 + size_t(max_degree) * 4 * 2 + 64;
-}
 
 std::string Hex(uint64_t x) {
   char buf[17];
@@ -398,11 +393,14 @@ Status WritePartitionPart(const BuildContext& ctx) {
   const size_t n = ctx.plan.n, d = ctx.plan.d, k = ctx.plan.shards;
   const size_t capacity = ctx.plan.shard_capacity;
   ctx.Progress("partition", 0, 2 * n);
-  // Train the centres on a sample that fits the shard budget.
+  // Train the centres on a sample of float rows that takes at most half the
+  // budget (FAISS's k-means needs a little beside it), and at least the 40
+  // rows per centre FAISS asks for.
   std::vector<float> centres;
   {
+    const size_t budget_rows = ctx.plan.build_budget / 2 / (d * sizeof(float));
     const std::vector<uint32_t> sample =
-        SampleRows(n, std::min(n, std::max(capacity, 40 * k)), ctx.params.graph.seed);
+        SampleRows(n, std::min(n, std::max(budget_rows, 40 * k)), ctx.params.graph.seed);
     std::vector<float> x(sample.size() * d);
     PIXSEEK_RETURN_IF_ERROR(ReadRows(ctx.source, sample, x.data()));
     PIXSEEK_ASSIGN_OR_RETURN(centres, TrainKMeans(static_cast<int>(d), k, x.data(), sample.size(),
@@ -869,6 +867,10 @@ Status FbinVectorSource::Read(size_t begin, size_t count, float* out) const {
   return ReadFullAt(fd_, out, count * row, 8 + begin * row, path_);
 }
 
+size_t BuildBytesPerRow(int dim, int max_degree) {
+  return size_t(dim) * sizeof(Bfloat16) + size_t(max_degree) * 4 * 2 + 320;
+}
+
 int ChoosePqBytes(int dim, size_t target) {
   const size_t cap = std::max<size_t>(1, std::min<size_t>(target, dim >= 2 ? dim / 2 : 1));
   for (size_t m = cap; m >= 1; --m) {
@@ -901,6 +903,24 @@ Result<FinishedParts> ScanFinishedParts(const BuildContext& ctx) {
   if (ctx.plan.shards == 1) return f;
   PIXSEEK_ASSIGN_OR_RETURN(f.partition,
                            OpenValidPart(ctx, work.PartitionPart(), PartKind::kPartition));
+  if (f.partition) {
+    // The same inputs can be planned into another number of shards by
+    // another pixseek version (it sized a row's build memory differently):
+    // that partition and its shard graphs are cut again, the codes kept.
+    uint32_t k = 0;
+    PIXSEEK_RETURN_IF_ERROR(f.partition->ReadAt(0, &k, sizeof k));
+    if (k != ctx.plan.shards) {
+      const std::string why = "the partition in " + work.dir().string() + " was cut into " +
+                              std::to_string(k) + " shards and this build plans " +
+                              std::to_string(ctx.plan.shards);
+      std::fprintf(stderr, "disk index build: %s; cutting it again\n", why.c_str());
+      ctx.report->replanned = why;
+      f.partition.reset();
+      std::error_code ec;
+      std::filesystem::remove(work.PartitionPart(), ec);
+      for (size_t s = ctx.plan.shards; s < k; ++s) std::filesystem::remove(work.ShardPart(s), ec);
+    }
+  }
   for (size_t s = 0; s < ctx.plan.shards; ++s) {
     if (!f.partition) {
       std::error_code ec;

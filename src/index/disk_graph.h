@@ -91,8 +91,8 @@ struct DiskBuildParams {
   // of the raw vector bytes.
   uint64_t ram_budget = 0;
   // Peak RAM the build may use. 0 = 4 GiB. When the graph of all rows needs
-  // more (BuildBytesPerRow: 4 * dim + 8 * R + 64 bytes a row for the
-  // vectors, the adjacency with slack and bookkeeping), the rows are split
+  // more (BuildBytesPerRow: 2 * dim + 8 * R + 320 bytes a row for the
+  // bfloat16 vectors, the adjacency with slack and bookkeeping), the rows are split
   // into overlapping shards that each fit, built one at a time and merged
   // from disk. What counts against it: the PQ training sample (at most a
   // quarter of it), one shard's vectors and graph, and the partition's
@@ -132,6 +132,10 @@ struct DiskBuildReport {
   // Why an existing work directory was emptied (other inputs or
   // parameters); empty when none was.
   std::string discarded;
+  // Why a finished partition and its shard graphs were cut again while the
+  // codes were kept (the same inputs planned into another number of shards,
+  // by another pixseek version); empty when they were not.
+  std::string replanned;
   // Parts that failed their checks and were rebuilt (file names).
   std::vector<std::string> damaged_parts;
 };
@@ -143,6 +147,16 @@ struct DiskBuildReport {
 // carries over from shard to shard, reused shards included) and "merge"
 // (rows written). A phase an earlier run finished is not reported.
 using BuildProgress = std::function<void(const char* phase, size_t done, size_t total)>;
+
+// Bytes of build RAM one row costs while its shard's graph is built: the
+// bfloat16 vector the graph links on (VamanaGraph::BuildLinks), the
+// adjacency (a vector that grows to twice R with the pruning slack), and
+// 320 bytes of bookkeeping: the node's lock and vector header, its row, and
+// what malloc adds to many small growing blocks. Measured: 200,000 x 768-d,
+// R = 64, in 4 shards of up to 103,894 rows, the process grew by 2,311
+// bytes a row (this gives 2,368). build_ram_budget over it is a shard's
+// row limit.
+size_t BuildBytesPerRow(int dim, int max_degree);
 
 // The largest divisor of dim that is at most `target` bytes (at least 1), and
 // at most dim / 2 so that every sub-space has two or more coordinates when
