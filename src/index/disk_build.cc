@@ -104,7 +104,6 @@ Status CancelledStatus() {
       "disk index build cancelled; its finished parts are kept for the next run");
 }
 
-
 std::string Hex(uint64_t x) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016" PRIx64, x);
